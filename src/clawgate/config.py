@@ -1,0 +1,241 @@
+"""Typed configuration: ``clawgate.toml`` in the state directory, validated by pydantic.
+
+The state directory is ``~/.clawgate`` unless ``CLAWGATE_STATE_DIR`` names another; the config
+file is ``<state>/clawgate.toml`` unless ``CLAWGATE_CONFIG`` names another. A missing file means
+defaults. Unknown keys are refused with their dotted path, so a typo never passes silently.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import orjson
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from clawgate.errors import ConfigError
+
+DEFAULT_AGENT_ID = "main"
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class PluginEntryConfig(_Model):
+    """``plugins.entries.<id>``: per-plugin switch and config."""
+
+    enabled: bool | None = None
+    config: dict[str, Any] = Field(default_factory=dict)
+
+
+class PluginSlots(_Model):
+    """``plugins.slots``: exclusive capability slots."""
+
+    # "none" disables the slot; None means "first memory plugin wins".
+    memory: str | None = None
+
+
+class PluginsConfig(_Model):
+    """``[plugins]``: which plugins load and with what config."""
+
+    enabled: bool = True
+    allow: tuple[str, ...] = ()
+    deny: tuple[str, ...] = ()
+    load_paths: tuple[str, ...] = ()
+    slots: PluginSlots = Field(default_factory=PluginSlots)
+    entries: dict[str, PluginEntryConfig] = Field(default_factory=dict)
+
+    @field_validator("allow", "deny")
+    @classmethod
+    def _trim(cls, ids: tuple[str, ...]) -> tuple[str, ...]:
+        return tuple(dict.fromkeys(i.strip() for i in ids if i.strip()))
+
+    def entry(self, plugin_id: str) -> PluginEntryConfig:
+        """The entry for ``plugin_id``, or an empty one."""
+        return self.entries.get(plugin_id) or _EMPTY_ENTRY
+
+
+_EMPTY_ENTRY = PluginEntryConfig()
+
+
+class ModelConfig(_Model):
+    """An agent's model: a primary ``provider/model`` ref and ordered fallbacks."""
+
+    primary: str = "echo/echo"
+    fallbacks: tuple[str, ...] = ()
+
+
+class IdentityConfig(_Model):
+    name: str | None = None
+    emoji: str | None = None
+    avatar: str | None = None
+
+
+class AgentConfig(_Model):
+    """One ``[[agents]]`` entry."""
+
+    id: str
+    name: str | None = None
+    workspace: str | None = None
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    default: bool = False
+    identity: IdentityConfig = Field(default_factory=IdentityConfig)
+
+    @field_validator("model", mode="before")
+    @classmethod
+    def _model_ref(cls, value: Any) -> Any:
+        # A bare string is the primary model, as OpenClaw allows.
+        return {"primary": value} if isinstance(value, str) else value
+
+
+class EngineConfig(_Model):
+    """``[engine]``: lanes, queues and the turn loop.
+
+    (OpenClaw keeps these under ``agents.defaults``; here ``[[agents]]`` is the roster, so the
+    engine's knobs get their own table.)
+    """
+
+    max_concurrent: int = Field(default=4, ge=1, le=1024)
+    queue_mode: Literal["followup", "collect", "interrupt", "steer"] = "followup"
+    queue_cap: int = Field(default=20, ge=1, le=10_000)
+    queue_drop: Literal["new", "old"] = "new"
+    collect_window_ms: int = Field(default=500, ge=0, le=60_000)
+    max_iterations: int = Field(default=8, ge=1, le=100)
+    turn_timeout_s: float = Field(default=600.0, gt=0, le=86_400)
+
+
+class AuthConfig(_Model):
+    mode: Literal["token", "password", "none"] = "token"
+    token: str | None = None
+    password: str | None = None
+
+
+class GatewayConfig(_Model):
+    """``[gateway]``: the listener."""
+
+    port: int = Field(default=18789, ge=0, le=65535)
+    bind: str = "127.0.0.1"
+    auth: AuthConfig = Field(default_factory=AuthConfig)
+    max_body_bytes: int = Field(default=20 * 1024 * 1024, ge=1024)
+
+
+class SessionConfig(_Model):
+    """``[session]``: session-key shape."""
+
+    main_key: str = "main"
+    dm_scope: Literal["main", "per-peer", "per-channel-peer", "per-account-channel-peer"] = "main"
+
+
+class Config(_Model):
+    """The whole validated config."""
+
+    plugins: PluginsConfig = Field(default_factory=PluginsConfig)
+    agents: tuple[AgentConfig, ...] = ()
+    engine: EngineConfig = Field(default_factory=EngineConfig)
+    gateway: GatewayConfig = Field(default_factory=GatewayConfig)
+    session: SessionConfig = Field(default_factory=SessionConfig)
+
+    def plugins_digest(self) -> str:
+        """Digest of the plugins section: one input of the metadata-snapshot key."""
+        return digest(self.plugins.model_dump(mode="json"))
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """A loaded config together with where it came from."""
+
+    config: Config
+    state_dir: Path
+    config_path: Path
+
+    def agent_workspace(self, agent: AgentConfig) -> Path:
+        """The agent's workspace: configured (relative to the state dir) or a default folder."""
+        if agent.workspace:
+            return (self.state_dir / Path(agent.workspace).expanduser()).resolve()
+        name = "workspace" if agent.id == DEFAULT_AGENT_ID else f"workspace-{agent.id}"
+        return self.state_dir / name
+
+    def agents(self) -> tuple[AgentConfig, ...]:
+        """The configured agents, or the implicit default agent ``main``."""
+        return self.config.agents or (AgentConfig(id=DEFAULT_AGENT_ID, default=True),)
+
+    def workspaces(self) -> tuple[Path, ...]:
+        """Every configured agent's workspace, deduplicated, in roster order."""
+        return tuple(dict.fromkeys(self.agent_workspace(a) for a in self.agents()))
+
+
+def digest(value: Any) -> str:
+    """A stable sha256 hex digest of a JSON-able value (keys sorted)."""
+    return hashlib.sha256(orjson.dumps(value, option=orjson.OPT_SORT_KEYS)).hexdigest()
+
+
+def state_dir(env: Mapping[str, str] | None = None) -> Path:
+    """The state directory: ``CLAWGATE_STATE_DIR`` or ``~/.clawgate``."""
+    env = os.environ if env is None else env
+    raw = env.get("CLAWGATE_STATE_DIR")
+    return Path(raw).expanduser().resolve() if raw else Path.home() / ".clawgate"
+
+
+def load(env: Mapping[str, str] | None = None, *, path: Path | None = None) -> Settings:
+    """Load and validate the config named by the environment (or ``path``)."""
+    env = os.environ if env is None else env
+    root = state_dir(env)
+    if path is None:
+        raw = env.get("CLAWGATE_CONFIG")
+        path = Path(raw).expanduser() if raw else root / "clawgate.toml"
+    data: dict[str, Any] = {}
+    if path.exists():
+        try:
+            data = tomllib.loads(path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"cannot read config: {exc}", file=str(path)) from exc
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"not valid TOML: {exc}", file=str(path)) from exc
+    config = parse(data, file=str(path))
+    config = _apply_env(config, env)
+    return Settings(config=config, state_dir=root, config_path=path)
+
+
+def parse(data: Mapping[str, Any], *, file: str | None = None) -> Config:
+    """Validate a config mapping; the error names the dotted path of the first bad key."""
+    try:
+        config = Config.model_validate(data)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        dotted = ".".join(str(p) for p in first["loc"])
+        message = "unknown key" if first["type"] == "extra_forbidden" else first["msg"]
+        raise ConfigError(message, path=dotted, file=file) from exc
+    _check_agents(config, file)
+    return config
+
+
+def _check_agents(config: Config, file: str | None) -> None:
+    seen: set[str] = set()
+    for i, agent in enumerate(config.agents):
+        if agent.id in seen:
+            raise ConfigError(f"duplicate agent id {agent.id!r}", path=f"agents.{i}.id", file=file)
+        seen.add(agent.id)
+    if sum(a.default for a in config.agents) > 1:
+        raise ConfigError("more than one agent has default = true", path="agents", file=file)
+
+
+def _apply_env(config: Config, env: Mapping[str, str]) -> Config:
+    port = env.get("CLAWGATE_GATEWAY_PORT")
+    if not port:
+        return config
+    try:
+        value = int(port)
+        if not 0 <= value <= 65535:
+            raise ValueError
+    except ValueError:
+        raise ConfigError(
+            f"CLAWGATE_GATEWAY_PORT={port!r} is not a port number", path="gateway.port"
+        ) from None
+    gateway = config.gateway.model_copy(update={"port": value})
+    return config.model_copy(update={"gateway": gateway})

@@ -1,0 +1,1 @@
+"""Diagnostics: counters and histograms, the JSONL timeline, per-turn latency records."""

@@ -1,0 +1,1 @@
+"""The plugin runtime: manifest-first discovery, pure load plans, immutable generations."""

@@ -1,0 +1,396 @@
+"""PluginHost: owns the current generation, builds new ones, and retires old ones (I2-I5, I7).
+
+- ``start()`` scans once, derives the plan and builds the first generation.
+- ``acquire(ids)`` is what the request path calls: it returns a live generation whose plan
+  contains exactly the requested plugins' entries (reuse by capability, I3). It only builds when
+  no live generation qualifies — which, after start-up, never happens for enabled plugins; the
+  counter ``plugin_loads_on_request_total`` proves it (I4).
+- Builds are single-flight per plan digest (I5).
+- ``reload()`` rescans, builds a new generation if the plan changed, swaps one reference, and
+  retires the old generation once its leases drain (services stopped in reverse order, each
+  with a deadline; providers closed; private modules purged).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+import time
+from collections import OrderedDict
+from collections.abc import AsyncIterator, Iterable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from importlib.metadata import EntryPoint
+from pathlib import Path
+from typing import Any
+
+from clawgate.config import Settings
+from clawgate.diagnostics.metrics import Metrics
+from clawgate.diagnostics.timeline import Timeline
+from clawgate.errors import PluginError, Unavailable
+from clawgate.plugins import discovery
+from clawgate.plugins.loader import build_registry, purge_modules
+from clawgate.plugins.metadata import MetadataSnapshot, SchemaCache, build_snapshot
+from clawgate.plugins.plan import LoadPlan, derive_plan
+from clawgate.plugins.registry import Registry, Service
+
+log = logging.getLogger("clawgate.plugins")
+
+COUNTERS = (
+    "plugin_metadata_scans_total",
+    "plugin_generation_builds_total",
+    "plugin_loads_on_request_total",
+    "plugin_generation_reuses_total",
+    "plugin_generations_retired_total",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Generation:
+    """One immutable build: plan, metadata snapshot and registry. Never mutated (I2)."""
+
+    id: int
+    plan: LoadPlan
+    snapshot: MetadataSnapshot
+    registry: Registry
+    modules: tuple[str, ...]
+    built_at: float
+
+    @property
+    def key(self) -> str:
+        return self.plan.digest
+
+    def satisfies(self, plan: LoadPlan) -> bool:
+        """True when this generation carries every entry of ``plan`` unchanged (I3)."""
+        return self.plan.contains(plan.entries)
+
+
+@dataclass(slots=True)
+class _Leases:
+    count: int = 0
+    drained: asyncio.Event | None = None
+
+
+class PluginHost:
+    """The plugin runtime of one gateway (or one CLI command)."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        metrics: Metrics | None = None,
+        timeline: Timeline | None = None,
+        bundled_root: Path | None = discovery.BUNDLED_ROOT,
+        entry_points: Iterable[EntryPoint] | None = None,
+        reserved_methods: frozenset[str] = frozenset(),
+        reserved_paths: tuple[str, ...] = (),
+        keep: int = 4,
+        stop_deadline_s: float = 5.0,
+        drain_deadline_s: float = 30.0,
+    ) -> None:
+        self.settings = settings
+        self.metrics = metrics or Metrics(COUNTERS)
+        for name in COUNTERS:
+            self.metrics.inc(name, 0)
+        self.timeline = timeline or Timeline(None)
+        self._bundled_root = bundled_root
+        self._entry_points = None if entry_points is None else tuple(entry_points)
+        self._reserved_methods = reserved_methods
+        self._reserved_paths = reserved_paths
+        self._keep = max(1, keep)
+        self._stop_deadline = stop_deadline_s
+        self._drain_deadline = drain_deadline_s
+        self._schemas = SchemaCache()
+        self._snapshots: OrderedDict[tuple[str, str], MetadataSnapshot] = OrderedDict()
+        self._snapshot: MetadataSnapshot | None = None
+        self._live: OrderedDict[str, Generation] = OrderedDict()
+        self._current: Generation | None = None
+        self._building: dict[str, asyncio.Future[Generation]] = {}
+        self._leases: dict[int, _Leases] = {}
+        self._started_services: dict[int, list[Service]] = {}
+        self._retiring: set[asyncio.Task[None]] = set()
+        self._inventory: discovery.Inventory | None = None
+        self._roots: tuple[object, ...] = ()
+        self._startup: asyncio.Task[Generation] | None = None
+        self._next_id = 1
+        self._started = False
+        self._reload_lock = asyncio.Lock()
+
+    # -- reading -------------------------------------------------------------------------------
+
+    @property
+    def current(self) -> Generation:
+        """The generation new work should use. Raises Unavailable before start-up."""
+        if self._current is None:
+            raise Unavailable("plugin runtime is not started")
+        return self._current
+
+    @property
+    def snapshot(self) -> MetadataSnapshot:
+        """The current metadata snapshot (never rescans)."""
+        if self._snapshot is None:
+            raise Unavailable("plugin metadata has not been scanned")
+        return self._snapshot
+
+    def live(self) -> tuple[Generation, ...]:
+        return tuple(self._live.values())
+
+    def in_flight(self, generation: Generation) -> int:
+        leases = self._leases.get(generation.id)
+        return 0 if leases is None else leases.count
+
+    # -- start, acquire, lease -----------------------------------------------------------------
+
+    async def start(self, *, services: bool = True) -> Generation:
+        """Scan, build and publish the first generation; start its services.
+
+        Concurrent callers (and ``acquire`` calls made during start-up) share the one start.
+        """
+        if self._startup is None:
+            self._startup = asyncio.get_running_loop().create_task(self._start(services))
+        return await asyncio.shield(self._startup)
+
+    async def _start(self, services: bool) -> Generation:
+        snapshot = await self._scan()
+        generation = await self._build(derive_plan(snapshot), snapshot)
+        if services:
+            await self._start_services(generation)
+        self._publish(generation)
+        self._started = True
+        return generation
+
+    def plan(
+        self, settings: Settings | None = None, plugin_ids: Iterable[str] | None = None
+    ) -> LoadPlan:
+        """The plan a caller's effective inputs give, derived without touching the disk.
+
+        However a caller assembled its ``settings``, only what changes loading reaches the
+        plan, so equal effective inputs give an equal plan (I1).
+        """
+        snapshot = self._snapshot_for(settings)
+        plan = derive_plan(snapshot)
+        if plugin_ids is None:
+            return plan
+        wanted = set(plugin_ids)
+        missing = sorted(wanted - plan.ids)
+        if missing:
+            raise PluginError(f"plugins not enabled: {', '.join(missing)}")
+        return plan.subset(wanted)
+
+    async def acquire(
+        self, plugin_ids: Iterable[str] | None = None, *, settings: Settings | None = None
+    ) -> Generation:
+        """A live generation that carries ``plugin_ids`` (default: every enabled plugin).
+
+        This is the request path: it derives the caller's plan from the scanned inventory and
+        looks up live generations. It builds only if none qualifies, and counts that as a load
+        on the request path.
+        """
+        if self._current is None and self._startup is not None:
+            await asyncio.shield(self._startup)
+        plan = self.plan(settings, plugin_ids)
+        for generation in self._candidates():
+            if generation.satisfies(plan):
+                self.metrics.inc("plugin_generation_reuses_total")
+                return generation
+        if self._started:
+            self.metrics.inc("plugin_loads_on_request_total")
+            log.warning("plugin load on the request path (plan %s)", plan.digest[:12])
+        generation = await self._build(plan, self._snapshot_for(settings))
+        self._remember(generation)
+        return generation
+
+    @asynccontextmanager
+    async def lease(self, plugin_ids: Iterable[str] | None = None) -> AsyncIterator[Generation]:
+        """Hold a generation for the duration of one unit of work; retirement waits for it."""
+        generation = (
+            self.current if plugin_ids is None and self._current else await self.acquire(plugin_ids)
+        )
+        leases = self._leases.setdefault(generation.id, _Leases())
+        leases.count += 1
+        try:
+            yield generation
+        finally:
+            leases.count -= 1
+            if leases.count == 0 and leases.drained is not None:
+                leases.drained.set()
+
+    # -- reload and shutdown -------------------------------------------------------------------
+
+    async def reload(self, settings: Settings | None = None) -> Generation:
+        """Rescan (with new settings if given); build and swap if the plan changed."""
+        async with self._reload_lock:
+            if settings is not None:
+                self.settings = settings
+            snapshot = await self._scan(force=True)
+            plan = derive_plan(snapshot)
+            old = self._current
+            if old is not None and old.plan == plan:
+                return old
+            generation = next((g for g in self._live.values() if g.plan == plan), None)
+            if generation is None:
+                generation = await self._build(plan, snapshot)
+            if generation.id not in self._started_services:
+                await self._start_services(generation)
+            self._publish(generation)
+            return generation
+
+    async def aclose(self) -> None:
+        """Retire every live generation (draining each) and wait for all retirements."""
+        if self._startup is not None and not self._startup.done():
+            self._startup.cancel()
+            await asyncio.gather(self._startup, return_exceptions=True)
+        generations = list(self._live.values())
+        self._live.clear()
+        self._current = None
+        for generation in reversed(generations):
+            self._retire_later(generation)
+        while self._retiring:
+            await asyncio.gather(*list(self._retiring), return_exceptions=True)
+
+    # -- internals -----------------------------------------------------------------------------
+
+    def _candidates(self) -> list[Generation]:
+        ordered = list(self._live.values())
+        if self._current is not None:
+            ordered.remove(self._current)
+            ordered.insert(0, self._current)
+        return ordered
+
+    async def _scan(self, *, force: bool = False) -> MetadataSnapshot:
+        settings = self.settings
+        with self.timeline.span("plugins.metadata.scan", phase="reload" if force else "startup",
+                                workspaces=len(settings.workspaces())):
+            self._inventory = await asyncio.to_thread(self._discover, settings)
+        self.metrics.inc("plugin_metadata_scans_total")
+        self._roots = _roots(settings)
+        self._snapshot = self._snapshot_for(settings)
+        return self._snapshot
+
+    def _snapshot_for(self, settings: Settings | None) -> MetadataSnapshot:
+        """The snapshot for (scanned inventory, ``settings``' plugins config): a dict lookup,
+        or a pure build from the inventory already in memory. Never scans."""
+        if self._inventory is None:
+            raise Unavailable("plugin metadata has not been scanned")
+        settings = settings or self.settings
+        if _roots(settings) != self._roots:
+            raise PluginError(
+                "these settings look for plugins in other folders (load_paths, state dir or "
+                "agent workspaces differ); reload the plugin host with them first"
+            )
+        key = (self._inventory.digest, settings.config.plugins_digest())
+        snapshot = self._snapshots.get(key)
+        if snapshot is None:
+            snapshot = build_snapshot(self._inventory, settings.config.plugins, self._schemas)
+            self._snapshots[key] = snapshot
+            while len(self._snapshots) > self._keep:
+                self._snapshots.popitem(last=False)
+        return snapshot
+
+    def _discover(self, settings: Settings) -> discovery.Inventory:
+        found = discovery.sources(
+            load_paths=settings.config.plugins.load_paths,
+            state_dir=settings.state_dir,
+            workspaces=settings.workspaces(),
+            bundled_root=self._bundled_root,
+            entry_points=self._entry_points,
+        )
+        return discovery.scan(found)
+
+    async def _build(self, plan: LoadPlan, snapshot: MetadataSnapshot) -> Generation:
+        pending = self._building.get(plan.digest)
+        if pending is not None:
+            return await asyncio.shield(pending)
+        future: asyncio.Future[Generation] = asyncio.get_running_loop().create_future()
+        self._building[plan.digest] = future
+        try:
+            generation_id = self._next_id
+            self._next_id += 1
+            result = await asyncio.to_thread(
+                build_registry, plan, snapshot, generation=generation_id,
+                root_config=self.settings.config, state_dir=self.settings.state_dir,
+                reserved_methods=self._reserved_methods, reserved_paths=self._reserved_paths,
+            )
+            self.metrics.inc("plugin_generation_builds_total")
+            generation = Generation(generation_id, plan, snapshot, result.registry,
+                                    result.modules, time.time())
+            future.set_result(generation)
+            return generation
+        except BaseException as exc:
+            future.set_exception(exc)
+            future.exception()  # mark retrieved: waiters re-raise it themselves
+            raise
+        finally:
+            del self._building[plan.digest]
+
+    def _remember(self, generation: Generation) -> None:
+        self._live[generation.key] = generation
+        self._live.move_to_end(generation.key)
+        while len(self._live) > self._keep:
+            oldest = next(iter(self._live.values()))
+            if oldest is self._current:
+                self._live.move_to_end(oldest.key)
+                continue
+            del self._live[oldest.key]
+            self._retire_later(oldest)
+
+    def _publish(self, generation: Generation) -> None:
+        old = self._current
+        self._current = generation  # the swap: one reference assignment
+        self._remember(generation)
+        if old is not None and old is not generation and old.key in self._live:
+            del self._live[old.key]
+            self._retire_later(old)
+
+    def _retire_later(self, generation: Generation) -> None:
+        task = asyncio.get_running_loop().create_task(
+            self._retire(generation), name=f"retire-generation-{generation.id}"
+        )
+        self._retiring.add(task)
+        task.add_done_callback(self._retiring.discard)
+
+    async def _retire(self, generation: Generation) -> None:
+        leases = self._leases.get(generation.id)
+        if leases is not None and leases.count > 0:
+            leases.drained = asyncio.Event()
+            try:
+                await asyncio.wait_for(leases.drained.wait(), self._drain_deadline)
+            except TimeoutError:
+                log.warning("generation %d retired with %d leases still held",
+                            generation.id, leases.count)
+        for service in reversed(self._started_services.pop(generation.id, [])):
+            if service.stop is not None:
+                await self._call(service, service.stop, "stop")
+        for entry in generation.registry.providers.values():
+            try:
+                await asyncio.wait_for(entry.provider.aclose(), self._stop_deadline)
+            except Exception as exc:  # a provider's close must not block retirement
+                log.warning("provider %s close failed: %s", entry.provider.id, exc)
+        purge_modules(generation.modules)
+        self._leases.pop(generation.id, None)
+        self.metrics.inc("plugin_generations_retired_total")
+
+    async def _start_services(self, generation: Generation) -> None:
+        started: list[Service] = []
+        for service in generation.registry.services:
+            if await self._call(service, service.start, "start"):
+                started.append(service)
+        self._started_services[generation.id] = started
+
+    async def _call(self, service: Service, fn: Any, what: str) -> bool:
+        context = {"state_dir": self.settings.state_dir, "config": self.settings.config}
+        try:
+            outcome = fn(context)
+            if inspect.isawaitable(outcome):
+                await asyncio.wait_for(outcome, self._stop_deadline)
+            return True
+        except Exception as exc:  # one broken service must not stop the others
+            log.error("service %s of plugin %r failed to %s: %s", service.id, service.plugin_id,
+                      what, exc)
+            return False
+
+
+def _roots(settings: Settings) -> tuple[object, ...]:
+    """What decides where discovery looks: two settings with equal roots see one inventory."""
+    return (settings.config.plugins.load_paths, settings.state_dir, settings.workspaces())

@@ -1,0 +1,1 @@
+"""Model providers: the protocol plugins implement, and the provider types."""

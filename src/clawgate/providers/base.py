@@ -1,0 +1,96 @@
+"""What a model provider is: a streaming call from chat messages to text, tool calls and usage.
+
+Messages and tool definitions use the OpenAI chat-completions shapes (``{"role": ..., "content":
+...}`` and ``{"type": "function", "function": {...}}``), the lingua franca of model APIs, so the
+OpenAI-compatible provider forwards them unchanged and other providers translate once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any, Protocol, runtime_checkable
+
+Message = dict[str, Any]
+ToolSpec = dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class Usage:
+    """Token counts reported by the provider (zeros when it reports none)."""
+
+    input: int = 0
+    output: int = 0
+    cache_read: int = 0
+    cache_write: int = 0
+
+    @property
+    def total(self) -> int:
+        return self.input + self.output
+
+
+@dataclass(frozen=True, slots=True)
+class ModelRequest:
+    """One model call."""
+
+    model: str
+    messages: tuple[Message, ...]
+    tools: tuple[ToolSpec, ...] = ()
+    temperature: float | None = None
+    max_tokens: int | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class TextDelta:
+    """A piece of assistant text."""
+
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class ToolCall:
+    """A complete tool call requested by the model (arguments as a JSON string)."""
+
+    id: str
+    name: str
+    arguments: str
+
+
+@dataclass(frozen=True, slots=True)
+class Finish:
+    """The end of one model call."""
+
+    reason: str = "stop"
+    usage: Usage = Usage()
+
+
+ModelEvent = TextDelta | ToolCall | Finish
+
+
+@dataclass(frozen=True, slots=True)
+class ModelInfo:
+    """A model a provider offers."""
+
+    id: str
+    name: str | None = None
+    context_window: int | None = None
+
+
+@runtime_checkable
+class Provider(Protocol):
+    """A model provider, registered by a plugin with ``api.register_provider``."""
+
+    id: str
+
+    def stream(self, request: ModelRequest) -> AsyncIterator[ModelEvent]:
+        """Stream the events of one call; raise ``ProviderError`` on failure."""
+        ...
+
+    def models(self) -> list[ModelInfo]:
+        """The models this provider offers (may be empty when unknown)."""
+        ...
+
+    async def aclose(self) -> None:
+        """Release connections; called when the plugin generation retires."""
+        ...
