@@ -49,7 +49,136 @@ def _parser() -> argparse.ArgumentParser:
     doctor = sub.add_parser("doctor", help="diagnostics; exits 1 when something is broken")
     doctor.add_argument("--json", action="store_true", help="print JSON")
     doctor.set_defaults(handler=_plugins_doctor)
+    gateway = commands.add_parser("gateway", help="run the gateway (HTTP + WebSocket on one port)")
+    gateway.add_argument("--port", type=int, help="port (default 18789, or CLAWGATE_GATEWAY_PORT)")
+    gateway.add_argument("--bind", help="address to bind (default 127.0.0.1)")
+    gateway.set_defaults(handler=_gateway)
+
+    agent = commands.add_parser("agent", help="run one agent turn in-process")
+    agent.add_argument("-m", "--message", required=True, help="the user message")
+    agent.add_argument("--agent", help="agent id (default: the default agent)")
+    agent.add_argument("--session", help="session key (default: the agent's main session)")
+    agent.add_argument("--json", action="store_true", help="print the result as JSON")
+    agent.set_defaults(handler=_agent)
+
+    sessions = commands.add_parser("sessions", help="sessions in the store")
+    ssub = sessions.add_subparsers(metavar="ACTION")
+    slist = ssub.add_parser("list", help="list sessions, newest first")
+    slist.add_argument("--json", action="store_true", help="print JSON")
+    slist.add_argument("--agent", help="only this agent's sessions")
+    slist.add_argument("--search", help="substring of key, label, name, subject or id")
+    slist.add_argument("--limit", type=int, default=50, help="page size (default 50)")
+    slist.add_argument("--remote", action="store_true",
+                       help="ask the running gateway instead of opening the store")
+    slist.set_defaults(handler=_sessions_list)
     return parser
+
+
+def _gateway(args: argparse.Namespace) -> int:
+    from clawgate.gateway.app import Gateway
+
+    settings = config_module.load()
+    gateway = Gateway(settings, host=args.bind, port=args.port)
+    print(f"clawgate: gateway listening on http://{gateway.bind}:{gateway.port} "
+          f"(state {settings.state_dir})", flush=True)
+    asyncio.run(gateway.serve())
+    return 0
+
+
+def _agent(args: argparse.Namespace) -> int:
+    from clawgate.agents.engine import Engine
+    from clawgate.sessions.store import SessionStore
+
+    settings = config_module.load()
+
+    async def run() -> int:
+        host = PluginHost(settings)
+        store = SessionStore(settings.state_dir / "clawgate.db")
+        await store.open()
+        try:
+            await host.start()
+            engine = Engine(settings, host, store)
+            await engine.start()
+            run = await engine.submit(args.message, session_key=args.session,
+                                      agent_id=args.agent, channel="cli")
+            printed = False
+            with engine.bus.subscribe(run_id=run.run_id) as events:
+                while True:
+                    event = await events.get()
+                    if event.stream == "lifecycle" and event.data.get("phase") != "start":
+                        break
+                    if event.stream == "assistant" and not args.json:
+                        sys.stdout.write(event.data["delta"])
+                        sys.stdout.flush()
+                        printed = True
+            result = await run.done
+            await engine.aclose()
+            if args.json:
+                _print_json({"runId": result.run_id, "sessionKey": result.session_key,
+                             "status": result.status, "text": result.text,
+                             "stopReason": result.stop_reason, "error": result.error,
+                             "usage": result.usage})
+            elif printed:
+                sys.stdout.write("\n")
+            elif result.text:
+                print(result.text)
+            if result.status != "ok":
+                print(f"clawgate: run {result.status}: {result.error or result.stop_reason}",
+                      file=sys.stderr)
+                return 1
+            return 0
+        finally:
+            await host.aclose()
+            await store.close()
+
+    return asyncio.run(run())
+
+
+def _sessions_list(args: argparse.Namespace) -> int:
+    if args.remote:
+        from clawgate.client import call_remote
+
+        params: dict[str, Any] = {"limit": args.limit}
+        if args.agent:
+            params["agentId"] = args.agent
+        if args.search:
+            params["search"] = args.search
+        result = call_remote("sessions.list", params)
+        rows = result.get("sessions", [])
+        total = result.get("totalCount", len(rows))
+    else:
+        from clawgate.sessions.listing import ListQuery
+        from clawgate.sessions.store import SessionStore
+
+        settings = config_module.load()
+
+        async def listing() -> Any:
+            store = SessionStore(settings.state_dir / "clawgate.db")
+            await store.open()
+            try:
+                return await store.list_sessions(ListQuery(
+                    agent_id=args.agent, search=args.search, limit=args.limit))
+            finally:
+                await store.close()
+
+        found = asyncio.run(listing())
+        rows, total = list(found.rows), found.total
+    if args.json:
+        _print_json({"count": len(rows), "total": total, "sessions": rows})
+        return 0
+    print(f"{'KEY':<48}  {'UPDATED':<19}  MODEL")
+    for row in rows:
+        updated = row.get("updatedAt")
+        when = _fmt_ms(updated) if isinstance(updated, int) else "-"
+        print(f"{row['key']:<48}  {when:<19}  {row.get('model') or '-'}")
+    print(f"{len(rows)} of {total} session(s)")
+    return 0
+
+
+def _fmt_ms(ms: int) -> str:
+    from datetime import datetime
+
+    return datetime.fromtimestamp(ms / 1000).strftime("%Y-%m-%d %H:%M:%S")
 
 
 def _load_generation() -> Generation:

@@ -27,7 +27,9 @@ from __future__ import annotations
 
 from typing import Literal
 
-ProviderErrorKind = Literal["rate_limit", "timeout", "context_length", "refusal", "auth", "other"]
+ProviderErrorKind = Literal[
+    "rate_limit", "timeout", "unavailable", "context_length", "refusal", "auth", "other"
+]
 
 
 class ClawgateError(Exception):
@@ -137,7 +139,7 @@ class ProviderError(ClawgateError):
     @property
     def failover(self) -> bool:
         """True when another model may succeed where this one failed."""
-        return self.kind in ("rate_limit", "timeout") or (
+        return self.kind in ("rate_limit", "timeout", "unavailable") or (
             self.status is not None and self.status >= 500
         )
 

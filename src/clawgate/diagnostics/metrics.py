@@ -7,6 +7,7 @@ Rendered in the Prometheus text format by ``/metrics``. Names follow Prometheus 
 from __future__ import annotations
 
 import bisect
+import os
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
@@ -80,6 +81,19 @@ class Metrics:
             lines.append(f"{name}_sum{_fmt(labels)} {hist.total:.6f}")
             lines.append(f"{name}_count{_fmt(labels)} {hist.n}")
         return "\n".join(lines) + "\n"
+
+
+def rss_bytes() -> int:
+    """Resident set size of this process, from /proc (0 where /proc is missing)."""
+    try:
+        with open("/proc/self/statm", "rb") as f:
+            pages = int(f.read().split()[1])
+    except (OSError, ValueError, IndexError):
+        return 0
+    return pages * _PAGE
+
+
+_PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
 
 
 def _fmt(labels: Labels) -> str:

@@ -72,6 +72,24 @@ class _Leases:
     drained: asyncio.Event | None = None
 
 
+class Lease:
+    """A hold on one generation; ``release()`` once (later calls do nothing)."""
+
+    __slots__ = ("generation", "_leases")
+
+    def __init__(self, generation: Generation, leases: _Leases) -> None:
+        self.generation = generation
+        self._leases: _Leases | None = leases
+
+    def release(self) -> None:
+        leases, self._leases = self._leases, None
+        if leases is None:
+            return
+        leases.count -= 1
+        if leases.count == 0 and leases.drained is not None:
+            leases.drained.set()
+
+
 class PluginHost:
     """The plugin runtime of one gateway (or one CLI command)."""
 
@@ -201,20 +219,27 @@ class PluginHost:
         self._remember(generation)
         return generation
 
+    def checkout(self, generation: Generation | None = None) -> Lease:
+        """Hold ``generation`` (default: the current one) until the lease is released.
+
+        A retiring generation waits for its leases, so work admitted on it finishes on it.
+        """
+        generation = generation or self.current
+        leases = self._leases.setdefault(generation.id, _Leases())
+        leases.count += 1
+        return Lease(generation, leases)
+
     @asynccontextmanager
     async def lease(self, plugin_ids: Iterable[str] | None = None) -> AsyncIterator[Generation]:
-        """Hold a generation for the duration of one unit of work; retirement waits for it."""
+        """``checkout`` as a context manager, for work that lives in one block."""
         generation = (
             self.current if plugin_ids is None and self._current else await self.acquire(plugin_ids)
         )
-        leases = self._leases.setdefault(generation.id, _Leases())
-        leases.count += 1
+        lease = self.checkout(generation)
         try:
             yield generation
         finally:
-            leases.count -= 1
-            if leases.count == 0 and leases.drained is not None:
-                leases.drained.set()
+            lease.release()
 
     # -- reload and shutdown -------------------------------------------------------------------
 

@@ -109,6 +109,7 @@ class OpenAIProvider:
         for attempt in range(self._max_retries + 1):
             yielded = False
             retry_after: float | None = None
+            cause: Exception | None = None
             try:
                 # ``async with`` closes the response however the caller leaves: normal end,
                 # break (generator closed) or task cancellation.
@@ -123,10 +124,10 @@ class OpenAIProvider:
                     retry_after = _retry_after(resp.headers)
             except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
                 kind: ProviderErrorKind = (
-                    "timeout" if isinstance(exc, httpx.ConnectTimeout) else "other"
+                    "timeout" if isinstance(exc, httpx.ConnectTimeout) else "unavailable"
                 )
                 failure = self._error(f"cannot connect to {self.base_url}: {exc!r}", kind)
-                retryable = True
+                retryable, cause = True, exc
             except httpx.TimeoutException as exc:
                 # A read timeout means the model is slow or stuck; retrying would multiply the
                 # wait before failover, so hand it straight to the failover layer.
@@ -134,12 +135,12 @@ class OpenAIProvider:
             except (httpx.NetworkError, httpx.RemoteProtocolError) as exc:
                 if yielded:
                     raise self._error(f"stream broken mid-answer: {exc!r}", "other") from exc
-                failure = self._error(f"connection failed: {exc!r}", "other")
-                retryable = True
+                failure = self._error(f"connection failed: {exc!r}", "unavailable")
+                retryable, cause = True, exc
             except httpx.HTTPError as exc:
                 raise self._error(f"request to {url} failed: {exc!r}", "other") from exc
             if not retryable or attempt == self._max_retries:
-                raise failure
+                raise failure from cause
             await asyncio.sleep(self._backoff(attempt, retry_after))
 
     def _http(self) -> httpx.AsyncClient:
@@ -152,7 +153,7 @@ class OpenAIProvider:
     def _backoff(self, attempt: int, retry_after: float | None) -> float:
         if retry_after is not None:
             return min(retry_after, RETRY_AFTER_CAP_S)
-        delay = self._backoff_base * 2**attempt
+        delay = self._backoff_base * 2.0**attempt
         # Jitter spreads retries of many concurrent sessions hitting the same rate limit.
         return min(delay + random.uniform(0, self._backoff_base / 4), RETRY_AFTER_CAP_S)
 
@@ -165,8 +166,11 @@ class OpenAIProvider:
         state = _StreamState()
         if "application/json" in response.headers.get("content-type", ""):
             # Some servers ignore ``stream: true`` and answer with one JSON completion.
-            data = orjson.loads(await _read_capped(response, limit=None))
-            for event in state.completion(self.id, data):
+            try:
+                data = orjson.loads(await _read_capped(response, limit=None))
+            except orjson.JSONDecodeError as exc:
+                raise self._error("malformed JSON completion", "other") from exc
+            for event in [*state.completion(self.id, data), *state.finish(self.id)]:
                 yield event
             return
         async for line in response.aiter_lines():
@@ -180,7 +184,8 @@ class OpenAIProvider:
             try:
                 data = orjson.loads(data_text)
             except orjson.JSONDecodeError as exc:
-                raise self._error(f"malformed stream event: {_truncate(data_text)}", "other") from exc
+                detail = f"malformed stream event: {_truncate(data_text)}"
+                raise self._error(detail, "other") from exc
             for event in state.chunk(self.id, data):
                 yield event
         else:

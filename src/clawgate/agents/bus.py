@@ -1,0 +1,120 @@
+"""The in-process event bus: the engine publishes run events; surfaces subscribe.
+
+Publishing never blocks and never grows memory without bound: every subscription has a bounded
+queue, and a subscriber that falls behind is marked ``overflowed`` (and stops receiving) so the
+surface that owns it can disconnect the slow client. Subscriptions may filter by run id or
+session key, so a streamed HTTP completion only wakes for its own run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+Stream = Literal["lifecycle", "assistant", "tool", "chat"]
+
+
+@dataclass(frozen=True, slots=True)
+class RunEvent:
+    """One event of one run. ``seq`` counts per run, from 1."""
+
+    run_id: str
+    session_key: str
+    stream: Stream
+    data: dict[str, Any]
+    seq: int
+    ts: int = field(default_factory=lambda: int(time.time() * 1000))
+
+    def payload(self) -> dict[str, Any]:
+        """The OpenClaw ``agent`` event payload."""
+        return {"runId": self.run_id, "seq": self.seq, "stream": self.stream, "ts": self.ts,
+                "data": self.data, "sessionKey": self.session_key}
+
+
+class Subscription:
+    """A bounded mailbox of events; iterate it, or ``get()`` one event at a time."""
+
+    def __init__(self, bus: EventBus, *, run_id: str | None, session_key: str | None,
+                 maxsize: int) -> None:
+        self.run_id = run_id
+        self.session_key = session_key
+        self.overflowed = False
+        self._bus = bus
+        self._queue: asyncio.Queue[RunEvent] = asyncio.Queue(maxsize)
+
+    def wants(self, event: RunEvent) -> bool:
+        return (self.run_id is None or event.run_id == self.run_id) and (
+            self.session_key is None or event.session_key == self.session_key
+        )
+
+    def offer(self, event: RunEvent) -> None:
+        if self.overflowed:
+            return
+        try:
+            self._queue.put_nowait(event)
+        except asyncio.QueueFull:
+            self.overflowed = True
+
+    async def get(self) -> RunEvent:
+        return await self._queue.get()
+
+    def get_nowait(self) -> RunEvent | None:
+        try:
+            return self._queue.get_nowait()
+        except asyncio.QueueEmpty:
+            return None
+
+    async def __aiter__(self) -> AsyncIterator[RunEvent]:
+        while True:
+            yield await self._queue.get()
+
+    def close(self) -> None:
+        self._bus.unsubscribe(self)
+
+    def __enter__(self) -> Subscription:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class EventBus:
+    """Fan-out of run events to subscriptions, indexed by run id for cheap per-run streams."""
+
+    def __init__(self) -> None:
+        self._by_run: dict[str, set[Subscription]] = {}
+        self._others: set[Subscription] = set()
+
+    def subscribe(self, *, run_id: str | None = None, session_key: str | None = None,
+                  maxsize: int = 1024) -> Subscription:
+        sub = Subscription(self, run_id=run_id, session_key=session_key, maxsize=maxsize)
+        if run_id is not None:
+            self._by_run.setdefault(run_id, set()).add(sub)
+        else:
+            self._others.add(sub)
+        return sub
+
+    def unsubscribe(self, sub: Subscription) -> None:
+        if sub.run_id is not None:
+            subs = self._by_run.get(sub.run_id)
+            if subs is not None:
+                subs.discard(sub)
+                if not subs:
+                    del self._by_run[sub.run_id]
+        else:
+            self._others.discard(sub)
+
+    def publish(self, event: RunEvent) -> None:
+        for sub in self._by_run.get(event.run_id, ()):
+            if sub.wants(event):
+                sub.offer(event)
+        for sub in self._others:
+            if sub.wants(event):
+                sub.offer(event)
+
+    @property
+    def subscribers(self) -> int:
+        return len(self._others) + sum(len(s) for s in self._by_run.values())

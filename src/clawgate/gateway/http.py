@@ -1,0 +1,170 @@
+"""The HTTP side of the gateway: probes, metrics, auth, JSON bodies, plugin routes.
+
+Every error leaves as an OpenAI-shaped JSON body ``{"error": {"message", "type", "code"}}`` with
+the status from the one error table (``clawgate.errors.classify``). Plugin HTTP routes are
+looked up in the *current* generation per request, so a plugin reload changes routes without
+rebuilding the app.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING, Any
+
+import orjson
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, PlainTextResponse, Response
+from starlette.routing import BaseRoute, Route, WebSocketRoute
+
+from clawgate.errors import AuthError, ClawgateError, InvalidRequest, classify
+
+if TYPE_CHECKING:
+    from clawgate.gateway.app import Gateway
+
+ERROR_TYPES = {400: "invalid_request_error", 401: "authentication_error",
+               403: "permission_error", 404: "not_found_error", 405: "invalid_request_error",
+               413: "invalid_request_error", 429: "rate_limit_error", 503: "api_error"}
+
+
+class PayloadTooLarge(InvalidRequest):
+    """A request body over the configured limit (HTTP 413)."""
+
+
+def error_response(status: int, message: str, *, code: str | None = None,
+                   headers: dict[str, str] | None = None) -> JSONResponse:
+    """An OpenAI-shaped error body."""
+    body = {"error": {"message": message, "type": ERROR_TYPES.get(status, "api_error"),
+                      "code": code}}
+    return JSONResponse(body, status_code=status, headers=headers)
+
+
+def from_exception(exc: Exception) -> JSONResponse:
+    """The HTTP response for an exception raised while serving a request."""
+    if isinstance(exc, PayloadTooLarge):
+        return error_response(413, str(exc), code="payload_too_large")
+    if isinstance(exc, ClawgateError):
+        _, status = classify(exc)
+        return error_response(status, str(exc))
+    return error_response(500, "internal error")
+
+
+def client_address(request: Request) -> str:
+    return request.client.host if request.client else "unknown"
+
+
+def authorize(gateway: Gateway, request: Request) -> JSONResponse | None:
+    """None when the request carries the gateway's credentials; otherwise a 401 or 429."""
+    address = client_address(request)
+    wait = gateway.limiter.retry_after(address)
+    if wait > 0:
+        return error_response(429, "too many failed authentication attempts",
+                              code="rate_limited", headers={"Retry-After": str(int(wait) + 1)})
+    header = request.headers.get("authorization", "")
+    scheme, _, presented = header.partition(" ")
+    if gateway.credentials.check(presented.strip() if scheme.lower() == "bearer" else None):
+        gateway.limiter.succeeded(address)
+        return None
+    gateway.limiter.failed(address)
+    return error_response(401, "missing or invalid bearer token" if header
+                          else "authentication required: send 'Authorization: Bearer <token>'")
+
+
+async def read_json(request: Request, limit: int) -> Any:
+    """The request body as JSON, refusing bodies over ``limit`` bytes before reading them all."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise PayloadTooLarge(f"request body is {declared} bytes; the limit is {limit}")
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise PayloadTooLarge(f"request body exceeds the limit of {limit} bytes")
+        chunks.append(chunk)
+    body = b"".join(chunks)
+    if not body:
+        raise InvalidRequest("request body is empty; expected a JSON object")
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise InvalidRequest(f"request body is not valid JSON: {exc}") from None
+
+
+def build_app(gateway: Gateway) -> Starlette:
+    """The gateway's ASGI application."""
+    from clawgate.gateway.openai_api import routes as openai_routes
+    from clawgate.gateway.ws import endpoint as ws_endpoint
+
+    async def health(_request: Request) -> Response:
+        return JSONResponse({"ok": True, "status": "live"})
+
+    async def ready(request: Request) -> Response:
+        if not gateway.ready:
+            status = "draining" if gateway.draining else "starting"
+            return JSONResponse({"ok": False, "status": status}, status_code=503)
+        body: dict[str, Any] = {"ok": True, "status": "ready"}
+        if request.client and request.client.host in ("127.0.0.1", "::1"):
+            body.update(version=gateway.version(), uptimeMs=gateway.uptime_ms)
+        return JSONResponse(body)
+
+    async def startup(_request: Request) -> Response:
+        if gateway.ready:
+            return JSONResponse({"ok": True, "status": "started"})
+        status = "draining" if gateway.draining else "starting"
+        return JSONResponse({"ok": False, "status": status}, status_code=503)
+
+    async def metrics(request: Request) -> Response:
+        denied = authorize(gateway, request)
+        if denied is not None:
+            return denied
+        return PlainTextResponse(gateway.metrics.render(),
+                                 media_type="text/plain; version=0.0.4")
+
+    async def plugin_route(request: Request) -> Response:
+        """Dispatch to a route registered by a plugin of the current generation."""
+        path = request.url.path
+        generation = gateway.plugins.current
+        route = next((r for r in generation.registry.routes if r.path == path), None)
+        if route is None:
+            return error_response(404, f"no route {path}")
+        if request.method not in route.methods and not (
+                request.method == "HEAD" and "GET" in route.methods):
+            return error_response(405, f"{request.method} not allowed on {path}",
+                                  headers={"Allow": ", ".join(route.methods)})
+        if route.auth == "gateway":
+            denied = authorize(gateway, request)
+            if denied is not None:
+                return denied
+        started = time.perf_counter()
+        try:
+            response = await route.handler(request)
+        except Exception:
+            return error_response(500, f"plugin route {path} failed")
+        finally:
+            gateway.metrics.observe("http_request_seconds", time.perf_counter() - started,
+                                    route="plugin")
+        if not isinstance(response, Response):
+            return error_response(500, f"plugin route {path} returned no response")
+        return response
+
+    async def on_error(request: Request, exc: Exception) -> Response:
+        return from_exception(exc)
+
+    probe = ["GET", "HEAD"]
+    routes: list[BaseRoute] = [
+        Route("/health", health, methods=probe),
+        Route("/healthz", health, methods=probe),
+        Route("/ready", ready, methods=probe),
+        Route("/readyz", ready, methods=probe),
+        Route("/startup", startup, methods=probe),
+        Route("/startupz", startup, methods=probe),
+        Route("/metrics", metrics, methods=["GET"]),
+        WebSocketRoute("/", ws_endpoint(gateway)),
+        *openai_routes(gateway, prefix="/v1"),
+        *openai_routes(gateway, prefix="/openclaw/v1"),
+        Route("/{path:path}", plugin_route,
+              methods=["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]),
+    ]
+    return Starlette(routes=routes, lifespan=gateway.lifespan,
+                     exception_handlers={ClawgateError: on_error, AuthError: on_error})

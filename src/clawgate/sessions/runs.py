@@ -1,0 +1,133 @@
+"""The run lifecycle in the store: queued -> running -> ended, each step one transaction.
+
+Why a queued state: a message is acknowledged when it is admitted, but it may wait behind the
+session's active run. Appending it to the transcript at admission would put it before the
+active run's reply. So admission stores it in the run record (durable), and the transcript
+receives it when the run starts. After a crash, ``recover`` closes what was left open: running
+runs become ``interrupted`` (their messages are in the transcript already) and queued runs give
+their messages to the transcript, also as ``interrupted`` — no acknowledged message is lost.
+
+These are jobs for the store's writer thread; ``SessionStore`` exposes them as async methods.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Sequence
+from typing import Any
+
+from clawgate.errors import InvalidRequest
+from clawgate.sessions.schema import RUN_STATUSES, RunStatus, dumps, loads
+from clawgate.sessions.transcript import NewMessage, StoredMessage, check_messages
+
+ENDED: tuple[RunStatus, ...] = tuple(s for s in RUN_STATUSES if s not in ("queued", "running"))
+
+
+def current_session_id(c: sqlite3.Connection, key: str) -> str:
+    row = c.execute("SELECT session_id FROM sessions WHERE key = ?", (key,)).fetchone()
+    if row is None:
+        from clawgate.errors import SessionNotFound
+
+        raise SessionNotFound(f"no session {key!r}", session_key=key)
+    return str(row[0])
+
+
+def append(c: sqlite3.Connection, key: str, new: Sequence[NewMessage],
+           now: int) -> list[StoredMessage]:
+    """Append checked messages to the session's current transcript (inside a transaction)."""
+    sid = current_session_id(c, key)
+    seq = int(c.execute("SELECT COALESCE(MAX(seq), 0) FROM messages WHERE session_id = ?",
+                        (sid,)).fetchone()[0])
+    out: list[StoredMessage] = []
+    for m in new:
+        seq += 1
+        content, tool_calls, usage, extra = m.json
+        cur = c.execute(
+            "INSERT INTO messages (session_id, key, seq, role, content, tool_calls, "
+            "tool_call_id, name, usage, stop_reason, created_at, extra) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (sid, key, seq, m.role, content, tool_calls, m.tool_call_id, m.name, usage,
+             m.stop_reason, now, extra),
+        )
+        out.append(m.stored(id=int(cur.lastrowid or 0), key=key, session_id=sid, seq=seq, at=now))
+    if out:
+        c.execute("UPDATE sessions SET updated_at = ? WHERE key = ?", (now, key))
+    return out
+
+
+def queue(c: sqlite3.Connection, run_id: str, key: str, messages: Sequence[Any],
+          now: int) -> None:
+    """Record an admitted run with its input messages (the acknowledgement point)."""
+    check_messages(messages, "runs.queue")
+    sid = current_session_id(c, key)
+    try:
+        c.execute(
+            "INSERT INTO runs (run_id, key, session_id, status, started_at, queued_at, input) "
+            "VALUES (?, ?, ?, 'queued', ?, ?, ?)",
+            (run_id, key, sid, now, now, dumps(list(messages))),
+        )
+    except sqlite3.IntegrityError:
+        raise InvalidRequest(f"run {run_id!r} already exists") from None
+
+
+def begin(c: sqlite3.Connection, run_id: str, key: str, messages: Sequence[Any],
+          now: int) -> None:
+    """Start a run: its messages join the transcript and the record says running."""
+    new = check_messages(messages, "runs.begin")
+    sid = current_session_id(c, key)
+    cur = c.execute("UPDATE runs SET status = 'running', started_at = ?, session_id = ? "
+                    "WHERE run_id = ? AND status = 'queued'", (now, sid, run_id))
+    if cur.rowcount == 0:
+        try:
+            c.execute("INSERT INTO runs (run_id, key, session_id, status, started_at) "
+                      "VALUES (?, ?, ?, 'running', ?)", (run_id, key, sid, now))
+        except sqlite3.IntegrityError:
+            raise InvalidRequest(f"run {run_id!r} was already started") from None
+    append(c, key, new, now)
+
+
+def complete(c: sqlite3.Connection, run_id: str, key: str, messages: Sequence[Any], now: int, *,
+             status: RunStatus, stop_reason: str | None, error: str | None,
+             usage: dict[str, int] | None, model: str | None, provider: str | None,
+             merged: Sequence[str]) -> None:
+    """End a run: final messages, run record, session counters — one transaction."""
+    if status not in ENDED:
+        raise InvalidRequest(f"a run cannot end as {status!r}")
+    new = check_messages(messages, "runs.complete")
+    append(c, key, new, now)
+    c.execute(
+        "UPDATE runs SET status = ?, ended_at = ?, stop_reason = ?, error = ?, usage = ?, "
+        "model = ?, provider = ? WHERE run_id = ?",
+        (status, now, stop_reason, error, None if usage is None else dumps(usage), model,
+         provider, run_id),
+    )
+    for other in merged:
+        c.execute("UPDATE runs SET status = ?, ended_at = ?, merged_into = ? "
+                  "WHERE run_id = ? AND status IN ('queued', 'running')",
+                  (status, now, run_id, other))
+    used_in = int((usage or {}).get("input", 0))
+    used_out = int((usage or {}).get("output", 0))
+    c.execute(
+        "UPDATE sessions SET input_tokens = input_tokens + ?, output_tokens = output_tokens + ?, "
+        "total_tokens = total_tokens + ?, aborted_last_run = ?, "
+        "model = COALESCE(?, model), model_provider = COALESCE(?, model_provider), "
+        "updated_at = ? WHERE key = ?",
+        (used_in, used_out, used_in + used_out, int(status == "aborted"), model, provider, now,
+         key),
+    )
+
+
+def recover(c: sqlite3.Connection, now: int) -> int:
+    """Close runs a killed process left open; return how many."""
+    rows = c.execute("SELECT run_id, key, status, input FROM runs "
+                     "WHERE status IN ('queued', 'running') ORDER BY queued_at, started_at"
+                     ).fetchall()
+    for run_id, key, status, raw in rows:
+        if status == "queued" and raw:
+            try:
+                append(c, key, check_messages(loads(raw), "runs.recover"), now)
+            except Exception:  # a vanished session: the run record still keeps the input
+                pass
+        c.execute("UPDATE runs SET status = 'interrupted', ended_at = ?, "
+                  "stop_reason = 'gateway restarted' WHERE run_id = ?", (now, run_id))
+    return len(rows)

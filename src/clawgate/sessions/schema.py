@@ -1,0 +1,386 @@
+"""The session store's SQLite schema: forward migrations, the column table and row values.
+
+The schema version lives in ``PRAGMA user_version``. :data:`MIGRATIONS` is append-only: a
+released step is never edited, a change is a new step, and each step runs in its own transaction
+together with the version bump, so a crash mid-migration leaves the previous version intact.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import orjson
+
+from clawgate.errors import ClawgateError, InvalidRequest
+
+ColumnType = Literal["text", "int", "bool", "json"]
+RunStatus = Literal["queued", "running", "ok", "error", "aborted", "timeout", "interrupted"]
+RUN_STATUSES: tuple[RunStatus, ...] = (
+    "queued", "running", "ok", "error", "aborted", "timeout", "interrupted"
+)
+
+
+class SchemaTooNew(ClawgateError):
+    """The database was written by a newer clawgate whose schema this code does not know."""
+
+    def __init__(self, *, path: str, found: int, supported: int) -> None:
+        self.path = path
+        self.found = found
+        self.supported = supported
+        super().__init__(
+            f"{path}: database schema version {found} is newer than this clawgate supports "
+            f"({supported}); upgrade clawgate or point it at another state directory"
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Migration:
+    """One forward step; ``script`` is plain SQL run inside one transaction."""
+
+    version: int
+    summary: str
+    script: str
+
+
+MIGRATIONS: tuple[Migration, ...] = (
+    Migration(1, "sessions and messages", """
+CREATE TABLE sessions (
+    key               TEXT PRIMARY KEY,
+    agent_id          TEXT NOT NULL,
+    session_id        TEXT NOT NULL,
+    created_at        INTEGER NOT NULL,
+    updated_at        INTEGER NOT NULL,
+    started_at        INTEGER NOT NULL,
+    channel           TEXT,
+    chat_type         TEXT,
+    origin            TEXT,
+    label             TEXT,
+    display_name      TEXT,
+    subject           TEXT,
+    model_override    TEXT,
+    provider_override TEXT,
+    model             TEXT,
+    model_provider    TEXT,
+    input_tokens      INTEGER NOT NULL DEFAULT 0,
+    output_tokens     INTEGER NOT NULL DEFAULT 0,
+    total_tokens      INTEGER NOT NULL DEFAULT 0,
+    send_policy       TEXT,
+    queue_mode        TEXT,
+    spawned_by        TEXT,
+    last_channel      TEXT,
+    last_to           TEXT,
+    thinking_level    TEXT,
+    aborted_last_run  INTEGER NOT NULL DEFAULT 0,
+    extra             TEXT
+);
+CREATE UNIQUE INDEX sessions_session_id ON sessions (session_id);
+CREATE INDEX sessions_updated ON sessions (updated_at DESC);
+CREATE TABLE messages (
+    id           INTEGER PRIMARY KEY,
+    session_id   TEXT NOT NULL,
+    key          TEXT NOT NULL,
+    seq          INTEGER NOT NULL,
+    role         TEXT NOT NULL CHECK (role IN ('user', 'assistant', 'tool', 'system')),
+    content      TEXT,
+    tool_calls   TEXT,
+    tool_call_id TEXT,
+    name         TEXT,
+    usage        TEXT,
+    stop_reason  TEXT,
+    created_at   INTEGER NOT NULL,
+    archived     INTEGER NOT NULL DEFAULT 0
+);
+CREATE UNIQUE INDEX messages_session_seq ON messages (session_id, seq);
+CREATE INDEX messages_key ON messages (key, id);
+"""),
+    Migration(2, "runs, listing indexes, more session fields, message extras", """
+ALTER TABLE sessions ADD COLUMN group_channel TEXT;
+ALTER TABLE sessions ADD COLUMN context_tokens INTEGER;
+ALTER TABLE sessions ADD COLUMN verbose_level TEXT;
+ALTER TABLE sessions ADD COLUMN reasoning_level TEXT;
+ALTER TABLE sessions ADD COLUMN response_usage TEXT;
+ALTER TABLE sessions ADD COLUMN parent_session_key TEXT;
+ALTER TABLE sessions ADD COLUMN last_account_id TEXT;
+ALTER TABLE sessions ADD COLUMN last_thread_id TEXT;
+ALTER TABLE messages ADD COLUMN extra TEXT;
+CREATE INDEX sessions_agent_updated ON sessions (agent_id, updated_at DESC);
+CREATE INDEX sessions_label ON sessions (label);
+CREATE INDEX sessions_spawned_by ON sessions (spawned_by);
+CREATE TABLE runs (
+    run_id      TEXT PRIMARY KEY,
+    key         TEXT NOT NULL,
+    session_id  TEXT NOT NULL,
+    status      TEXT NOT NULL
+                CHECK (status IN ('running', 'ok', 'error', 'aborted', 'timeout')),
+    started_at  INTEGER NOT NULL,
+    ended_at    INTEGER,
+    stop_reason TEXT,
+    error       TEXT,
+    usage       TEXT
+);
+CREATE INDEX runs_key ON runs (key, started_at);
+"""),
+    Migration(3, "durable queued runs: input messages, queued/interrupted states", """
+CREATE TABLE runs_v3 (
+    run_id      TEXT PRIMARY KEY,
+    key         TEXT NOT NULL,
+    session_id  TEXT NOT NULL,
+    status      TEXT NOT NULL CHECK (status IN
+                ('queued', 'running', 'ok', 'error', 'aborted', 'timeout', 'interrupted')),
+    started_at  INTEGER NOT NULL,
+    ended_at    INTEGER,
+    stop_reason TEXT,
+    error       TEXT,
+    usage       TEXT,
+    queued_at   INTEGER,
+    input       TEXT,
+    model       TEXT,
+    provider    TEXT,
+    merged_into TEXT
+);
+INSERT INTO runs_v3 (run_id, key, session_id, status, started_at, ended_at, stop_reason, error,
+                     usage)
+    SELECT run_id, key, session_id, status, started_at, ended_at, stop_reason, error, usage
+    FROM runs;
+DROP TABLE runs;
+ALTER TABLE runs_v3 RENAME TO runs;
+CREATE INDEX runs_key ON runs (key, started_at);
+CREATE INDEX runs_open ON runs (status) WHERE status IN ('queued', 'running');
+"""),
+)
+SCHEMA_VERSION = MIGRATIONS[-1].version
+
+
+def schema_version(conn: sqlite3.Connection) -> int:
+    """The ``user_version`` of the open database (0 for a new file)."""
+    row = conn.execute("PRAGMA user_version").fetchone()
+    return int(row[0])
+
+
+def migrate(conn: sqlite3.Connection, *, path: Path | str, target: int | None = None) -> int:
+    """Bring the database up to ``target`` (default: the newest version) and return the version.
+
+    ``conn`` must be in autocommit mode (``isolation_level=None``). A database newer than this
+    code raises :class:`SchemaTooNew` without touching it.
+    """
+    goal = SCHEMA_VERSION if target is None else target
+    current = schema_version(conn)
+    if current > SCHEMA_VERSION:
+        raise SchemaTooNew(path=str(path), found=current, supported=SCHEMA_VERSION)
+    for step in MIGRATIONS:
+        if current < step.version <= goal:
+            # executescript would COMMIT any open transaction first, so the BEGIN/COMMIT pair is
+            # part of the script; on failure the transaction is still open and is rolled back.
+            try:
+                conn.executescript(
+                    f"BEGIN IMMEDIATE;\n{step.script}\nPRAGMA user_version = {step.version};\n"
+                    "COMMIT;"
+                )
+            except BaseException:
+                if conn.in_transaction:
+                    conn.rollback()
+                raise
+            current = step.version
+    return current
+
+
+@dataclass(frozen=True, slots=True)
+class Column:
+    """One ``sessions`` column: its type, its ``GatewaySessionRow`` name, and whether
+    ``patch``/``ensure`` may set it (and to which values)."""
+
+    name: str
+    type: ColumnType
+    wire: str | None = None
+    settable: bool = True
+    choices: tuple[str, ...] = ()
+
+
+COLUMNS: tuple[Column, ...] = (
+    Column("key", "text", "key", settable=False),
+    Column("agent_id", "text", settable=False),
+    Column("session_id", "text", "sessionId", settable=False),
+    Column("created_at", "int", settable=False),
+    Column("updated_at", "int", "updatedAt", settable=False),
+    Column("started_at", "int", settable=False),
+    Column("channel", "text", "channel"),
+    Column("chat_type", "text", "chatType", choices=("direct", "group", "channel", "room")),
+    Column("origin", "json", "origin"),
+    Column("label", "text", "label"),
+    Column("display_name", "text", "displayName"),
+    Column("subject", "text", "subject"),
+    Column("group_channel", "text", "groupChannel"),
+    Column("model_override", "text"),
+    Column("provider_override", "text"),
+    Column("model", "text", "model"),
+    Column("model_provider", "text", "modelProvider"),
+    Column("context_tokens", "int", "contextTokens"),
+    Column("input_tokens", "int", "inputTokens"),
+    Column("output_tokens", "int", "outputTokens"),
+    Column("total_tokens", "int", "totalTokens"),
+    Column("send_policy", "text", "sendPolicy", choices=("allow", "deny")),
+    Column("queue_mode", "text"),
+    Column("thinking_level", "text", "thinkingLevel"),
+    Column("verbose_level", "text", "verboseLevel"),
+    Column("reasoning_level", "text", "reasoningLevel"),
+    Column("response_usage", "text", "responseUsage", choices=("on", "off", "tokens", "full")),
+    Column("spawned_by", "text", "spawnedBy"),
+    Column("parent_session_key", "text", "parentSessionKey"),
+    Column("last_channel", "text", "lastChannel"),
+    Column("last_to", "text", "lastTo"),
+    Column("last_account_id", "text", "lastAccountId"),
+    Column("last_thread_id", "text"),
+    Column("aborted_last_run", "bool", "abortedLastRun"),
+    Column("extra", "json"),
+)
+COLUMN_BY_NAME: Mapping[str, Column] = {c.name: c for c in COLUMNS}
+# Counters are NOT NULL in SQL: clearing one with None means zero.
+_ZERO_WHEN_NONE = frozenset({"input_tokens", "output_tokens", "total_tokens", "aborted_last_run"})
+
+
+@dataclass(frozen=True, slots=True)
+class SessionEntry:
+    """One row of ``sessions`` (reference §4.2). Times are epoch milliseconds."""
+
+    key: str
+    agent_id: str
+    session_id: str
+    created_at: int
+    updated_at: int
+    started_at: int
+    channel: str | None = None
+    chat_type: str | None = None
+    origin: dict[str, Any] | None = None
+    label: str | None = None
+    display_name: str | None = None
+    subject: str | None = None
+    group_channel: str | None = None
+    model_override: str | None = None
+    provider_override: str | None = None
+    model: str | None = None
+    model_provider: str | None = None
+    context_tokens: int | None = None
+    input_tokens: int = 0
+    output_tokens: int = 0
+    total_tokens: int = 0
+    send_policy: str | None = None
+    queue_mode: str | None = None
+    thinking_level: str | None = None
+    verbose_level: str | None = None
+    reasoning_level: str | None = None
+    response_usage: str | None = None
+    spawned_by: str | None = None
+    parent_session_key: str | None = None
+    last_channel: str | None = None
+    last_to: str | None = None
+    last_account_id: str | None = None
+    last_thread_id: str | None = None
+    aborted_last_run: bool = False
+    extra: dict[str, Any] | None = None
+
+    @classmethod
+    def from_row(cls, row: sqlite3.Row) -> SessionEntry:
+        """Decode a ``SELECT * FROM sessions`` row."""
+        return cls(**{c.name: decode(c, row[c.name]) for c in COLUMNS})
+
+
+@dataclass(frozen=True, slots=True)
+class Run:
+    """One agent run (turn) recorded in ``runs``."""
+
+    run_id: str
+    key: str
+    session_id: str
+    status: RunStatus
+    started_at: int
+    ended_at: int | None = None
+    stop_reason: str | None = None
+    error: str | None = None
+    usage: dict[str, Any] | None = None
+
+    @classmethod
+    def from_row(cls, row: sqlite3.Row) -> Run:
+        """Decode a ``SELECT * FROM runs`` row."""
+        return cls(
+            run_id=row["run_id"],
+            key=row["key"],
+            session_id=row["session_id"],
+            status=row["status"],
+            started_at=row["started_at"],
+            ended_at=row["ended_at"],
+            stop_reason=row["stop_reason"],
+            error=row["error"],
+            usage=loads(row["usage"]),
+        )
+
+
+def check_fields(fields: Mapping[str, Any], method: str) -> dict[str, Any]:
+    """Validate settable session fields and return their SQL values (JSON encoded, bools as 0/1).
+
+    An unknown or read-only name, a value of the wrong type or outside the column's choices
+    raises :class:`InvalidRequest` naming the field; None clears a field.
+    """
+    out: dict[str, Any] = {}
+    for name, value in fields.items():
+        col = COLUMN_BY_NAME.get(name)
+        if col is None:
+            raise InvalidRequest(f"unknown session field {name!r}", method=method)
+        if not col.settable:
+            raise InvalidRequest(f"session field {name!r} cannot be set", method=method)
+        out[name] = _encode(col, value, method)
+    return out
+
+
+def _encode(col: Column, value: Any, method: str) -> Any:
+    if value is None:
+        return 0 if col.name in _ZERO_WHEN_NONE else None
+    if col.type == "text":
+        if not isinstance(value, str):
+            raise InvalidRequest(f"session field {col.name!r} must be a string", method=method)
+        if col.choices and value not in col.choices:
+            raise InvalidRequest(
+                f"session field {col.name!r} must be one of {', '.join(col.choices)}",
+                method=method,
+            )
+        return value
+    if col.type == "int":
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise InvalidRequest(
+                f"session field {col.name!r} must be a non-negative integer", method=method
+            )
+        return value
+    if col.type == "bool":
+        if not isinstance(value, bool):
+            raise InvalidRequest(f"session field {col.name!r} must be a boolean", method=method)
+        return int(value)
+    if not isinstance(value, dict):
+        raise InvalidRequest(f"session field {col.name!r} must be an object", method=method)
+    try:
+        return dumps(value)
+    except orjson.JSONEncodeError as exc:
+        raise InvalidRequest(
+            f"session field {col.name!r} is not JSON-serializable: {exc}", method=method
+        ) from None
+
+
+def decode(col: Column, value: Any) -> Any:
+    """The Python value of a stored column value."""
+    if col.type == "json":
+        return loads(value)
+    if col.type == "bool":
+        return bool(value)
+    return value
+
+
+def dumps(value: Any) -> str:
+    """JSON text for a TEXT column."""
+    return orjson.dumps(value).decode()
+
+
+def loads(text: str | None) -> Any:
+    """The value of a JSON TEXT column (None stays None)."""
+    return None if text is None else orjson.loads(text)

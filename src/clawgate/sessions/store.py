@@ -1,0 +1,533 @@
+"""The session store: sessions, transcripts and runs in one SQLite file (``<state>/clawgate.db``).
+
+Threading model. SQLite never runs on the event loop thread:
+
+- one *writer* thread owns the only write connection; write jobs reach it through a queue, and
+  each caller awaits a future that resolves after its job has been **committed**. The writer
+  commits whatever is queued in one transaction (group commit) with a SAVEPOINT per job, so one
+  failing job rolls back alone, raises to its own caller, and the writer carries on;
+- reads run on a small pool of reader threads, each with its own ``query_only`` connection.
+  WAL lets them read while the writer writes; a read started after a write returned sees it.
+
+Durability: ``journal_mode=WAL`` with ``synchronous=NORMAL``. A commit is in the WAL file (the OS
+page cache) before the caller hears of it, so killing the process — even with SIGKILL — loses
+nothing committed; only an OS crash or power cut can lose the last few commits (FULL would fsync
+every commit to close that window, at a large cost per write).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextlib
+import queue
+import sqlite3
+import threading
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+from typing import Any, TypeVar
+
+from clawgate.errors import InvalidRequest, SessionError, SessionNotFound, Unavailable
+from clawgate.providers.base import Message
+from clawgate.sessions import keys, listing, runs
+from clawgate.sessions.listing import DisplayModel, ListQuery, ListResult
+from clawgate.sessions.schema import (
+    RUN_STATUSES,
+    Run,
+    RunStatus,
+    SessionEntry,
+    check_fields,
+    dumps,
+    migrate,
+)
+from clawgate.sessions.transcript import StoredMessage, check_messages, export_jsonl
+
+T = TypeVar("T")
+Job = Callable[[sqlite3.Connection], Any]
+BUSY_TIMEOUT_MS = 5_000
+MAX_BATCH = 128
+
+
+def now_ms() -> int:
+    """Wall-clock time in epoch milliseconds."""
+    return time.time_ns() // 1_000_000
+
+
+def _connect(path: Path) -> sqlite3.Connection:
+    # Autocommit mode: transactions are explicit (BEGIN / SAVEPOINT / COMMIT) on every connection.
+    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    conn.row_factory = sqlite3.Row
+    conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+    return conn
+
+
+@dataclass(frozen=True, slots=True)
+class _Task:
+    fn: Job
+    future: concurrent.futures.Future[Any]
+
+
+class _Writer:
+    """The thread that owns the write connection and commits queued jobs in order."""
+
+    def __init__(self, path: Path) -> None:
+        self._path = path
+        self._queue: queue.SimpleQueue[_Task | None] = queue.SimpleQueue()
+        self._ready: concurrent.futures.Future[None] = concurrent.futures.Future()
+        # Daemon so a process that never calls close() can still exit; nothing committed is lost.
+        self._thread = threading.Thread(target=self._run, name="clawgate-db-writer", daemon=True)
+
+    async def start(self) -> None:
+        self._thread.start()
+        try:
+            await asyncio.wrap_future(self._ready)
+        except BaseException:
+            # Opening failed or the opener was cancelled: don't leave the thread waiting.
+            self._queue.put(None)
+            raise
+
+    async def submit(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        future: concurrent.futures.Future[Any] = concurrent.futures.Future()
+        self._queue.put(_Task(fn, future))
+        result: T = await asyncio.wrap_future(future)
+        return result
+
+    async def stop(self) -> None:
+        """Finish the queued jobs, then close the connection and end the thread."""
+        self._queue.put(None)
+        await asyncio.to_thread(self._thread.join)
+
+    def _run(self) -> None:
+        try:
+            self._path.parent.mkdir(parents=True, exist_ok=True)
+            conn = _connect(self._path)
+            try:
+                mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+                if str(mode).lower() != "wal":
+                    raise Unavailable(f"{self._path}: cannot enable WAL (journal_mode={mode})")
+                conn.execute("PRAGMA synchronous = NORMAL")
+                conn.execute("PRAGMA foreign_keys = ON")
+                migrate(conn, path=self._path)
+            except BaseException:
+                conn.close()
+                raise
+        except BaseException as exc:
+            self._ready.set_exception(exc)
+            return
+        self._ready.set_result(None)
+        try:
+            stopping = False
+            while not stopping:
+                batch = [self._queue.get()]
+                while len(batch) < MAX_BATCH:
+                    try:
+                        batch.append(self._queue.get_nowait())
+                    except queue.Empty:
+                        break
+                stopping = None in batch
+                self._commit(conn, [t for t in batch if t is not None])
+        finally:
+            conn.close()
+
+    def _commit(self, conn: sqlite3.Connection, batch: list[_Task]) -> None:
+        live = [t for t in batch if t.future.set_running_or_notify_cancel()]
+        if not live:
+            return
+        outcomes: list[tuple[_Task, bool, Any]] = []
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            for task in live:
+                conn.execute("SAVEPOINT job")
+                try:
+                    value = task.fn(conn)
+                except Exception as exc:
+                    conn.execute("ROLLBACK TO job")
+                    conn.execute("RELEASE job")
+                    outcomes.append((task, False, exc))
+                else:
+                    conn.execute("RELEASE job")
+                    outcomes.append((task, True, value))
+            conn.execute("COMMIT")
+        except Exception as exc:
+            # The transaction itself failed (disk full, I/O error): nothing in it was committed.
+            # Every caller hears of it and the writer lives on to serve the next batch.
+            with contextlib.suppress(sqlite3.Error):
+                if conn.in_transaction:
+                    conn.rollback()
+            for task in live:
+                task.future.set_exception(exc)
+            return
+        for task, ok, value in outcomes:
+            if ok:
+                task.future.set_result(value)
+            else:
+                task.future.set_exception(value)
+
+
+class SessionStore:
+    """Sessions, transcripts and runs of one gateway, in the SQLite file at ``path``.
+
+    Use ``async with SessionStore(path) as store`` (or ``open()``/``close()``). ``clock`` returns
+    epoch milliseconds (tests pass a fake one). Session keys are canonicalized with
+    :func:`keys.canonical`, so a key that breaks the grammar raises ``SessionKeyError``.
+    """
+
+    def __init__(
+        self, path: Path, *, clock: Callable[[], int] = now_ms, readers: int = 4
+    ) -> None:
+        self.path = Path(path)
+        self._clock = clock
+        self._reader_count = readers
+        self._writer: _Writer | None = None
+        self._readers: concurrent.futures.ThreadPoolExecutor | None = None
+        self._local = threading.local()
+        self._read_conns: list[sqlite3.Connection] = []
+        self._lock = threading.Lock()
+
+    async def open(self) -> None:
+        """Create or migrate the database and start the writer and reader threads."""
+        if self._writer is not None:
+            raise Unavailable("session store is already open")
+        writer = _Writer(self.path)
+        await writer.start()
+        self._writer = writer
+        self._readers = concurrent.futures.ThreadPoolExecutor(
+            self._reader_count, "clawgate-db-read", initializer=self._open_reader
+        )
+
+    async def close(self) -> None:
+        """Commit the queued writes, then stop every thread and close every connection."""
+        writer, readers = self._writer, self._readers
+        self._writer = None
+        self._readers = None
+        if readers is not None:
+            await asyncio.to_thread(self._stop_readers, readers)
+        if writer is not None:
+            await writer.stop()
+
+    async def __aenter__(self) -> SessionStore:
+        await self.open()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    # -- sessions -----------------------------------------------------------------------------
+
+    async def get(self, key: str) -> SessionEntry | None:
+        """The session under ``key``, or None."""
+        k = keys.canonical(key)
+        return await self._read(lambda c: _entry(c, k))
+
+    async def count(self) -> int:
+        """How many sessions exist."""
+        return await self._read(lambda c: int(c.execute("SELECT COUNT(*) FROM sessions")
+                                              .fetchone()[0]))
+
+    async def ensure(self, key: str, *, agent_id: str | None = None, **fields: Any) -> SessionEntry:
+        """The session under ``key``, created with ``fields`` if missing (existing sessions are
+        returned unchanged). ``agent_id`` defaults to the key's agent (or ``main``); it must
+        match the key's agent."""
+        k = keys.canonical(key)
+        agent = _agent_for(k, agent_id)
+        values = check_fields(fields, "sessions.ensure")
+        now, sid = self._clock(), str(uuid.uuid4())
+        row = {"key": k, "agent_id": agent, "session_id": sid, "created_at": now,
+               "updated_at": now, "started_at": now, **values}
+
+        def job(c: sqlite3.Connection) -> SessionEntry:
+            names = ", ".join(row)
+            marks = ", ".join("?" for _ in row)
+            c.execute(
+                f"INSERT INTO sessions ({names}) VALUES ({marks}) ON CONFLICT (key) DO NOTHING",
+                list(row.values()),
+            )
+            return _must(c, k)
+
+        return await self._write(job)
+
+    async def patch(self, key: str, **fields: Any) -> SessionEntry:
+        """Set fields of an existing session (None clears one) and touch ``updated_at``. An unknown
+        or read-only field name raises ``InvalidRequest`` naming it, and nothing changes."""
+        k = keys.canonical(key)
+        values = check_fields(fields, "sessions.patch")
+        values["updated_at"] = self._clock()
+
+        def job(c: sqlite3.Connection) -> SessionEntry:
+            sets = ", ".join(f"{name} = ?" for name in values)
+            cur = c.execute(f"UPDATE sessions SET {sets} WHERE key = ?", [*values.values(), k])
+            if cur.rowcount == 0:
+                raise _not_found(k)
+            return _must(c, k)
+
+        return await self._write(job)
+
+    async def add_usage(self, key: str, input: int, output: int) -> SessionEntry:
+        """Add a turn's token counts to the session's counters."""
+        for name, n in (("input", input), ("output", output)):
+            if isinstance(n, bool) or not isinstance(n, int) or n < 0:
+                raise InvalidRequest(f"{name} tokens must be a non-negative integer")
+        k = keys.canonical(key)
+
+        def job(c: sqlite3.Connection) -> SessionEntry:
+            cur = c.execute(
+                "UPDATE sessions SET input_tokens = input_tokens + ?, output_tokens = "
+                "output_tokens + ?, total_tokens = total_tokens + ? WHERE key = ?",
+                (input, output, input + output, k),
+            )
+            if cur.rowcount == 0:
+                raise _not_found(k)
+            return _must(c, k)
+
+        return await self._write(job)
+
+    async def reset(self, key: str) -> SessionEntry:
+        """Start a new transcript under ``key``: a new ``session_id``, the old messages archived
+        (kept), token counters zeroed; label, overrides, policies and routing are kept."""
+        k = keys.canonical(key)
+        now, sid = self._clock(), str(uuid.uuid4())
+
+        def job(c: sqlite3.Connection) -> SessionEntry:
+            old = _must(c, k)
+            c.execute("UPDATE messages SET archived = 1 WHERE session_id = ?", (old.session_id,))
+            c.execute(
+                "UPDATE sessions SET session_id = ?, started_at = ?, updated_at = ?, "
+                "input_tokens = 0, output_tokens = 0, total_tokens = 0, aborted_last_run = 0 "
+                "WHERE key = ?",
+                (sid, now, now, k),
+            )
+            return _must(c, k)
+
+        return await self._write(job)
+
+    async def delete(self, key: str, main_key: str = keys.DEFAULT_MAIN_KEY) -> bool:
+        """Remove the session row and archive (keep) its messages; False when there was none.
+        The agent's main session (``agent:<id>:<main_key>``) is refused with SessionError."""
+        k = keys.canonical(key)
+        agent = keys.agent_of(k)
+        if agent is not None and k == keys.main_key(agent, main_key):
+            raise SessionError(f"the main session {k!r} cannot be deleted", session_key=k)
+
+        def job(c: sqlite3.Connection) -> bool:
+            c.execute("UPDATE messages SET archived = 1 WHERE key = ?", (k,))
+            return c.execute("DELETE FROM sessions WHERE key = ?", (k,)).rowcount > 0
+
+        return await self._write(job)
+
+    async def list_sessions(
+        self, query: ListQuery, *, display_model: DisplayModel | None = None
+    ) -> ListResult:
+        """One page of sessions.list (reference §4.3), filtered and paged in SQL.
+        ``display_model`` must be a pure lookup: it runs on a reader thread, once per row."""
+        now = query.now_ms if query.now_ms is not None else self._clock()
+        return await self._read(lambda c: listing.run(c, query, now, display_model))
+
+    # -- transcripts --------------------------------------------------------------------------
+
+    async def append(self, key: str, messages: Sequence[Message]) -> list[StoredMessage]:
+        """Append OpenAI-shaped messages to the session's current transcript in one transaction
+        and touch ``updated_at``. The session must exist (``ensure`` it first): appending to a
+        missing key raises SessionNotFound rather than inventing a session with no agent."""
+        k = keys.canonical(key)
+        new = check_messages(messages)
+        now = self._clock()
+
+        return await self._write(lambda c: runs.append(c, k, new, now))
+
+    async def transcript(
+        self, key: str, limit: int | None = None, include_archived: bool = False
+    ) -> list[StoredMessage]:
+        """Messages in order, oldest first. By default the current session's; with
+        ``include_archived`` every message ever stored under the key (also after delete).
+        ``limit`` keeps the newest ``limit`` messages."""
+        if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int)
+                                  or limit < 0):
+            raise InvalidRequest("limit must be a non-negative integer")
+        k = keys.canonical(key)
+        cap = -1 if limit is None else limit  # SQLite: LIMIT -1 means no limit
+
+        def read(c: sqlite3.Connection) -> list[StoredMessage]:
+            if include_archived:
+                sql = "SELECT * FROM messages WHERE key = ? ORDER BY id DESC LIMIT ?"
+                args = (k, cap)
+            else:
+                sid = _must(c, k).session_id
+                sql = ("SELECT * FROM messages WHERE session_id = ? AND archived = 0 "
+                       "ORDER BY seq DESC LIMIT ?")
+                args = (sid, cap)
+            rows = c.execute(sql, args).fetchall()
+            return [StoredMessage.from_row(r) for r in reversed(rows)]
+
+        return await self._read(read)
+
+    async def export_jsonl(self, key: str, *, cwd: str = "") -> str:
+        """The current transcript in OpenClaw's pi JSONL format (reference §4.4)."""
+        k = keys.canonical(key)
+
+        def read(c: sqlite3.Connection) -> str:
+            c.execute("BEGIN")  # the entry and its messages from one snapshot
+            try:
+                entry = _must(c, k)
+                rows = c.execute("SELECT * FROM messages WHERE session_id = ? AND archived = 0 "
+                                 "ORDER BY seq", (entry.session_id,)).fetchall()
+            finally:
+                c.execute("COMMIT")
+            return export_jsonl(entry, [StoredMessage.from_row(r) for r in rows], cwd=cwd)
+
+        return await self._read(read)
+
+    # -- runs ---------------------------------------------------------------------------------
+
+    async def start_run(self, run_id: str, key: str) -> Run:
+        """Record a running turn of the session's current transcript; a reused id is refused."""
+        k = keys.canonical(key)
+        now = self._clock()
+
+        def job(c: sqlite3.Connection) -> Run:
+            sid = _must(c, k).session_id
+            try:
+                c.execute("INSERT INTO runs (run_id, key, session_id, status, started_at) "
+                          "VALUES (?, ?, ?, 'running', ?)", (run_id, k, sid, now))
+            except sqlite3.IntegrityError:
+                raise InvalidRequest(f"run {run_id!r} already exists") from None
+            return Run(run_id=run_id, key=k, session_id=sid, status="running", started_at=now)
+
+        return await self._write(job)
+
+    async def finish_run(
+        self,
+        run_id: str,
+        status: RunStatus,
+        stop_reason: str | None = None,
+        error: str | None = None,
+        usage: dict[str, Any] | None = None,
+    ) -> Run:
+        """End a running run; the session's ``aborted_last_run`` records whether it aborted."""
+        if status not in RUN_STATUSES or status == "running":
+            raise InvalidRequest(f"a finished run's status must be ok, error, aborted or timeout, "
+                                 f"not {status!r}")
+        usage_json = None if usage is None else dumps(usage)
+        now = self._clock()
+
+        def job(c: sqlite3.Connection) -> Run:
+            cur = c.execute(
+                "UPDATE runs SET status = ?, ended_at = ?, stop_reason = ?, error = ?, usage = ? "
+                "WHERE run_id = ? AND status = 'running'",
+                (status, now, stop_reason, error, usage_json, run_id),
+            )
+            run = _run(c, run_id)
+            if run is None:
+                raise InvalidRequest(f"no run {run_id!r}")
+            if cur.rowcount == 0:
+                raise InvalidRequest(f"run {run_id!r} already finished ({run.status})")
+            c.execute("UPDATE sessions SET aborted_last_run = ? WHERE key = ?",
+                      (int(status == "aborted"), run.key))
+            return run
+
+        return await self._write(job)
+
+    async def queue_run(self, run_id: str, key: str, messages: Sequence[Message]) -> None:
+        """Make an admitted run durable with its input messages (see ``sessions.runs``)."""
+        k = keys.canonical(key)
+        now = self._clock()
+        await self._write(lambda c: runs.queue(c, run_id, k, messages, now))
+
+    async def begin_run(self, run_id: str, key: str, messages: Sequence[Message]) -> None:
+        """Start a run: its input joins the transcript, in one transaction."""
+        k = keys.canonical(key)
+        now = self._clock()
+        await self._write(lambda c: runs.begin(c, run_id, k, messages, now))
+
+    async def complete_run(
+        self, run_id: str, key: str, messages: Sequence[Message], *, status: RunStatus,
+        stop_reason: str | None = None, error: str | None = None,
+        usage: dict[str, int] | None = None, model: str | None = None,
+        provider: str | None = None, merged: Sequence[str] = (),
+    ) -> None:
+        """End a run: final messages, run record and session counters in one transaction."""
+        k = keys.canonical(key)
+        now = self._clock()
+        await self._write(lambda c: runs.complete(
+            c, run_id, k, messages, now, status=status, stop_reason=stop_reason, error=error,
+            usage=usage, model=model, provider=provider, merged=tuple(merged)))
+
+    async def recover_runs(self) -> int:
+        """Close runs left open by a killed process; returns how many were closed."""
+        now = self._clock()
+        return await self._write(lambda c: runs.recover(c, now))
+
+    async def get_run(self, run_id: str) -> Run | None:
+        """The run with that id, or None."""
+        return await self._read(lambda c: _run(c, run_id))
+
+    # -- plumbing -----------------------------------------------------------------------------
+
+    async def _write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        if self._writer is None:
+            raise Unavailable("session store is not open")
+        return await self._writer.submit(fn)
+
+    async def _read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        if self._readers is None:
+            raise Unavailable("session store is not open")
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._readers, self._run_read, fn)
+
+    def _run_read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        conn: sqlite3.Connection = self._local.conn
+        return fn(conn)
+
+    def _stop_readers(self, readers: concurrent.futures.ThreadPoolExecutor) -> None:
+        readers.shutdown(wait=True)
+        with self._lock:
+            conns, self._read_conns = self._read_conns, []
+        for conn in conns:
+            conn.close()
+
+    def _open_reader(self) -> None:
+        """Executor initializer: give this reader thread its own read-only connection."""
+        conn = _connect(self.path)
+        conn.execute("PRAGMA query_only = ON")
+        conn.create_function(listing.FOLD_FUNCTION, 1, listing.fold, deterministic=True)
+        self._local.conn = conn
+        with self._lock:
+            self._read_conns.append(conn)
+
+
+def _entry(c: sqlite3.Connection, key: str) -> SessionEntry | None:
+    row = c.execute("SELECT * FROM sessions WHERE key = ?", (key,)).fetchone()
+    return None if row is None else SessionEntry.from_row(row)
+
+
+def _must(c: sqlite3.Connection, key: str) -> SessionEntry:
+    entry = _entry(c, key)
+    if entry is None:
+        raise _not_found(key)
+    return entry
+
+
+def _run(c: sqlite3.Connection, run_id: str) -> Run | None:
+    row = c.execute("SELECT * FROM runs WHERE run_id = ?", (run_id,)).fetchone()
+    return None if row is None else Run.from_row(row)
+
+
+def _not_found(key: str) -> SessionNotFound:
+    return SessionNotFound(f"no session {key!r}", session_key=key)
+
+
+def _agent_for(key: str, agent_id: str | None) -> str:
+    """The agent that owns ``key``: the key's own agent, else ``agent_id``, else ``main``."""
+    own = keys.agent_of(key)
+    given = None if agent_id is None else keys.normalize_agent_id(agent_id)
+    if own is not None and given is not None and own != given:
+        raise SessionError(f"key {key!r} belongs to agent {own!r}, not {given!r}", session_key=key)
+    return own or given or keys.DEFAULT_AGENT_ID

@@ -1,0 +1,338 @@
+"""The docs keep up with the code (in the style of datasette's ``tests/test_docs.py``).
+
+Each test fails when something the code accepts is missing from docs/ or documented
+differently: hooks and their arguments, ``PluginApi`` methods and their signatures, manifest
+fields, enable rules, config keys and their defaults, environment variables, the TOML examples,
+the example plugin, and the commands shown in README.md and docs/.
+"""
+
+from __future__ import annotations
+
+import inspect
+import re
+import shlex
+import tomllib
+import types
+import typing
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from pydantic import BaseModel
+from pydantic.fields import FieldInfo
+from pydantic_core import PydanticUndefined
+
+from clawgate import cli, config
+from clawgate.plugins import activation, manifest
+from clawgate.plugins.api import PluginApi
+from clawgate.plugins.hooks import SPECS
+from clawgate.plugins.host import PluginHost
+from clawgate.plugins.registry import ToolContext
+
+ROOT = Path(__file__).resolve().parent.parent
+DOCS = ROOT / "docs"
+FENCE = re.compile(
+    r"^(?:<!-- file: (?P<file>\S+) -->\n)?```(?P<info>[^\n]*)\n(?P<body>.*?)^```", re.M | re.S
+)
+
+
+def text(name: str) -> str:
+    return (ROOT / name).read_text(encoding="utf-8")
+
+
+def blocks(name: str, info: str | None = None) -> list[re.Match[str]]:
+    """Fenced code blocks of a Markdown file, optionally only those of one language."""
+    found = FENCE.finditer(text(name))
+    return [m for m in found if info is None or m["info"].strip() == info]
+
+
+def table_row(doc: str, key: str) -> list[str] | None:
+    """The cells of the Markdown table row whose first cell is ``key`` in backticks."""
+    for line in doc.splitlines():
+        if line.startswith(f"| `{key}` |"):
+            return [cell.strip() for cell in line.strip().strip("|").split(" | ")]
+    return None
+
+
+def ticked(cell: str) -> list[str]:
+    return re.findall(r"`([^`]+)`", cell)
+
+
+# -- hooks -----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", sorted(SPECS))
+def test_hook_is_documented_with_its_arguments(name: str) -> None:
+    spec = SPECS[name]
+    row = table_row(text("docs/plugins.md"), name)
+    assert row is not None, f"hook {name!r} is missing from the hook table in docs/plugins.md"
+    _, arguments, mode, timeout, fail, fields, *_ = row
+    assert ticked(arguments) == list(spec.params), f"hook {name!r}: arguments differ"
+    assert mode == spec.mode, f"hook {name!r}: mode differs"
+    expected_timeout = "none" if spec.timeout_s is None else f"{spec.timeout_s:g} s"
+    assert timeout == expected_timeout, f"hook {name!r}: timeout differs"
+    assert fail == spec.fail, f"hook {name!r}: fail policy differs"
+    assert ticked(fields) == list(spec.fields), f"hook {name!r}: modifiable fields differ"
+
+
+# -- PluginApi --------------------------------------------------------------------------------
+
+
+def _default(value: Any) -> str:
+    if isinstance(value, str):
+        return f'"{value}"'
+    if isinstance(value, tuple):
+        inner = ", ".join(_default(v) for v in value)
+        return f"({inner},)" if len(value) == 1 else f"({inner})"
+    return repr(value)
+
+
+def signature(name: str) -> str:
+    """``api.name(a, b, *, c=1)``: how docs/plugins.md spells a method, annotations left out."""
+    parts: list[str] = []
+    keyword_only = False
+    params = list(inspect.signature(getattr(PluginApi, name)).parameters.values())[1:]
+    for param in params:
+        if param.kind is param.KEYWORD_ONLY and not keyword_only:
+            parts.append("*")
+            keyword_only = True
+        default = "" if param.default is param.empty else f"={_default(param.default)}"
+        parts.append(param.name + default)
+    return f"api.{name}({', '.join(parts)})"
+
+
+API_METHODS = sorted(
+    name for name, _ in inspect.getmembers(PluginApi, inspect.isfunction)
+    if not name.startswith("_")
+)
+
+
+def test_plugin_api_has_methods() -> None:
+    assert "register_tool" in API_METHODS and "on" in API_METHODS
+
+
+@pytest.mark.parametrize("name", API_METHODS)
+def test_plugin_api_method_is_documented(name: str) -> None:
+    expected = signature(name)
+    assert f"`{expected}`" in text("docs/plugins.md"), (
+        f"PluginApi.{name} is not documented in docs/plugins.md as `{expected}`"
+    )
+
+
+def test_plugin_api_attributes_are_documented(tmp_path: Path) -> None:
+    stub = manifest.Manifest(id="x", config_schema={}, path=tmp_path / manifest.MANIFEST_NAME,
+                             digest="")
+    api = PluginApi(stub, config={}, root_config=None, state_dir=tmp_path,
+                    hook_counter=lambda: 0)
+    doc = text("docs/plugins.md")
+    public = sorted(name for name in vars(api) if not name.startswith("_"))
+    assert public, "PluginApi has no public attributes?"
+    missing = [name for name in public if f"`api.{name}`" not in doc]
+    assert not missing, f"PluginApi attributes not documented in docs/plugins.md: {missing}"
+
+
+# -- manifest and enable rules ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("field", sorted(manifest._KNOWN))
+def test_manifest_field_is_documented(field: str) -> None:
+    assert table_row(text("docs/plugins.md"), field) is not None, (
+        f"manifest field {field!r} is missing from the manifest table in docs/plugins.md"
+    )
+
+
+def test_enable_rules_are_documented_in_order() -> None:
+    rows = re.findall(r"^\| \d+ \| `([a-z-]+)` \|", text("docs/plugins.md"), re.M)
+    assert rows == [rule.name for rule in activation.RULES]
+
+
+# -- configuration ----------------------------------------------------------------------------
+
+
+def _nested(annotation: Any) -> Iterator[tuple[type[BaseModel], str]]:
+    """Models inside a field's type, with the path segment that leads into them."""
+    origin = typing.get_origin(annotation)
+    args = typing.get_args(annotation)
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        yield annotation, ""
+    elif origin is tuple and args:
+        for model, _ in _nested(args[0]):
+            yield model, "[]"
+    elif origin is dict and len(args) == 2:
+        for model, _ in _nested(args[1]):
+            yield model, ".<id>"
+    elif origin in (typing.Union, types.UnionType):
+        for arg in args:
+            yield from _nested(arg)
+
+
+def config_keys(
+    model: type[BaseModel] = config.Config, prefix: str = ""
+) -> Iterator[tuple[str, FieldInfo]]:
+    """Every key of the config, as a dotted path (``agents[].model.primary``)."""
+    for name, field in model.model_fields.items():
+        path = prefix + name
+        yield path, field
+        for nested, segment in _nested(field.annotation):
+            yield from config_keys(nested, f"{path}{segment}.")
+
+
+CONFIG_KEYS = dict(config_keys())
+
+
+def documented_default(field: FieldInfo) -> str | None:
+    """How the default column shows a field's default; None when it is a nested table."""
+    if field.default_factory is not None:
+        made = field.default_factory()  # type: ignore[call-arg]
+        return None if isinstance(made, BaseModel) else ("`{}`" if made == {} else None)
+    value = field.default
+    if value is PydanticUndefined:
+        return "required"
+    if value is None:
+        return "unset"
+    if isinstance(value, bool):
+        return f"`{str(value).lower()}`"
+    if isinstance(value, str):
+        return f'`"{value}"`'
+    if isinstance(value, tuple):
+        return "`[]`" if not value else None
+    return f"`{value!r}`"
+
+
+def test_config_has_keys() -> None:
+    assert "plugins.entries.<id>.config" in CONFIG_KEYS
+    assert "agents[].model.primary" in CONFIG_KEYS
+
+
+@pytest.mark.parametrize("key", sorted(CONFIG_KEYS))
+def test_config_key_is_documented(key: str) -> None:
+    row = table_row(text("docs/configuration.md"), key)
+    assert row is not None, f"config key {key!r} is missing from docs/configuration.md"
+    expected = documented_default(CONFIG_KEYS[key])
+    if expected is not None:
+        assert row[2] == expected, f"config key {key!r}: documented default differs"
+
+
+def environment_variables() -> list[str]:
+    found = set(re.findall(r'"(CLAWGATE_[A-Z_]+)"', text("src/clawgate/config.py")))
+    timeline = re.findall(r'_env\(env, "([A-Z_]+)"\)',
+                          text("src/clawgate/diagnostics/timeline.py"))
+    found |= {f"{prefix}_{name}" for name in timeline for prefix in ("CLAWGATE", "OPENCLAW")}
+    return sorted(found)
+
+
+def test_environment_variables_are_found() -> None:
+    assert "CLAWGATE_STATE_DIR" in environment_variables()
+    assert "OPENCLAW_DIAGNOSTICS_TIMELINE_PATH" in environment_variables()
+
+
+@pytest.mark.parametrize("name", environment_variables())
+def test_environment_variable_is_documented(name: str) -> None:
+    assert f"`{name}`" in text("docs/configuration.md"), f"{name} is not documented"
+
+
+TOML_BLOCKS = [
+    pytest.param(m["body"], id=f"{path.name}:{i}")
+    for path in sorted(DOCS.glob("*.md"))
+    for i, m in enumerate(blocks(f"docs/{path.name}", "toml"))
+]
+
+
+def test_configuration_has_a_toml_example() -> None:
+    assert blocks("docs/configuration.md", "toml")
+
+
+@pytest.mark.parametrize("body", TOML_BLOCKS)
+def test_toml_example_is_valid_config(body: str) -> None:
+    config.parse(tomllib.loads(body))
+
+
+def test_full_example_sets_every_section() -> None:
+    body = blocks("docs/configuration.md", "toml")[-1]["body"]
+    assert set(tomllib.loads(body)) == set(config.Config.model_fields)
+
+
+# -- commands -----------------------------------------------------------------------------------
+
+
+def shown_commands() -> list[tuple[str, str]]:
+    """(file, command) for every clawgate command in code blocks and inline code."""
+    found: list[tuple[str, str]] = []
+    for name in ["README.md", *(f"docs/{p.name}" for p in sorted(DOCS.glob("*.md")))]:
+        for block in blocks(name):
+            if block["info"].strip() not in ("sh", "shell", "bash", "console", ""):
+                continue
+            for line in block["body"].splitlines():
+                for part in re.split(r"&&|\|\||;|\|", line.strip().removeprefix("$ ")):
+                    found.append((name, part.strip()))
+        for inline in re.findall(r"`(clawgate [^`]+)`", text(name)):
+            # Placeholders: "<id>" stands for a value, "[--json]" for an optional flag.
+            found.append((name, re.sub(r"\[([^\]]+)\]", r"\1",
+                                       re.sub(r"<[^>]+>", "x", inline))))
+    return [(n, c) for n, c in found if c.split(" ", 1)[0] in ("clawgate", ".venv/bin/clawgate")]
+
+
+def test_commands_are_found() -> None:
+    assert any(c.startswith(".venv/bin/clawgate plugins") for _, c in shown_commands())
+
+
+@pytest.mark.parametrize(("where", "command"), shown_commands())
+def test_shown_command_exists(where: str, command: str) -> None:
+    argv = shlex.split(command)[1:]
+    try:
+        args = cli._parser().parse_args(argv)
+    except SystemExit:
+        pytest.fail(f"{where}: {command!r} is not a valid clawgate command")
+    assert getattr(args, "handler", None) is not None, f"{where}: {command!r} does nothing"
+
+
+# -- the example plugin -------------------------------------------------------------------------
+
+
+def write_example(folder: Path) -> Path:
+    files = [m for m in blocks("docs/plugins.md") if m["file"]]
+    assert {m["file"] for m in files} == {"hello/clawgate.plugin.json", "hello/plugin.py"}
+    for match in files:
+        path = folder / match["file"]
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(match["body"], encoding="utf-8")
+    return folder / "hello"
+
+
+@pytest.mark.anyio
+async def test_example_plugin_loads_and_works(tmp_path: Path) -> None:
+    root = write_example(tmp_path / "src")
+    cfg = config.parse({"plugins": {
+        "load_paths": [str(root)],
+        "entries": {"hello": {"config": {"signature": "sent by clawgate"}}},
+    }})
+    settings = config.Settings(cfg, tmp_path / "state", tmp_path / "state" / "clawgate.toml")
+    host = PluginHost(settings, bundled_root=None, entry_points=())
+    try:
+        registry = (await host.start(services=False)).registry
+        record = registry.record("hello")
+        assert record is not None and record.status == "loaded", record
+        assert (record.tools, record.hooks, record.commands) == (
+            ("greet",), ("message_sending",), ("hello",))
+        tool = registry.tool("greet")
+        assert tool is not None
+        context = ToolContext(session_key="agent:main:main", agent_id="main", run_id="r1")
+        assert tool.handler({"name": "Ada"}, context) == "Hello, Ada!"
+        result = await registry.hooks.call("message_sending", session_key="agent:main:main",
+                                           agent_id="main", text="Hi")
+        assert result.values["text"] == "Hi\n-- sent by clawgate"
+        assert registry.commands["hello"].handler("", None) == "Hello, world!"
+    finally:
+        await host.aclose()
+
+
+def test_example_plugin_passes_doctor(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    root = write_example(tmp_path / "src")
+    state = tmp_path / "state"
+    state.mkdir()
+    (state / "clawgate.toml").write_text(f"[plugins]\nload_paths = [{str(root)!r}]\n",
+                                         encoding="utf-8")
+    monkeypatch.setenv("CLAWGATE_STATE_DIR", str(state))
+    monkeypatch.delenv("CLAWGATE_CONFIG", raising=False)
+    assert cli.main(["plugins", "doctor"]) == 0
