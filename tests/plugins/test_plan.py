@@ -202,8 +202,8 @@ def test_make_plan_is_order_sensitive_and_subset_keeps_entries(
     assert make_plan(reversed(plan.entries)).digest != plan.digest
     sub = plan.subset(["good_tool", "unknown"])
     assert sub.ids == {"good_tool"}
-    assert plan.contains(sub.entries)
-    assert not sub.contains(plan.entries)
+    assert plan.contains(sub)
+    assert not sub.contains(plan)
     assert plan.subset(plan.ids) == plan
 
 

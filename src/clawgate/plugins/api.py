@@ -75,8 +75,12 @@ class PluginApi:
         return RegistrationError(f"plugin {self.id!r}: {message}", plugin_id=self.id)
 
     def resolve_path(self, relative: str) -> Path:
-        """A path inside the plugin's folder."""
-        return self.root / relative
+        """A path inside the plugin's folder; one that escapes it is refused."""
+        root = self.root.resolve()
+        path = (root / relative).resolve()
+        if path != root and root not in path.parents:
+            raise self._refuse(f"path {relative!r} escapes the plugin folder")
+        return path
 
     # -- registrations ----------------------------------------------------------------------
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
+import secrets
 import time
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Iterable
@@ -63,7 +64,7 @@ class Generation:
 
     def satisfies(self, plan: LoadPlan) -> bool:
         """True when this generation carries every entry of ``plan`` unchanged (I3)."""
-        return self.plan.contains(plan.entries)
+        return self.plan.contains(plan)
 
 
 @dataclass(slots=True)
@@ -121,6 +122,10 @@ class PluginHost:
         self._drain_deadline = drain_deadline_s
         self._schemas = SchemaCache()
         self._snapshots: OrderedDict[tuple[str, str], MetadataSnapshot] = OrderedDict()
+        self._plans: dict[tuple[str, str], LoadPlan] = {}  # derived once per snapshot key
+        # Private module names carry this host's namespace, so two hosts in one process never
+        # share (or purge) each other's plugin modules.
+        self._namespace = secrets.token_hex(4)
         self._snapshot: MetadataSnapshot | None = None
         self._live: OrderedDict[str, Generation] = OrderedDict()
         self._current: Generation | None = None
@@ -187,7 +192,9 @@ class PluginHost:
         plan, so equal effective inputs give an equal plan (I1).
         """
         snapshot = self._snapshot_for(settings)
-        plan = derive_plan(snapshot)
+        plan = self._plans.get(snapshot.key)
+        if plan is None:
+            plan = self._plans[snapshot.key] = derive_plan(snapshot)
         if plugin_ids is None:
             return plan
         wanted = set(plugin_ids)
@@ -310,7 +317,8 @@ class PluginHost:
             snapshot = build_snapshot(self._inventory, settings.config.plugins, self._schemas)
             self._snapshots[key] = snapshot
             while len(self._snapshots) > self._keep:
-                self._snapshots.popitem(last=False)
+                evicted, _ = self._snapshots.popitem(last=False)
+                self._plans.pop(evicted, None)
         return snapshot
 
     def _discover(self, settings: Settings) -> discovery.Inventory:
@@ -334,6 +342,7 @@ class PluginHost:
             self._next_id += 1
             result = await asyncio.to_thread(
                 build_registry, plan, snapshot, generation=generation_id,
+                namespace=self._namespace,
                 root_config=self.settings.config, state_dir=self.settings.state_dir,
                 reserved_methods=self._reserved_methods, reserved_paths=self._reserved_paths,
             )

@@ -40,6 +40,7 @@ def build_registry(
     snapshot: MetadataSnapshot,
     *,
     generation: int,
+    namespace: str = "",
     root_config: Any,
     state_dir: Path,
     reserved_methods: frozenset[str] = frozenset(),
@@ -58,7 +59,8 @@ def build_registry(
             if meta.status != "overridden" or meta.id not in builder.records:
                 builder.records.setdefault(meta.id, _record_from_meta(meta, planned))
             continue
-        prefix = f"_clawgate_g{generation}_{re.sub(r'[^A-Za-z0-9_]', '_', meta.id)}"
+        safe_id = re.sub(r"[^A-Za-z0-9_]", "_", meta.id)
+        prefix = f"_clawgate_{namespace}g{generation}_{safe_id}"
         record = _load_one(meta, prefix, builder, root_config, state_dir, lambda: next(order))
         builder.records[meta.id] = record
         modules.extend(m for m in list(sys.modules) if m == prefix or m.startswith(prefix + "."))

@@ -15,13 +15,13 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Literal
 
-from jsonschema import Draft202012Validator, validators
+from jsonschema import validators
 from jsonschema.protocols import Validator
 
 from clawgate.config import PluginsConfig, digest
 from clawgate.plugins.activation import Decision, Subject, apply_memory_slot, decide
 from clawgate.plugins.discovery import Inventory, Origin
-from clawgate.plugins.manifest import Manifest, ModelIdPolicy
+from clawgate.plugins.manifest import DEFAULT_DIALECT, Manifest, ModelIdPolicy
 
 Status = Literal["enabled", "disabled", "error", "blocked", "overridden"]
 
@@ -66,7 +66,7 @@ class SchemaCache:
         key = digest(schema)
         found = self._validators.get(key)
         if found is None:
-            cls = validators.validator_for(schema, default=Draft202012Validator)
+            cls = validators.validator_for(schema, default=DEFAULT_DIALECT)
             found = cls(schema)
             self._validators[key] = found
         return found
@@ -154,7 +154,10 @@ def build_snapshot(
         for provider in meta.manifest.providers:
             providers.setdefault(provider.lower(), meta.id)
         for provider, policy in meta.manifest.model_id_policies:
-            policies[provider] = policy  # later plugins overwrite earlier ones, as in OpenClaw
+            # The provider's owner (first in precedence) decides its ids; a lower-precedence
+            # plugin declaring the same provider cannot override the owner's policy.
+            if providers.get(provider) == meta.id:
+                policies.setdefault(provider, policy)
     return MetadataSnapshot(
         key=(inventory.digest, digest(plugins.model_dump(mode="json"))),
         plugins=tuple(metas),

@@ -10,7 +10,7 @@ make two equal loads look different — the root cause of OpenClaw #80682.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
 from clawgate.config import digest
@@ -39,15 +39,12 @@ class LoadPlan:
 
     entries: tuple[PlanEntry, ...]
     digest: str
+    entry_set: frozenset[PlanEntry] = field(default=frozenset(), compare=False, repr=False)
+    ids: frozenset[str] = field(default=frozenset(), compare=False, repr=False)
 
-    @property
-    def ids(self) -> frozenset[str]:
-        return frozenset(e.id for e in self.entries)
-
-    def contains(self, entries: Iterable[PlanEntry]) -> bool:
-        """True when every given entry is in this plan, input for input (I3)."""
-        mine = set(self.entries)
-        return all(e in mine for e in entries)
+    def contains(self, other: LoadPlan) -> bool:
+        """True when every entry of ``other`` is in this plan, input for input (I3)."""
+        return other.digest == self.digest or other.entry_set <= self.entry_set
 
     def subset(self, plugin_ids: Iterable[str]) -> LoadPlan:
         """The plan restricted to ``plugin_ids`` (unknown ids are ignored)."""
@@ -58,7 +55,8 @@ class LoadPlan:
 def make_plan(entries: Iterable[PlanEntry]) -> LoadPlan:
     """A plan over ``entries``, keeping their order (precedence order)."""
     ordered = tuple(entries)
-    return LoadPlan(ordered, digest([list(_row(e)) for e in ordered]))
+    return LoadPlan(ordered, digest([list(_row(e)) for e in ordered]), frozenset(ordered),
+                    frozenset(e.id for e in ordered))
 
 
 def derive_plan(snapshot: MetadataSnapshot, mode: Mode = "full") -> LoadPlan:
