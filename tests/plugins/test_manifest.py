@@ -202,7 +202,7 @@ def test_worked_example_vercel_ai_gateway() -> None:
 
 @pytest.mark.parametrize("empty", ["", "   "])
 def test_empty_id_is_returned_as_is(empty: str) -> None:
-    policy = ModelIdPolicy(prefix_when_bare="p", strip_prefixes=("x/",), aliases=(("", "y"),))
+    policy = ModelIdPolicy(prefix_when_bare="p", strip_prefixes=("x/",), aliases={"": "y"})
     assert policy.apply(empty) == ""
 
 
@@ -225,7 +225,7 @@ def test_prefix_when_bare_and_rule_order() -> None:
 
 
 def test_alias_to_a_qualified_id_is_not_prefixed() -> None:
-    policy = ModelIdPolicy(aliases=(("fast", "groq/llama-3"),), prefix_when_bare="x")
+    policy = ModelIdPolicy(aliases={"fast": "groq/llama-3"}, prefix_when_bare="x")
     assert policy.apply("FAST") == "groq/llama-3"
 
 

@@ -136,15 +136,21 @@ def test_disabled_plugin_policies_do_not_apply(tmp_path: Path) -> None:
     assert snap.normalize_model("vercel-ai-gateway", "opus-4.6") is None
 
 
-def test_later_plugin_policy_overwrites_earlier(tmp_path: Path) -> None:
+def test_provider_owner_decides_its_policy(tmp_path: Path) -> None:
     src = tmp_path / "src"
     for pid, prefix in (("a_first", "one"), ("b_second", "two")):
         make_plugin(src, pid, manifest_overrides={
             "providers": ["shared"],
             "modelIdNormalization": {"providers": {"shared": {"prefixWhenBare": prefix}}}})
-    snap = snapshot(inventory(src))
-    assert snap.normalize_model("shared", "m") == "two/m"
+    inv = inventory(src)
+    snap = snapshot(inv)
     assert snap.provider_owners["shared"] == "a_first"
+    # a lower-precedence plugin declaring the same provider cannot override the owner's policy
+    assert snap.normalize_model("shared", "m") == "one/m"
+    # with the owner disabled, the next plugin owns the provider and its policy applies
+    snap = snapshot(inv, {"deny": ["a_first"]})
+    assert snap.provider_owners["shared"] == "b_second"
+    assert snap.normalize_model("shared", "m") == "two/m"
 
 
 def test_schema_cache_compiles_once_per_schema_digest(tmp_path: Path) -> None:

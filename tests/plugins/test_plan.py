@@ -168,9 +168,6 @@ def test_entry_file_change_changes_the_plan(tmp_path: Path) -> None:
     assert plan_for(scan(src), baseline(src)).digest != before.digest
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: the plan identifies entry code by mtime+size "
-                   "(discovery.py inspect_source entry_stamp), so a same-size edit that keeps "
-                   "the mtime (cp -p, tar, rsync -t, coarse clocks) reuses stale code")
 def test_same_size_entry_edit_with_preserved_mtime_changes_the_plan(tmp_path: Path) -> None:
     src = copy_fixtures(tmp_path / "load", *IDS)
     entry = src / "good_tool" / "plugin.py"
@@ -182,9 +179,6 @@ def test_same_size_entry_edit_with_preserved_mtime_changes_the_plan(tmp_path: Pa
     assert plan_for(scan(src), baseline(src)).digest != before.digest
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: only the entry file is part of the plan "
-                   "(plan.py PlanEntry / discovery.py entry_stamp); editing a module the entry "
-                   "imports (from . import helper) leaves the plan unchanged")
 def test_edit_of_an_imported_sibling_module_changes_the_plan(tmp_path: Path) -> None:
     src = tmp_path / "src"
     make_plugin(src, "helped", code="from . import helper\n\n\ndef register(api):\n    pass\n",

@@ -53,7 +53,7 @@ class Candidate:
     origin: Origin
     root: Path
     entry_file: Path
-    entry_stamp: str
+    code_digest: str
     workspace: Path | None = None
 
     @property
@@ -169,10 +169,8 @@ def inspect_source(source: Source) -> Candidate | Refusal:
     gate = _gate(source, real_root, entry)
     if gate:
         return Refusal(source.origin, root, gate, plugin_id=manifest.id, status="blocked")
-    info = entry.stat()
-    # The entry file's mtime and size stand for the code: an edited plugin is a different load.
-    stamp = f"{info.st_mtime_ns}:{info.st_size}"
-    return Candidate(manifest, source.origin, root, entry, stamp, source.workspace)
+    return Candidate(manifest, source.origin, root, entry, code_digest(real_root),
+                     source.workspace)
 
 
 def _gate(source: Source, real_root: Path, path: Path) -> str | None:
@@ -199,6 +197,31 @@ def _repair(source: Source, path: Path, info: os.stat_result) -> bool:
     except OSError:
         return False
     return True
+
+
+def code_digest(root: Path) -> str:
+    """A digest of every Python file under ``root`` (paths and contents).
+
+    The content, not mtime or size, identifies the code: an edit preserved by ``cp -p`` or a
+    change to a module the entry imports still makes a different load.
+    """
+    h = hashlib.sha256()
+    for path in sorted(_python_files(root)):
+        h.update(str(path.relative_to(root)).encode() + b"\0")
+        try:
+            h.update(path.read_bytes())
+        except OSError as exc:  # unreadable now: still part of the identity, as an error
+            h.update(f"!{exc.errno}".encode())
+        h.update(b"\0")
+    return h.hexdigest()
+
+
+def _python_files(root: Path) -> list[Path]:
+    found: list[Path] = []
+    for folder, dirs, files in os.walk(root):
+        dirs[:] = [d for d in dirs if not d.startswith((".", "__pycache__"))]
+        found.extend(Path(folder) / f for f in files if f.endswith(".py"))
+    return found
 
 
 def _entry_file(root: Path, module: str) -> Path | None:
@@ -237,7 +260,7 @@ def _digest(candidates: Sequence[Candidate], refusals: Sequence[Refusal]) -> str
     for c in candidates:
         h.update(
             f"{c.id}|{c.origin}|{c.root}|{c.manifest.digest}|{c.entry_file}|"
-            f"{c.entry_stamp}|{c.workspace}\n".encode()
+            f"{c.code_digest}|{c.workspace}\n".encode()
         )
     for r in refusals:
         h.update(f"!{r.origin}|{r.root}|{r.plugin_id}|{r.reason}\n".encode())

@@ -216,7 +216,10 @@ class PluginHost:
             await asyncio.shield(self._startup)
         plan = self.plan(settings, plugin_ids)
         for generation in self._candidates():
-            if generation.satisfies(plan):
+            # A full request needs exactly its plan: a wider generation would carry plugins
+            # the caller's config disabled or denied. A scoped request may use a wider one.
+            fits = generation.plan == plan if plugin_ids is None else generation.satisfies(plan)
+            if fits:
                 self.metrics.inc("plugin_generation_reuses_total")
                 return generation
         if self._started:

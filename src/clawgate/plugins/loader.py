@@ -13,7 +13,6 @@ import importlib
 import importlib.machinery
 import importlib.util
 import inspect
-import re
 import sys
 import traceback
 from collections.abc import Callable
@@ -59,7 +58,8 @@ def build_registry(
             if meta.status != "overridden" or meta.id not in builder.records:
                 builder.records.setdefault(meta.id, _record_from_meta(meta, planned))
             continue
-        safe_id = re.sub(r"[^A-Za-z0-9_]", "_", meta.id)
+        # Injective: every character outside [a-z0-9] is escaped, so "a-b" and "a_b" differ.
+        safe_id = "".join(c if c.isalnum() else f"_{ord(c):02x}" for c in meta.id)
         prefix = f"_clawgate_{namespace}g{generation}_{safe_id}"
         record = _load_one(meta, prefix, builder, root_config, state_dir, lambda: next(order))
         builder.records[meta.id] = record
@@ -149,8 +149,11 @@ def _record_from_meta(meta: PluginMeta, planned: frozenset[str]) -> PluginRecord
     reason = meta.reason
     if status == "enabled":  # enabled, but this (scoped) generation does not carry it
         status, reason = "disabled", "not in this load's scope"
-    phases: dict[str, Phase] = {"error": "validation", "blocked": "discovery"}
-    phase = phases.get(status)
+    phase: Phase | None = None
+    if status == "blocked" or (status == "error" and meta.manifest is None):
+        phase = "discovery"  # refused before its manifest could be used
+    elif status == "error":
+        phase = "validation"  # its config failed the manifest's schema
     return PluginRecord(
         meta.id, meta.origin, str(meta.root), status,
         reason, phase=phase, error=reason if status in ("error", "blocked") else None,

@@ -49,7 +49,7 @@ class PluginMeta:
     reason: str
     manifest: Manifest | None = None
     entry_file: Path | None = None
-    entry_stamp: str = ""
+    code_digest: str = ""
     workspace: Path | None = None
     decision: Decision | None = None
     config: Mapping[str, Any] = field(default_factory=dict)
@@ -125,7 +125,7 @@ def build_snapshot(
             reason=decision.reason,
             manifest=candidate.manifest,
             entry_file=candidate.entry_file,
-            entry_stamp=candidate.entry_stamp,
+            code_digest=candidate.code_digest,
             workspace=candidate.workspace,
             decision=decision,
         )

@@ -28,7 +28,7 @@ class PlanEntry:
     root: str
     manifest_digest: str
     entry_file: str
-    entry_stamp: str
+    code_digest: str
     config_digest: str
     mode: Mode = "full"
 
@@ -71,7 +71,7 @@ def derive_plan(snapshot: MetadataSnapshot, mode: Mode = "full") -> LoadPlan:
                 root=str(meta.root),
                 manifest_digest=meta.manifest.digest,
                 entry_file=str(meta.entry_file),
-                entry_stamp=meta.entry_stamp,
+                code_digest=meta.code_digest,
                 config_digest=meta.config_digest,
                 mode=mode,
             )
@@ -86,7 +86,7 @@ def _row(entry: PlanEntry) -> tuple[str, ...]:
         entry.root,
         entry.manifest_digest,
         entry.entry_file,
-        entry.entry_stamp,
+        entry.code_digest,
         entry.config_digest,
         entry.mode,
     )
