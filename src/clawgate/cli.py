@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
+import os
 import sys
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -11,7 +13,7 @@ from typing import Any
 import orjson
 
 from clawgate import config as config_module
-from clawgate.errors import ClawgateError
+from clawgate.errors import ClawgateError, ConfigError
 from clawgate.plugins.host import Generation, PluginHost
 
 Handler = Callable[[argparse.Namespace], int]
@@ -61,6 +63,20 @@ def _parser() -> argparse.ArgumentParser:
     agent.add_argument("--json", action="store_true", help="print the result as JSON")
     agent.set_defaults(handler=_agent)
 
+    status = commands.add_parser("status", help="ask the running gateway how it is")
+    status.add_argument("--json", action="store_true", help="print JSON")
+    status.set_defaults(handler=_status)
+
+    call = commands.add_parser("call", help="call an RPC method of the running gateway")
+    call.add_argument("method", help="e.g. health, sessions.list, chat.history")
+    call.add_argument("--params", default="{}", help="JSON object of parameters")
+    call.set_defaults(handler=_call)
+
+    chat = commands.add_parser("chat", help="send one message through the running gateway")
+    chat.add_argument("-m", "--message", required=True, help="the user message")
+    chat.add_argument("--session", default="main", help="session key (default: main)")
+    chat.set_defaults(handler=_chat)
+
     sessions = commands.add_parser("sessions", help="sessions in the store")
     ssub = sessions.add_subparsers(metavar="ACTION")
     slist = ssub.add_parser("list", help="list sessions, newest first")
@@ -77,12 +93,88 @@ def _parser() -> argparse.ArgumentParser:
 def _gateway(args: argparse.Namespace) -> int:
     from clawgate.gateway.app import Gateway
 
+    level = os.environ.get("CLAWGATE_LOG_LEVEL", "INFO").upper()
+    if level not in logging.getLevelNamesMapping():
+        raise ConfigError(f"CLAWGATE_LOG_LEVEL={level!r} is not a log level "
+                          "(DEBUG, INFO, WARNING, ERROR)")
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     settings = config_module.load()
     gateway = Gateway(settings, host=args.bind, port=args.port)
     print(f"clawgate: gateway listening on http://{gateway.bind}:{gateway.port} "
           f"(state {settings.state_dir})", flush=True)
     asyncio.run(gateway.serve())
     return 0
+
+
+def _status(args: argparse.Namespace) -> int:
+    from clawgate.client import call_remote
+
+    result = call_remote("status", {})
+    if args.json:
+        _print_json(result)
+        return 0
+    for name, value in result.items():
+        if not isinstance(value, dict | list):
+            print(f"{name}: {value}")
+    return 0
+
+
+def _call(args: argparse.Namespace) -> int:
+    from clawgate.client import call_remote
+
+    try:
+        params = orjson.loads(args.params)
+    except orjson.JSONDecodeError as exc:
+        print(f"clawgate: error: --params is not valid JSON: {exc}", file=sys.stderr)
+        return 2
+    if not isinstance(params, dict):
+        print("clawgate: error: --params must be a JSON object", file=sys.stderr)
+        return 2
+    _print_json(call_remote(args.method, params))
+    return 0
+
+
+def _chat(args: argparse.Namespace) -> int:
+    import uuid
+
+    from clawgate.client import GatewayClient, gateway_token, gateway_url
+
+    async def run() -> int:
+        async with GatewayClient(gateway_url(), gateway_token()) as client:
+            run_id = str(uuid.uuid4())
+            await client.call("chat.send", {"sessionKey": args.session, "message": args.message,
+                                            "idempotencyKey": run_id})
+            printed = ""
+            async for event, payload in client.events():
+                if event != "chat" or payload.get("runId") != run_id:
+                    continue
+                state = payload.get("state")
+                text = _text_of(payload.get("message"))
+                if text.startswith(printed):
+                    sys.stdout.write(text[len(printed):])
+                    sys.stdout.flush()
+                    printed = text
+                if state in ("final", "aborted", "error"):
+                    sys.stdout.write("\n")
+                    if state != "final":
+                        print(f"clawgate: {state}: {payload.get('errorMessage', '')}",
+                              file=sys.stderr)
+                        return 1
+                    return 0
+        return 1
+
+    return asyncio.run(run())
+
+
+def _text_of(message: Any) -> str:
+    if not isinstance(message, dict):
+        return ""
+    content = message.get("content")
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        return "".join(p.get("text", "") for p in content if isinstance(p, dict))
+    return ""
 
 
 def _agent(args: argparse.Namespace) -> int:

@@ -23,7 +23,7 @@ from clawgate.diagnostics.metrics import Metrics
 from clawgate.diagnostics.timeline import Timeline
 from clawgate.errors import InvalidRequest, QueueFullError, SessionError
 from clawgate.plugins.host import PluginHost
-from clawgate.providers.base import ToolSpec
+from clawgate.providers.base import Message, ToolSpec
 from clawgate.sessions import keys
 from clawgate.sessions.listing import ListQuery, ListResult
 from clawgate.sessions.store import SessionStore
@@ -91,7 +91,7 @@ class Engine:
 
     async def submit(
         self,
-        content: str | list[dict[str, Any]],
+        content: str | list[dict[str, Any]] | None,
         *,
         session_key: str | None = None,
         agent_id: str | None = None,
@@ -100,10 +100,19 @@ class Engine:
         run_id: str | None = None,
         client_tools: Sequence[ToolSpec] = (),
         extra_system_prompt: str | None = None,
+        tool_results: Sequence[Message] = (),
     ) -> Run:
-        """Admit one user message; when this returns, the message is durable."""
-        if isinstance(content, str) and not content.strip():
+        """Admit one user message; when this returns, the message is durable.
+
+        ``tool_results`` are ``role: "tool"`` messages answering the client tool calls that the
+        session's previous run handed back; they join the transcript ahead of ``content``, which
+        may then be None (the results are the whole turn).
+        """
+        blank = isinstance(content, str) and not content.strip()
+        if blank or (content is None and not tool_results):
             raise InvalidRequest("message is empty")
+        if any(m.get("role") != "tool" for m in tool_results):
+            raise InvalidRequest("tool_results must be role 'tool' messages")
         agent, key = self.session_key(session_key, agent_id)
         entry = await self.store.ensure(key, agent_id=agent.id, channel=channel)
         if entry.send_policy == "deny":
@@ -113,8 +122,10 @@ class Engine:
         run_id = run_id or str(uuid.uuid4())
         if run_id in self._runs or run_id in self._recent:
             raise InvalidRequest(f"run id {run_id!r} is already in use")
-        message = {"role": "user", "content": content}
-        await self.store.queue_run(run_id, key, [message])
+        messages = [dict(m) for m in tool_results]
+        if content is not None:
+            messages.append({"role": "user", "content": content})
+        await self.store.queue_run(run_id, key, messages)
         override = None
         if entry.model_override:
             provider = entry.provider_override or agent.models[0].provider
@@ -128,17 +139,20 @@ class Engine:
             model=override,
             main_session=key == keys.main_key(agent.id, self.settings.config.session.main_key),
         )
-        run = Run(run_id, key, [message], queue_mode, payload=request)
+        run = Run(run_id, key, messages, queue_mode, payload=request)
         try:
             self.lanes.submit(run)
         except QueueFullError:
+            # Another admission filled the queue while this one was being stored: the message
+            # is refused, so its record must not survive (recovery would replay it).
             request.lease.release()
+            await self.store.discard_run(run_id)
             raise
         self._runs[run_id] = run
-        run.done.add_done_callback(lambda _done: self._remember(run))
+        run.done.add_done_callback(lambda _done: self._ended(run, request))
         return run
 
-    async def run(self, content: str | list[dict[str, Any]], **options: Any) -> RunResult:
+    async def run(self, content: str | list[dict[str, Any]] | None, **options: Any) -> RunResult:
         """Admit a message and wait for its run to end."""
         run = await self.submit(content, **options)
         return await run.done
@@ -148,11 +162,18 @@ class Engine:
         engine = self.settings.config.engine
         if mode in ("interrupt", "steer") or engine.queue_drop == "old":
             return
-        if len(self.lanes.queued(key)) >= engine.queue_cap:
+        live = [run for run in self.lanes.queued(key) if run.cancel_reason is None]
+        if len(live) >= engine.queue_cap:
             raise QueueFullError(
                 f"session {key!r} already has {engine.queue_cap} queued messages",
                 session_key=key,
             )
+
+    def _ended(self, run: Run, request: TurnRequest) -> None:
+        # The runner releases the lease of each run it executes or records as aborted, but a
+        # run merged into another (collect, steer) never reaches it. A second release is a no-op.
+        request.lease.release()
+        self._remember(run)
 
     def _remember(self, run: Run) -> None:
         self._runs.pop(run.run_id, None)

@@ -1,0 +1,167 @@
+"""The gateway as users run it: `clawgate gateway` in its own process, stopped by signals."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+CLAWGATE = str(Path(sys.executable).with_name("clawgate"))
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class GatewayProcess:
+    """A `clawgate gateway` child process on a free loopback port."""
+
+    def __init__(self, state: Path, *, config: str = "") -> None:
+        self.state = state
+        self.port = free_port()
+        state.mkdir(parents=True, exist_ok=True)
+        if config:
+            (state / "clawgate.toml").write_text(config)
+        env = {**os.environ, "CLAWGATE_STATE_DIR": str(state),
+               "CLAWGATE_GATEWAY_PORT": str(self.port)}
+        env.pop("CLAWGATE_CONFIG", None)
+        self.proc = subprocess.Popen([CLAWGATE, "gateway"], env=env, stdout=subprocess.PIPE,
+                                     stderr=subprocess.STDOUT, text=True)
+        self.url = f"http://127.0.0.1:{self.port}"
+
+    @property
+    def token(self) -> str:
+        return (self.state / "gateway.token").read_text().strip()
+
+    def wait_ready(self, within: float = 20.0) -> None:
+        deadline = time.monotonic() + within
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise AssertionError(f"gateway exited early:\n{self.proc.stdout.read()}")  # type: ignore[union-attr]
+            try:
+                if httpx.get(f"{self.url}/ready", timeout=1).status_code == 200:
+                    return
+            except httpx.TransportError:
+                pass
+            try:  # the poll interval doubles as a check that the process is still alive
+                self.proc.wait(0.05)
+            except subprocess.TimeoutExpired:
+                pass
+        raise AssertionError("gateway did not become ready")
+
+    def headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.token}"}
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait(10)
+
+
+@pytest.fixture
+def spawn(tmp_path: Path) -> Iterator[type[GatewayProcess]]:
+    started: list[GatewayProcess] = []
+
+    class Spawn(GatewayProcess):
+        def __init__(self, state: Path | None = None, *, config: str = "") -> None:
+            super().__init__(state or tmp_path / "state", config=config)
+            started.append(self)
+
+    yield Spawn
+    for process in started:
+        process.stop()
+
+
+SLOW_ECHO = """
+[plugins.entries.echo.config]
+delay_ms = 1500
+chunk_chars = 2
+"""
+
+
+def test_zero_config_start_serves_health_and_a_completion(spawn: type[GatewayProcess]) -> None:
+    gateway = spawn()
+    gateway.wait_ready()
+    assert httpx.get(f"{gateway.url}/health").json() == {"ok": True, "status": "live"}
+    assert (gateway.state / "gateway.token").stat().st_mode & 0o777 == 0o600
+    reply = httpx.post(f"{gateway.url}/v1/chat/completions", headers=gateway.headers(),
+                       json={"model": "clawgate", "messages": [{"role": "user",
+                                                                "content": "ping"}]}, timeout=30)
+    assert reply.status_code == 200, reply.text
+    assert reply.json()["choices"][0]["message"]["content"] == "ping"
+
+
+def test_sigterm_during_a_stream_drains_it_and_exits_zero(spawn: type[GatewayProcess]) -> None:
+    gateway = spawn(config=SLOW_ECHO)
+    gateway.wait_ready()
+    body = {"model": "clawgate", "stream": True, "user": "drain",
+            "messages": [{"role": "user", "content": "drain me please"}]}
+    chunks: list[str] = []
+    with httpx.stream("POST", f"{gateway.url}/v1/chat/completions", headers=gateway.headers(),
+                      json=body, timeout=30) as response:
+        assert response.status_code == 200
+        lines = response.iter_lines()
+        first = next(line for line in lines if line.startswith("data: "))
+        chunks.append(first)
+        gateway.proc.send_signal(signal.SIGTERM)  # mid-stream: the turn is still running
+        chunks.extend(line for line in lines if line.startswith("data: "))
+    assert chunks[-1] == "data: [DONE]"
+    text = "".join(
+        json.loads(c[6:])["choices"][0]["delta"].get("content", "")
+        for c in chunks[:-1] if json.loads(c[6:]).get("choices")
+    )
+    assert text == "drain me please"
+    assert gateway.proc.wait(30) == 0
+
+
+def test_sigkill_then_restart_keeps_every_acknowledged_message(
+        spawn: type[GatewayProcess], tmp_path: Path) -> None:
+    state = tmp_path / "durable"
+    gateway = spawn(state, config=SLOW_ECHO)
+    gateway.wait_ready()
+    acknowledged = []
+    for i in range(3):
+        reply = httpx.post(f"{gateway.url}/v1/chat/completions", headers=gateway.headers(),
+                           json={"model": "clawgate", "user": "kill", "messages": [
+                               {"role": "user", "content": f"message {i}"}]}, timeout=30)
+        assert reply.status_code == 200
+        acknowledged.append(f"message {i}")
+    # One more, acknowledged by the stream's first chunk, then the process dies mid-turn.
+    with httpx.stream("POST", f"{gateway.url}/v1/chat/completions", headers=gateway.headers(),
+                      json={"model": "clawgate", "user": "kill", "stream": True,
+                            "messages": [{"role": "user", "content": "in flight"}]},
+                      timeout=30) as response:
+        assert response.status_code == 200
+        next(line for line in response.iter_lines() if line.startswith("data: "))
+        acknowledged.append("in flight")
+        gateway.proc.send_signal(signal.SIGKILL)
+    gateway.proc.wait(10)
+
+    again = spawn(state)
+    again.wait_ready()
+    listing = subprocess.run(
+        [CLAWGATE, "sessions", "list", "--json"], capture_output=True, text=True, check=True,
+        env={**os.environ, "CLAWGATE_STATE_DIR": str(state)})
+    keys = [row["key"] for row in json.loads(listing.stdout)["sessions"]]
+    assert "agent:main:openai-user:kill" in keys
+    import sqlite3
+
+    with sqlite3.connect(state / "clawgate.db") as db:
+        assert db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+        stored = [json.loads(row[0]) for row in db.execute(
+            "SELECT content FROM messages WHERE key = ? AND role = 'user' ORDER BY id",
+            ("agent:main:openai-user:kill",))]
+        runs = dict(db.execute("SELECT status, COUNT(*) FROM runs GROUP BY status").fetchall())
+    assert [s if isinstance(s, str) else s[0]["text"] for s in stored] == acknowledged
+    assert runs.get("interrupted") == 1
