@@ -67,6 +67,13 @@ class Gateway:
         self.ready = False
         self.draining = False
         self.connections: set[Any] = set()  # live WebSocket connections (gateway.ws.Connection)
+        # Tunables of the WebSocket side; None means the protocol default (tests lower them).
+        self.tick_interval_s: float | None = None
+        self.handshake_timeout_s: float | None = None
+        self.ws_max_buffered_bytes: int | None = None
+        self.ws_max_queued_frames: int | None = None
+        self.ws_max_payload: int | None = None
+        self.log_file: str | None = None
         self._stop: asyncio.Event | None = None
         self._tasks: asyncio.TaskGroup | None = None
         self._on_ready: list[Callable[[], None]] = []
@@ -172,6 +179,10 @@ class Gateway:
 
         async def drain() -> None:
             self.draining = True
+            from clawgate.gateway.ws import broadcast
+
+            # uvicorn closes WebSockets before the lifespan ends: say goodbye while they listen.
+            broadcast(self, "shutdown", {"reason": "gateway stopping"})
             await self.engine.aclose(self.drain_deadline_s)
             server.should_exit = True
 

@@ -1,0 +1,155 @@
+"""Agent methods: ``agent`` (two responses), ``agent.wait``, ``agents.list``, ``models.list``.
+
+``agent`` answers ``{runId, status: "accepted", acceptedAt}`` once the message is durable, then
+— with the same request id — ``{runId, status: "ok"|"error", summary, result}`` when the run
+ends (OpenClaw clients pass ``expectFinal`` to wait for the second one).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any, Literal
+
+from pydantic import Field
+
+from clawgate.agents.lanes import RunResult
+from clawgate.gateway.methods import READ, WRITE, CallContext, CoreMethod
+from clawgate.gateway.methods.chat import admitting, in_flight, user_content
+from clawgate.gateway.methods.sessions import changed, find_by_session_id
+from clawgate.gateway.methods.system import now_ms
+from clawgate.gateway.protocol import Params, invalid, parse_params
+
+WAIT_DEFAULT_MS = 30_000
+
+
+class AgentParams(Params):
+    message: str = Field(max_length=1_000_000)
+    idempotencyKey: str = Field(min_length=1, max_length=256)
+    agentId: str | None = None
+    sessionKey: str | None = Field(default=None, max_length=512)
+    sessionId: str | None = None
+    to: str | None = None
+    replyTo: str | None = None
+    channel: str | None = None
+    accountId: str | None = None
+    threadId: str | int | None = None
+    thinking: str | None = None
+    deliver: bool | None = None
+    bestEffortDeliver: bool | None = None
+    attachments: list[dict[str, Any]] | None = Field(default=None, max_length=16)
+    timeout: float | None = Field(default=None, gt=0)  # seconds
+    lane: str | None = None
+    extraSystemPrompt: str | None = Field(default=None, max_length=100_000)
+    label: str | None = None
+    spawnedBy: str | None = None
+    groupId: str | None = None
+    groupChannel: str | None = None
+    groupSpace: str | None = None
+    inputProvenance: dict[str, Any] | None = None
+
+
+class WaitParams(Params):
+    runId: str = Field(min_length=1)
+    timeoutMs: int = Field(default=WAIT_DEFAULT_MS, ge=0, le=24 * 3_600_000)
+
+
+class NoParams(Params):
+    pass
+
+
+class ModelsParams(Params):
+    view: Literal["default", "configured", "all", "provider-config"] | None = None
+
+
+def final_payload(result: RunResult, duration_ms: int | None = None) -> dict[str, Any]:
+    """The second ``agent`` response (also what a repeat gets after the run ended)."""
+    ok = result.status == "ok"
+    meta: dict[str, Any] = {"stopReason": result.stop_reason, "usage": dict(result.usage),
+                            "aborted": result.status == "aborted",
+                            "sessionKey": result.session_key}
+    if duration_ms is not None:
+        meta["durationMs"] = duration_ms
+    summary = "completed" if ok else (result.error or result.stop_reason or result.status)
+    payloads = [{"text": result.text}] if result.text else []
+    return {"runId": result.run_id, "status": "ok" if ok else "error", "summary": summary,
+            "result": {"payloads": payloads, "meta": meta}}
+
+
+async def agent(ctx: CallContext, raw: Any) -> dict[str, Any]:
+    p = parse_params(AgentParams, raw, "agent")
+    gateway, run_id = ctx.gateway, p.idempotencyKey
+    engine = gateway.engine
+    if in_flight(gateway, run_id):
+        return {"runId": run_id, "status": "in_flight"}
+    done = engine.result(run_id)
+    if done is not None:
+        return final_payload(done)
+    session_key = p.sessionKey
+    if session_key is None and p.sessionId is not None:
+        session_key = await find_by_session_id(gateway, p.sessionId)
+        if session_key is None:
+            raise invalid(f"no session with sessionId {p.sessionId!r}")
+    content = user_content(p.message, p.attachments)
+    started = time.perf_counter()
+    with admitting(gateway, run_id):
+        run = await engine.submit(content, session_key=session_key, agent_id=p.agentId,
+                                  channel=p.channel, run_id=run_id,
+                                  extra_system_prompt=p.extraSystemPrompt)
+    ctx.reply({"runId": run_id, "status": "accepted", "acceptedAt": now_ms()})
+    changed(gateway, run.session_key, "send")
+    try:
+        result = await asyncio.wait_for(asyncio.shield(run.done), p.timeout)
+    except TimeoutError:
+        engine.abort(run.session_key, run_id)
+        result = await run.done
+    return final_payload(result, int((time.perf_counter() - started) * 1000))
+
+
+async def agent_wait(ctx: CallContext, raw: Any) -> dict[str, Any]:
+    p = parse_params(WaitParams, raw, "agent.wait")
+    engine, store = ctx.gateway.engine, ctx.gateway.store
+    result = await engine.wait(p.runId, p.timeoutMs / 1000)
+    if result is None and engine.find_run(p.runId) is not None:
+        return {"runId": p.runId, "status": "timeout"}
+    record = await store.get_run(p.runId)
+    if record is None or record.status in ("queued", "running"):
+        return {"runId": p.runId, "status": "timeout"}
+    status = result.status if result is not None else record.status
+    out: dict[str, Any] = {"runId": p.runId, "status": "ok" if status == "ok" else "error",
+                           "startedAt": record.started_at}
+    if record.ended_at is not None:
+        out["endedAt"] = record.ended_at
+    if status != "ok":
+        error = (result.error if result else None) or record.error or record.stop_reason
+        out["error"] = error or status
+    return out
+
+
+async def agents_list(ctx: CallContext, raw: Any) -> dict[str, Any]:
+    parse_params(NoParams, raw, "agents.list")
+    roster = ctx.gateway.engine.roster
+    return {"defaultId": roster.default.id, "mainKey": ctx.gateway.settings.config.session.main_key,
+            "scope": "per-sender", "agents": [a.describe() for a in roster]}
+
+
+async def models_list(ctx: CallContext, raw: Any) -> dict[str, Any]:
+    parse_params(ModelsParams, raw, "models.list")
+    models: list[dict[str, Any]] = []
+    for entry in ctx.generation.registry.providers.values():
+        for info in entry.provider.models():
+            row: dict[str, Any] = {"id": info.id, "name": info.name or info.id,
+                                   "provider": entry.provider.id}
+            if info.context_window is not None:
+                row["contextWindow"] = info.context_window
+            models.append(row)
+    models.sort(key=lambda m: (m["provider"], m["id"]))
+    return {"models": models}
+
+
+METHODS = (
+    CoreMethod("agent", WRITE, agent),
+    CoreMethod("agent.wait", WRITE, agent_wait),
+    CoreMethod("agents.list", READ, agents_list),
+    CoreMethod("models.list", READ, models_list),
+)
