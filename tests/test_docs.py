@@ -3,7 +3,9 @@
 Each test fails when something the code accepts is missing from docs/ or documented
 differently: hooks and their arguments, ``PluginApi`` methods and their signatures, manifest
 fields, enable rules, config keys and their defaults, environment variables, the TOML examples,
-the example plugin, and the commands shown in README.md and docs/.
+the example plugin, the commands shown in README.md and docs/, the core RPC methods (with their
+scopes), events and HTTP routes in docs/protocol.md, and the modules of ``src/clawgate`` in the
+module map of docs/architecture.md.
 """
 
 from __future__ import annotations
@@ -24,6 +26,8 @@ from pydantic.fields import FieldInfo
 from pydantic_core import PydanticUndefined
 
 from clawgate import cli, config
+from clawgate.gateway.methods import core_method_names, core_methods
+from clawgate.gateway.methods.system import EVENTS
 from clawgate.plugins import activation, manifest
 from clawgate.plugins.api import PluginApi
 from clawgate.plugins.hooks import SPECS
@@ -275,8 +279,10 @@ def shown_commands() -> list[tuple[str, str, bool]]:
                 for part in re.split(r"&&|\|\||;|\|", line.strip().removeprefix("$ ")):
                     found.append((name, part.strip(), True))
         for inline in re.findall(r"`(clawgate [^`]+)`", text(name)):
-            # Placeholders: "<id>" stands for a value, "[--json]" for an optional flag.
-            command = re.sub(r"\[([^\]]+)\]", r"\1", re.sub(r"<[^>]+>", "1", inline))
+            # Placeholders: "<id>" and argparse-style metavars ("--port N", "-m TEXT") stand
+            # for a value, "[--json]" for an optional flag.
+            command = re.sub(r"<[^>]+>|\b[A-Z][A-Z_]*\b", "1", inline)
+            command = re.sub(r"\[([^\]]+)\]", r"\1", command)
             found.append((name, command, False))
     return [f for f in found if f[1].split(" ", 1)[0] in ("clawgate", ".venv/bin/clawgate")]
 
@@ -345,3 +351,107 @@ def test_example_plugin_passes_doctor(tmp_path: Path, monkeypatch: pytest.Monkey
     monkeypatch.setenv("CLAWGATE_STATE_DIR", str(state))
     monkeypatch.delenv("CLAWGATE_CONFIG", raising=False)
     assert cli.main(["plugins", "doctor"]) == 0
+
+
+# -- the wire protocol ----------------------------------------------------------------------------
+
+
+CORE_METHODS = sorted(core_method_names() - {"connect"})
+
+
+def test_core_methods_are_found() -> None:
+    assert "sessions.list" in CORE_METHODS and "chat.send" in CORE_METHODS
+
+
+@pytest.mark.parametrize("name", CORE_METHODS)
+def test_core_method_is_documented_with_its_scope(name: str) -> None:
+    row = table_row(text("docs/protocol.md"), name)
+    assert row is not None, (
+        f"RPC method {name!r} is missing from the method table in docs/protocol.md"
+    )
+    assert row[1] == f"`{core_methods()[name].scope}`", f"RPC method {name!r}: scope differs"
+
+
+@pytest.mark.parametrize("event", EVENTS)
+def test_event_is_documented(event: str) -> None:
+    assert table_row(text("docs/protocol.md"), event) is not None, (
+        f"event {event!r} (features.events) is missing from docs/protocol.md"
+    )
+
+
+def http_routes() -> list[str]:
+    """Every route path the gateway's app defines, read from the source: the routes of
+    ``gateway/http.py`` and the OpenAI table of ``gateway/openai_api.py`` under each prefix
+    ``http.py`` mounts it at. The plugin-route catch-all (``/{path:path}``) is left out."""
+    gateway = ROOT / "src" / "clawgate" / "gateway"
+    http = (gateway / "http.py").read_text(encoding="utf-8")
+    api = (gateway / "openai_api.py").read_text(encoding="utf-8")
+    paths = set(re.findall(r'\b(?:Route|WebSocketRoute)\("(/[^"]*)"', http))
+    prefixes = re.findall(r'openai_routes\(gateway, prefix="(/[^"]*)"\)', http)
+    suffixes = re.findall(r'^\s*\("(/[^"]*)", \(', api, re.M)
+    paths |= {prefix + suffix for prefix in prefixes for suffix in suffixes}
+    return sorted(p for p in paths if not re.fullmatch(r"/\{[^}]*\}", p))
+
+
+def test_http_routes_are_found() -> None:
+    routes = http_routes()
+    assert {"/", "/health", "/metrics", "/v1/chat/completions", "/openclaw/v1/responses",
+            "/v1/models/{model_id:path}"} <= set(routes), routes
+
+
+@pytest.mark.parametrize("path", http_routes())
+def test_http_route_is_documented(path: str) -> None:
+    # A path parameter may be spelled differently in the docs: /v1/models/{id}.
+    parts = re.split(r"\{[^}]*\}", path)
+    pattern = r"\{[^}`]+\}".join(re.escape(part) for part in parts)
+    assert re.search(f"`{pattern}`", text("docs/protocol.md")), (
+        f"HTTP route {path} is missing from docs/protocol.md"
+    )
+
+
+# -- the module map -------------------------------------------------------------------------------
+
+
+def module_map() -> set[str]:
+    """The file paths the module map in docs/architecture.md names: a tree in a code block,
+    two spaces per level, folders ending in ``/``, the first word of each line a name."""
+    section = text("docs/architecture.md").split("\n## Module map\n", 1)[1]
+    body = FENCE.search(section)
+    assert body is not None, "docs/architecture.md: the module map has no code block"
+    paths: set[str] = set()
+    folders: list[tuple[int, str]] = []
+    for line in body["body"].splitlines():
+        if not line.strip():
+            continue
+        indent = len(line) - len(line.lstrip(" "))
+        name = line.split()[0]
+        while folders and folders[-1][0] >= indent:
+            folders.pop()
+        where = "".join(folder for _, folder in folders)
+        if name.endswith("/"):
+            folders.append((indent, name))
+        else:
+            paths.add(where + name)
+    return paths
+
+
+MODULES = sorted(
+    path.relative_to(ROOT).as_posix() for path in (ROOT / "src" / "clawgate").rglob("*.py")
+)
+
+
+def test_modules_are_found() -> None:
+    assert "src/clawgate/gateway/methods/chat.py" in MODULES
+    assert "src/clawgate/agents/engine.py" in module_map()
+
+
+@pytest.mark.parametrize("module", MODULES)
+def test_module_is_in_the_module_map(module: str) -> None:
+    assert module in module_map(), (
+        f"{module} is missing from the module map in docs/architecture.md"
+    )
+
+
+def test_module_map_names_only_existing_modules() -> None:
+    stale = sorted(p for p in module_map() if p.endswith(".py") and not (ROOT / p).is_file())
+    assert not stale, f"the module map in docs/architecture.md names missing modules: {stale}"

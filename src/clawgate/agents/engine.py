@@ -21,7 +21,7 @@ from clawgate.agents.turn import TurnRequest, TurnRunner
 from clawgate.config import Settings
 from clawgate.diagnostics.metrics import Metrics
 from clawgate.diagnostics.timeline import Timeline
-from clawgate.errors import InvalidRequest, QueueFullError, SessionError
+from clawgate.errors import InvalidRequest, QueueFullError, SessionError, Unavailable
 from clawgate.plugins.host import PluginHost
 from clawgate.providers.base import Message, ToolSpec
 from clawgate.sessions import keys
@@ -62,6 +62,7 @@ class Engine:
             cancelled=self.runner.cancelled,
         )
         self._recent: OrderedDict[str, RunResult] = OrderedDict()
+        self.closing = False
         self._runs: dict[str, Run] = {}
 
     async def start(self) -> None:
@@ -71,6 +72,7 @@ class Engine:
 
     async def aclose(self, deadline_s: float = 10.0) -> None:
         """Let running turns finish within ``deadline_s``; abort what is left."""
+        self.closing = True  # admit nothing new while the running turns drain
         await self.lanes.aclose(deadline_s)
 
     # -- admission -------------------------------------------------------------------------
@@ -108,6 +110,8 @@ class Engine:
         session's previous run handed back; they join the transcript ahead of ``content``, which
         may then be None (the results are the whole turn).
         """
+        if self.closing:
+            raise Unavailable("the gateway is shutting down; no new messages are accepted")
         blank = isinstance(content, str) and not content.strip()
         if blank or (content is None and not tool_results):
             raise InvalidRequest("message is empty")
@@ -211,9 +215,11 @@ class Engine:
     async def list_sessions(self, query: ListQuery) -> ListResult:
         """List sessions; rows' models are shown through the snapshot captured once here."""
         snapshot = self.host.snapshot  # one capture per call: no scans, no loads (I4, I7)
-        with self.timeline.span("gateway.sessions.list", phase="sessions.list",
-                                agentId=query.agent_id or ""):
-            return await self.store.list_sessions(query, display_model=snapshot.display_model)
+        agent = query.agent_id or ""
+        with self.timeline.span("gateway.sessions.list", phase="sessions.list", agentId=agent):
+            with self.timeline.span("gateway.sessions.list.store_load", agentId=agent):
+                return await self.store.list_sessions(query,
+                                                      display_model=snapshot.display_model)
 
 
 def _queue_mode(value: str | None) -> QueueMode | None:

@@ -35,8 +35,7 @@ log = logging.getLogger("clawgate.gateway")
 
 RESERVED_PATHS = ("/", "/health", "/healthz", "/ready", "/readyz", "/startup", "/startupz",
                   "/metrics", "/v1/", "/openclaw/v1/")
-GATEWAY_COUNTERS = (*COUNTERS, "http_requests_total", "ws_connections_total",
-                    "ws_requests_total", "agent_turns_total")
+GATEWAY_COUNTERS = (*COUNTERS, "ws_connections_total", "ws_requests_total")
 
 
 class Gateway:
@@ -134,12 +133,18 @@ class Gateway:
             await self.store.close()
             self.timeline.close()
 
-    async def _shutdown(self) -> None:
-        self.draining = True
+    def _announce_shutdown(self) -> None:
+        """Enter draining: not ready, no new work, clients told once."""
         self.ready = False
+        if self.draining:
+            return
+        self.draining = True
         from clawgate.gateway.ws import broadcast
 
         broadcast(self, "shutdown", {"reason": "gateway stopping"})
+
+    async def _shutdown(self) -> None:
+        self._announce_shutdown()
         await self._hook("gateway_stop", gateway=self, reason="shutdown")
         await self.engine.aclose(self.drain_deadline_s)
         for connection in list(self.connections):
@@ -178,11 +183,8 @@ class Gateway:
             return
 
         async def drain() -> None:
-            self.draining = True
-            from clawgate.gateway.ws import broadcast
-
             # uvicorn closes WebSockets before the lifespan ends: say goodbye while they listen.
-            broadcast(self, "shutdown", {"reason": "gateway stopping"})
+            self._announce_shutdown()
             await self.engine.aclose(self.drain_deadline_s)
             server.should_exit = True
 

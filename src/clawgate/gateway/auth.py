@@ -103,6 +103,11 @@ class FailureLimiter:
         if len(recent) >= self._max:
             self._locked[address] = now + self._lockout
             self._failures.pop(address, None)
+            if len(self._locked) > self._max_addresses:  # drop expired lockouts, then oldest
+                for key in [k for k, until in self._locked.items() if until <= now]:
+                    del self._locked[key]
+                while len(self._locked) > self._max_addresses:
+                    del self._locked[next(iter(self._locked))]
 
     def succeeded(self, address: str) -> None:
         self._failures.pop(address, None)

@@ -27,6 +27,10 @@ ERROR_TYPES = {400: "invalid_request_error", 401: "authentication_error",
                413: "invalid_request_error", 429: "rate_limit_error", 503: "api_error"}
 
 
+CORE_PATHS = frozenset({"/health", "/healthz", "/ready", "/readyz", "/startup", "/startupz",
+                        "/metrics"})
+
+
 class PayloadTooLarge(InvalidRequest):
     """A request body over the configured limit (HTTP 413)."""
 
@@ -124,6 +128,10 @@ def build_app(gateway: Gateway) -> Starlette:
     async def plugin_route(request: Request) -> Response:
         """Dispatch to a route registered by a plugin of the current generation."""
         path = request.url.path
+        if path in CORE_PATHS:  # a core route reached here only because the method is wrong
+            allowed = "GET, HEAD" if path != "/metrics" else "GET"
+            return error_response(405, f"{request.method} not allowed on {path}",
+                                  headers={"Allow": allowed})
         generation = gateway.plugins.current
         route = next((r for r in generation.registry.routes if r.path == path), None)
         if route is None:

@@ -35,6 +35,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("clawgate.gateway.ws")
 
 MAX_QUEUED_FRAMES = 10_000
+HEALTH_EVERY_TICKS = 4  # a `health` event every fourth tick (60 s at the default interval)
 MAX_IN_FLIGHT = 64  # requests served at once per connection; the reader waits beyond that
 CLOSE_TIMEOUT_S = 2.0
 
@@ -367,11 +368,15 @@ async def tick_loop(gateway: Gateway, stop: asyncio.Event) -> None:
     relay = asyncio.get_running_loop().create_task(chat.relay(gateway), name="ws-chat-relay")
     try:
         interval = tick_interval(gateway)
+        ticks = 0
         while not stop.is_set():
             try:
                 await asyncio.wait_for(stop.wait(), interval)
             except TimeoutError:
                 broadcast(gateway, "tick", {"ts": int(time.time() * 1000)})
+                ticks += 1
+                if ticks % HEALTH_EVERY_TICKS == 0 and gateway.connections:
+                    broadcast(gateway, "health", await system.health_summary(gateway))
     finally:
         relay.cancel()
         await asyncio.gather(relay, return_exceptions=True)

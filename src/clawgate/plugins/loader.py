@@ -54,11 +54,11 @@ def build_registry(
     for meta in snapshot.plugins:
         if meta.id is None:
             continue
-        if meta.id not in planned:
-            if meta.status != "overridden" or meta.id not in builder.records:
-                builder.records.setdefault(meta.id, _record_from_meta(meta, planned))
+        if meta.status != "enabled" or meta.id not in planned:
+            # Not loaded here: disabled, refused, overridden, or outside this scope. The first
+            # record of an id wins, so an overridden copy never hides the loaded one.
+            builder.records.setdefault(meta.id, _record_from_meta(meta, planned))
             continue
-        # Injective: every character outside [a-z0-9] is escaped, so "a-b" and "a_b" differ.
         safe_id = "".join(c if c.isalnum() else f"_{ord(c):02x}" for c in meta.id)
         prefix = f"_clawgate_{namespace}g{generation}_{safe_id}"
         record = _load_one(meta, prefix, builder, root_config, state_dir, lambda: next(order))

@@ -290,7 +290,8 @@ class RegistryBuilder:
         )
 
 
-def _covers(prefix: str, path: str) -> bool:
-    if prefix.endswith("/"):
-        return path.startswith(prefix)
-    return path == prefix
+def _covers(reserved: str, path: str) -> bool:
+    """A reserved path ending in "/" (other than the root) reserves its whole subtree."""
+    if reserved != "/" and reserved.endswith("/"):
+        return path.startswith(reserved)
+    return path == reserved

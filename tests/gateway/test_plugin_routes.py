@@ -1,0 +1,46 @@
+"""Plugin HTTP routes are served by the gateway, with auth, 404/405 and core paths protected."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from tests.support.gateway_server import serve_gateway
+
+FIXTURE = Path(__file__).resolve().parent.parent / "fixtures" / "plugins" / "http-route"
+
+
+@pytest.mark.anyio
+async def test_plugin_routes_through_the_gateway(tmp_path: Path) -> None:
+    shutil.copytree(FIXTURE, tmp_path / "plugins" / "http_route")
+    config = {"plugins": {"load_paths": [str(tmp_path / "plugins")]}}
+    async with serve_gateway(tmp_path, config) as server:
+        record = server.gateway.plugins.current.registry.record("http-route")
+        assert record is not None and record.status == "loaded"
+        assert set(record.routes) == {"/hello", "/public", "/broken"}
+        refused = [d.message for d in server.gateway.plugins.current.registry.diagnostics
+                   if d.plugin_id == "http-route"]
+        assert any("/v1/chat/completions" in m and "gateway core" in m for m in refused)
+        assert any("'/health'" in m for m in refused)
+
+        async with server.client() as http:
+            hello = await http.get("/hello", params={"name": "ada"})
+            assert hello.status_code == 200
+            assert hello.json() == {"hello": "ada", "method": "GET"}
+            assert (await http.post("/hello")).json()["method"] == "POST"
+            wrong = await http.delete("/hello")
+            assert wrong.status_code == 405 and "GET" in wrong.headers["allow"]
+            assert (await http.get("/no-such-route")).status_code == 404
+            broken = await http.get("/broken")
+            assert broken.status_code == 500
+            assert broken.json()["error"]["message"] == "plugin route /broken failed"
+            assert (await http.get("/health")).json() == {"ok": True, "status": "live"}
+            assert (await http.post("/health")).status_code == 405
+        async with server.client(token=None) as anonymous:
+            assert (await anonymous.get("/hello")).status_code == 401
+            public = await anonymous.get("/public")
+            assert public.status_code == 200 and public.text == "open to all"
+        async with server.client() as http:  # still serving after the broken route
+            assert (await http.get("/hello")).status_code == 200
