@@ -22,7 +22,6 @@ import os
 import shutil
 import signal
 import socket
-import subprocess
 import sys
 import tempfile
 import time
@@ -139,22 +138,23 @@ async def measure(quick: bool, workdir: Path) -> dict[str, Any]:
         env.pop("CLAWGATE_CONFIG", None)
         base = f"http://127.0.0.1:{port}"
         started = time.perf_counter()
-        proc = subprocess.Popen([CLAWGATE, "gateway"], env=env, stdout=subprocess.DEVNULL,
-                                stderr=subprocess.DEVNULL)
+        proc = await asyncio.create_subprocess_exec(
+            CLAWGATE, "gateway", env=env, stdout=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.DEVNULL)
         try:
             return await drive(proc, base, state, started, mock, rounds, quick)
         finally:
             proc.send_signal(signal.SIGTERM)
             try:
-                proc.wait(30)
-            except subprocess.TimeoutExpired:
+                await asyncio.wait_for(proc.wait(), 30)
+            except TimeoutError:
                 proc.kill()
-                proc.wait()
+                await proc.wait()
     finally:
         mock.stop()
 
 
-async def drive(proc: subprocess.Popen[bytes], base: str, state: Path, started: float,
+async def drive(proc: asyncio.subprocess.Process, base: str, state: Path, started: float,
                 mock: Any, rounds: int, quick: bool) -> dict[str, Any]:
     from tests.support.mock_openai import Reply
 
@@ -165,7 +165,7 @@ async def drive(proc: subprocess.Popen[bytes], base: str, state: Path, started: 
                     break
             except httpx.TransportError:
                 pass
-            if proc.poll() is not None:
+            if proc.returncode is not None:
                 raise RuntimeError("gateway exited during start-up")
             await asyncio.sleep(0.002)
         health_ms = (time.perf_counter() - started) * 1000
