@@ -133,14 +133,16 @@ class Lanes:
                 self._cancel_queued(lane, queued, "superseded by a newer message")
             if lane.active is not None:
                 self._cancel_active(lane.active, "interrupted by a newer message")
-        if len(lane.queue) >= self._cap:
+        # Aborted runs stay queued until the worker records them; they hold no place.
+        live = [queued for queued in lane.queue if queued.cancel_reason is None]
+        if len(live) >= self._cap:
             if self._drop == "new":
                 raise QueueFullError(
-                    f"session {run.session_key!r} already has {len(lane.queue)} queued "
+                    f"session {run.session_key!r} already has {len(live)} queued "
                     f"messages (cap {self._cap})",
                     session_key=run.session_key,
                 )
-            self._cancel_queued(lane, lane.queue[0], "dropped: queue full")
+            self._cancel_queued(lane, live[0], "dropped: queue full")
         lane.queue.append(run)
         lane.arrived.set()
         if lane.worker is None:
@@ -236,10 +238,16 @@ class Lanes:
         try:
             result = await asyncio.shield(run.task)
         except asyncio.CancelledError:
-            # The lane itself is being torn down: stop the run and let it record the abort.
-            run.task.cancel()
-            run.resolve(await _settle(run))
-            raise
+            worker = asyncio.current_task()
+            if worker is None or not worker.cancelling():
+                # Only the run was cancelled, before its first step: the runner never saw it,
+                # so record it as an abort that never started and keep serving the lane.
+                result = await self._never_started(run)
+            else:
+                # The lane itself is being torn down: stop the run and let it record the abort.
+                run.task.cancel()
+                run.resolve(await _settle(run))
+                raise
         except Exception as exc:  # the runner records its own errors; this is a last resort
             result = RunResult(run.run_id, run.session_key, "error", error=str(exc))
         finally:
@@ -280,6 +288,11 @@ class Lanes:
                 await self._cancelled(run)
             except Exception:  # recording an abort must never stop the lane
                 pass
+
+    async def _never_started(self, run: Run) -> RunResult:
+        await self._finish_cancelled(run)
+        return RunResult(run.run_id, run.session_key, "aborted",
+                         stop_reason=run.cancel_reason or "aborted")
 
 
 def _follow(run: Run) -> Callable[[asyncio.Future[RunResult]], None]:

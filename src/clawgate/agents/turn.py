@@ -191,7 +191,16 @@ class TurnRunner:
                                                    progress)
             progress.usage = _add(progress.usage, finish.usage)
             if not calls:
-                return finish.reason or "stop"
+                steered = run.take_injected()
+                if not steered:
+                    return finish.reason or "stop"
+                # Steer at a model boundary: keep this reply, then answer the new message(s).
+                reply = {"role": "assistant", "content": progress.text}
+                progress.text = ""
+                await self._store.append(run.session_key, [
+                    {**reply, "stop_reason": finish.reason or "stop"}, *steered])
+                messages.extend([reply, *steered])
+                continue
             assistant = {"role": "assistant", "content": progress.text or None,
                          "tool_calls": [_wire(c) for c in calls]}
             progress.text = ""
@@ -303,6 +312,7 @@ class TurnRunner:
                       progress: _Progress, events: _Events, started: float) -> None:
         hooks = request.lease.generation.registry.hooks
         text = result.text
+        run.status = result.status  # no more steering: a later message queues as its own run
         try:
             # A tool_calls stop already stored its assistant message; otherwise store the
             # reply (possibly partial, with the stop reason saying why it ended).
@@ -311,6 +321,8 @@ class TurnRunner:
                 final.append({"role": "assistant", "content": text,
                               "usage": _usage_dict(progress.usage),
                               "stop_reason": result.stop_reason})
+            # Steered messages that came after the last boundary were acknowledged: keep them.
+            final.extend(run.take_injected())
             await self._store.complete_run(
                 run.run_id, run.session_key, final, status=result.status,
                 stop_reason=result.stop_reason, error=result.error,

@@ -70,6 +70,12 @@ def queue(c: sqlite3.Connection, run_id: str, key: str, messages: Sequence[Any],
         raise InvalidRequest(f"run {run_id!r} already exists") from None
 
 
+def discard(c: sqlite3.Connection, run_id: str) -> bool:
+    """Forget a queued run that was refused after its record was written (never acknowledged)."""
+    return c.execute("DELETE FROM runs WHERE run_id = ? AND status = 'queued'",
+                     (run_id,)).rowcount > 0
+
+
 def begin(c: sqlite3.Connection, run_id: str, key: str, messages: Sequence[Any],
           now: int) -> None:
     """Start a run: its messages join the transcript and the record says running."""
@@ -94,6 +100,11 @@ def complete(c: sqlite3.Connection, run_id: str, key: str, messages: Sequence[An
     if status not in ENDED:
         raise InvalidRequest(f"a run cannot end as {status!r}")
     new = check_messages(messages, "runs.complete")
+    row = c.execute("SELECT status, input FROM runs WHERE run_id = ?", (run_id,)).fetchone()
+    if row is not None and row[0] == "queued" and row[1]:
+        # Its begin never committed (cancelled while waiting for the writer): the input was
+        # acknowledged, so it joins the transcript before the final messages.
+        new = check_messages(loads(row[1]), "runs.complete") + new
     append(c, key, new, now)
     c.execute(
         "UPDATE runs SET status = ?, ended_at = ?, stop_reason = ?, error = ?, usage = ?, "

@@ -441,6 +441,10 @@ class SessionStore:
         now = self._clock()
         await self._write(lambda c: runs.queue(c, run_id, k, messages, now))
 
+    async def discard_run(self, run_id: str) -> bool:
+        """Delete a still-queued run record whose message was refused; False if there was none."""
+        return await self._write(lambda c: runs.discard(c, run_id))
+
     async def begin_run(self, run_id: str, key: str, messages: Sequence[Message]) -> None:
         """Start a run: its input joins the transcript, in one transaction."""
         k = keys.canonical(key)

@@ -1,0 +1,182 @@
+"""Fixtures for the engine tests: a factory that builds a real engine (plugin host over real
+plugin folders, SQLite store in tmp_path) and closes everything it built."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from clawgate import config
+from clawgate.agents.bus import RunEvent, Subscription
+from clawgate.agents.engine import Engine
+from clawgate.plugins.host import PluginHost
+from clawgate.sessions.store import SessionStore
+from tests.support.mock_openai import MockOpenAI
+
+ENGINE_TOOLS = Path(__file__).resolve().parent.parent / "fixtures" / "engine" / "engine_tools"
+MAIN = "agent:main:main"
+
+
+@dataclass
+class Harness:
+    """One running engine with the host and store under it."""
+
+    settings: config.Settings
+    host: PluginHost
+    store: SessionStore
+    engine: Engine
+    closed: bool = field(default=False)
+
+    @property
+    def state(self) -> Path:
+        return self.settings.state_dir
+
+    async def close(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        try:
+            await self.engine.aclose(deadline_s=5.0)
+        finally:
+            try:
+                await self.host.aclose()
+            finally:
+                await self.store.close()
+
+    def leases(self) -> int:
+        """Leases still held on every live plugin generation (0 once every run has ended)."""
+        return sum(self.host.in_flight(g) for g in self.host.live())
+
+
+Factory = Callable[..., Awaitable[Harness]]
+
+
+def build_config(
+    *,
+    engine: Mapping[str, Any] | None = None,
+    echo: Mapping[str, Any] | None = None,
+    mock: MockOpenAI | None = None,
+    tools: Mapping[str, Any] | None = None,
+    model: str | Mapping[str, Any] | None = None,
+    agents: Sequence[Mapping[str, Any]] | None = None,
+) -> dict[str, Any]:
+    """The config dict for an engine test (see ``make_engine``)."""
+    entries: dict[str, Any] = {}
+    load_paths: list[str] = []
+    if echo is not None:
+        entries["echo"] = {"enabled": True, "config": dict(echo)}
+    if mock is not None:
+        entries["openai"] = {"enabled": True, "config": {
+            "base_url": mock.url, "api_key_env": "MOCK_KEY", "max_retries": 1}}
+        model = model or {"primary": "openai/mock-model", "fallbacks": ["echo/echo"]}
+    if tools is not None:
+        load_paths.append(str(ENGINE_TOOLS))
+        entries["engine_tools"] = {"enabled": True, "config": dict(tools)}
+    data: dict[str, Any] = {"plugins": {"load_paths": load_paths, "entries": entries},
+                            "engine": dict(engine or {})}
+    if agents is not None:
+        data["agents"] = [dict(a) for a in agents]
+    elif model is not None:
+        data["agents"] = [{"id": "main", "default": True, "model": model}]
+    return data
+
+
+@pytest.fixture
+async def make_engine(tmp_path: Path, anyio_backend: str) -> AsyncIterator[Factory]:
+    """``await make_engine(engine=..., echo=..., mock=..., tools=..., model=..., agents=...,
+    state=...)`` -> a started :class:`Harness`; all of them are closed after the test.
+
+    ``echo``: config of the bundled echo plugin; ``mock``: a MockOpenAI server the agent's
+    primary model points at (fallback ``echo/echo``); ``tools``: config of the engine_tools
+    fixture plugin (loaded when given); ``state``: the state directory (default tmp_path).
+    """
+    built: list[Harness] = []
+
+    async def factory(*, state: Path | None = None, **options: Any) -> Harness:
+        state_dir = state or tmp_path
+        settings = config.Settings(config.parse(build_config(**options)), state_dir=state_dir,
+                                   config_path=state_dir / "clawgate.toml")
+        host = PluginHost(settings)
+        store = SessionStore(state_dir / "clawgate.db")
+        await store.open()
+        try:
+            await host.start()
+            engine = Engine(settings, host, store)
+            await engine.start()
+        except BaseException:
+            await host.aclose()
+            await store.close()
+            raise
+        harness = Harness(settings, host, store, engine)
+        built.append(harness)
+        return harness
+
+    yield factory
+    for harness in reversed(built):
+        await harness.close()
+
+
+@pytest.fixture(autouse=True)
+def _mock_key(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MOCK_KEY", "test-key")
+
+
+def gated(tmp_path: Path, **engine: Any) -> dict[str, Any]:
+    """``make_engine`` options for an agent on the fixture plugin's ``gate`` provider: a message
+    containing ``[hold]`` is answered once :func:`open_gate` was called."""
+    gate = tmp_path / "gate"
+    gate.mkdir(exist_ok=True)
+    return {"engine": engine, "tools": {"gate_dir": str(gate)}, "model": "gate/gate"}
+
+
+def open_gate(tmp_path: Path) -> None:
+    (tmp_path / "gate" / "open").touch()
+
+
+async def next_event(sub: Subscription, pred: Callable[[RunEvent], bool],
+                     within: float = 10.0) -> RunEvent:
+    """The next event of ``sub`` that satisfies ``pred`` (TimeoutError after ``within`` s)."""
+    async with asyncio.timeout(within):
+        while True:
+            event = await sub.get()
+            if pred(event):
+                return event
+
+
+def started(run_id: str) -> Callable[[RunEvent], bool]:
+    """Matches the lifecycle start of ``run_id`` (published once its message is stored)."""
+    return lambda e: e.run_id == run_id and e.stream == "lifecycle" and e.data["phase"] == "start"
+
+
+async def until(condition: Callable[[], Any], within: float = 10.0) -> None:
+    """Poll ``condition`` (sync, or returning an awaitable) until it is true, with a deadline.
+
+    Yields to the event loop between polls instead of sleeping; an async condition (a store
+    read) waits for its reader thread anyway.
+    """
+    deadline = time.monotonic() + within
+    while True:
+        value = condition()
+        if asyncio.iscoroutine(value):
+            value = await value
+        if value:
+            return
+        if time.monotonic() > deadline:
+            raise TimeoutError("condition not met before the deadline")
+        await asyncio.sleep(0)
+
+
+def texts(messages: Sequence[Any]) -> list[tuple[str, Any]]:
+    """(role, content) of stored messages, for compact assertions."""
+    return [(m.role, m.content) for m in messages]
+
+
+def user_texts(body: Mapping[str, Any]) -> list[str]:
+    """The user message texts of a chat-completions request body, in order."""
+    return [m["content"] for m in body["messages"] if m["role"] == "user"]

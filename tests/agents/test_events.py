@@ -1,0 +1,75 @@
+"""The event bus: ordered run events with increasing seq; slow subscribers overflow."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.agents.conftest import MAIN
+from tests.support.mock_openai import CallTools, Reply
+
+pytestmark = pytest.mark.anyio
+
+
+def drain(sub):
+    out = []
+    while (event := sub.get_nowait()) is not None:
+        out.append(event)
+    return out
+
+
+def compress(events):
+    """Stream/phase labels with consecutive assistant deltas folded into one."""
+    labels = []
+    for e in events:
+        label = e.stream if e.stream == "assistant" else f"{e.stream}:{e.data['phase']}"
+        if not (labels and label == "assistant" == labels[-1]):
+            labels.append(label)
+    return labels
+
+
+async def test_run_events_arrive_in_order(make_engine, mock_openai):
+    mock_openai.plan(CallTools((("lookup", '{"q": "owl"}'),), text="let me check"),
+                     Reply("owls hoot", chunks=3))
+    h = await make_engine(mock=mock_openai, tools={})
+    with h.engine.bus.subscribe(session_key=MAIN) as sub:
+        result = await h.engine.run("tell me about owls")
+        events = drain(sub)
+
+    assert result.status == "ok"
+    assert {e.run_id for e in events} == {result.run_id}
+    assert [e.seq for e in events] == list(range(1, len(events) + 1))
+    assert compress(events) == ["lifecycle:start", "assistant", "tool:start", "tool:result",
+                                "assistant", "lifecycle:end"]
+    deltas = [e.data["delta"] for e in events if e.stream == "assistant"]
+    assert deltas[0] == "let me check" and "".join(deltas[1:]) == "owls hoot"
+    assert len(deltas) == 4
+    tool = [e.data for e in events if e.stream == "tool"]
+    assert tool[1]["result"] == "found owl" and tool[1]["isError"] is False
+    end = events[-1].data
+    assert (end["status"], end["text"]) == ("ok", "owls hoot")
+    assert events[-1].payload()["runId"] == result.run_id
+
+
+async def test_run_id_subscription_sees_only_its_run(make_engine):
+    h = await make_engine()
+    first = await h.engine.submit("one")
+    with h.engine.bus.subscribe(run_id=first.run_id) as mine:
+        await first.done
+        await h.engine.run("two")
+        events = drain(mine)
+    assert events and {e.run_id for e in events} == {first.run_id}
+    assert h.engine.bus.subscribers == 0
+
+
+async def test_slow_subscriber_overflows_instead_of_growing(make_engine):
+    h = await make_engine(echo={"chunk_chars": 1})
+    with h.engine.bus.subscribe(session_key=MAIN, maxsize=2) as slow, \
+            h.engine.bus.subscribe(session_key=MAIN) as fast:
+        result = await h.engine.run("a reply of many deltas")
+        everything = drain(fast)
+        kept = drain(slow)
+
+    assert result.status == "ok"
+    assert len(everything) > 20
+    assert slow.overflowed is True and fast.overflowed is False
+    assert kept == everything[:2]  # it kept what fitted and stopped receiving
