@@ -188,8 +188,9 @@ async def drive(proc: asyncio.subprocess.Process, base: str, state: Path, starte
                 "clawgate/mock", f"t{i}", user=f"overhead{i % 8}"), auth))
         overhead = [t - d for t, d in zip(sorted(through), sorted(direct), strict=True)]
 
-        # 4 turns on 4 sessions at once, provider taking 500 ms.
-        mock.plan(*(Reply("slow", delay=0.5) for _ in range(4)))
+        # 4 turns on 4 sessions at once, provider taking 500 ms (0.45 s planned delay on top of
+        # the mock's 0.05 s base latency).
+        mock.plan(*(Reply("slow", delay=0.45) for _ in range(4)))
         wall_started = time.perf_counter()
         await asyncio.gather(*(timed_post(client, url, completion(
             "clawgate/mock", "four", user=f"four{i}"), auth) for i in range(4)))
@@ -197,13 +198,18 @@ async def drive(proc: asyncio.subprocess.Process, base: str, state: Path, starte
 
         async with GatewayClient(base.replace("http", "ws"), token) as ws:
             idle = await list_times(ws, rounds)
-            mock.plan(*(Reply("streamed reply " * 20, chunks=20, interval=0.01)
+            # 32 streamed turns: 0.3 s to the first token, then 20 chunks 10 ms apart. The
+            # listing is sampled for as long as they run (waiting and streaming phases).
+            mock.plan(*(Reply("streamed reply " * 20, chunks=20, interval=0.01, delay=0.25)
                         for _ in range(32)))
             load = asyncio.gather(*(streamed(client, url, completion(
                 "clawgate/mock", "load", user=f"load{i}", stream=True), auth)
                 for i in range(32)))
-            busy = await list_times(ws, max(10, rounds // 4))
-            rss_load = rss_kb(proc.pid)
+            busy: list[float] = []
+            rss_load = 0
+            while not load.done():
+                busy.extend(await list_times(ws, 1))
+                rss_load = max(rss_load, rss_kb(proc.pid))
             await load
         metrics = (await client.get(f"{base}/metrics", headers=auth)).text
     counters = {

@@ -21,7 +21,7 @@ from clawgate.agents.turn import TurnRequest, TurnRunner
 from clawgate.config import Settings
 from clawgate.diagnostics.metrics import Metrics
 from clawgate.diagnostics.timeline import Timeline
-from clawgate.errors import InvalidRequest, QueueFullError, SessionError, Unavailable
+from clawgate.errors import InvalidRequest, QueueFullError, Unavailable
 from clawgate.plugins.host import PluginHost
 from clawgate.providers.base import Message, ToolSpec
 from clawgate.sessions import keys
@@ -118,18 +118,22 @@ class Engine:
         if any(m.get("role") != "tool" for m in tool_results):
             raise InvalidRequest("tool_results must be role 'tool' messages")
         agent, key = self.session_key(session_key, agent_id)
-        entry = await self.store.ensure(key, agent_id=agent.id, channel=channel)
-        if entry.send_policy == "deny":
-            raise SessionError("send blocked by session policy", session_key=key)
-        queue_mode = mode or _queue_mode(entry.queue_mode) or self.settings.config.engine.queue_mode
-        self._check_capacity(key, queue_mode)
+        if mode is not None:  # refuse before anything is stored when the mode is known
+            self._check_capacity(key, mode)
         run_id = run_id or str(uuid.uuid4())
         if run_id in self._runs or run_id in self._recent:
             raise InvalidRequest(f"run id {run_id!r} is already in use")
         messages = [dict(m) for m in tool_results]
         if content is not None:
             messages.append({"role": "user", "content": content})
-        await self.store.queue_run(run_id, key, messages)
+        # One trip to the store: session ensured, send policy checked, run queued (durable).
+        entry = await self.store.admit(run_id, key, messages, agent_id=agent.id, channel=channel)
+        queue_mode = mode or _queue_mode(entry.queue_mode) or self.settings.config.engine.queue_mode
+        try:
+            self._check_capacity(key, queue_mode)
+        except QueueFullError:
+            await self.store.discard_run(run_id)  # refused: its record must not survive
+            raise
         override = None
         if entry.model_override:
             provider = entry.provider_override or agent.models[0].provider

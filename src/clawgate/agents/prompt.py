@@ -7,7 +7,9 @@ MEMORY.md for main sessions only. Each file is capped at 20,000 characters and a
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import asyncio
+import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -47,6 +49,29 @@ def read_bootstrap(workspace: Path, *, main_session: bool) -> list[BootstrapFile
         budget -= len(text)
         files.append(BootstrapFile(name, text, truncated, False))
     return files
+
+
+class BootstrapCache:
+    """Bootstrap files per (workspace, main session), re-read at most every ``ttl_s`` seconds.
+
+    Reading them is file I/O off the event loop (a thread hop) on every turn otherwise; a
+    workspace edit shows up in new turns within ``ttl_s``.
+    """
+
+    def __init__(self, ttl_s: float = 2.0, clock: Callable[[], float] = time.monotonic) -> None:
+        self._ttl = ttl_s
+        self._clock = clock
+        self._files: dict[tuple[Path, bool], tuple[float, list[BootstrapFile]]] = {}
+
+    async def files(self, workspace: Path, *, main_session: bool) -> list[BootstrapFile]:
+        key = (workspace, main_session)
+        cached = self._files.get(key)
+        now = self._clock()
+        if cached is not None and now - cached[0] < self._ttl:
+            return cached[1]
+        files = await asyncio.to_thread(read_bootstrap, workspace, main_session=main_session)
+        self._files[key] = (now, files)
+        return files
 
 
 def system_prompt(

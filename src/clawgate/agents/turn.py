@@ -26,7 +26,7 @@ import orjson
 
 from clawgate.agents.bus import EventBus, RunEvent, Stream
 from clawgate.agents.lanes import Run, RunResult, RunStatus
-from clawgate.agents.prompt import read_bootstrap, system_prompt
+from clawgate.agents.prompt import BootstrapCache, system_prompt
 from clawgate.agents.roster import Agent, ModelRef
 from clawgate.config import EngineConfig
 from clawgate.diagnostics.metrics import rss_bytes
@@ -35,6 +35,7 @@ from clawgate.errors import ClawgateError, HookError, InvalidRequest, ProviderEr
 from clawgate.plugins.host import Lease
 from clawgate.plugins.registry import Tool, ToolContext
 from clawgate.providers.base import Finish, ModelRequest, TextDelta, ToolCall, ToolSpec, Usage
+from clawgate.sessions.transcript import StoredMessage
 
 if TYPE_CHECKING:
     from clawgate.diagnostics.metrics import Metrics
@@ -88,6 +89,7 @@ class TurnRunner:
     def __init__(self, store: SessionStore, bus: EventBus, config: EngineConfig,
                  metrics: Metrics, timeline: Timeline) -> None:
         self._timeline = timeline
+        self._bootstrap = BootstrapCache()
         self._store = store
         self._bus = bus
         self._config = config
@@ -109,14 +111,15 @@ class TurnRunner:
                                    agentId=agent.id)
         span.__enter__()
         try:
-            await self._store.begin_run(run.run_id, run.session_key, run.messages)
+            history = await self._store.begin_run(run.run_id, run.session_key, run.messages,
+                                                   history=HISTORY_LIMIT)
             events.emit("lifecycle", phase="start", startedAt=int(time.time() * 1000))
             if hooks.has("message_received"):
                 await hooks.call("message_received", session_key=run.session_key,
                                  agent_id=agent.id, message=run.messages[-1],
                                  channel=request.channel)
             async with asyncio.timeout(self._config.turn_timeout_s):
-                stop_reason = await self._loop(run, request, events, progress)
+                stop_reason = await self._loop(run, request, events, progress, history)
                 if progress.text and hooks.has("message_sending"):
                     sent = await hooks.call("message_sending", session_key=run.session_key,
                                             agent_id=agent.id, text=progress.text)
@@ -157,7 +160,7 @@ class TurnRunner:
     # -- the loop --------------------------------------------------------------------------
 
     async def _loop(self, run: Run, request: TurnRequest, events: _Events,
-                    progress: _Progress) -> str:
+                    progress: _Progress, history: Sequence[StoredMessage]) -> str:
         agent = request.agent
         generation = request.lease.generation
         registry = generation.registry
@@ -169,11 +172,9 @@ class TurnRunner:
             if str(resolved.values["model"]) != str(refs[0]):
                 refs = (ModelRef.parse(str(resolved.values["model"])), *refs)
         tools = list(registry.tools.values())
-        files = await asyncio.to_thread(read_bootstrap, agent.workspace,
-                                        main_session=request.main_session)
+        files = await self._bootstrap.files(agent.workspace, main_session=request.main_session)
         prompt = system_prompt(agent, files, tools, now=datetime.now().astimezone(),
                                extra=request.extra_system_prompt)
-        history = await self._store.transcript(run.session_key, limit=HISTORY_LIMIT)
         messages: list[dict[str, Any]] = [m.to_message() for m in history]
         specs = [t.spec() for t in tools] + list(request.client_tools)
         if hooks.has("before_prompt_build"):

@@ -173,14 +173,18 @@ class OpenAIProvider:
             for event in [*state.completion(self.id, data), *state.finish(self.id)]:
                 yield event
             return
+        done = False
         async for line in response.aiter_lines():
             # OpenAI-compatible servers put each event on one ``data:`` line; comments
             # (``:``), ``event:`` and blank separator lines carry nothing we need.
-            if not line.startswith("data:"):
+            if done or not line.startswith("data:"):
+                # After [DONE] the rest of the body is read (not abandoned), so the connection
+                # goes back to the pool instead of being closed: no new TCP connect per call.
                 continue
             data_text = line[5:].strip()
             if data_text == "[DONE]":
-                break
+                done = True
+                continue
             try:
                 data = orjson.loads(data_text)
             except orjson.JSONDecodeError as exc:
@@ -188,9 +192,8 @@ class OpenAIProvider:
                 raise self._error(detail, "other") from exc
             for event in state.chunk(self.id, data):
                 yield event
-        else:
-            if state.reason is None:
-                raise self._error("stream ended before the answer was complete", "other")
+        if not done and state.reason is None:
+            raise self._error("stream ended before the answer was complete", "other")
         for event in state.finish(self.id):
             yield event
 

@@ -13,7 +13,7 @@ These are jobs for the store's writer thread; ``SessionStore`` exposes them as a
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from clawgate.errors import InvalidRequest
@@ -55,6 +55,21 @@ def append(c: sqlite3.Connection, key: str, new: Sequence[NewMessage],
     return out
 
 
+def admit(c: sqlite3.Connection, run_id: str, key: str, messages: Sequence[Any], now: int, *,
+          session: dict[str, Any], check: Callable[[sqlite3.Row], None]) -> sqlite3.Row:
+    """Admission in one transaction: create the session if missing (``session`` holds its
+    columns), let ``check`` refuse by raising (e.g. a deny send policy), queue the run.
+    Returns the session row."""
+    names = ", ".join(session)
+    marks = ", ".join("?" for _ in session)
+    c.execute(f"INSERT INTO sessions ({names}) VALUES ({marks}) ON CONFLICT (key) DO NOTHING",
+              list(session.values()))
+    row = c.execute("SELECT * FROM sessions WHERE key = ?", (key,)).fetchone()
+    check(row)
+    queue(c, run_id, key, messages, now)
+    return row  # type: ignore[no-any-return]
+
+
 def queue(c: sqlite3.Connection, run_id: str, key: str, messages: Sequence[Any],
           now: int) -> None:
     """Record an admitted run with its input messages (the acknowledgement point)."""
@@ -77,8 +92,12 @@ def discard(c: sqlite3.Connection, run_id: str) -> bool:
 
 
 def begin(c: sqlite3.Connection, run_id: str, key: str, messages: Sequence[Any],
-          now: int) -> None:
-    """Start a run: its messages join the transcript and the record says running."""
+          now: int, history: int = 0) -> list[StoredMessage]:
+    """Start a run: its messages join the transcript and the record says running.
+
+    Returns the newest ``history`` messages of the transcript (oldest first), read in the same
+    transaction, so the turn needs no second trip to the store for its context.
+    """
     new = check_messages(messages, "runs.begin")
     sid = current_session_id(c, key)
     cur = c.execute("UPDATE runs SET status = 'running', started_at = ?, session_id = ? "
@@ -90,6 +109,11 @@ def begin(c: sqlite3.Connection, run_id: str, key: str, messages: Sequence[Any],
         except sqlite3.IntegrityError:
             raise InvalidRequest(f"run {run_id!r} was already started") from None
     append(c, key, new, now)
+    if history <= 0:
+        return []
+    rows = c.execute("SELECT * FROM messages WHERE session_id = ? AND archived = 0 "
+                     "ORDER BY seq DESC LIMIT ?", (sid, history)).fetchall()
+    return [StoredMessage.from_row(r) for r in reversed(rows)]
 
 
 def complete(c: sqlite3.Connection, run_id: str, key: str, messages: Sequence[Any], now: int, *,

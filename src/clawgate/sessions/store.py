@@ -445,11 +445,33 @@ class SessionStore:
         """Delete a still-queued run record whose message was refused; False if there was none."""
         return await self._write(lambda c: runs.discard(c, run_id))
 
-    async def begin_run(self, run_id: str, key: str, messages: Sequence[Message]) -> None:
-        """Start a run: its input joins the transcript, in one transaction."""
+    async def begin_run(self, run_id: str, key: str, messages: Sequence[Message], *,
+                        history: int = 0) -> list[StoredMessage]:
+        """Start a run: its input joins the transcript, in one transaction; returns the newest
+        ``history`` messages (the turn's context) read in that same transaction."""
         k = keys.canonical(key)
         now = self._clock()
-        await self._write(lambda c: runs.begin(c, run_id, k, messages, now))
+        return await self._write(lambda c: runs.begin(c, run_id, k, messages, now, history))
+
+    async def admit(self, run_id: str, key: str, messages: Sequence[Message], *,
+                    agent_id: str | None = None, channel: str | None = None) -> SessionEntry:
+        """Ensure the session and queue the run in one transaction (one trip to the writer).
+        A session whose send policy is ``deny`` refuses the message and nothing is stored."""
+        k = keys.canonical(key)
+        agent = _agent_for(k, agent_id)
+        values = check_fields({"channel": channel} if channel else {}, "sessions.ensure")
+        check_messages(messages, "runs.queue")
+        now, sid = self._clock(), str(uuid.uuid4())
+        session = {"key": k, "agent_id": agent, "session_id": sid, "created_at": now,
+                   "updated_at": now, "started_at": now, **values}
+
+        def refuse_denied(row: sqlite3.Row) -> None:
+            if row["send_policy"] == "deny":
+                raise SessionError("send blocked by session policy", session_key=k)
+
+        row = await self._write(lambda c: runs.admit(c, run_id, k, messages, now,
+                                                     session=session, check=refuse_denied))
+        return SessionEntry.from_row(row)
 
     async def complete_run(
         self, run_id: str, key: str, messages: Sequence[Message], *, status: RunStatus,

@@ -244,6 +244,7 @@ class _Stream:
     sent: int = 0  # characters already reported in a delta
     seq: int = 0
     last_sent: float = 0.0
+    ts: int = 0  # of the newest assistant event
 
     @property
     def pending(self) -> bool:
@@ -258,24 +259,33 @@ class Relay:
         self.runs: dict[str, _Stream] = {}
 
     def handle(self, ev: RunEvent) -> None:
-        broadcast(self.gateway, "agent", ev.payload(), scope=READ)
         stream = self.runs.get(ev.run_id)
         if stream is None:
             stream = self.runs[ev.run_id] = _Stream(ev.session_key)
         if ev.stream == "assistant":
-            stream.text, stream.seq = str(ev.data.get("text", "")), ev.seq
+            # Assistant text is coalesced: one `agent` and one `chat` delta per run per
+            # DELTA_INTERVAL_S, each carrying every character since the last one. Forwarding
+            # every token would cost O(tokens) frames per client for no visible difference.
+            stream.text, stream.seq, stream.ts = str(ev.data.get("text", "")), ev.seq, ev.ts
             if time.monotonic() - stream.last_sent >= DELTA_INTERVAL_S:
                 self.delta(ev.run_id, stream)
-        elif ev.stream == "lifecycle" and ev.data.get("phase") in ("end", "error"):
-            if stream.pending:
-                self.delta(ev.run_id, stream)
+            return
+        if stream.pending:  # text before a tool call or the end goes out first, in order
+            self.delta(ev.run_id, stream)
+        broadcast(self.gateway, "agent", ev.payload(), scope=READ)
+        if ev.stream == "lifecycle" and ev.data.get("phase") in ("end", "error"):
             del self.runs[ev.run_id]
             self.end(ev)
 
     def delta(self, run_id: str, stream: _Stream) -> None:
+        added = stream.text[stream.sent:]
+        broadcast(self.gateway, "agent", {
+            "runId": run_id, "seq": stream.seq, "stream": "assistant", "ts": stream.ts,
+            "data": {"text": stream.text, "delta": added}, "sessionKey": stream.session_key,
+        }, scope=READ)
         payload = {"runId": run_id, "sessionKey": stream.session_key, "seq": stream.seq,
                    "state": "delta", "message": assistant_message(stream.text, now_ms()),
-                   "deltaText": stream.text[stream.sent:]}
+                   "deltaText": added}
         stream.sent, stream.last_sent = len(stream.text), time.monotonic()
         broadcast(self.gateway, "chat", payload, scope=READ)
 
