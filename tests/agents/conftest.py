@@ -4,7 +4,6 @@ plugin folders, SQLite store in tmp_path) and closes everything it built."""
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,6 +17,7 @@ from clawgate.agents.engine import Engine
 from clawgate.plugins.host import PluginHost
 from clawgate.sessions.store import SessionStore
 from tests.support.mock_openai import MockOpenAI
+from tests.support.poll import until  # noqa: F401  (re-exported for tests)
 
 ENGINE_TOOLS = Path(__file__).resolve().parent.parent / "fixtures" / "engine" / "engine_tools"
 MAIN = "agent:main:main"
@@ -152,24 +152,6 @@ async def next_event(sub: Subscription, pred: Callable[[RunEvent], bool],
 def started(run_id: str) -> Callable[[RunEvent], bool]:
     """Matches the lifecycle start of ``run_id`` (published once its message is stored)."""
     return lambda e: e.run_id == run_id and e.stream == "lifecycle" and e.data["phase"] == "start"
-
-
-async def until(condition: Callable[[], Any], within: float = 10.0) -> None:
-    """Poll ``condition`` (sync, or returning an awaitable) until it is true, with a deadline.
-
-    Yields to the event loop between polls instead of sleeping; an async condition (a store
-    read) waits for its reader thread anyway.
-    """
-    deadline = time.monotonic() + within
-    while True:
-        value = condition()
-        if asyncio.iscoroutine(value):
-            value = await value
-        if value:
-            return
-        if time.monotonic() > deadline:
-            raise TimeoutError("condition not met before the deadline")
-        await asyncio.sleep(0)
 
 
 def texts(messages: Sequence[Any]) -> list[tuple[str, Any]]:

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import shutil
 import textwrap
-import time
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -16,6 +14,7 @@ from clawgate import config
 from clawgate.config import Settings
 from clawgate.plugins.host import PluginHost
 from clawgate.plugins.manifest import MANIFEST_NAME
+from tests.support.poll import until
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "plugins"
 
@@ -87,8 +86,4 @@ async def running_host(
 
 async def wait_for(predicate: Callable[[], bool], *, deadline_s: float = 5.0) -> None:
     """Yield to the loop until ``predicate()`` holds; fail after the deadline (no sleeping)."""
-    give_up = time.monotonic() + deadline_s
-    while not predicate():
-        if time.monotonic() > give_up:
-            raise AssertionError("condition not reached before the deadline")
-        await asyncio.sleep(0)
+    await until(predicate, within=deadline_s)

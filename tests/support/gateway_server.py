@@ -16,7 +16,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
-import time
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -27,6 +26,7 @@ import uvicorn
 
 from clawgate.config import Settings, parse
 from clawgate.gateway.app import Gateway
+from tests.support.poll import until  # noqa: F401  (re-exported for tests)
 
 TOKEN = "test-gateway-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -104,21 +104,6 @@ async def serve_gateway(state: Path, config: Mapping[str, Any] | None = None, *,
         server.should_exit = True
         await asyncio.wait_for(task, 15)
         sock.close()
-
-
-async def until(condition: Callable[[], Any], within: float = 5.0) -> None:
-    """Poll ``condition`` (sync, or returning an awaitable) until it is truthy, yielding to the
-    loop between checks; fail after ``within`` seconds."""
-    deadline = time.monotonic() + within
-    while True:
-        value = condition()
-        if asyncio.iscoroutine(value):
-            value = await value
-        if value:
-            return
-        if time.monotonic() > deadline:
-            raise TimeoutError("condition not met before the deadline")
-        await asyncio.sleep(0)
 
 
 def sse_events(text: str) -> list[tuple[str | None, str]]:
