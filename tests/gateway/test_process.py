@@ -165,3 +165,46 @@ def test_sigkill_then_restart_keeps_every_acknowledged_message(
         runs = dict(db.execute("SELECT status, COUNT(*) FROM runs GROUP BY status").fetchall())
     assert [s if isinstance(s, str) else s[0]["text"] for s in stored] == acknowledged
     assert runs.get("interrupted") == 1
+
+
+def test_cli_talks_to_the_running_gateway_and_diagnostics_go_to_the_timeline(
+        spawn: type[GatewayProcess], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    timeline = tmp_path / "timeline.jsonl"
+    # The OPENCLAW_ names are accepted, so OpenClaw's tooling can read our timeline unchanged.
+    monkeypatch.setenv("OPENCLAW_DIAGNOSTICS", "1")
+    monkeypatch.setenv("CLAWGATE_DIAGNOSTICS_TIMELINE_PATH", str(timeline))
+    gateway = spawn()
+    gateway.wait_ready()
+    env = {**os.environ, "CLAWGATE_STATE_DIR": str(gateway.state),
+           "CLAWGATE_GATEWAY_PORT": str(gateway.port)}
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([CLAWGATE, *args], capture_output=True, text=True, env=env,
+                              timeout=60)
+
+    chat = cli("chat", "-m", "hello from the cli")
+    assert chat.returncode == 0, chat.stderr
+    assert chat.stdout.strip() == "hello from the cli"
+    status = cli("status", "--json")
+    assert status.returncode == 0, status.stderr
+    assert json.loads(status.stdout)["ok"] is True
+    health = cli("call", "health")
+    assert json.loads(health.stdout)["defaultAgentId"] == "main"
+    bad = cli("call", "sessions.list", "--params", '{"limit": "many"}')
+    assert bad.returncode == 1 and "limit" in bad.stderr
+    remote = cli("sessions", "list", "--remote", "--json")
+    assert remote.returncode == 0, remote.stderr
+    assert [row["key"] for row in json.loads(remote.stdout)["sessions"]] == ["agent:main:main"]
+
+    records = [json.loads(line) for line in timeline.read_text().splitlines()]
+    assert {r["schemaVersion"] for r in records} == {"openclaw.diagnostics.v1"}
+    names = {(r["name"], r["type"]) for r in records}
+    for name in ("plugins.metadata.scan", "agent.turn", "gateway.sessions.list",
+                 "gateway.sessions.list.store_load"):
+        assert (name, "span.start") in names and (name, "span.end") in names, name
+    [latency] = [r for r in records if r["name"] == "agent.turn.latency"]
+    attributes = latency["attributes"]
+    assert attributes["sessionKey"] == "agent:main:main"
+    for field in ("turnId", "totalMs", "entryMs", "dispatchMs", "firstDeliverMs", "rss"):
+        assert attributes[field] is not None, field
+    assert attributes["totalMs"] >= attributes["dispatchMs"]

@@ -87,6 +87,7 @@ async def serve_gateway(state: Path, config: Mapping[str, Any] | None = None, *,
     if prepare is not None:
         prepare(gateway)
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # accepted sockets inherit it
     sock.bind(("127.0.0.1", 0))
     sock.listen(64)
     server = _Server(uvicorn.Config(gateway.app, lifespan="on", log_config=None,
