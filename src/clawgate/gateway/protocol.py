@@ -13,8 +13,6 @@ import base64
 import hashlib
 from typing import Any, Literal, NotRequired, TypedDict, TypeVar
 
-from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from clawgate.errors import ClawgateError, classify
@@ -271,6 +269,10 @@ def verify_device(params: ConnectParams, *, nonce: str, now_ms: int) -> str | No
         return "device-nonce-mismatch"
     if abs(now_ms - device.signedAt) > DEVICE_SIGNATURE_SKEW_MS:
         return "device-signature-stale"
+    # Imported here: OpenSSL's bindings cost ~6 MB resident and only device clients need them.
+    from cryptography.exceptions import InvalidSignature
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
     auth = params.auth or AuthParams()
     token = auth.token or auth.deviceToken or auth.bootstrapToken or ""
     key = Ed25519PublicKey.from_public_bytes(raw)
