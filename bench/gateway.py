@@ -53,6 +53,13 @@ def rss_kb(pid: int) -> int:
     return 0
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process, from /proc/<pid>/stat."""
+    with open(f"/proc/{pid}/stat", encoding="ascii") as stat:
+        fields = stat.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def config_text(mock_url: str) -> str:
     return f"""
 [[agents]]
@@ -175,6 +182,12 @@ async def drive(proc: asyncio.subprocess.Process, base: str, state: Path, starte
         first_ms = await timed_post(client, url, completion("clawgate", "first"), auth)
         first_since_start_ms = (time.perf_counter() - started) * 1000
         rss_idle = rss_kb(proc.pid)
+        # CPU at idle: the process alone (ticks, timers) over a quiet window.
+        window = 3.0 if quick else 10.0
+        cpu_before, wall_before = cpu_seconds(proc.pid), time.perf_counter()
+        await asyncio.sleep(window)
+        idle_cpu_pct = 100 * (cpu_seconds(proc.pid) - cpu_before) / (
+            time.perf_counter() - wall_before)
 
         # Overhead: the same request direct to the mock (streamed, as the gateway asks it) and
         # through the gateway, interleaved; overhead quantiles pair the sorted samples.
@@ -229,6 +242,7 @@ async def drive(proc: asyncio.subprocess.Process, base: str, state: Path, starte
                              common.summarize(busy)},
         "sessions_list_ratio": round(common.median(busy) / common.median(idle), 3),
         "rss_kb": {"idle": rss_idle, "under_load": rss_load},
+        "idle_cpu_percent": round(idle_cpu_pct, 3),
         "counters": counters,
         "rounds": rounds,
     }
@@ -252,6 +266,8 @@ def budgets(m: dict[str, Any]) -> list[common.Budget]:
         common.Budget("resident memory under load (MB)", "< 80",
                       round(m["rss_kb"]["under_load"] / 1024, 1),
                       m["rss_kb"]["under_load"] < 80 * 1024),
+        common.Budget("CPU at idle (%)", "< 0.5", m["idle_cpu_percent"],
+                      m["idle_cpu_percent"] < 0.5),
         common.Budget("plugin loads on the request path", "0",
                       c.get("plugin_loads_on_request_total", -1),
                       c.get("plugin_loads_on_request_total") == 0),

@@ -245,11 +245,14 @@ def _sessions_list(args: argparse.Namespace) -> int:
         settings = config_module.load()
 
         async def listing() -> Any:
+            # One metadata scan (no plugin code runs) gives every row's display model.
+            snapshot = await PluginHost(settings).scan()
             store = SessionStore(settings.state_dir / "clawgate.db")
             await store.open()
             try:
-                return await store.list_sessions(ListQuery(
-                    agent_id=args.agent, search=args.search, limit=args.limit))
+                return await store.list_sessions(
+                    ListQuery(agent_id=args.agent, search=args.search, limit=args.limit),
+                    display_model=snapshot.display_model)
             finally:
                 await store.close()
 

@@ -293,6 +293,11 @@ class PluginHost:
             ordered.insert(0, self._current)
         return ordered
 
+    async def scan(self) -> MetadataSnapshot:
+        """Scan once and return the metadata snapshot without loading any plugin code (for
+        read-only tools such as ``clawgate sessions list``)."""
+        return await self._scan()
+
     async def _scan(self, *, force: bool = False) -> MetadataSnapshot:
         settings = self.settings
         with self.timeline.span("plugins.metadata.scan", phase="reload" if force else "startup",
