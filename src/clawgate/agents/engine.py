@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, get_args
 
 from clawgate.agents.bus import EventBus
@@ -103,6 +103,7 @@ class Engine:
         client_tools: Sequence[ToolSpec] = (),
         extra_system_prompt: str | None = None,
         tool_results: Sequence[Message] = (),
+        sampling: Mapping[str, Any] | None = None,
     ) -> Run:
         """Admit one user message; when this returns, the message is durable.
 
@@ -146,6 +147,7 @@ class Engine:
             extra_system_prompt=extra_system_prompt,
             model=override,
             main_session=key == keys.main_key(agent.id, self.settings.config.session.main_key),
+            sampling=dict(sampling or {}),
         )
         run = Run(run_id, key, messages, queue_mode, payload=request)
         try:

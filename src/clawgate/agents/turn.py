@@ -34,7 +34,15 @@ from clawgate.diagnostics.timeline import Timeline
 from clawgate.errors import ClawgateError, HookError, InvalidRequest, ProviderError
 from clawgate.plugins.host import Lease
 from clawgate.plugins.registry import Tool, ToolContext
-from clawgate.providers.base import Finish, ModelRequest, TextDelta, ToolCall, ToolSpec, Usage
+from clawgate.providers.base import (
+    Finish,
+    ModelRequest,
+    TextDelta,
+    ToolCall,
+    ToolSpec,
+    Usage,
+    sampling_request,
+)
 from clawgate.sessions.transcript import StoredMessage
 
 if TYPE_CHECKING:
@@ -56,6 +64,7 @@ class TurnRequest:
     extra_system_prompt: str | None = None
     model: ModelRef | None = None  # a session's model override
     main_session: bool = False
+    sampling: dict[str, Any] = field(default_factory=dict)  # temperature, max_tokens, top_p...
     admitted_at: float = field(default_factory=time.perf_counter)
 
 
@@ -186,8 +195,9 @@ class TurnRunner:
         context = ToolContext(run.session_key, agent.id, run.run_id, agent.workspace)
 
         for _ in range(self._config.max_iterations):
-            model_request = ModelRequest("", ({"role": "system", "content": prompt}, *messages),
-                                         tuple(specs))
+            model_request = sampling_request(
+                "", ({"role": "system", "content": prompt}, *messages), tuple(specs),
+                request.sampling)
             calls, finish = await self._call_model(refs, model_request, request, events,
                                                    progress)
             progress.usage = _add(progress.usage, finish.usage)

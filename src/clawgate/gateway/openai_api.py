@@ -240,15 +240,15 @@ async def has_transcript(gateway: Gateway, key: str) -> bool:
 
 
 async def submit(gateway: Gateway, target: Target, turn: Turn,
-                 tools: tuple[dict[str, Any], ...], *,
-                 stream: bool) -> tuple[Run, Subscription | None]:
+                 tools: tuple[dict[str, Any], ...], *, stream: bool,
+                 sampling: dict[str, Any] | None = None) -> tuple[Run, Subscription | None]:
     """Admit the turn; with ``stream``, subscribe to its events before anything can be missed."""
     if gateway.draining:
         raise ApiError("the gateway is shutting down", status=503, code="unavailable")
     run = await gateway.engine.submit(
         turn.content, session_key=target.session_key, agent_id=target.agent.id,
         channel=target.channel, client_tools=tools, extra_system_prompt=turn.system,
-        tool_results=turn.tool_results,
+        tool_results=turn.tool_results, sampling=sampling,
     )
     if not stream:
         return run, None

@@ -254,6 +254,29 @@ def client_tools(raw: Any, where: str = "tools") -> tuple[dict[str, Any], ...]:
     return tuple(specs)
 
 
+def sampling(body: Mapping[str, Any], max_tokens: tuple[str, ...] = (
+        "max_completion_tokens", "max_tokens")) -> dict[str, Any]:
+    """The (checked) sampling options of a request, as the engine passes them to providers."""
+    chosen: dict[str, Any] = {name: body[name] for name in SAMPLING if body.get(name) is not None}
+    limit = next((body[n] for n in max_tokens if body.get(n) is not None), None)
+    if limit is not None:
+        chosen["max_tokens"] = limit
+    seed = body.get("seed")
+    if seed is not None:
+        if isinstance(seed, bool) or not isinstance(seed, int):
+            raise ApiError("`seed` must be an integer")
+        chosen["seed"] = seed
+    stop = body.get("stop")
+    if stop is not None:
+        if isinstance(stop, str):
+            stop = [stop]
+        if (not isinstance(stop, list) or not 1 <= len(stop) <= 4
+                or not all(isinstance(s, str) and s for s in stop)):
+            raise ApiError("`stop` must be a string or a list of 1 to 4 strings")
+        chosen["stop"] = stop
+    return chosen
+
+
 def check_options(body: Mapping[str, Any], ints: tuple[str, ...]) -> None:
     """Refuse out-of-range sampling options and non-positive token limits (OpenAI's ranges)."""
     for name, (low, high) in SAMPLING.items():
@@ -305,7 +328,7 @@ async def completions(gateway: Gateway, request: Request) -> Response:
                             user=optional_str(body, "user"))
     turn = await prepare(gateway, target, conversation)
     run, sub = await submit(gateway, target, turn, () if body.get("tool_choice") == "none"
-                            else tools, stream=stream)
+                            else tools, stream=stream, sampling=sampling(body))
     if sub is None:
         result = await asyncio.shield(run.done)
         message = failure(result)

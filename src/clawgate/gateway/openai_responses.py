@@ -43,6 +43,7 @@ from clawgate.gateway.openai_chat import (
     client_tools,
     content_of,
     prepare,
+    sampling,
 )
 
 if TYPE_CHECKING:
@@ -118,7 +119,8 @@ async def responses(gateway: Gateway, request: Request) -> Response:
                             user=optional_str(body, "user"), previous=previous)
     turn = await prepare(gateway, target, conversation, field="input")
     run, sub = await submit(gateway, target, turn, () if body.get("tool_choice") == "none"
-                            else tools, stream=stream)
+                            else tools, stream=stream,
+                            sampling=sampling(body, max_tokens=("max_output_tokens",)))
     base: dict[str, Any] = {
         "id": f"resp_{run.run_id}", "object": "response", "created_at": int(time.time()),
         "status": "in_progress", "model": model, "output": [], "usage": None, "error": None,

@@ -41,6 +41,23 @@ class ModelRequest:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
+SAMPLING_EXTRAS = ("top_p", "frequency_penalty", "presence_penalty", "seed", "stop")
+
+
+def sampling_request(model: str, messages: tuple[Message, ...], tools: tuple[ToolSpec, ...],
+                     sampling: dict[str, Any]) -> ModelRequest:
+    """A request carrying a client's sampling options: temperature and max_tokens as fields,
+    the other OpenAI options (top_p, penalties, seed, stop) in ``extra``."""
+    temperature = sampling.get("temperature")
+    max_tokens = sampling.get("max_tokens")
+    return ModelRequest(
+        model, messages, tools,
+        temperature=None if temperature is None else float(temperature),
+        max_tokens=None if max_tokens is None else int(max_tokens),
+        extra={k: sampling[k] for k in SAMPLING_EXTRAS if sampling.get(k) is not None},
+    )
+
+
 @dataclass(frozen=True, slots=True)
 class TextDelta:
     """A piece of assistant text."""
