@@ -48,6 +48,8 @@ def _parser() -> argparse.ArgumentParser:
     inspect = sub.add_parser("inspect", help="one plugin in detail")
     inspect.add_argument("plugin_id")
     inspect.set_defaults(handler=_plugins_inspect)
+    reload = sub.add_parser("reload", help="ask the running gateway to reload its plugins")
+    reload.set_defaults(handler=_plugins_reload)
     doctor = sub.add_parser("doctor", help="diagnostics; exits 1 when something is broken")
     doctor.add_argument("--json", action="store_true", help="print JSON")
     doctor.set_defaults(handler=_plugins_doctor)
@@ -317,6 +319,17 @@ def _plugins_inspect(args: argparse.Namespace) -> int:
         d.as_dict() for d in generation.registry.diagnostics if d.plugin_id == args.plugin_id
     ]
     _print_json(detail)
+    return 0
+
+
+def _plugins_reload(args: argparse.Namespace) -> int:
+    from clawgate.client import call_remote
+
+    result = call_remote("plugins.reload", {})
+    state = "reloaded" if result["changed"] else "unchanged"
+    print(f"plugins {state}: generation {result['generation']}")
+    for row in result["plugins"]:
+        print(f"  {row['id']:<20} {row['status']:<10} {row['reason']}")
     return 0
 
 

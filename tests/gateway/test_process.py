@@ -208,3 +208,30 @@ def test_cli_talks_to_the_running_gateway_and_diagnostics_go_to_the_timeline(
     for field in ("turnId", "totalMs", "entryMs", "dispatchMs", "firstDeliverMs", "rss"):
         assert attributes[field] is not None, field
     assert attributes["totalMs"] >= attributes["dispatchMs"]
+
+
+def test_sighup_reloads_plugins_and_keeps_serving(spawn: type[GatewayProcess]) -> None:
+    gateway = spawn(config="[plugins.entries.echo.config]\ndelay_ms = 0\n")
+    gateway.wait_ready()
+    env = {**os.environ, "CLAWGATE_STATE_DIR": str(gateway.state),
+           "CLAWGATE_GATEWAY_PORT": str(gateway.port)}
+
+    def generation() -> int:
+        listed = subprocess.run([CLAWGATE, "call", "plugins.list"], capture_output=True,
+                                text=True, env=env, timeout=60, check=True)
+        return int(json.loads(listed.stdout)["generation"])
+
+    first = generation()
+    (gateway.state / "clawgate.toml").write_text("[plugins.entries.echo.config]\ndelay_ms = 1\n")
+    gateway.proc.send_signal(signal.SIGHUP)
+    deadline = time.monotonic() + 20
+    while generation() == first:
+        assert time.monotonic() < deadline, "SIGHUP did not reload the plugins"
+    assert gateway.proc.poll() is None
+    reply = httpx.post(f"{gateway.url}/v1/chat/completions", headers=gateway.headers(),
+                       json={"model": "clawgate", "messages": [{"role": "user",
+                                                                "content": "after"}]}, timeout=30)
+    assert reply.json()["choices"][0]["message"]["content"] == "after"
+    reloaded = subprocess.run([CLAWGATE, "plugins", "reload"], capture_output=True, text=True,
+                              env=env, timeout=60)
+    assert reloaded.returncode == 0 and "unchanged" in reloaded.stdout

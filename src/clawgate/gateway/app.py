@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import ipaddress
 import logging
 import os
@@ -22,13 +23,14 @@ import uvicorn
 from starlette.applications import Starlette
 
 from clawgate import __version__
+from clawgate import config as config_module
 from clawgate.agents.engine import Engine
 from clawgate.config import Settings
 from clawgate.diagnostics.metrics import Metrics
 from clawgate.diagnostics.timeline import Timeline
-from clawgate.errors import ConfigError
+from clawgate.errors import ClawgateError, ConfigError
 from clawgate.gateway.auth import Credentials, FailureLimiter, resolve_credentials
-from clawgate.plugins.host import COUNTERS, PluginHost
+from clawgate.plugins.host import COUNTERS, Generation, PluginHost
 from clawgate.sessions.store import SessionStore
 
 log = logging.getLogger("clawgate.gateway")
@@ -152,6 +154,25 @@ class Gateway:
         if self._stop is not None:
             self._stop.set()
 
+    async def reload_plugins(self) -> tuple[Generation, bool]:
+        """Re-read the config file and rescan plugins; swap in a new generation if the plan
+        changed. Work already admitted finishes on the generation it started with (I2).
+
+        Only the plugin side is hot: ``[plugins]`` and plugin files. Agents, engine and gateway
+        settings need a restart. An invalid config raises ConfigError and changes nothing.
+        """
+        settings = await asyncio.to_thread(
+            config_module.load, self.env, path=self.settings.config_path)
+        before = self.plugins.current
+        plugins_only = self.plugins.settings.config.model_copy(
+            update={"plugins": settings.config.plugins})
+        generation = await self.plugins.reload(
+            dataclasses.replace(self.plugins.settings, config=plugins_only))
+        changed = generation is not before
+        if changed:
+            log.info("plugins reloaded: generation %d -> %d", before.id, generation.id)
+        return generation, changed
+
     async def _hook(self, name: str, **values: Any) -> None:
         try:
             await self.plugins.current.registry.hooks.call(name, **values)
@@ -171,11 +192,24 @@ class Gateway:
         # then ask uvicorn to exit; a second signal forces the exit.
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, lambda: self._request_exit(server))
+        loop.add_signal_handler(signal.SIGHUP, self._request_reload)
         try:
             await server.serve()
         finally:
-            for sig in (signal.SIGINT, signal.SIGTERM):
+            for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
                 loop.remove_signal_handler(sig)
+
+    def _request_reload(self) -> None:
+        """SIGHUP: reload plugins in the background task group; a bad config is logged."""
+
+        async def reload() -> None:
+            try:
+                await self.reload_plugins()
+            except ClawgateError as exc:
+                log.error("plugin reload refused, keeping the running plugins: %s", exc)
+
+        if self._tasks is not None and self.ready:
+            self._tasks.create_task(reload(), name="gateway-reload")
 
     def _request_exit(self, server: uvicorn.Server) -> None:
         if server.should_exit:

@@ -184,6 +184,16 @@ async def plugins_list(ctx: CallContext, raw: Any) -> dict[str, Any]:
             "diagnostics": [d.as_dict() for d in registry.diagnostics]}
 
 
+async def plugins_reload(ctx: CallContext, raw: Any) -> dict[str, Any]:
+    """Re-read the config and rescan plugins; a changed plan swaps in a new generation."""
+    parse_params(NoParams, raw, "plugins.reload")
+    generation, changed = await ctx.gateway.reload_plugins()
+    registry = generation.registry
+    return {"ok": True, "changed": changed, "generation": generation.id,
+            "plugins": [r.as_dict() for r in registry.records.values()],
+            "diagnostics": [d.as_dict() for d in registry.diagnostics]}
+
+
 # -- config.get -----------------------------------------------------------------------------------
 
 def redact(value: Any) -> Any:
@@ -354,6 +364,7 @@ METHODS = (
     CoreMethod("status", READ, status),
     CoreMethod("system-presence", READ, system_presence),
     CoreMethod("plugins.list", READ, plugins_list),
+    CoreMethod("plugins.reload", ADMIN, plugins_reload),
     CoreMethod("config.get", ADMIN, config_get),
     CoreMethod("logs.tail", READ, logs_tail),
 )

@@ -1,0 +1,75 @@
+"""Hot plugin reload: `plugins.reload` (and SIGHUP) swap generations without dropping work."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tests.support.gateway_server import serve_gateway
+from tests.support.poll import until
+from tests.support.ws_client import open_client
+
+pytestmark = pytest.mark.anyio
+
+
+def write_config(state: Path, delay_ms: int, extra: str = "") -> None:
+    state.mkdir(parents=True, exist_ok=True)
+    (state / "clawgate.toml").write_text(
+        f"[plugins.entries.echo.config]\ndelay_ms = {delay_ms}\n{extra}")
+
+
+async def test_reload_swaps_generation_and_in_flight_turns_finish_on_the_old(
+        tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    write_config(state, 300)
+    config = {"plugins": {"entries": {"echo": {"config": {"delay_ms": 300}}}}}
+    async with serve_gateway(state, config) as server, open_client(server) as ws:
+        gateway = server.gateway
+        first = gateway.plugins.current
+        unchanged = await ws.ok("plugins.reload")
+        assert unchanged["changed"] is False and unchanged["generation"] == first.id
+
+        slow = await gateway.engine.submit("still on the old generation",
+                                           session_key="agent:main:reload")
+        await until(lambda: gateway.engine.lanes.active("agent:main:reload") is not None)
+        write_config(state, 0)
+        reloaded = await ws.ok("plugins.reload")
+        assert reloaded["changed"] is True and reloaded["generation"] != first.id
+        second = gateway.plugins.current
+        assert second.id == reloaded["generation"]
+        assert gateway.plugins.in_flight(first) == 1  # the admitted turn keeps its generation
+        result = await slow.done
+        assert result.status == "ok" and result.text == "still on the old generation"
+        await until(lambda: first not in gateway.plugins.live()
+                    and gateway.plugins.in_flight(first) == 0)
+        fast = await gateway.engine.run("new generation", session_key="agent:main:reload")
+        assert fast.text == "new generation"
+        counters = gateway.metrics.counters()
+        assert counters["plugin_loads_on_request_total"] == 0
+        assert counters["plugin_generation_builds_total"] == 2
+        assert counters["plugin_generations_retired_total"] >= 1
+
+
+async def test_an_invalid_config_is_refused_and_changes_nothing(tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    write_config(state, 0)
+    async with serve_gateway(state, {}) as server, open_client(server) as ws:
+        before = server.gateway.plugins.current
+        write_config(state, 0, "[plugins]\nbogus = true\n")
+        error = await ws.call("plugins.reload")
+        assert error["ok"] is False
+        assert "plugins.bogus" in error["error"]["message"]
+        assert server.gateway.plugins.current is before
+        (state / "clawgate.toml").write_text("[plugins.entries.echo.config]\ndelay_ms = -5\n")
+        reloaded = await ws.ok("plugins.reload")  # valid TOML, invalid plugin config
+        echo = next(p for p in reloaded["plugins"] if p["id"] == "echo")
+        assert echo["status"] == "error" and "$.delay_ms" in echo["reason"]
+        assert (await ws.ok("health"))["ok"] is True  # a broken plugin never takes it down
+
+
+async def test_reload_needs_admin_scope(tmp_path: Path) -> None:
+    async with serve_gateway(tmp_path / "state", {}) as server, \
+            open_client(server, scopes=["operator.read"]) as ws:
+        denied = await ws.call("plugins.reload")
+        assert denied["ok"] is False and denied["error"]["code"] == "FORBIDDEN"
