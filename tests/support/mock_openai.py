@@ -25,7 +25,6 @@ from __future__ import annotations
 import asyncio
 import socket
 import threading
-import time
 from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -40,6 +39,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
+
+from tests.support.poll import until
 
 __all__ = [
     "CallTools",
@@ -130,6 +131,18 @@ class RecordedRequest:
     body: Any = field(hash=False)
 
 
+class _Server(uvicorn.Server):
+    """uvicorn that signals (across threads) once it is listening."""
+
+    def __init__(self, config: uvicorn.Config) -> None:
+        super().__init__(config)
+        self.ready = threading.Event()
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets)
+        self.ready.set()
+
+
 class MockOpenAI:
     """The scriptable server; start it with ``with``/``async with`` or ``start()``/``stop()``."""
 
@@ -190,11 +203,7 @@ class MockOpenAI:
 
     async def until(self, condition: Callable[[], bool], within: float = 5.0) -> None:
         """Wait until ``condition()`` holds, polling; raise ``TimeoutError`` after ``within`` s."""
-        deadline = time.monotonic() + within
-        while not condition():
-            if time.monotonic() > deadline:
-                raise TimeoutError("condition not met before the deadline")
-            await asyncio.sleep(0.005)
+        await until(condition, within)
 
     # -- lifecycle --------------------------------------------------------------------------
 
@@ -216,16 +225,14 @@ class MockOpenAI:
             ws="none",
             timeout_graceful_shutdown=1,
         )
-        self._server = uvicorn.Server(config)
+        self._server = _Server(config)
         self._thread = threading.Thread(target=self._run, name="mock-openai", daemon=True)
         self._thread.start()
-        deadline = time.monotonic() + 10
-        while not self._server.started:
-            if self._crash is not None or not self._thread.is_alive():
-                raise RuntimeError(f"the mock server failed to start: {self._crash!r}")
-            if time.monotonic() > deadline:
-                raise RuntimeError("the mock server did not start within 10 s")
-            time.sleep(0.005)
+        # The server thread sets ``ready`` once it listens, or when it fails to start.
+        if not self._server.ready.wait(10):
+            raise RuntimeError("the mock server did not start within 10 s")
+        if self._crash is not None or not self._server.started:
+            raise RuntimeError(f"the mock server failed to start: {self._crash!r}")
 
     def stop(self) -> None:
         """Stop serving, cut short any stalled response, and wait for the thread to end."""
@@ -258,10 +265,13 @@ class MockOpenAI:
         await asyncio.to_thread(self.stop)
 
     def _run(self) -> None:
+        assert self._server is not None
         try:
             asyncio.run(self._serve())
         except BaseException as exc:  # reported by start(); a thread has nowhere else to raise
             self._crash = exc
+        finally:
+            self._server.ready.set()  # never leave start() waiting on a server that died
 
     async def _serve(self) -> None:
         assert self._server is not None and self._sock is not None
