@@ -122,6 +122,8 @@ class GatewayConfig(_Model):
     port: int = Field(default=18789, ge=0, le=65535)
     bind: str = "127.0.0.1"
     auth: AuthConfig = Field(default_factory=AuthConfig)
+    # Browser origins allowed besides the gateway's own (same host) and loopback pages.
+    allowed_origins: tuple[str, ...] = ()
     max_body_bytes: int = Field(default=20 * 1024 * 1024, ge=1024)
 
 

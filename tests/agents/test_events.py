@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
 from tests.agents.conftest import MAIN
 from tests.support.mock_openai import CallTools, Reply
+from tests.support.poll import until
 
 pytestmark = pytest.mark.anyio
 
@@ -73,3 +76,32 @@ async def test_slow_subscriber_overflows_instead_of_growing(make_engine):
     assert len(everything) > 20
     assert slow.overflowed is True and fast.overflowed is False
     assert kept == everything[:2]  # it kept what fitted and stopped receiving
+
+
+async def test_assistant_events_carry_only_the_new_text(make_engine):
+    # A cumulative copy per event would make every mailbox hold O(reply²) bytes.
+    h = await make_engine(echo={"chunk_chars": 3})
+    with h.engine.bus.subscribe(session_key=MAIN) as sub:
+        result = await h.engine.run("a reply of many small chunks")
+        events = []
+        while (event := sub.get_nowait()) is not None:
+            events.append(event)
+    assistant = [e.data for e in events if e.stream == "assistant"]
+    assert len(assistant) > 5 and all(set(d) == {"delta"} for d in assistant)
+    assert "".join(d["delta"] for d in assistant) == result.text
+    end = [e.data for e in events if e.stream == "lifecycle" and e.data["phase"] == "end"]
+    assert end[0]["text"] == result.text
+
+
+async def test_admission_completes_when_the_caller_is_cancelled(make_engine):
+    # A closed connection cancels its request; a run already being stored must still run.
+    h = await make_engine()
+    waiting = asyncio.ensure_future(h.engine.submit("keep me", run_id="cancelled-caller"))
+    await asyncio.sleep(0)  # the admission has started
+    waiting.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await waiting
+    await until(lambda: h.engine.result("cancelled-caller") is not None)
+    assert h.engine.result("cancelled-caller").text == "keep me"
+    run = await h.store.get_run("cancelled-caller")
+    assert run is not None and run.status == "ok"

@@ -239,3 +239,34 @@ async def test_scopes_are_enforced_for_plugin_and_core_methods(server: GatewaySe
         error = await reader.error("chat.send", {"sessionKey": "main", "message": "x",
                                                  "idempotencyKey": "nope"})
         assert error["code"] == "FORBIDDEN"
+
+
+@pytest.mark.parametrize("params", [
+    {"offset": 2**63}, {"activeMinutes": 1e16}, {"limit": "ten"}, {"offset": -1},
+])
+async def test_sessions_list_out_of_range_is_invalid_request(
+        client: WsClient, params: dict) -> None:
+    error = await client.call("sessions.list", params)
+    assert error["ok"] is False and error["error"]["code"] == "INVALID_REQUEST"
+    assert next(iter(params)) in error["error"]["message"]
+    assert (await client.ok("health"))["ok"]
+
+
+def test_config_get_redaction_covers_urls_numbers_and_nested_secrets() -> None:
+    from clawgate.gateway.methods.system import REDACTED, redact
+
+    shown = redact({
+        "gateway": {"auth": {"mode": "token", "token": "t0ken"}, "port": 18789},
+        "plugins": {"entries": {"x": {"config": {
+            "base_url": "https://user:hunter2@api.example/v1", "password": 123456,
+            "headers": {"Authorization": "Bearer abc"}, "dsn": "postgres://a:b@db/x",
+            "api_key_env": "OPENAI_API_KEY", "max_tokens": 64, "enabled": True}}}},
+    })
+    config = shown["plugins"]["entries"]["x"]["config"]
+    assert config["base_url"] == f"https://{REDACTED}@api.example/v1"
+    assert config["password"] == REDACTED and config["dsn"] == REDACTED
+    assert config["headers"] == {"Authorization": REDACTED}
+    assert (config["api_key_env"], config["max_tokens"], config["enabled"]) == (
+        "OPENAI_API_KEY", 64, True)
+    assert shown["gateway"]["auth"]["token"] == REDACTED and shown["gateway"]["port"] == 18789
+    assert "hunter2" not in repr(shown) and "t0ken" not in repr(shown)

@@ -282,3 +282,20 @@ def test_inspect_source_never_imports(tmp_path: Path) -> None:
     root = make_plugin(tmp_path, "quiet", code=TRIPWIRE)
     result = discovery.inspect_source(discovery.Source("config", root))
     assert isinstance(result, Candidate)
+
+
+def test_every_python_file_passes_the_gates_not_only_the_entry(tmp_path: Path) -> None:
+    outside = tmp_path / "outside.py"
+    outside.write_text("print('runs with the plugin trust')\n")
+    root = make_plugin(tmp_path / "plugins", "sneaky")
+    (root / "helper.py").symlink_to(outside)
+    result = discovery.inspect_source(discovery.Source("config", root))
+    assert isinstance(result, Refusal) and result.status == "blocked"
+    assert "helper.py" in result.reason and "outside the plugin root" in result.reason
+    (root / "helper.py").unlink()
+    (root / "helper.py").write_text("X = 1\n")
+    os.chmod(root / "helper.py", 0o666)
+    result = discovery.inspect_source(discovery.Source("config", root))
+    assert isinstance(result, Refusal) and "world-writable" in result.reason
+    os.chmod(root / "helper.py", 0o644)
+    assert isinstance(discovery.inspect_source(discovery.Source("config", root)), Candidate)

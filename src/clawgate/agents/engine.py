@@ -52,7 +52,8 @@ class Engine:
         self.timeline = timeline or host.timeline
         self.roster = Roster(settings)
         engine = settings.config.engine
-        self.runner = TurnRunner(store, self.bus, engine, self.metrics, self.timeline)
+        self.runner = TurnRunner(store, self.bus, engine, self.metrics, self.timeline,
+                                 run_sync=host.run_sync)
         self.lanes = Lanes(
             self.runner,
             max_concurrent=engine.max_concurrent,
@@ -63,6 +64,7 @@ class Engine:
         )
         self._recent: OrderedDict[str, RunResult] = OrderedDict()
         self.closing = False
+        self._admissions: set[asyncio.Future[Run]] = set()
         self._runs: dict[str, Run] = {}
 
     async def start(self) -> None:
@@ -73,6 +75,7 @@ class Engine:
     async def aclose(self, deadline_s: float = 10.0) -> None:
         """Let running turns finish within ``deadline_s``; abort what is left."""
         self.closing = True  # admit nothing new while the running turns drain
+        await asyncio.gather(*self._admissions, return_exceptions=True)
         await self.lanes.aclose(deadline_s)
 
     # -- admission -------------------------------------------------------------------------
@@ -127,6 +130,21 @@ class Engine:
         messages = [dict(m) for m in tool_results]
         if content is not None:
             messages.append({"role": "user", "content": content})
+        # Admission runs to its end even if the caller goes away mid-way (a closed connection
+        # cancels its request): a run stored as queued must reach the lanes, never linger as a
+        # record that recovery would replay. The engine owns the task and awaits it on close.
+        admission = asyncio.ensure_future(self._admit(
+            run_id, key, agent, messages, mode=mode, channel=channel,
+            client_tools=client_tools, extra_system_prompt=extra_system_prompt,
+            sampling=sampling))
+        self._admissions.add(admission)
+        admission.add_done_callback(self._admissions.discard)
+        return await asyncio.shield(admission)
+
+    async def _admit(self, run_id: str, key: str, agent: Agent, messages: list[dict[str, Any]],
+                     *, mode: QueueMode | None, channel: str | None,
+                     client_tools: Sequence[ToolSpec], extra_system_prompt: str | None,
+                     sampling: Mapping[str, Any] | None) -> Run:
         # One trip to the store: session ensured, send policy checked, run queued (durable).
         entry = await self.store.admit(run_id, key, messages, agent_id=agent.id, channel=channel)
         queue_mode = mode or _queue_mode(entry.queue_mode) or self.settings.config.engine.queue_mode
@@ -163,9 +181,9 @@ class Engine:
         return run
 
     async def run(self, content: str | list[dict[str, Any]] | None, **options: Any) -> RunResult:
-        """Admit a message and wait for its run to end."""
+        """Admit a message and wait for its run to end (cancelling the wait leaves the run)."""
         run = await self.submit(content, **options)
-        return await run.done
+        return await asyncio.shield(run.done)
 
     def _check_capacity(self, key: str, mode: QueueMode) -> None:
         # Refuse before anything is stored: a refused message must change nothing.

@@ -17,7 +17,7 @@ import asyncio
 import inspect
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
@@ -96,7 +96,10 @@ class TurnRunner:
     """Runs one turn per call; the lanes call it with each admitted run."""
 
     def __init__(self, store: SessionStore, bus: EventBus, config: EngineConfig,
-                 metrics: Metrics, timeline: Timeline) -> None:
+                 metrics: Metrics, timeline: Timeline,
+                 run_sync: Callable[..., Awaitable[Any]] | None = None) -> None:
+        # Where synchronous plugin tools run (the plugin host's pool); threads by default.
+        self._run_sync = run_sync or asyncio.to_thread
         self._timeline = timeline
         self._bootstrap = BootstrapCache()
         self._store = store
@@ -256,7 +259,9 @@ class TurnRunner:
                         if progress.first_delta_at is None:
                             progress.first_delta_at = time.perf_counter()
                         progress.text += event.text
-                        events.emit("assistant", text=progress.text, delta=event.text)
+                        # Only the new piece: a cumulative copy per event would make every
+                        # mailbox hold O(reply²) bytes. The end event carries the full text.
+                        events.emit("assistant", delta=event.text)
                     elif isinstance(event, ToolCall):
                         calls.append(event)
                     elif isinstance(event, Finish):
@@ -298,7 +303,7 @@ class TurnRunner:
             if inspect.iscoroutinefunction(tool.handler):
                 output = await tool.handler(*args)
             else:
-                output = await asyncio.to_thread(tool.handler, *args)
+                output = await self._run_sync(tool.handler, *args)
                 if inspect.isawaitable(output):
                     output = await output
             content = output if isinstance(output, str) else orjson.dumps(output).decode()

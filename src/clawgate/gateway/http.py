@@ -8,20 +8,25 @@ rebuilding the app.
 
 from __future__ import annotations
 
+import inspect
+import logging
 import time
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
 import orjson
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import BaseRoute, Route, WebSocketRoute
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from clawgate.errors import AuthError, ClawgateError, InvalidRequest, classify
 
 if TYPE_CHECKING:
     from clawgate.gateway.app import Gateway
 
+log = logging.getLogger("clawgate.gateway.http")
 ERROR_TYPES = {400: "invalid_request_error", 401: "authentication_error",
                403: "permission_error", 404: "not_found_error", 405: "invalid_request_error",
                413: "invalid_request_error", 429: "rate_limit_error", 503: "api_error"}
@@ -51,6 +56,37 @@ def from_exception(exc: Exception) -> JSONResponse:
         _, status = classify(exc)
         return error_response(status, str(exc))
     return error_response(500, "internal error")
+
+
+LOOPBACK_HOSTS = frozenset({"localhost", "127.0.0.1", "::1", "[::1]"})
+
+
+def origin_allowed(origin: str | None, host: str | None, allowed: tuple[str, ...]) -> bool:
+    """Whether a browser ``Origin`` may talk to the gateway.
+
+    No Origin (not a browser) passes; so does the gateway's own origin (same host and port),
+    a loopback page, or a configured ``gateway.allowed_origins`` entry. Anything else is a web
+    page the operator did not choose: refusing it stops cross-site requests and DNS rebinding
+    from reaching a gateway that runs without a token on loopback.
+    """
+    if not origin:
+        return True
+    origin = origin.rstrip("/").lower()
+    if origin in (a.rstrip("/").lower() for a in allowed):
+        return True
+    parsed = urlsplit(origin)
+    if parsed.hostname in LOOPBACK_HOSTS:
+        return True
+    return host is not None and parsed.netloc == host.lower()
+
+
+def host_allowed(host: str | None, *, loopback_bind: bool, allowed: tuple[str, ...]) -> bool:
+    """Whether the ``Host`` header fits a gateway bound to loopback: a page on a domain that
+    resolves to 127.0.0.1 (DNS rebinding) names that domain here, and is refused."""
+    if not loopback_bind or host is None:
+        return True
+    name = urlsplit(f"//{host}").hostname or ""
+    return name in LOOPBACK_HOSTS or any(urlsplit(a).hostname == name for a in allowed)
 
 
 def client_address(request: Request) -> str:
@@ -145,11 +181,19 @@ def build_app(gateway: Gateway) -> Starlette:
             if denied is not None:
                 return denied
         started = time.perf_counter()
+        lease = gateway.plugins.checkout(generation)  # a reload waits for this request
         try:
-            response = await route.handler(request)
+            if inspect.iscoroutinefunction(route.handler):
+                response = await route.handler(request)
+            else:  # a sync endpoint must not block the loop: the plugin pool runs it
+                response = await gateway.plugins.run_sync(route.handler, request)
+                if inspect.isawaitable(response):
+                    response = await response
         except Exception:
+            log.exception("plugin route %s of plugin %r failed", path, route.plugin_id)
             return error_response(500, f"plugin route {path} failed")
         finally:
+            lease.release()
             gateway.metrics.observe("http_request_seconds", time.perf_counter() - started,
                                     route="plugin")
         if not isinstance(response, Response):
@@ -174,5 +218,37 @@ def build_app(gateway: Gateway) -> Starlette:
         Route("/{path:path}", plugin_route,
               methods=["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]),
     ]
-    return Starlette(routes=routes, lifespan=gateway.lifespan,
-                     exception_handlers={ClawgateError: on_error, AuthError: on_error})
+    app = Starlette(routes=routes, lifespan=gateway.lifespan,
+                    exception_handlers={ClawgateError: on_error, AuthError: on_error})
+    app.add_middleware(OriginGuard, gateway=gateway)
+    return app
+
+
+class OriginGuard:
+    """Refuses HTTP requests and WebSocket upgrades from browser origins that are not allowed
+    (403 before any route runs)."""
+
+    def __init__(self, app: ASGIApp, gateway: Gateway) -> None:
+        self.app = app
+        self.allowed = gateway.settings.config.gateway.allowed_origins
+        self.loopback_bind = gateway.bind in LOOPBACK_HOSTS or gateway.bind.startswith("127.")
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] in ("http", "websocket"):
+            headers = dict(scope.get("headers") or [])
+            origin = headers.get(b"origin")
+            host = headers.get(b"host")
+            host_text = host.decode("latin-1") if host else None
+            if not (origin_allowed(origin.decode("latin-1") if origin else None, host_text,
+                                   self.allowed)
+                    and host_allowed(host_text, loopback_bind=self.loopback_bind,
+                                     allowed=self.allowed)):
+                message = "origin or host not allowed; add it to gateway.allowed_origins"
+                if scope["type"] == "websocket":
+                    await receive()  # websocket.connect; closing before accept answers 403
+                    await send({"type": "websocket.close", "code": 1008, "reason": message})
+                    return
+                await error_response(403, message, code="origin_not_allowed")(
+                    scope, receive, send)
+                return
+        await self.app(scope, receive, send)

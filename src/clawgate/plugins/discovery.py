@@ -166,19 +166,27 @@ def inspect_source(source: Source) -> Candidate | Refusal:
             f"entry module {manifest.entry_module()!r} not found in {root}",
             plugin_id=manifest.id,
         )
-    gate = _gate(source, real_root, entry)
-    if gate:
-        return Refusal(source.origin, root, gate, plugin_id=manifest.id, status="blocked")
-    return Candidate(manifest, source.origin, root, entry, code_digest(real_root),
+    # Every module the plugin could import passes the gates, not only its entry file: a
+    # symlinked or world-writable sibling would otherwise run with the plugin's trust.
+    files = sorted(_python_files(real_root))
+    for path in [entry, *files]:
+        try:  # the root itself passed with the manifest
+            gate = _gate(source, real_root, path, root_checked=True)
+        except OSError as exc:  # e.g. a dangling symlink
+            gate = f"{path}: {exc.strerror}"
+        if gate:
+            return Refusal(source.origin, root, gate, plugin_id=manifest.id, status="blocked")
+    return Candidate(manifest, source.origin, root, entry, code_digest(real_root, files),
                      source.workspace)
 
 
-def _gate(source: Source, real_root: Path, path: Path) -> str | None:
+def _gate(source: Source, real_root: Path, path: Path, *, root_checked: bool = False,
+          ) -> str | None:
     """The reason ``path`` (inside a plugin root) must not be used, or None."""
     real = path.resolve(strict=True)
     if real != real_root and real_root not in real.parents:
         return f"{path} resolves to {real}, outside the plugin root {real_root}"
-    for checked in (real_root, real):
+    for checked in (real,) if root_checked else (real_root, real):
         info = checked.stat()
         if info.st_mode & stat.S_IWOTH and not _repair(source, checked, info):
             return f"{checked} is world-writable"
@@ -199,14 +207,14 @@ def _repair(source: Source, path: Path, info: os.stat_result) -> bool:
     return True
 
 
-def code_digest(root: Path) -> str:
+def code_digest(root: Path, files: list[Path] | None = None) -> str:
     """A digest of every Python file under ``root`` (paths and contents).
 
     The content, not mtime or size, identifies the code: an edit preserved by ``cp -p`` or a
     change to a module the entry imports still makes a different load.
     """
     h = hashlib.sha256()
-    for path in sorted(_python_files(root)):
+    for path in sorted(_python_files(root)) if files is None else files:
         h.update(str(path.relative_to(root)).encode() + b"\0")
         try:
             h.update(path.read_bytes())

@@ -14,17 +14,19 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import inspect
 import logging
 import secrets
 import time
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from importlib.metadata import EntryPoint
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from clawgate.config import Settings
 from clawgate.diagnostics.metrics import Metrics
@@ -37,6 +39,7 @@ from clawgate.plugins.plan import LoadPlan, derive_plan
 from clawgate.plugins.registry import Registry, Service
 
 log = logging.getLogger("clawgate.plugins")
+T = TypeVar("T")
 
 COUNTERS = (
     "plugin_metadata_scans_total",
@@ -105,6 +108,7 @@ class PluginHost:
         reserved_methods: frozenset[str] = frozenset(),
         reserved_paths: tuple[str, ...] = (),
         keep: int = 4,
+        plugin_threads: int = 8,
         stop_deadline_s: float = 5.0,
         drain_deadline_s: float = 30.0,
     ) -> None:
@@ -139,6 +143,10 @@ class PluginHost:
         self._next_id = 1
         self._started = False
         self._reload_lock = asyncio.Lock()
+        # Plugin code that blocks (sync tools, RPC methods, routes) runs here, not on the default
+        # pool that core file reads use: a hung plugin can exhaust only its own threads.
+        self._executor = ThreadPoolExecutor(max_workers=plugin_threads,
+                                            thread_name_prefix="clawgate-plugin")
 
     # -- reading -------------------------------------------------------------------------------
 
@@ -155,6 +163,11 @@ class PluginHost:
         if self._snapshot is None:
             raise Unavailable("plugin metadata has not been scanned")
         return self._snapshot
+
+    async def run_sync(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run a plugin's synchronous callable on the plugin thread pool."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, functools.partial(fn, *args))
 
     def live(self) -> tuple[Generation, ...]:
         return tuple(self._live.values())
@@ -283,6 +296,8 @@ class PluginHost:
             self._retire_later(generation)
         while self._retiring:
             await asyncio.gather(*list(self._retiring), return_exceptions=True)
+        # A plugin call that never returns must not hold up shutdown: don't wait for threads.
+        self._executor.shutdown(wait=False, cancel_futures=True)
 
     # -- internals -----------------------------------------------------------------------------
 

@@ -156,7 +156,7 @@ async def _call(gateway: Gateway, conn: Connection, req_id: str, method: str,
         if inspect.iscoroutinefunction(plugin.handler):
             result = await plugin.handler(*args)
         else:
-            result = await asyncio.to_thread(plugin.handler, *args)
+            result = await gateway.plugins.run_sync(plugin.handler, *args)
             if inspect.isawaitable(result):
                 result = await result
     except (ValueError, TypeError) as exc:

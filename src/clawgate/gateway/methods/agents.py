@@ -102,7 +102,7 @@ async def agent(ctx: CallContext, raw: Any) -> dict[str, Any]:
         result = await asyncio.wait_for(asyncio.shield(run.done), p.timeout)
     except TimeoutError:
         engine.abort(run.session_key, run_id)
-        result = await run.done
+        result = await asyncio.shield(run.done)  # a vanished client must not cancel the run
     return final_payload(result, int((time.perf_counter() - started) * 1000))
 
 

@@ -266,7 +266,8 @@ class Relay:
             # Assistant text is coalesced: one `agent` and one `chat` delta per run per
             # DELTA_INTERVAL_S, each carrying every character since the last one. Forwarding
             # every token would cost O(tokens) frames per client for no visible difference.
-            stream.text, stream.seq, stream.ts = str(ev.data.get("text", "")), ev.seq, ev.ts
+            stream.text += str(ev.data.get("delta", ""))
+            stream.seq, stream.ts = ev.seq, ev.ts
             if time.monotonic() - stream.last_sent >= DELTA_INTERVAL_S:
                 self.delta(ev.run_id, stream)
             return

@@ -34,8 +34,8 @@ KeyText = Annotated[str, Field(min_length=1, max_length=512)]
 
 class ListParams(Params):
     limit: int | None = Field(default=None, ge=1)
-    offset: int = Field(default=0, ge=0)
-    activeMinutes: float | None = Field(default=None, gt=0)
+    offset: int = Field(default=0, ge=0, le=10_000_000)
+    activeMinutes: float | None = Field(default=None, gt=0, le=1e9)  # ~1,900 years
     includeGlobal: bool = False
     includeUnknown: bool = False
     includeDerivedTitles: bool = False  # accepted for classic clients; titles not derived yet

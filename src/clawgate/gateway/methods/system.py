@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
+import re
 import socket
 import sys
 import time
@@ -36,8 +37,10 @@ if TYPE_CHECKING:
 EVENTS = ("connect.challenge", "agent", "chat", "tick", "presence", "health", "shutdown",
           "sessions.changed")
 REDACTED = "__REDACTED__"
-SECRET_WORDS = ("key", "token", "secret", "password")
+SECRET_WORDS = ("key", "token", "secret", "password", "passwd", "auth", "credential", "cookie",
+                "dsn", "session_id", "private")
 NOT_SECRET = frozenset({"main_key", "api_key_env"})  # names of things, not secrets
+URL_USERINFO = re.compile(r"([a-zA-Z][a-zA-Z0-9+.-]*://)[^/@\s]+@")
 LOG_RING_ATTR = "_clawgate_ws_log_ring"
 LOG_RING_SIZE = 2000
 
@@ -197,18 +200,33 @@ async def plugins_reload(ctx: CallContext, raw: Any) -> dict[str, Any]:
 # -- config.get -----------------------------------------------------------------------------------
 
 def redact(value: Any) -> Any:
-    """A copy with secret-looking keys' values replaced (numbers, booleans and nulls kept)."""
+    """A copy fit to show an operator: the values of secret-looking keys are replaced (whatever
+    their type; booleans and nulls kept), and credentials inside URLs (``user:pw@``) removed."""
     if isinstance(value, dict):
         out: dict[str, Any] = {}
         for key, item in value.items():
             name = str(key).lower()
-            secret = name not in NOT_SECRET and any(w in name for w in SECRET_WORDS)
-            keep = item is None or isinstance(item, bool | int | float)
-            out[key] = REDACTED if secret and not keep else redact(item)
+            # "max_tokens" counts tokens; it is not one.
+            secret = (name not in NOT_SECRET and not name.endswith("tokens")
+                      and any(w in name for w in SECRET_WORDS))
+            keep = item is None or isinstance(item, bool)
+            out[key] = REDACTED if secret and not keep and not isinstance(item, dict | list) \
+                else redact(item) if not secret else _redact_all(item)
         return out
     if isinstance(value, list):
         return [redact(v) for v in value]
+    if isinstance(value, str):
+        return URL_USERINFO.sub(r"\1" + REDACTED + "@", value)
     return value
+
+
+def _redact_all(value: Any) -> Any:
+    """Everything under a secret-looking key: structure kept, every leaf replaced."""
+    if isinstance(value, dict):
+        return {k: _redact_all(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_redact_all(v) for v in value]
+    return value if value is None or isinstance(value, bool) else REDACTED
 
 
 async def config_get(ctx: CallContext, raw: Any) -> dict[str, Any]:
