@@ -104,6 +104,9 @@ class EngineConfig(_Model):
     max_concurrent: int = Field(default=4, ge=1, le=1024)
     queue_mode: Literal["followup", "collect", "interrupt", "steer"] = "followup"
     queue_cap: int = Field(default=20, ge=1, le=10_000)
+    # Admitted, unfinished runs across all sessions: many sessions at once must not grow memory
+    # without bound.
+    max_pending: int = Field(default=1000, ge=1, le=1_000_000)
     queue_drop: Literal["new", "old"] = "new"
     collect_window_ms: int = Field(default=500, ge=0, le=60_000)
     max_iterations: int = Field(default=8, ge=1, le=100)

@@ -241,3 +241,15 @@ async def test_collect_waits_behind_an_active_run(make_engine, tmp_path):
     assert texts(await h.store.transcript(MAIN)) == [
         ("user", "[hold] first"), ("assistant", "re: [hold] first"),
         ("user", "x"), ("user", "y"), ("assistant", "re: y")]
+
+
+async def test_max_pending_bounds_admissions_across_sessions(make_engine, tmp_path):
+    h = await make_engine(**gated(tmp_path, max_pending=3))
+    held = [await h.engine.submit("[hold] x", session_key=f"agent:main:s{i}") for i in range(3)]
+    with pytest.raises(QueueFullError) as refused:
+        await h.engine.submit("one too many", session_key="agent:main:s9", run_id="over")
+    assert "max_pending" in str(refused.value)
+    assert await h.store.get_run("over") is None and await h.store.get("agent:main:s9") is None
+    open_gate(tmp_path)
+    await asyncio.wait_for(asyncio.gather(*(r.done for r in held)), 10)
+    assert (await h.engine.run("room again", session_key="agent:main:s9")).status == "ok"

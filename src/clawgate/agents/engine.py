@@ -122,6 +122,11 @@ class Engine:
         if any(m.get("role") != "tool" for m in tool_results):
             raise InvalidRequest("tool_results must be role 'tool' messages")
         agent, key = self.session_key(session_key, agent_id)
+        limit = self.settings.config.engine.max_pending
+        if len(self._runs) + len(self._admissions) >= limit:  # unfinished, all sessions
+            raise QueueFullError(
+                f"the gateway already holds {limit} unfinished messages (engine.max_pending); "
+                "try again shortly", session_key=key)
         if mode is not None:  # refuse before anything is stored when the mode is known
             self._check_capacity(key, mode)
         run_id = run_id or str(uuid.uuid4())

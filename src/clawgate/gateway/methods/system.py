@@ -261,7 +261,9 @@ class LogRing(logging.Handler):
             stamp = datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds")
             line = orjson.dumps({"time": stamp.replace("+00:00", "Z"),
                                  "level": record.levelname.lower(), "subsystem": record.name,
-                                 "msg": record.getMessage()}).decode()
+                                 # credentials in URLs never reach a log reader
+                                 "msg": URL_USERINFO.sub(r"\1" + REDACTED + "@",
+                                                         record.getMessage())}).decode()
         except Exception:
             self.handleError(record)
             return
