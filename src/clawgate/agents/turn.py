@@ -109,19 +109,19 @@ class TurnRunner:
 
     async def __call__(self, run: Run) -> RunResult:
         request: TurnRequest = run.payload
+        with self._timeline.span("agent.turn", phase="agent", sessionKey=run.session_key,
+                                 agentId=request.agent.id):
+            return await self._turn(run, request)
+
+    async def _turn(self, run: Run, request: TurnRequest) -> RunResult:
         agent = request.agent
-        generation = request.lease.generation
-        hooks = generation.registry.hooks
+        hooks = request.lease.generation.registry.hooks
         events = _Events(self._bus, run)
         progress = _Progress()
         status: RunStatus = "ok"
         stop_reason = "stop"
         error: str | None = None
-        started = time.perf_counter()
-        run.started_at_perf = started
-        span = self._timeline.span("agent.turn", phase="agent", sessionKey=run.session_key,
-                                   agentId=agent.id)
-        span.__enter__()
+        started = run.started_at_perf = time.perf_counter()
         try:
             history = await self._store.begin_run(run.run_id, run.session_key, run.messages,
                                                    history=HISTORY_LIMIT)
@@ -150,10 +150,8 @@ class TurnRunner:
             run.run_id, run.session_key, status, progress.text, stop_reason, error,
             _usage_dict(progress.usage), tuple(progress.tool_calls),
         )
-        try:
-            await asyncio.shield(self._finish(run, request, result, progress, events, started))
-        finally:
-            span.__exit__(None, None, None)
+        # Shielded: an abort arriving now must not leave the run half-recorded.
+        await asyncio.shield(self._finish(run, request, result, progress, events, started))
         return result
 
     async def cancelled(self, run: Run) -> RunResult:
