@@ -22,6 +22,7 @@ fixed position, so every key built from a :class:`SessionKey` parses back to the
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -221,8 +222,13 @@ def format(key: SessionKey) -> str:  # shadows the builtin on purpose: parse/for
     return str(key)
 
 
+@functools.lru_cache(maxsize=4096)
 def canonical(text: str) -> str:
-    """``format(parse(text))``: validate a key and return its canonical (lower-case) text."""
+    """``format(parse(text))``: validate a key and return its canonical (lower-case) text.
+
+    Memoized (a pure function of its argument; invalid keys raise and are not cached): every
+    store call canonicalizes its key, several times per turn for the same few sessions.
+    """
     return str(parse(text))
 
 
