@@ -56,5 +56,13 @@ async def test_foreign_origin_is_refused_on_http_and_websocket(tmp_path: Path) -
         assert caught.value.response.status_code == 403
         async with websockets.connect(url, origin="https://ui.example") as ws:
             assert "connect.challenge" in await ws.recv()
-        rebinding = await http.get("/health", headers={"Host": "evil.example"})
+        # With a token, any name for the machine may be used (a rebinding page has no token).
+        assert (await http.get("/health", headers={"Host": "mybox:18789"})).status_code == 200
+
+
+async def test_dns_rebinding_is_refused_when_auth_is_off(tmp_path: Path) -> None:
+    config = {"gateway": {"auth": {"mode": "none"}}}
+    async with serve_gateway(tmp_path, config) as server, server.client(token=None) as http:
+        assert (await http.get("/v1/models")).status_code == 200  # loopback, no auth needed
+        rebinding = await http.get("/v1/models", headers={"Host": "evil.example:18789"})
         assert rebinding.status_code == 403

@@ -81,8 +81,8 @@ def origin_allowed(origin: str | None, host: str | None, allowed: tuple[str, ...
 
 
 def host_allowed(host: str | None, *, loopback_bind: bool, allowed: tuple[str, ...]) -> bool:
-    """Whether the ``Host`` header fits a gateway bound to loopback: a page on a domain that
-    resolves to 127.0.0.1 (DNS rebinding) names that domain here, and is refused."""
+    """Whether the ``Host`` header fits a gateway bound to loopback without auth: a page on a
+    domain that resolves to 127.0.0.1 (DNS rebinding) names that domain here, and is refused."""
     if not loopback_bind or host is None:
         return True
     name = urlsplit(f"//{host}").hostname or ""
@@ -231,7 +231,10 @@ class OriginGuard:
     def __init__(self, app: ASGIApp, gateway: Gateway) -> None:
         self.app = app
         self.allowed = gateway.settings.config.gateway.allowed_origins
-        self.loopback_bind = gateway.bind in LOOPBACK_HOSTS or gateway.bind.startswith("127.")
+        # The Host rule matters only without credentials: with a token, a rebinding page
+        # cannot authenticate anyway, and local clients may use any name for the machine.
+        loopback = gateway.bind in LOOPBACK_HOSTS or gateway.bind.startswith("127.")
+        self.loopback_bind = loopback and gateway.settings.config.gateway.auth.mode == "none"
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] in ("http", "websocket"):
