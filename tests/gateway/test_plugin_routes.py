@@ -44,3 +44,26 @@ async def test_plugin_routes_through_the_gateway(tmp_path: Path) -> None:
             assert public.status_code == 200 and public.text == "open to all"
         async with server.client() as http:  # still serving after the broken route
             assert (await http.get("/hello")).status_code == 200
+
+
+@pytest.mark.anyio
+async def test_two_gateways_in_one_process_keep_their_logs_apart(tmp_path: Path) -> None:
+    from tests.support.ws_client import open_client
+
+    for name in ("a", "b"):
+        shutil.copytree(FIXTURE, tmp_path / name / "plugins" / "http_route")
+    config = {"plugins": {"load_paths": [str(tmp_path / "a" / "plugins")]}}
+    other = {"plugins": {"load_paths": [str(tmp_path / "b" / "plugins")]}}
+    async with serve_gateway(tmp_path / "a", config) as first, \
+            serve_gateway(tmp_path / "b", other) as second:
+        async with first.client() as http:
+            for _ in range(2):
+                assert (await http.get("/broken")).status_code == 500
+
+        async def failures(server) -> int:
+            async with open_client(server) as ws:
+                lines = (await ws.ok("logs.tail", {"limit": 500}))["lines"]
+            return sum("plugin route /broken of plugin" in line for line in lines)
+
+        assert await failures(first) == 2
+        assert await failures(second) == 0

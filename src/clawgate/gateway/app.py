@@ -107,6 +107,9 @@ class Gateway:
     @asynccontextmanager
     async def lifespan(self, _app: Any = None) -> AsyncIterator[None]:
         """Start everything, serve, then drain and stop in reverse order."""
+        from clawgate.gateway.methods.system import SERVING
+
+        SERVING.set(self)  # tasks started here (ticks, relay) log as this gateway
         self.credentials = await asyncio.to_thread(
             resolve_credentials, self.settings.config.gateway.auth, self.settings.state_dir,
             self.env)

@@ -22,6 +22,7 @@ from starlette.routing import BaseRoute, Route, WebSocketRoute
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from clawgate.errors import AuthError, ClawgateError, InvalidRequest, classify
+from clawgate.gateway.methods.system import SERVING
 
 if TYPE_CHECKING:
     from clawgate.gateway.app import Gateway
@@ -230,6 +231,7 @@ class OriginGuard:
 
     def __init__(self, app: ASGIApp, gateway: Gateway) -> None:
         self.app = app
+        self.gateway = gateway
         self.allowed = gateway.settings.config.gateway.allowed_origins
         # The Host rule matters only without credentials: with a token, a rebinding page
         # cannot authenticate anyway, and local clients may use any name for the machine.
@@ -237,6 +239,7 @@ class OriginGuard:
         self.loopback_bind = loopback and gateway.settings.config.gateway.auth.mode == "none"
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        SERVING.set(self.gateway)  # this request's task (and tasks it starts) works for us
         if scope["type"] in ("http", "websocket"):
             headers = dict(scope.get("headers") or [])
             origin = headers.get(b"origin")

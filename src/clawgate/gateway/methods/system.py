@@ -17,6 +17,7 @@ import socket
 import sys
 import time
 from collections import deque
+from contextvars import ContextVar
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -248,13 +249,24 @@ async def config_get(ctx: CallContext, raw: Any) -> dict[str, Any]:
 
 # -- logs -----------------------------------------------------------------------------------------
 
-class LogRing(logging.Handler):
-    """The newest ``capacity`` log records as JSON lines, numbered from 1."""
+# Which gateway the current task works for: set by the gateway for its lifespan and for every
+# request it serves (tasks inherit it), so one gateway's log ring skips another's records (I6).
+SERVING: ContextVar[object | None] = ContextVar("clawgate_serving_gateway", default=None)
 
-    def __init__(self, capacity: int = LOG_RING_SIZE) -> None:
+
+class LogRing(logging.Handler):
+    """The newest ``capacity`` log records as JSON lines, numbered from 1: those of its own
+    gateway, and untagged ones (plugin threads, libraries) that no gateway can claim."""
+
+    def __init__(self, capacity: int = LOG_RING_SIZE, owner: object | None = None) -> None:
         super().__init__(logging.DEBUG)
         self.lines: deque[tuple[int, str]] = deque(maxlen=capacity)
         self.last = 0
+        self.owner = owner
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        serving = SERVING.get()
+        return (serving is None or serving is self.owner) and super().filter(record)
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
@@ -290,7 +302,7 @@ def install_log_ring(gateway: Gateway) -> LogRing:
     """Attach this gateway's ring to the ``clawgate`` logger (once per gateway object)."""
     ring: LogRing | None = getattr(gateway, LOG_RING_ATTR, None)
     if ring is None:
-        ring = LogRing()
+        ring = LogRing(owner=gateway)
         setattr(gateway, LOG_RING_ATTR, ring)
     logger = logging.getLogger("clawgate")
     if ring not in logger.handlers:
