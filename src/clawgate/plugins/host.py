@@ -14,6 +14,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import functools
 import inspect
 import logging
@@ -165,9 +166,11 @@ class PluginHost:
         return self._snapshot
 
     async def run_sync(self, fn: Callable[..., T], *args: Any) -> T:
-        """Run a plugin's synchronous callable on the plugin thread pool."""
+        """Run a plugin's synchronous callable on the plugin thread pool, in a copy of the
+        caller's context (as ``asyncio.to_thread`` does), so what it logs stays attributed."""
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executor, functools.partial(fn, *args))
+        call = functools.partial(contextvars.copy_context().run, fn, *args)
+        return await loop.run_in_executor(self._executor, call)
 
     def live(self) -> tuple[Generation, ...]:
         return tuple(self._live.values())
