@@ -184,15 +184,6 @@ class Lanes:
     def active_keys(self) -> list[str]:
         return [k for k, lane in self._lanes.items() if lane.active is not None]
 
-    def find(self, run_id: str) -> Run | None:
-        for lane in self._lanes.values():
-            if lane.active is not None and lane.active.run_id == run_id:
-                return lane.active
-            for run in lane.queue:
-                if run.run_id == run_id:
-                    return run
-        return None
-
     async def aclose(self, deadline_s: float = 10.0) -> None:
         """Let active and queued runs finish for up to ``deadline_s``, then abort the rest."""
         if self._workers:

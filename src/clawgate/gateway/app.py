@@ -30,13 +30,12 @@ from clawgate.diagnostics.metrics import Metrics
 from clawgate.diagnostics.timeline import Timeline
 from clawgate.errors import ClawgateError, ConfigError
 from clawgate.gateway.auth import Credentials, FailureLimiter, resolve_credentials
+from clawgate.gateway.http import RESERVED_PATHS
 from clawgate.plugins.host import COUNTERS, Generation, PluginHost
 from clawgate.sessions.store import SessionStore
 
 log = logging.getLogger("clawgate.gateway")
 
-RESERVED_PATHS = ("/", "/health", "/healthz", "/ready", "/readyz", "/startup", "/startupz",
-                  "/metrics", "/v1/", "/openclaw/v1/")
 GATEWAY_COUNTERS = (*COUNTERS, "ws_connections_total", "ws_requests_total")
 
 

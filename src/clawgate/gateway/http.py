@@ -35,6 +35,8 @@ ERROR_TYPES = {400: "invalid_request_error", 401: "authentication_error",
 
 CORE_PATHS = frozenset({"/health", "/healthz", "/ready", "/readyz", "/startup", "/startupz",
                         "/metrics"})
+# What plugins may not register: the core paths, the WebSocket root, the OpenAI API trees.
+RESERVED_PATHS = ("/", *sorted(CORE_PATHS), "/v1/", "/openclaw/v1/")
 
 
 class PayloadTooLarge(InvalidRequest):

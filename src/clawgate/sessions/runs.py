@@ -16,7 +16,7 @@ import sqlite3
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from clawgate.errors import InvalidRequest
+from clawgate.errors import InvalidRequest, SessionNotFound
 from clawgate.sessions.schema import RUN_STATUSES, RunStatus, dumps, loads
 from clawgate.sessions.transcript import NewMessage, StoredMessage, check_messages
 
@@ -26,8 +26,6 @@ ENDED: tuple[RunStatus, ...] = tuple(s for s in RUN_STATUSES if s not in ("queue
 def current_session_id(c: sqlite3.Connection, key: str) -> str:
     row = c.execute("SELECT session_id FROM sessions WHERE key = ?", (key,)).fetchone()
     if row is None:
-        from clawgate.errors import SessionNotFound
-
         raise SessionNotFound(f"no session {key!r}", session_key=key)
     return str(row[0])
 
