@@ -1,14 +1,17 @@
 """clawgate: a self-hosted, multi-channel AI gateway.
 
 This module is the plugin author's API: everything a plugin needs to import, and nothing else.
+Bundled plugins import only from here, like any third-party plugin.
 """
 
 from __future__ import annotations
 
 from clawgate.errors import (
     ClawgateError,
+    InvalidRequest,
     PluginError,
     ProviderError,
+    ProviderErrorKind,
     RegistrationError,
     ToolError,
 )
@@ -18,13 +21,16 @@ from clawgate.plugins.hooks import HookSpec
 from clawgate.plugins.registry import Tool, ToolContext
 from clawgate.providers.base import (
     Finish,
+    Message,
     ModelEvent,
     ModelInfo,
     ModelRequest,
     Provider,
     TextDelta,
     ToolCall,
+    ToolSpec,
     Usage,
+    text_of,
 )
 
 __version__ = "0.1.0"
@@ -34,6 +40,8 @@ __all__ = [
     "ClawgateError",
     "Finish",
     "HookSpec",
+    "InvalidRequest",
+    "Message",
     "ModelEvent",
     "ModelInfo",
     "ModelRequest",
@@ -41,12 +49,15 @@ __all__ = [
     "PluginError",
     "Provider",
     "ProviderError",
+    "ProviderErrorKind",
     "RegistrationError",
     "TextDelta",
     "Tool",
     "ToolCall",
     "ToolContext",
     "ToolError",
+    "ToolSpec",
     "Usage",
     "__version__",
+    "text_of",
 ]

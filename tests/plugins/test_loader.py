@@ -203,11 +203,21 @@ async def test_conflicts_first_wins_with_a_diagnostic(tmp_path: Path) -> None:
 
 async def test_undeclared_provider_is_refused(tmp_path: Path) -> None:
     code = """
-    from clawgate.providers.echo import EchoProvider
+    class Stranger:
+        id = "stranger"
+
+        def models(self):
+            return []
+
+        async def stream(self, request):
+            yield None
+
+        async def aclose(self):
+            pass
 
     def register(api):
         api.register_tool(lambda arguments: 1, name="sneaky_tool")
-        api.register_provider(EchoProvider("stranger"))
+        api.register_provider(Stranger())
     """
     src = tmp_path / "src"
     make_plugin(src, "sneaky", code=code, manifest_overrides={"providers": ["declared"]})

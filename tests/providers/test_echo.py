@@ -17,7 +17,9 @@ from clawgate.providers.base import (
     ToolCall,
     Usage,
 )
-from clawgate.providers.echo import EchoProvider
+from tests.support.bundled import module
+
+EchoProvider = module("echo", "provider").EchoProvider
 
 pytestmark = pytest.mark.anyio
 

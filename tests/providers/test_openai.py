@@ -23,7 +23,7 @@ from clawgate.providers.base import (
     ToolCall,
     Usage,
 )
-from clawgate.providers.openai import OpenAIProvider, classify
+from tests.support.bundled import module
 from tests.support.mock_openai import (
     CallTools,
     Fail,
@@ -33,6 +33,10 @@ from tests.support.mock_openai import (
     call_tool,
     stall,
 )
+
+_openai = module("openai", "provider")
+OpenAIProvider = _openai.OpenAIProvider
+classify = _openai.classify
 
 pytestmark = pytest.mark.anyio
 

@@ -41,6 +41,20 @@ class ModelRequest:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
+def text_of(message: Message) -> str:
+    """The text of a message: its content string, or its text parts concatenated."""
+    content: Any = message.get("content")
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        return "".join(
+            str(part.get("text", ""))
+            for part in content
+            if isinstance(part, dict) and part.get("type") in ("text", "input_text", "output_text")
+        )
+    return ""
+
+
 SAMPLING_EXTRAS = ("top_p", "frequency_penalty", "presence_penalty", "seed", "stop")
 
 

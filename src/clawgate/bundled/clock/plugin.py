@@ -6,7 +6,7 @@ from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from clawgate.plugins.api import PluginApi
+from clawgate import PluginApi
 
 PARAMETERS = {
     "type": "object",

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from clawgate.plugins.api import PluginApi
-from clawgate.providers.echo import EchoProvider
+from clawgate import PluginApi
+
+from .provider import EchoProvider
 
 
 def register(api: PluginApi) -> None:

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import os
 
-from clawgate.plugins.api import PluginApi
-from clawgate.providers.base import ModelInfo
-from clawgate.providers.openai import OpenAIProvider
+from clawgate import ModelInfo, PluginApi
+
+from .provider import OpenAIProvider
 
 
 def register(api: PluginApi) -> None:

@@ -18,7 +18,7 @@ from clawgate.gateway.methods import READ, WRITE, CallContext, CoreMethod
 from clawgate.gateway.methods.system import now_ms
 from clawgate.gateway.protocol import Params, RpcError, invalid, parse_params
 from clawgate.gateway.ws import broadcast
-from clawgate.providers.echo import text_of
+from clawgate.providers.base import text_of
 from clawgate.sessions import keys
 from clawgate.sessions.listing import DEFAULT_LIMIT, MAX_LIMIT, ListQuery
 from clawgate.sessions.schema import COLUMNS, SessionEntry

@@ -15,7 +15,7 @@ import asyncio
 from collections.abc import AsyncIterator
 from typing import Any
 
-from clawgate.providers.base import (
+from clawgate import (
     Finish,
     Message,
     ModelEvent,
@@ -24,6 +24,7 @@ from clawgate.providers.base import (
     TextDelta,
     ToolCall,
     Usage,
+    text_of,
 )
 
 _TOOL_PREFIX = "/tool "
@@ -69,19 +70,6 @@ class EchoProvider:
             yield TextDelta(reply[start : start + size])
         yield Finish("stop", Usage(input=usage_in, output=max(1, len(reply) // 4)))
 
-
-def text_of(message: Message) -> str:
-    """The text of a message: its content string, or its text parts concatenated."""
-    content: Any = message.get("content")
-    if isinstance(content, str):
-        return content
-    if isinstance(content, list):
-        return "".join(
-            str(part.get("text", ""))
-            for part in content
-            if isinstance(part, dict) and part.get("type") == "text"
-        )
-    return ""
 
 
 def _reply(messages: tuple[Message, ...]) -> str:

@@ -17,12 +17,13 @@ from typing import Any
 import httpx
 import orjson
 
-from clawgate.errors import ProviderError, ProviderErrorKind
-from clawgate.providers.base import (
+from clawgate import (
     Finish,
     ModelEvent,
     ModelInfo,
     ModelRequest,
+    ProviderError,
+    ProviderErrorKind,
     TextDelta,
     ToolCall,
     Usage,
