@@ -39,7 +39,8 @@ from typing import Any
 import common
 from clawgate import config
 from clawgate.agents.engine import Engine
-from clawgate.plugins.host import PluginHost
+from clawgate.agents.turn import Submission
+from clawgate.runtime import Runtime
 from clawgate.sessions.listing import ListQuery
 from clawgate.sessions.store import SessionStore
 
@@ -61,13 +62,8 @@ async def engine_at(state: Path, *, delay_ms: float = 0,
             "engine": {"max_concurrent": max_concurrent}}
     settings = config.Settings(config.parse(data), state_dir=state,
                                config_path=state / "clawgate.toml")
-    host = PluginHost(settings)
-    store = SessionStore(state / "clawgate.db")
-    await store.open()
-    try:
-        await host.start()
-        engine = Engine(settings, host, store)
-        await engine.start()
+    async with Runtime.open(settings) as runtime:
+        engine = runtime.engine
         before = counters(engine)
         try:
             yield engine
@@ -75,9 +71,6 @@ async def engine_at(state: Path, *, delay_ms: float = 0,
             await engine.aclose()
             COUNTER_CHECKS.append({"engine": state.name, "after_start": before,
                                    "at_end": counters(engine)})  # values in WATCHED order
-    finally:
-        await host.aclose()
-        await store.close()
 
 
 # Per engine: the plugin counters once started and when it closed (the request path must
@@ -97,11 +90,12 @@ def ms(seconds: float) -> float:
 async def measure_overhead(root: Path, delay_ms: float, turns: int) -> dict[str, Any]:
     async with engine_at(root / f"overhead-{delay_ms:g}", delay_ms=delay_ms) as engine:
         for n in range(20):  # warm-up: first-use costs (workspace reads, reader threads)
-            await engine.run(f"warm-up {n}", session_key="warmup")
+            await engine.run(Submission(f"warm-up {n}", session_key="warmup"))
         samples = []
         for n in range(turns):
             started = time.perf_counter()
-            result = await engine.run(f"message number {n}", session_key="conversation")
+            result = await engine.run(Submission(f"message number {n}",
+                                                 session_key="conversation"))
             samples.append(time.perf_counter() - started - delay_ms / 1000)
             if result.status != "ok":
                 raise RuntimeError(f"turn failed: {result}")
@@ -127,11 +121,12 @@ async def sleep_overshoot(seconds: float, n: int = 50) -> float:
 async def measure_4x4(root: Path, repeats: int) -> dict[str, Any]:
     walls = []
     async with engine_at(root / "four", delay_ms=500, max_concurrent=4) as engine:
-        await engine.run("warm-up", session_key="warmup")
+        await engine.run(Submission("warm-up", session_key="warmup"))
         for r in range(repeats):
             started = time.perf_counter()
             results = await asyncio.gather(*(
-                engine.run(f"round {r}", session_key=f"parallel-{s}") for s in range(4)))
+                engine.run(Submission(f"round {r}", session_key=f"parallel-{s}"))
+                for s in range(4)))
             walls.append(time.perf_counter() - started)
             if any(res.status != "ok" for res in results):
                 raise RuntimeError("a 4x4 turn failed")
@@ -203,7 +198,8 @@ async def list_idle_and_busy(engine: Engine, rounds: int, per_round: int,
             idle.append(await list_once(engine))
         taken = 0
         while taken < per_round:
-            turns = asyncio.gather(*(engine.run(f"busy {r}.{batch}", session_key=f"busy-{i}")
+            turns = asyncio.gather(*(engine.run(Submission(f"busy {r}.{batch}",
+                                                           session_key=f"busy-{i}"))
                                      for i in range(32)))
             batch += 1
             await asyncio.sleep(0)  # let the 32 turns get admitted before measuring
@@ -218,7 +214,8 @@ async def list_idle_and_busy(engine: Engine, rounds: int, per_round: int,
 async def measure_listing(root: Path, sizes: tuple[int, ...], rounds: int) -> dict[str, Any]:
     out: dict[str, Any] = {}
     async with engine_at(root / "listing", delay_ms=50) as engine:
-        await asyncio.gather(*(engine.run("hello", session_key=f"busy-{i}") for i in range(32)))
+        await asyncio.gather(*(engine.run(Submission("hello", session_key=f"busy-{i}"))
+                               for i in range(32)))
         have = await engine.store.count()
         for size in sizes:
             started = time.perf_counter()
@@ -244,7 +241,7 @@ async def measure_memory(root: Path, turns: int, warmup: int) -> dict[str, Any]:
         sessions = [f"mem-{i}" for i in range(16)]
 
         async def batch(n: int) -> None:
-            results = await asyncio.gather(*(engine.run(f"turn {n}", session_key=s)
+            results = await asyncio.gather(*(engine.run(Submission(f"turn {n}", session_key=s))
                                              for s in sessions))
             if any(r.status != "ok" for r in results):
                 raise RuntimeError("a memory turn failed")

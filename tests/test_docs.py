@@ -26,13 +26,13 @@ from pydantic.fields import FieldInfo
 from pydantic_core import PydanticUndefined
 
 from clawgate import cli, config
-from clawgate.gateway.methods import core_method_names, core_methods
+from clawgate.agents.turn import Submission
+from clawgate.gateway.methods import CORE, RESERVED
 from clawgate.gateway.methods.system import EVENTS
 from clawgate.plugins import activation, manifest
 from clawgate.plugins.api import PluginApi
 from clawgate.plugins.hooks import SPECS
-from clawgate.plugins.host import PluginHost
-from clawgate.plugins.registry import ToolContext
+from clawgate.runtime import Runtime
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCS = ROOT / "docs"
@@ -323,23 +323,23 @@ async def test_example_plugin_loads_and_works(tmp_path: Path) -> None:
         "entries": {"hello": {"config": {"signature": "sent by clawgate"}}},
     }})
     settings = config.Settings(cfg, tmp_path / "state", tmp_path / "state" / "clawgate.toml")
-    host = PluginHost(settings, bundled_root=None, entry_points=())
-    try:
-        registry = (await host.start(services=False)).registry
+    async with Runtime.open(settings) as runtime:
+        registry = runtime.host.current.registry
         record = registry.record("hello")
         assert record is not None and record.status == "loaded", record
         assert (record.tools, record.hooks, record.commands) == (
             ("greet",), ("message_sending",), ("hello",))
-        tool = registry.tool("greet")
-        assert tool is not None
-        context = ToolContext(session_key="agent:main:main", agent_id="main", run_id="r1")
-        assert tool.handler({"name": "Ada"}, context) == "Hello, Ada!"
-        result = await registry.hooks.call("message_sending", session_key="agent:main:main",
-                                           agent_id="main", text="Hi")
-        assert result.values["text"] == "Hi\n-- sent by clawgate"
-        assert registry.commands["hello"].handler("", None) == "Hello, world!"
-    finally:
-        await host.aclose()
+        engine = runtime.engine
+        # The tool, through a turn: the echo provider calls it on "/tool greet {...}".
+        called = await engine.run(Submission('/tool greet {"name": "Ada"}'))
+        assert called.text.startswith("tool greet said: Hello, Ada!"), called.text
+        # The hook: every reply is signed.
+        plain = await engine.run(Submission("Hi"))
+        assert plain.text == "Hi\n-- sent by clawgate"
+        # The command, dispatched by the turn API before the model.
+        command = await engine.submit(Submission("/hello"))
+        assert command.command == "hello"
+        assert (await command.result()).text == "Hello, world!"
 
 
 def test_example_plugin_passes_doctor(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -356,7 +356,7 @@ def test_example_plugin_passes_doctor(tmp_path: Path, monkeypatch: pytest.Monkey
 # -- the wire protocol ----------------------------------------------------------------------------
 
 
-CORE_METHODS = sorted(core_method_names() - {"connect"})
+CORE_METHODS = sorted(RESERVED - {"connect"})
 
 
 def test_core_methods_are_found() -> None:
@@ -369,7 +369,7 @@ def test_core_method_is_documented_with_its_scope(name: str) -> None:
     assert row is not None, (
         f"RPC method {name!r} is missing from the method table in docs/protocol.md"
     )
-    assert row[1] == f"`{core_methods()[name].scope}`", f"RPC method {name!r}: scope differs"
+    assert row[1] == f"`{CORE[name].scope}`", f"RPC method {name!r}: scope differs"
 
 
 @pytest.mark.parametrize("event", EVENTS)
@@ -380,15 +380,15 @@ def test_event_is_documented(event: str) -> None:
 
 
 def http_routes() -> list[str]:
-    """Every route path the gateway's app defines, read from the source: the routes of
-    ``gateway/http.py`` and the OpenAI table of ``gateway/openai_api.py`` under each prefix
-    ``http.py`` mounts it at. The plugin-route catch-all (``/{path:path}``) is left out."""
-    gateway = ROOT / "src" / "clawgate" / "gateway"
-    http = (gateway / "http.py").read_text(encoding="utf-8")
-    api = (gateway / "openai_api.py").read_text(encoding="utf-8")
-    paths = set(re.findall(r'\b(?:Route|WebSocketRoute)\("(/[^"]*)"', http))
-    prefixes = re.findall(r'openai_routes\(gateway, prefix="(/[^"]*)"\)', http)
-    suffixes = re.findall(r'^\s*\("(/[^"]*)", \(', api, re.M)
+    """Every route path the gateway's app defines, read from the route table in
+    ``gateway/app.py``: its routes, and the OpenAI table under each prefix it is mounted at.
+    The plugin-route catch-all (``/{path:path}``) is left out."""
+    app = (ROOT / "src" / "clawgate" / "gateway" / "app.py").read_text(encoding="utf-8")
+    paths = set(re.findall(r'\b(?:Route|WebSocketRoute)\("(/[^"]*)"', app))
+    mounted = re.search(r"for prefix in \(([^)]*)\)", app)
+    assert mounted is not None
+    prefixes = re.findall(r'"(/[^"]*)"', mounted.group(1))
+    suffixes = re.findall(r'^\s*\("(/[^"]*)", \(', app, re.M)
     paths |= {prefix + suffix for prefix in prefixes for suffix in suffixes}
     return sorted(p for p in paths if not re.fullmatch(r"/\{[^}]*\}", p))
 

@@ -7,8 +7,10 @@ import re
 
 import pytest
 
+import clawgate.client  # noqa: F401  (with the gateway: every error class gets defined)
+import clawgate.gateway.app  # noqa: F401
 from clawgate import errors
-from clawgate.errors import ERROR_TABLE, ClawgateError, classify
+from clawgate.errors import ERROR_TABLE, ClawgateError, ErrorKind, kind_of
 
 CLASSES = {
     name: cls for name, cls in vars(errors).items()
@@ -33,8 +35,15 @@ SAMPLES: dict[str, ClawgateError] = {
     "ProviderError": errors.ProviderError("down", provider="openai", kind="timeout", status=504),
     "ToolError": errors.ToolError("bad", tool="clock"),
     "InvalidRequest": errors.InvalidRequest("bad", method="sessions.list"),
+    "NotFound": errors.NotFound("gone", reason="model_not_found"),
+    "MethodNotAllowed": errors.MethodNotAllowed("no", allow=("GET",)),
+    "PayloadTooLarge": errors.PayloadTooLarge("big"),
+    "UnsupportedMediaType": errors.UnsupportedMediaType("text/plain"),
     "AuthError": errors.AuthError("no"),
+    "Forbidden": errors.Forbidden("no"),
+    "RateLimited": errors.RateLimited("slow down", retry_after_s=3),
     "Unavailable": errors.Unavailable("later"),
+    "RpcError": errors.RpcError("AGENT_TIMEOUT", "late"),
 }
 
 EXPECTED = {
@@ -53,9 +62,28 @@ EXPECTED = {
     "ProviderError": ("UNAVAILABLE", 502),
     "ToolError": ("INVALID_REQUEST", 400),
     "InvalidRequest": ("INVALID_REQUEST", 400),
+    "NotFound": ("INVALID_REQUEST", 404),
+    "MethodNotAllowed": ("INVALID_REQUEST", 405),
+    "PayloadTooLarge": ("INVALID_REQUEST", 413),
+    "UnsupportedMediaType": ("INVALID_REQUEST", 415),
     "AuthError": ("FORBIDDEN", 401),
+    "Forbidden": ("FORBIDDEN", 403),
+    "RateLimited": ("UNAVAILABLE", 429),
     "Unavailable": ("UNAVAILABLE", 503),
+    "RpcError": ("AGENT_TIMEOUT", 504),
 }
+RPC_CODES = {"INVALID_REQUEST", "UNAVAILABLE", "FORBIDDEN", "NOT_PAIRED", "AGENT_TIMEOUT",
+             "NOT_LINKED"}
+OPENAI_TYPES = {"invalid_request_error", "authentication_error", "permission_error",
+                "not_found_error", "rate_limit_error", "api_error"}
+
+
+def closure(cls: type) -> set[type]:
+    """Every subclass of ``cls``, at any depth, wherever it is defined."""
+    found: set[type] = set()
+    for sub in cls.__subclasses__():
+        found |= {sub} | closure(sub)
+    return found
 
 
 def docstring_tree() -> dict[str, str | None]:
@@ -91,11 +119,20 @@ def test_samples_cover_every_class() -> None:
 
 @pytest.mark.parametrize("name", sorted(SAMPLES))
 def test_every_error_classifies(name: str) -> None:
-    code, status = classify(SAMPLES[name])
-    assert code in {"INVALID_REQUEST", "UNAVAILABLE", "FORBIDDEN", "NOT_PAIRED",
-                    "AGENT_TIMEOUT", "NOT_LINKED"}
-    assert 400 <= status <= 599
-    assert (code, status) == EXPECTED[name]
+    kind = kind_of(SAMPLES[name])
+    assert kind.rpc in RPC_CODES and 400 <= kind.status <= 599 and kind.openai in OPENAI_TYPES
+    assert (kind.rpc, kind.status) == EXPECTED[name]
+
+
+def test_the_whole_subclass_closure_maps_through_the_table() -> None:
+    """Every error class anywhere in clawgate (the store's, the protocol's, the client's)
+    resolves to a row of the one table through its MRO."""
+    everything = closure(ClawgateError)
+    assert {c.__name__ for c in everything} >= {"SchemaTooNew", "Refusal", "GatewayError"}
+    for cls in everything:
+        row = next(ERROR_TABLE[b] for b in cls.__mro__ if b in ERROR_TABLE)
+        assert isinstance(row, ErrorKind) and row.rpc in RPC_CODES, cls
+        assert row.openai in OPENAI_TYPES and 400 <= row.status <= 599, cls
 
 
 def test_every_top_level_class_has_its_own_row() -> None:
@@ -109,7 +146,7 @@ def test_unknown_subclass_falls_back_to_the_nearest_row() -> None:
     class Custom(errors.SessionNotFound):
         pass
 
-    assert classify(Custom("x")) == ("INVALID_REQUEST", 404)
+    assert kind_of(Custom("x")) == ErrorKind("INVALID_REQUEST", 404, "not_found_error")
 
 
 def test_docstring_tree_names_every_class_with_its_real_parent() -> None:
@@ -133,7 +170,7 @@ def test_context_attributes_are_kept() -> None:
     assert str(manifest) == "m.json (field 'id'): bad"
     plugin_config = SAMPLES["PluginConfigError"]
     assert isinstance(plugin_config, errors.PluginConfigError)
-    assert str(plugin_config) == "invalid config at $.port: bad"
+    assert str(plugin_config) == "plugin 'p': invalid config at $.port: bad"
 
 
 @pytest.mark.parametrize(

@@ -18,7 +18,13 @@ from clawgate.errors import (
 from clawgate.plugins.api import PluginApi
 from clawgate.plugins.hooks import SPECS as HOOK_SPECS
 from clawgate.plugins.hooks import HookSpec
-from clawgate.plugins.registry import Tool, ToolContext
+from clawgate.plugins.registry import (
+    CommandContext,
+    MethodContext,
+    ServiceContext,
+    Tool,
+    ToolContext,
+)
 from clawgate.providers.base import (
     Finish,
     Message,
@@ -38,10 +44,12 @@ __version__ = "0.1.0"
 __all__ = [
     "HOOK_SPECS",
     "ClawgateError",
+    "CommandContext",
     "Finish",
     "HookSpec",
     "InvalidRequest",
     "Message",
+    "MethodContext",
     "ModelEvent",
     "ModelInfo",
     "ModelRequest",
@@ -51,6 +59,7 @@ __all__ = [
     "ProviderError",
     "ProviderErrorKind",
     "RegistrationError",
+    "ServiceContext",
     "TextDelta",
     "Tool",
     "ToolCall",

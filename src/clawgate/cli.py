@@ -180,50 +180,39 @@ def _text_of(message: Any) -> str:
 
 
 def _agent(args: argparse.Namespace) -> int:
-    from clawgate.agents.engine import Engine
-    from clawgate.sessions.store import SessionStore
+    from clawgate.agents.turn import Submission
+    from clawgate.runtime import Runtime
 
     settings = config_module.load()
 
     async def run() -> int:
-        host = PluginHost(settings)
-        store = SessionStore(settings.state_dir / "clawgate.db")
-        await store.open()
-        try:
-            await host.start()
-            engine = Engine(settings, host, store)
-            await engine.start()
-            run = await engine.submit(args.message, session_key=args.session,
-                                      agent_id=args.agent, channel="cli")
-            printed = False
-            with engine.bus.subscribe(run_id=run.run_id) as events:
-                while True:
-                    event = await events.get()
-                    if event.stream == "lifecycle" and event.data.get("phase") != "start":
-                        break
-                    if event.stream == "assistant" and not args.json:
-                        sys.stdout.write(event.data["delta"])
-                        sys.stdout.flush()
-                        printed = True
-            result = await run.done
-            await engine.aclose()
-            if args.json:
-                _print_json({"runId": result.run_id, "sessionKey": result.session_key,
-                             "status": result.status, "text": result.text,
-                             "stopReason": result.stop_reason, "error": result.error,
-                             "usage": result.usage})
-            elif printed:
-                sys.stdout.write("\n")
-            elif result.text:
-                print(result.text)
-            if result.status != "ok":
-                print(f"clawgate: run {result.status}: {result.error or result.stop_reason}",
-                      file=sys.stderr)
-                return 1
-            return 0
-        finally:
-            await host.aclose()
-            await store.close()
+        async with Runtime.open(settings, env=os.environ) as runtime:
+            turn = await runtime.engine.submit(Submission(
+                args.message, session_key=args.session, agent_id=args.agent, channel="cli"),
+                follow=True)
+            printed = ""
+            async for event in turn.events():
+                if event.stream == "assistant" and not args.json:
+                    printed += str(event.data.get("delta", ""))
+                    sys.stdout.write(str(event.data.get("delta", "")))
+                    sys.stdout.flush()
+            result = await turn.result()
+            if printed and result.text.startswith(printed):  # what the stream did not carry
+                sys.stdout.write(result.text[len(printed):])
+        if args.json:
+            _print_json({"runId": result.run_id, "sessionKey": result.session_key,
+                         "status": result.status, "text": result.text,
+                         "stopReason": result.stop_reason, "error": result.error,
+                         "usage": result.usage})
+        elif printed:
+            sys.stdout.write("\n")
+        elif result.text:
+            print(result.text)
+        if result.status != "ok":
+            print(f"clawgate: run {result.status}: {result.error or result.stop_reason}",
+                  file=sys.stderr)
+            return 1
+        return 0
 
     return asyncio.run(run())
 

@@ -34,7 +34,8 @@ from clawgate import __version__
 from clawgate import config as config_module
 from clawgate.errors import ClawgateError
 from clawgate.gateway.auth import TOKEN_FILE
-from clawgate.gateway.protocol import MAX_PAYLOAD, OPERATOR_SCOPES
+from clawgate.gateway.policy import PROTOCOL_MAX_PAYLOAD as MAX_PAYLOAD
+from clawgate.gateway.protocol import OPERATOR_SCOPES
 
 __all__ = ["Event", "GatewayClient", "GatewayError", "call_remote", "gateway_token", "gateway_url"]
 

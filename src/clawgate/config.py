@@ -19,6 +19,7 @@ import orjson
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from clawgate.errors import ConfigError
+from clawgate.types import DmScope, QueueMode
 
 DEFAULT_AGENT_ID = "main"
 
@@ -102,7 +103,7 @@ class EngineConfig(_Model):
     """
 
     max_concurrent: int = Field(default=4, ge=1, le=1024)
-    queue_mode: Literal["followup", "collect", "interrupt", "steer"] = "followup"
+    queue_mode: QueueMode = "followup"
     queue_cap: int = Field(default=20, ge=1, le=10_000)
     # Admitted, unfinished runs across all sessions: many sessions at once must not grow memory
     # without bound.
@@ -119,6 +120,19 @@ class AuthConfig(_Model):
     password: str | None = None
 
 
+class WsConfig(_Model):
+    """``[gateway.ws]``: bounds of the WebSocket control plane (I12)."""
+
+    max_connections: int = Field(default=10_000, ge=1, le=1_000_000)
+    # Queued outbound bytes of all connections together; None sizes it for the machine.
+    max_buffered_bytes: int | None = Field(default=None, ge=65_536)
+    # Queued outbound bytes of one connection; a client past it is disconnected (1008).
+    max_connection_buffered_bytes: int = Field(default=512 * 1024, ge=4096)
+    max_payload_bytes: int = Field(default=26_214_400, ge=1024, le=268_435_456)
+    tick_interval_ms: int = Field(default=15_000, ge=10, le=3_600_000)
+    handshake_timeout_ms: int | None = Field(default=None, ge=10, le=600_000)
+
+
 class GatewayConfig(_Model):
     """``[gateway]``: the listener."""
 
@@ -128,13 +142,14 @@ class GatewayConfig(_Model):
     # Browser origins allowed besides the gateway's own (same host) and loopback pages.
     allowed_origins: tuple[str, ...] = ()
     max_body_bytes: int = Field(default=20 * 1024 * 1024, ge=1024)
+    ws: WsConfig = Field(default_factory=WsConfig)
 
 
 class SessionConfig(_Model):
     """``[session]``: session-key shape."""
 
     main_key: str = "main"
-    dm_scope: Literal["main", "per-peer", "per-channel-peer", "per-account-channel-peer"] = "main"
+    dm_scope: DmScope = "main"
 
 
 class Config(_Model):

@@ -15,6 +15,7 @@ from clawgate import config
 from clawgate.agents.bus import RunEvent, Subscription
 from clawgate.agents.engine import Engine
 from clawgate.plugins.host import PluginHost
+from clawgate.runtime import Runtime
 from clawgate.sessions.store import SessionStore
 from tests.support.mock_openai import MockOpenAI
 from tests.support.poll import until  # noqa: F401  (re-exported for tests)
@@ -25,29 +26,35 @@ MAIN = "agent:main:main"
 
 @dataclass
 class Harness:
-    """One running engine with the host and store under it."""
+    """One running runtime (engine, host and store), as the gateway builds it."""
 
-    settings: config.Settings
-    host: PluginHost
-    store: SessionStore
-    engine: Engine
+    runtime: Runtime
     closed: bool = field(default=False)
+
+    @property
+    def settings(self) -> config.Settings:
+        return self.runtime.settings
+
+    @property
+    def host(self) -> PluginHost:
+        return self.runtime.host
+
+    @property
+    def store(self) -> SessionStore:
+        return self.runtime.store
+
+    @property
+    def engine(self) -> Engine:
+        return self.runtime.engine
 
     @property
     def state(self) -> Path:
         return self.settings.state_dir
 
     async def close(self) -> None:
-        if self.closed:
-            return
-        self.closed = True
-        try:
-            await self.engine.aclose(deadline_s=5.0)
-        finally:
-            try:
-                await self.host.aclose()
-            finally:
-                await self.store.close()
+        if not self.closed:
+            self.closed = True
+            await self.runtime.aclose()
 
     def leases(self) -> int:
         """Leases still held on every live plugin generation (0 once every run has ended)."""
@@ -102,18 +109,9 @@ async def make_engine(tmp_path: Path, anyio_backend: str) -> AsyncIterator[Facto
         state_dir = state or tmp_path
         settings = config.Settings(config.parse(build_config(**options)), state_dir=state_dir,
                                    config_path=state_dir / "clawgate.toml")
-        host = PluginHost(settings)
-        store = SessionStore(state_dir / "clawgate.db")
-        await store.open()
-        try:
-            await host.start()
-            engine = Engine(settings, host, store)
-            await engine.start()
-        except BaseException:
-            await host.aclose()
-            await store.close()
-            raise
-        harness = Harness(settings, host, store, engine)
+        runtime = Runtime(settings, drain_deadline_s=5.0)
+        await runtime.start()
+        harness = Harness(runtime)
         built.append(harness)
         return harness
 
@@ -141,11 +139,12 @@ def open_gate(tmp_path: Path) -> None:
 
 async def next_event(sub: Subscription, pred: Callable[[RunEvent], bool],
                      within: float = 10.0) -> RunEvent:
-    """The next event of ``sub`` that satisfies ``pred`` (TimeoutError after ``within`` s)."""
+    """The next run event of ``sub`` that satisfies ``pred`` (TimeoutError after ``within`` s);
+    session events on the way are skipped."""
     async with asyncio.timeout(within):
         while True:
             event = await sub.get()
-            if pred(event):
+            if isinstance(event, RunEvent) and pred(event):
                 return event
 
 

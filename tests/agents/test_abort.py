@@ -6,6 +6,7 @@ import asyncio
 
 import pytest
 
+from clawgate.agents.turn import Submission
 from tests.agents.conftest import MAIN, gated, next_event, open_gate, started, texts, until
 
 pytestmark = pytest.mark.anyio
@@ -22,15 +23,15 @@ async def statuses(store, runs):
 async def test_abort_stops_queued_runs_then_the_active_one(make_engine, tmp_path):
     h = await make_engine(**gated(tmp_path))
     with h.engine.bus.subscribe(session_key=MAIN) as events:
-        active = await h.engine.submit("[hold] a")
+        active = await h.engine.submit(Submission("[hold] a"))
         await next_event(events, started(active.run_id))
-        queued = [await h.engine.submit(t) for t in ("b", "c")]
+        queued = [await h.engine.submit(Submission(t)) for t in ("b", "c")]
 
         aborted = h.engine.abort(MAIN)
 
         assert aborted == [queued[0].run_id, queued[1].run_id, active.run_id]
         results = await asyncio.wait_for(
-            asyncio.gather(active.done, *(r.done for r in queued)), 10)
+            asyncio.gather(active.result(), *(r.result() for r in queued)), 10)
     assert [r.status for r in results] == ["aborted"] * 3
     assert results[0].stop_reason == "aborted"
     runs = [active, *queued]
@@ -52,14 +53,14 @@ async def _all_aborted(store, runs):
 async def test_abort_one_queued_run_leaves_the_others(make_engine, tmp_path):
     h = await make_engine(**gated(tmp_path))
     with h.engine.bus.subscribe(session_key=MAIN) as events:
-        active = await h.engine.submit("[hold] a")
+        active = await h.engine.submit(Submission("[hold] a"))
         await next_event(events, started(active.run_id))
-        b, c = [await h.engine.submit(t) for t in ("b", "c")]
+        b, c = [await h.engine.submit(Submission(t)) for t in ("b", "c")]
 
         assert h.engine.abort(MAIN, run_id=b.run_id) == [b.run_id]
-        assert (await asyncio.wait_for(b.done, 10)).status == "aborted"
+        assert (await asyncio.wait_for(b.result(), 10)).status == "aborted"
         open_gate(tmp_path)
-        results = await asyncio.wait_for(asyncio.gather(active.done, c.done), 10)
+        results = await asyncio.wait_for(asyncio.gather(active.result(), c.result()), 10)
 
     assert [(r.status, r.text) for r in results] == [("ok", "re: [hold] a"), ("ok", "re: c")]
     entry = await h.store.get(MAIN)
@@ -71,14 +72,16 @@ async def test_abort_as_a_queued_run_is_dispatched_keeps_the_lane_working(make_e
     """Abort lands after the lane made ``b`` active but before its task took a first step."""
     h = await make_engine(**gated(tmp_path))
     with h.engine.bus.subscribe(session_key=MAIN) as events:
-        active = await h.engine.submit("[hold] a")
+        active = await h.engine.submit(Submission("[hold] a"))
         await next_event(events, started(active.run_id))
-        b, c = [await h.engine.submit(t) for t in ("b", "c")]
+        b, c = [await h.engine.submit(Submission(t)) for t in ("b", "c")]
         # done-callbacks run before the task the lane just created for ``b`` starts
-        active.done.add_done_callback(lambda _: h.engine.abort(MAIN, run_id=b.run_id))
+        h.engine.find_run(active.run_id).done.add_done_callback(
+            lambda _: h.engine.abort(MAIN, run_id=b.run_id))
 
         h.engine.abort(MAIN, run_id=active.run_id)
-        results = await asyncio.wait_for(asyncio.gather(active.done, b.done, c.done), 10)
+        results = await asyncio.wait_for(
+            asyncio.gather(active.result(), b.result(), c.result()), 10)
 
     assert [r.status for r in results] == ["aborted", "aborted", "ok"]
     assert results[2].text == "re: c"
@@ -95,7 +98,7 @@ async def test_run_completed_before_its_begin_committed_keeps_its_input(tmp_path
 
     async with SessionStore(tmp_path / "clawgate.db") as store:
         await store.ensure(MAIN)
-        await store.queue_run("r1", MAIN, [{"role": "user", "content": "question"}])
+        await store.admit("r1", MAIN, [{"role": "user", "content": "question"}])
         await store.complete_run("r1", MAIN, [{"role": "assistant", "content": "",
                                                "stop_reason": "aborted"}],
                                  status="aborted", stop_reason="aborted")

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from clawgate.agents.turn import Submission
 from tests.agents.conftest import MAIN, texts
 
 pytestmark = pytest.mark.anyio
@@ -26,29 +27,27 @@ CHILD = textwrap.dedent('''
     from pathlib import Path
 
     from clawgate import config
-    from clawgate.agents.engine import Engine
-    from clawgate.plugins.host import PluginHost
-    from clawgate.sessions.store import SessionStore
+    from clawgate.agents.bus import RunEvent
+    from clawgate.agents.turn import Submission
+    from clawgate.runtime import Runtime
 
 
     async def main(state, wait_for_start, messages):
         data = {"plugins": {"entries": {"echo": {"config": {"delay_ms": 600000}}}}}
         settings = config.Settings(config.parse(data), state_dir=state,
                                    config_path=state / "clawgate.toml")
-        host = PluginHost(settings)
-        store = SessionStore(state / "clawgate.db")
-        await store.open()
-        await host.start()
-        engine = Engine(settings, host, store)
-        await engine.start()
+        runtime = Runtime(settings)
+        await runtime.start()
+        engine = runtime.engine
         with engine.bus.subscribe() as events:
             for n, text in enumerate(messages):
-                run = await engine.submit(text, run_id=f"run-{n}")
+                run = await engine.submit(Submission(text, run_id=f"run-{n}"))
                 print(f"acked {run.run_id}", flush=True)
                 if n == 0 and wait_for_start:
                     while True:  # the first run is in the provider call: the next one queues
                         event = await events.get()
-                        if event.stream == "lifecycle" and event.run_id == run.run_id:
+                        if isinstance(event, RunEvent) and event.stream == "lifecycle" \
+                                and event.run_id == run.run_id:
                             break
                     print("started run-0", flush=True)
         await asyncio.Event().wait()  # until killed
@@ -102,7 +101,7 @@ async def test_acked_running_and_queued_messages_survive_sigkill(make_engine, tm
     assert await asyncio.to_thread(integrity, state / "clawgate.db") == "ok"
     assert await h.store.recover_runs() == 0  # nothing left open
 
-    result = await h.engine.run("after the restart")  # the session works again
+    result = await h.engine.run(Submission("after the restart"))  # the session works again
     assert (result.status, result.text) == ("ok", "after the restart")
 
 
@@ -124,6 +123,6 @@ async def test_recovery_keeps_admission_order_within_one_millisecond(tmp_path, a
     async with SessionStore(tmp_path / "clawgate.db", clock=lambda: 1_700_000_000_000) as store:
         await store.ensure(MAIN)
         for run_id, text in (("zzz", "first"), ("mmm", "second"), ("aaa", "third")):
-            await store.queue_run(run_id, MAIN, [{"role": "user", "content": text}])
+            await store.admit(run_id, MAIN, [{"role": "user", "content": text}])
         assert await store.recover_runs() == 3
         assert [m.content for m in await store.transcript(MAIN)] == ["first", "second", "third"]

@@ -6,6 +6,7 @@ import asyncio
 
 import pytest
 
+from clawgate.agents.turn import Submission
 from tests.agents.conftest import MAIN
 from tests.support.mock_openai import CallTools, Reply
 from tests.support.poll import until
@@ -35,7 +36,7 @@ async def test_run_events_arrive_in_order(make_engine, mock_openai):
                      Reply("owls hoot", chunks=3))
     h = await make_engine(mock=mock_openai, tools={})
     with h.engine.bus.subscribe(session_key=MAIN) as sub:
-        result = await h.engine.run("tell me about owls")
+        result = await h.engine.run(Submission("tell me about owls"))
         events = drain(sub)
 
     assert result.status == "ok"
@@ -55,10 +56,10 @@ async def test_run_events_arrive_in_order(make_engine, mock_openai):
 
 async def test_run_id_subscription_sees_only_its_run(make_engine):
     h = await make_engine()
-    first = await h.engine.submit("one")
+    first = await h.engine.submit(Submission("one"))
     with h.engine.bus.subscribe(run_id=first.run_id) as mine:
-        await first.done
-        await h.engine.run("two")
+        await first.result()
+        await h.engine.run(Submission("two"))
         events = drain(mine)
     assert events and {e.run_id for e in events} == {first.run_id}
     assert h.engine.bus.subscribers == 0
@@ -68,7 +69,7 @@ async def test_slow_subscriber_overflows_instead_of_growing(make_engine):
     h = await make_engine(echo={"chunk_chars": 1})
     with h.engine.bus.subscribe(session_key=MAIN, maxsize=2) as slow, \
             h.engine.bus.subscribe(session_key=MAIN) as fast:
-        result = await h.engine.run("a reply of many deltas")
+        result = await h.engine.run(Submission("a reply of many deltas"))
         everything = drain(fast)
         kept = drain(slow)
 
@@ -82,7 +83,7 @@ async def test_assistant_events_carry_only_the_new_text(make_engine):
     # A cumulative copy per event would make every mailbox hold O(reply²) bytes.
     h = await make_engine(echo={"chunk_chars": 3})
     with h.engine.bus.subscribe(session_key=MAIN) as sub:
-        result = await h.engine.run("a reply of many small chunks")
+        result = await h.engine.run(Submission("a reply of many small chunks"))
         events = []
         while (event := sub.get_nowait()) is not None:
             events.append(event)
@@ -96,7 +97,8 @@ async def test_assistant_events_carry_only_the_new_text(make_engine):
 async def test_admission_completes_when_the_caller_is_cancelled(make_engine):
     # A closed connection cancels its request; a run already being stored must still run.
     h = await make_engine()
-    waiting = asyncio.ensure_future(h.engine.submit("keep me", run_id="cancelled-caller"))
+    waiting = asyncio.ensure_future(
+        h.engine.submit(Submission("keep me", run_id="cancelled-caller")))
     await asyncio.sleep(0)  # the admission has started
     waiting.cancel()
     with pytest.raises(asyncio.CancelledError):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from clawgate.agents.turn import Submission
 from tests.agents.conftest import MAIN
 from tests.support.mock_openai import Fail, Reply
 
@@ -14,7 +15,7 @@ async def test_rate_limit_is_retried(make_engine, mock_openai):
     mock_openai.plan(Fail(429, "slow down", retry_after=0.01), Reply("hello"))
     h = await make_engine(mock=mock_openai)
 
-    result = await h.engine.run("hi")
+    result = await h.engine.run(Submission("hi"))
 
     assert (result.status, result.text) == ("ok", "hello")
     assert len(mock_openai.requests) == 2
@@ -28,7 +29,7 @@ async def test_server_errors_fall_back_to_the_next_model(make_engine, mock_opena
                                                                retry_after=0.01))
     h = await make_engine(mock=mock_openai)
 
-    result = await h.engine.run("echo me")
+    result = await h.engine.run(Submission("echo me"))
 
     assert (result.status, result.text, result.error) == ("ok", "echo me", None)
     assert len(mock_openai.requests) == 2  # max_retries=1: two attempts, then failover
@@ -42,7 +43,7 @@ async def test_context_length_error_does_not_fall_back(make_engine, mock_openai)
                           code="context_length_exceeded"))
     h = await make_engine(mock=mock_openai)
 
-    result = await h.engine.run("a very long message")
+    result = await h.engine.run(Submission("a very long message"))
 
     assert result.status == "error"
     assert "maximum context length" in (result.error or "")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from clawgate.agents.turn import Submission
 from tests.agents.conftest import MAIN, texts
 from tests.support.mock_openai import Reply
 
@@ -15,7 +16,7 @@ async def test_three_turns_send_and_store_the_history(make_engine, mock_openai):
     h = await make_engine(mock=mock_openai)
 
     for text, reply in (("a", "one"), ("b", "two"), ("c", "three")):
-        result = await h.engine.run(text)
+        result = await h.engine.run(Submission(text))
         assert (result.status, result.text) == ("ok", reply)
 
     assert len(mock_openai.requests) == 3
@@ -33,9 +34,9 @@ async def test_three_turns_send_and_store_the_history(make_engine, mock_openai):
 async def test_sessions_do_not_share_history(make_engine, mock_openai):
     h = await make_engine(mock=mock_openai)  # nothing planned: the mock echoes the user text
 
-    await h.engine.run("for alice", session_key="alice")
-    await h.engine.run("for bob", session_key="bob")
-    second = await h.engine.run("again alice", session_key="alice")
+    await h.engine.run(Submission("for alice", session_key="alice"))
+    await h.engine.run(Submission("for bob", session_key="bob"))
+    second = await h.engine.run(Submission("again alice", session_key="alice"))
 
     assert second.status == "ok"
     sent = [(m["role"], m["content"]) for m in mock_openai.requests[2].body["messages"][1:]]

@@ -7,6 +7,7 @@ import asyncio
 import pytest
 
 from clawgate.agents.bus import RunEvent
+from clawgate.agents.turn import Submission
 
 pytestmark = pytest.mark.anyio
 
@@ -48,7 +49,7 @@ async def test_concurrent_turns_respect_session_lanes_and_the_global_cap(make_en
     with engine.bus.subscribe(maxsize=100_000) as sub:
         watcher = asyncio.get_running_loop().create_task(watch(sub))
         try:
-            jobs = [engine.run(f"{key} #{n}", session_key=key)
+            jobs = [engine.run(Submission(f"{key} #{n}", session_key=key))
                     for n in range(PER_SESSION) for key in keys]
             results = await asyncio.gather(*jobs)
         finally:

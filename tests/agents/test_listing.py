@@ -6,6 +6,7 @@ import asyncio
 
 import pytest
 
+from clawgate.agents.turn import Submission
 from clawgate.sessions.listing import ListQuery
 
 pytestmark = pytest.mark.anyio
@@ -17,7 +18,7 @@ async def test_listing_during_32_turns_scans_and_loads_nothing(make_engine):
     h = await make_engine(echo={"delay_ms": 5}, engine={"max_concurrent": 8})
     before = {name: h.host.metrics.counters()[name] for name in WATCHED}
     keys = [f"agent:main:chat-{i}" for i in range(32)]
-    turns = asyncio.gather(*(h.engine.run(f"hello {k}", session_key=k) for k in keys))
+    turns = asyncio.gather(*(h.engine.run(Submission(f"hello {k}", session_key=k)) for k in keys))
     listings = 0
     totals = []
     while not turns.done():

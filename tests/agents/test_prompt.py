@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 
 from clawgate.agents.roster import STARTER
+from clawgate.agents.turn import Submission
 from tests.agents.conftest import MAIN
 
 pytestmark = pytest.mark.anyio
@@ -23,7 +24,7 @@ async def test_bootstrap_files_reach_the_system_prompt(make_engine, mock_openai)
     for name in ("AGENTS.md", "SOUL.md", "USER.md", "IDENTITY.md", "TOOLS.md"):
         (workspace / name).write_text(f"marker of {name}\n", encoding="utf-8")
 
-    await h.engine.run("hi")
+    await h.engine.run(Submission("hi"))
 
     system = system_of(mock_openai)
     for name in ("AGENTS.md", "SOUL.md", "USER.md", "IDENTITY.md", "TOOLS.md"):
@@ -40,7 +41,7 @@ async def test_per_file_and_total_caps_are_applied_and_marked(make_engine, mock_
     (workspace / "IDENTITY.md").write_text("\u03a9" * 100, encoding="utf-8")
     (workspace / "TOOLS.md").write_text("\u0416" * 100, encoding="utf-8")
 
-    await h.engine.run("hi")
+    await h.engine.run(Submission("hi"))
 
     system = system_of(mock_openai)
     assert system.count("A" * 20_000) == 1 and "A" * 20_001 not in system
@@ -56,8 +57,8 @@ async def test_memory_is_read_for_the_main_session_only(make_engine, mock_openai
     h = await make_engine(mock=mock_openai)
     (h.state / "workspace" / "MEMORY.md").write_text("private memory marker", encoding="utf-8")
 
-    await h.engine.run("hi")  # the main session
-    await h.engine.run("hi", session_key="agent:main:direct:stranger")
+    await h.engine.run(Submission("hi"))  # the main session
+    await h.engine.run(Submission("hi", session_key="agent:main:direct:stranger"))
 
     assert "private memory marker" in system_of(mock_openai, 0)
     assert "private memory marker" not in system_of(mock_openai, 1)
@@ -67,7 +68,7 @@ async def test_memory_is_read_for_the_main_session_only(make_engine, mock_openai
 async def test_before_prompt_build_changes_the_system_prompt(make_engine, mock_openai):
     h = await make_engine(mock=mock_openai, tools={"system_suffix": "Always answer in haiku."})
 
-    result = await h.engine.run("hi")
+    result = await h.engine.run(Submission("hi"))
 
     assert result.status == "ok"
     assert system_of(mock_openai).endswith("\n\nAlways answer in haiku.")
@@ -98,6 +99,6 @@ async def test_each_agent_gets_its_own_workspace(make_engine, tmp_path):
     assert (h.state / "workspace" / "AGENTS.md").exists()
     assert (h.state / "elsewhere" / "helper" / "AGENTS.md").exists()
 
-    result = await h.engine.run("hi", agent_id="helper")
+    result = await h.engine.run(Submission("hi", agent_id="helper"))
     assert (result.status, result.session_key) == ("ok", "agent:helper:main")
     assert await h.store.get(MAIN) is None  # the main agent's session was not touched

@@ -13,6 +13,7 @@ import sqlite3
 import orjson
 import pytest
 
+from clawgate.agents.turn import Submission
 from clawgate.errors import QueueFullError
 from tests.agents.conftest import (
     MAIN,
@@ -38,11 +39,11 @@ def run_rows(db, *run_ids):
 async def test_interrupt_aborts_the_active_run_and_runs_the_newest(make_engine, tmp_path):
     h = await make_engine(**gated(tmp_path))
     with h.engine.bus.subscribe(session_key=MAIN) as events:
-        first = await h.engine.submit("[hold] first")
+        first = await h.engine.submit(Submission("[hold] first"))
         await next_event(events, started(first.run_id))
-        newest = await h.engine.submit("second", mode="interrupt")
+        newest = await h.engine.submit(Submission("second", mode="interrupt"))
 
-        old, new = await asyncio.wait_for(asyncio.gather(first.done, newest.done), 10)
+        old, new = await asyncio.wait_for(asyncio.gather(first.result(), newest.result()), 10)
 
     assert (old.status, old.stop_reason) == ("aborted", "interrupted by a newer message")
     assert (new.status, new.text) == ("ok", "re: second")
@@ -57,10 +58,10 @@ async def test_interrupt_aborts_the_active_run_and_runs_the_newest(make_engine, 
 async def test_interrupt_keeps_the_partial_reply(make_engine, tmp_path):
     h = await make_engine(**gated(tmp_path))
     with h.engine.bus.subscribe(session_key=MAIN) as events:
-        first = await h.engine.submit("[half] long question")  # streams "re: [half] l"
+        first = await h.engine.submit(Submission("[half] long question"))  # streams "re: [half] l"
         await next_event(events, lambda e: e.stream == "assistant")
-        newest = await h.engine.submit("never mind", mode="interrupt")
-        old, new = await asyncio.wait_for(asyncio.gather(first.done, newest.done), 10)
+        newest = await h.engine.submit(Submission("never mind", mode="interrupt"))
+        old, new = await asyncio.wait_for(asyncio.gather(first.result(), newest.result()), 10)
 
     assert (old.status, old.text) == ("aborted", "re: [half] l")
     assert (new.status, new.text) == ("ok", "re: never mind")
@@ -74,9 +75,9 @@ async def test_interrupt_keeps_the_partial_reply(make_engine, tmp_path):
 async def test_collect_coalesces_a_burst_into_one_run(make_engine, mock_openai):
     h = await make_engine(mock=mock_openai,
                           engine={"queue_mode": "collect", "collect_window_ms": 300})
-    runs = [await h.engine.submit(text) for text in ("one", "two", "three")]
+    runs = [await h.engine.submit(Submission(text)) for text in ("one", "two", "three")]
 
-    results = await asyncio.wait_for(asyncio.gather(*(r.done for r in runs)), 10)
+    results = await asyncio.wait_for(asyncio.gather(*(r.result() for r in runs)), 10)
 
     assert len(mock_openai.requests) == 1
     assert user_texts(mock_openai.requests[0].body)[-3:] == ["one", "two", "three"]
@@ -94,13 +95,13 @@ async def test_collect_coalesces_a_burst_into_one_run(make_engine, mock_openai):
 async def test_followup_runs_queued_messages_in_order(make_engine, tmp_path):
     h = await make_engine(**gated(tmp_path))
     with h.engine.bus.subscribe(session_key=MAIN) as events:
-        first = await h.engine.submit("[hold] a")
+        first = await h.engine.submit(Submission("[hold] a"))
         await next_event(events, started(first.run_id))
-        later = [await h.engine.submit(t, mode="followup") for t in ("b", "c")]
+        later = [await h.engine.submit(Submission(t, mode="followup")) for t in ("b", "c")]
         assert [r.run_id for r in h.engine.lanes.queued(MAIN)] == [r.run_id for r in later]
         open_gate(tmp_path)
         results = await asyncio.wait_for(
-            asyncio.gather(first.done, *(r.done for r in later)), 10)
+            asyncio.gather(first.result(), *(r.result() for r in later)), 10)
 
     assert [(r.status, r.text, r.merged_into) for r in results] == [
         ("ok", "re: [hold] a", None), ("ok", "re: b", None), ("ok", "re: c", None)]
@@ -114,11 +115,12 @@ async def test_steer_joins_the_active_run_at_the_next_tool_boundary(make_engine,
     release = tmp_path / "release"
     call = "/tool wait_for_file " + orjson.dumps({"path": str(release)}).decode()
     with h.engine.bus.subscribe(session_key=MAIN) as events:
-        active = await h.engine.submit(call)
+        active = await h.engine.submit(Submission(call))
         await next_event(events, lambda e: e.stream == "tool" and e.data["phase"] == "start")
-        steered = await h.engine.submit("also consider this", mode="steer")
+        steered = await h.engine.submit(Submission("also consider this", mode="steer"))
         release.touch()
-        first, second = await asyncio.wait_for(asyncio.gather(active.done, steered.done), 10)
+        first, second = await asyncio.wait_for(
+            asyncio.gather(active.result(), steered.result()), 10)
 
     assert (first.status, first.text) == ("ok", "also consider this")
     assert (second.status, second.merged_into) == ("ok", active.run_id)
@@ -134,11 +136,11 @@ async def test_steer_joins_the_active_run_at_the_next_tool_boundary(make_engine,
 async def test_steer_during_the_last_model_call_is_not_lost(make_engine, tmp_path):
     h = await make_engine(**gated(tmp_path))
     with h.engine.bus.subscribe(session_key=MAIN) as events:
-        active = await h.engine.submit("[hold] first")
+        active = await h.engine.submit(Submission("[hold] first"))
         await next_event(events, started(active.run_id))
-        steered = await h.engine.submit("second", mode="steer")
+        steered = await h.engine.submit(Submission("second", mode="steer"))
         open_gate(tmp_path)
-        results = await asyncio.wait_for(asyncio.gather(active.done, steered.done), 10)
+        results = await asyncio.wait_for(asyncio.gather(active.result(), steered.result()), 10)
 
     assert [r.status for r in results] == ["ok", "ok"]
     assert results[1].merged_into == active.run_id
@@ -151,7 +153,7 @@ async def test_steer_during_the_last_model_call_is_not_lost(make_engine, tmp_pat
 async def test_steer_without_an_active_run_runs_normally(make_engine):
     h = await make_engine()
 
-    result = await h.engine.run("just this", mode="steer")
+    result = await h.engine.run(Submission("just this", mode="steer"))
 
     assert (result.status, result.text, result.merged_into) == ("ok", "just this", None)
 
@@ -159,17 +161,17 @@ async def test_steer_without_an_active_run_runs_normally(make_engine):
 async def test_full_queue_refuses_new_messages_and_stores_nothing(make_engine, tmp_path):
     h = await make_engine(**gated(tmp_path, queue_cap=1))
     with h.engine.bus.subscribe(session_key=MAIN) as events:
-        first = await h.engine.submit("[hold] a")
+        first = await h.engine.submit(Submission("[hold] a"))
         await next_event(events, started(first.run_id))
-        queued = await h.engine.submit("b")
+        queued = await h.engine.submit(Submission("b"))
         with pytest.raises(QueueFullError) as refused:
-            await h.engine.submit("c", run_id="refused-run")
+            await h.engine.submit(Submission("c", run_id="refused-run"))
         assert refused.value.session_key == MAIN
 
         assert await h.store.get_run("refused-run") is None
         assert h.engine.find_run("refused-run") is None
         open_gate(tmp_path)
-        await asyncio.wait_for(asyncio.gather(first.done, queued.done), 10)
+        await asyncio.wait_for(asyncio.gather(first.result(), queued.result()), 10)
     assert [m.content for m in await h.store.transcript(MAIN) if m.role == "user"] == [
         "[hold] a", "b"]
 
@@ -177,10 +179,10 @@ async def test_full_queue_refuses_new_messages_and_stores_nothing(make_engine, t
 async def test_concurrent_admissions_refused_by_the_cap_store_nothing(make_engine, tmp_path):
     h = await make_engine(**gated(tmp_path, queue_cap=1))
     with h.engine.bus.subscribe(session_key=MAIN) as events:
-        first = await h.engine.submit("[hold] a")
+        first = await h.engine.submit(Submission("[hold] a"))
         await next_event(events, started(first.run_id))
         outcomes = await asyncio.gather(
-            *(h.engine.submit(t, run_id=f"run-{t}") for t in ("b", "c", "d")),
+            *(h.engine.submit(Submission(t, run_id=f"run-{t}")) for t in ("b", "c", "d")),
             return_exceptions=True)
 
         admitted = [o for o in outcomes if not isinstance(o, BaseException)]
@@ -190,21 +192,21 @@ async def test_concurrent_admissions_refused_by_the_cap_store_nothing(make_engin
         for run_id in refused:
             assert await h.store.get_run(run_id) is None, f"{run_id} was refused but stored"
         open_gate(tmp_path)
-        await asyncio.wait_for(asyncio.gather(first.done, *(r.done for r in admitted)), 10)
+        await asyncio.wait_for(asyncio.gather(first.result(), *(r.result() for r in admitted)), 10)
 
 
 async def test_drop_old_drops_the_oldest_queued_message(make_engine, tmp_path):
     h = await make_engine(**gated(tmp_path, queue_cap=1, queue_drop="old"))
     with h.engine.bus.subscribe(session_key=MAIN) as events:
-        first = await h.engine.submit("[hold] a")
+        first = await h.engine.submit(Submission("[hold] a"))
         await next_event(events, started(first.run_id))
-        oldest = await h.engine.submit("b")
-        newest = await h.engine.submit("c")
+        oldest = await h.engine.submit(Submission("b"))
+        newest = await h.engine.submit(Submission("c"))
 
-        dropped = await asyncio.wait_for(oldest.done, 10)
+        dropped = await asyncio.wait_for(oldest.result(), 10)
         assert (dropped.status, dropped.stop_reason) == ("aborted", "dropped: queue full")
         open_gate(tmp_path)
-        results = await asyncio.wait_for(asyncio.gather(first.done, newest.done), 10)
+        results = await asyncio.wait_for(asyncio.gather(first.result(), newest.result()), 10)
 
     assert [(r.status, r.text) for r in results] == [("ok", "re: [hold] a"), ("ok", "re: c")]
     record = await h.store.get_run(oldest.run_id)
@@ -214,13 +216,13 @@ async def test_drop_old_drops_the_oldest_queued_message(make_engine, tmp_path):
 async def test_interrupt_with_a_full_queue_still_runs_the_newest(make_engine, tmp_path):
     h = await make_engine(**gated(tmp_path, queue_cap=1))
     with h.engine.bus.subscribe(session_key=MAIN) as events:
-        first = await h.engine.submit("[hold] a")
+        first = await h.engine.submit(Submission("[hold] a"))
         await next_event(events, started(first.run_id))
-        queued = await h.engine.submit("b")
+        queued = await h.engine.submit(Submission("b"))
 
-        newest = await h.engine.submit("c", mode="interrupt")
+        newest = await h.engine.submit(Submission("c", mode="interrupt"))
         results = await asyncio.wait_for(
-            asyncio.gather(first.done, queued.done, newest.done), 10)
+            asyncio.gather(first.result(), queued.result(), newest.result()), 10)
 
     assert [(r.status, r.text) for r in results] == [
         ("aborted", ""), ("aborted", ""), ("ok", "re: c")]
@@ -229,12 +231,12 @@ async def test_interrupt_with_a_full_queue_still_runs_the_newest(make_engine, tm
 async def test_collect_waits_behind_an_active_run(make_engine, tmp_path):
     h = await make_engine(**gated(tmp_path, collect_window_ms=50))
     with h.engine.bus.subscribe(session_key=MAIN) as events:
-        first = await h.engine.submit("[hold] first")
+        first = await h.engine.submit(Submission("[hold] first"))
         await next_event(events, started(first.run_id))
-        burst = [await h.engine.submit(t, mode="collect") for t in ("x", "y")]
+        burst = [await h.engine.submit(Submission(t, mode="collect")) for t in ("x", "y")]
         open_gate(tmp_path)
         results = await asyncio.wait_for(
-            asyncio.gather(first.done, *(r.done for r in burst)), 10)
+            asyncio.gather(first.result(), *(r.result() for r in burst)), 10)
 
     assert [r.status for r in results] == ["ok"] * 3
     assert [r.merged_into for r in results] == [None, None, burst[0].run_id]
@@ -245,11 +247,14 @@ async def test_collect_waits_behind_an_active_run(make_engine, tmp_path):
 
 async def test_max_pending_bounds_admissions_across_sessions(make_engine, tmp_path):
     h = await make_engine(**gated(tmp_path, max_pending=3))
-    held = [await h.engine.submit("[hold] x", session_key=f"agent:main:s{i}") for i in range(3)]
+    held = [await h.engine.submit(Submission("[hold] x", session_key=f"agent:main:s{i}"))
+            for i in range(3)]
     with pytest.raises(QueueFullError) as refused:
-        await h.engine.submit("one too many", session_key="agent:main:s9", run_id="over")
+        await h.engine.submit(Submission("one too many", session_key="agent:main:s9",
+                                         run_id="over"))
     assert "max_pending" in str(refused.value)
     assert await h.store.get_run("over") is None and await h.store.get("agent:main:s9") is None
     open_gate(tmp_path)
-    await asyncio.wait_for(asyncio.gather(*(r.done for r in held)), 10)
-    assert (await h.engine.run("room again", session_key="agent:main:s9")).status == "ok"
+    await asyncio.wait_for(asyncio.gather(*(r.result() for r in held)), 10)
+    again = await h.engine.run(Submission("room again", session_key="agent:main:s9"))
+    assert again.status == "ok"

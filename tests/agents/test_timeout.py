@@ -8,6 +8,7 @@ import sqlite3
 import orjson
 import pytest
 
+from clawgate.agents.turn import Submission
 from tests.agents.conftest import MAIN, next_event, started, texts, user_texts
 from tests.support.mock_openai import Reply, stall
 
@@ -25,7 +26,7 @@ async def test_turn_timeout_ends_the_run_with_a_consistent_transcript(make_engin
     mock_openai.plan(stall(30), Reply("after the timeout"))
     h = await make_engine(mock=mock_openai, engine={"turn_timeout_s": 0.3})
 
-    result = await h.engine.run("are you there?")
+    result = await h.engine.run(Submission("are you there?"))
 
     assert (result.status, result.stop_reason) == ("timeout", "timeout")
     assert "0.3" in (result.error or "")
@@ -37,7 +38,8 @@ async def test_turn_timeout_ends_the_run_with_a_consistent_transcript(make_engin
     assert len(mock_openai.requests) == 1  # a timed-out turn does not fall back or retry
     await mock_openai.until(lambda: mock_openai.disconnects == 1)  # the stream was closed
 
-    nxt = await h.engine.run("and now?")  # the session carries on from a consistent history
+    # The session carries on from a consistent history.
+    nxt = await h.engine.run(Submission("and now?"))
     assert (nxt.status, nxt.text) == ("ok", "after the timeout")
     assert user_texts(mock_openai.requests[1].body) == ["are you there?", "and now?"]
     assert open_runs(h.store.path) == 0
@@ -48,7 +50,7 @@ async def test_timeout_while_a_tool_runs(make_engine, tmp_path):
     never = tmp_path / "never"
     call = "/tool wait_for_file " + orjson.dumps({"path": str(never)}).decode()
 
-    result = await h.engine.run(call)
+    result = await h.engine.run(Submission(call))
 
     assert result.status == "timeout"
     stored = await h.store.transcript(MAIN)
@@ -61,12 +63,12 @@ async def test_abort_during_a_stalled_provider_call(make_engine, mock_openai):
     mock_openai.plan(stall(30))
     h = await make_engine(mock=mock_openai)
     with h.engine.bus.subscribe(session_key=MAIN) as events:
-        run = await h.engine.submit("hello?")
+        run = await h.engine.submit(Submission("hello?"))
         await next_event(events, started(run.run_id))
         await mock_openai.until(lambda: len(mock_openai.requests) == 1)
 
         assert h.engine.abort(MAIN) == [run.run_id]
-        result = await asyncio.wait_for(run.done, 10)
+        result = await asyncio.wait_for(run.result(), 10)
 
     assert (result.status, result.stop_reason) == ("aborted", "aborted")
     assert texts(await h.store.transcript(MAIN)) == [("user", "hello?"), ("assistant", "")]

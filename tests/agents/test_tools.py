@@ -5,6 +5,7 @@ from __future__ import annotations
 import orjson
 import pytest
 
+from clawgate.agents.turn import Submission
 from tests.agents.conftest import MAIN
 from tests.support.mock_openai import Reply, call_tool
 
@@ -19,7 +20,7 @@ async def test_tool_result_reaches_the_model(make_engine, mock_openai):
     mock_openai.plan(call_tool("lookup", '{"q": "otter"}'), Reply("otters are mustelids"))
     h = await make_engine(mock=mock_openai, tools={})
 
-    result = await h.engine.run("what is an otter?")
+    result = await h.engine.run(Submission("what is an otter?"))
 
     assert (result.status, result.text) == ("ok", "otters are mustelids")
     assert len(mock_openai.requests) == 2
@@ -41,7 +42,7 @@ async def test_failing_tool_becomes_an_error_result(make_engine, mock_openai):
     mock_openai.plan(call_tool("explode"), Reply("sorry, that failed"))
     h = await make_engine(mock=mock_openai, tools={})
 
-    result = await h.engine.run("blow up")
+    result = await h.engine.run(Submission("blow up"))
 
     assert (result.status, result.text) == ("ok", "sorry, that failed")
     [tool] = tool_messages(mock_openai.requests[1].body)
@@ -53,7 +54,7 @@ async def test_unknown_tool_and_bad_arguments_are_error_results(make_engine, moc
     mock_openai.plan(call_tool("no_such_tool"), call_tool("lookup", "{not json"), Reply("ok"))
     h = await make_engine(mock=mock_openai, tools={})
 
-    result = await h.engine.run("try things")
+    result = await h.engine.run(Submission("try things"))
 
     assert result.status == "ok"
     unknown = tool_messages(mock_openai.requests[1].body)
@@ -67,7 +68,7 @@ async def test_failing_hooks_do_not_break_the_turn(make_engine, mock_openai):
     h = await make_engine(mock=mock_openai,
                           tools={"fail_prompt_hook": True, "fail_after_tool": True})
 
-    result = await h.engine.run("go")
+    result = await h.engine.run(Submission("go"))
 
     assert (result.status, result.text) == ("ok", "fine")
     assert tool_messages(mock_openai.requests[1].body)[0]["content"] == "found x"
@@ -79,7 +80,7 @@ async def test_before_tool_call_block_gives_the_model_an_error(make_engine, mock
     mock_openai.plan(call_tool("lookup", '{"q": "secret"}'), Reply("I may not look that up"))
     h = await make_engine(mock=mock_openai, tools={"block_tools": ["lookup"]})
 
-    result = await h.engine.run("look up the secret")
+    result = await h.engine.run(Submission("look up the secret"))
 
     assert (result.status, result.text) == ("ok", "I may not look that up")
     [tool] = tool_messages(mock_openai.requests[1].body)
@@ -91,7 +92,7 @@ async def test_before_tool_call_block_gives_the_model_an_error(make_engine, mock
 async def test_echo_tool_convention_runs_a_plugin_tool(make_engine):
     h = await make_engine(tools={})
 
-    result = await h.engine.run("/tool lookup " + orjson.dumps({"q": "heron"}).decode())
+    result = await h.engine.run(Submission("/tool lookup " + orjson.dumps({"q": "heron"}).decode()))
 
     assert (result.status, result.text) == ("ok", "tool lookup said: found heron")
     assert result.tool_calls == ()

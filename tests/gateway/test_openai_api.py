@@ -12,8 +12,9 @@ import pytest
 from clawgate.gateway.auth import FailureLimiter
 from clawgate.gateway.openai_chat import CURRENT_MARKER, HISTORY_MARKER
 from tests.support.gateway_server import (
-    GatewayServer,
+    GatewayApp,
     echo,
+    in_process,
     serve_gateway,
     sse_events,
     until,
@@ -40,11 +41,11 @@ def chunks_of(body: str) -> list[dict[str, Any]]:
 
 @pytest.fixture
 async def server(tmp_path: Path):
-    async with serve_gateway(tmp_path, {**echo(chunk_chars=4), **TWO_AGENTS}) as running:
+    async with in_process(tmp_path, {**echo(chunk_chars=4), **TWO_AGENTS}) as running:
         yield running
 
 
-async def test_completion_has_the_openai_shape(server: GatewayServer) -> None:
+async def test_completion_has_the_openai_shape(server: GatewayApp) -> None:
     async with server.client() as http:
         r = await http.post("/v1/chat/completions", json=chat("hello there", model="openclaw"))
     assert r.status_code == 200, r.text
@@ -56,11 +57,11 @@ async def test_completion_has_the_openai_shape(server: GatewayServer) -> None:
     usage = body["usage"]
     assert usage["prompt_tokens"] > 0 and usage["completion_tokens"] > 0
     assert usage["total_tokens"] == usage["prompt_tokens"] + usage["completion_tokens"]
-    run = await server.gateway.engine.store.get_run(body["id"].removeprefix("chatcmpl_"))
+    run = await server.gateway.runtime.engine.store.get_run(body["id"].removeprefix("chatcmpl_"))
     assert run is not None and run.key.startswith("agent:main:openai:")
 
 
-async def test_stream_sends_role_deltas_finish_usage_and_done(server: GatewayServer) -> None:
+async def test_stream_sends_role_deltas_finish_usage_and_done(server: GatewayApp) -> None:
     text = "streaming in many small chunks"
     async with server.client() as http:
         r = await http.post("/v1/chat/completions", json=chat(
@@ -76,7 +77,7 @@ async def test_stream_sends_role_deltas_finish_usage_and_done(server: GatewaySer
     assert chunks[-1]["choices"] == [] and chunks[-1]["usage"]["completion_tokens"] > 0
 
 
-async def test_user_keeps_one_session_over_requests(server: GatewayServer) -> None:
+async def test_user_keeps_one_session_over_requests(server: GatewayApp) -> None:
     history: list[dict[str, Any]] = []
     async with server.client() as http:
         for text in ("one", "two", "three"):
@@ -86,13 +87,13 @@ async def test_user_keeps_one_session_over_requests(server: GatewayServer) -> No
                                 json={"model": "clawgate", "messages": history, "user": "Alice"})
             assert r.json()["choices"][0]["message"]["content"] == text
             history.append(r.json()["choices"][0]["message"])
-    stored = await server.gateway.engine.store.transcript("agent:main:openai-user:alice")
+    stored = await server.gateway.runtime.engine.store.transcript("agent:main:openai-user:alice")
     assert [(m.role, m.content) for m in stored] == [
         ("user", "one"), ("assistant", "one"), ("user", "two"), ("assistant", "two"),
         ("user", "three"), ("assistant", "three")]
 
 
-async def test_fresh_session_gets_the_history_block(server: GatewayServer) -> None:
+async def test_fresh_session_gets_the_history_block(server: GatewayApp) -> None:
     messages = [{"role": "system", "content": "be brief"},
                 {"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"},
                 {"role": "user", "content": [{"type": "text", "text": "and now?"}]}]
@@ -103,7 +104,7 @@ async def test_fresh_session_gets_the_history_block(server: GatewayServer) -> No
         [HISTORY_MARKER, "User: hi", "Assistant: hello", "", CURRENT_MARKER, "User: and now?"])
 
 
-async def test_official_client_chat_and_models(server: GatewayServer) -> None:
+async def test_official_client_chat_and_models(server: GatewayApp) -> None:
     client = server.openai()
     try:
         done = await client.chat.completions.create(
@@ -129,14 +130,14 @@ async def test_official_client_chat_and_models(server: GatewayServer) -> None:
     ("OpenClaw:OPS", "ops"), ("gpt-4o", "main"),
 ])
 async def test_model_selects_the_agent(tmp_path: Path, model: str, agent: str) -> None:
-    async with serve_gateway(tmp_path, TWO_AGENTS) as running, running.client() as http:
+    async with in_process(tmp_path, TWO_AGENTS) as running, running.client() as http:
         r = await http.post("/v1/chat/completions", json=chat("hi", model=model, user="u1"))
         assert r.status_code == 200 and r.json()["model"] == model
-        assert await running.gateway.engine.store.get(f"agent:{agent}:openai-user:u1")
+        assert await running.gateway.runtime.engine.store.get(f"agent:{agent}:openai-user:u1")
 
 
-async def test_agent_header_overrides_and_unknown_agent_is_404(server: GatewayServer) -> None:
-    store = server.gateway.engine.store
+async def test_agent_header_overrides_and_unknown_agent_is_404(server: GatewayApp) -> None:
+    store = server.gateway.runtime.engine.store
     async with server.client() as http:
         r = await http.post("/v1/chat/completions", json=chat("hi", user="h"),
                             headers={"x-openclaw-agent-id": "ops"})
@@ -149,8 +150,8 @@ async def test_agent_header_overrides_and_unknown_agent_is_404(server: GatewaySe
         assert r.status_code == 404
 
 
-async def test_session_header_and_reserved_prefixes(server: GatewayServer) -> None:
-    store = server.gateway.engine.store
+async def test_session_header_and_reserved_prefixes(server: GatewayApp) -> None:
+    store = server.gateway.runtime.engine.store
     async with server.client() as http:
         r = await http.post("/v1/chat/completions", json=chat("hi"),
                             headers={"x-openclaw-session-key": "my-chat"})
@@ -165,7 +166,7 @@ async def test_session_header_and_reserved_prefixes(server: GatewayServer) -> No
             assert "reserved" in r.json()["error"]["message"]
 
 
-async def test_auth_failures_are_401_then_429(server: GatewayServer) -> None:
+async def test_auth_failures_are_401_then_429(server: GatewayApp) -> None:
     server.gateway.limiter = FailureLimiter(max_attempts=3, window_s=60, lockout_s=60)
     async with server.client(token=None) as anonymous:
         r = await anonymous.post("/v1/chat/completions", json=chat("hi"))
@@ -183,7 +184,7 @@ async def test_auth_failures_are_401_then_429(server: GatewayServer) -> None:
         assert (await http.get("/v1/models")).status_code == 429
 
 
-async def test_bad_bodies_are_400_and_the_server_keeps_serving(server: GatewayServer) -> None:
+async def test_bad_bodies_are_400_and_the_server_keeps_serving(server: GatewayApp) -> None:
     cases: list[tuple[Any, str]] = [
         (b"{not json", "not valid JSON"),
         (b"[1, 2]", "JSON object"),
@@ -217,13 +218,13 @@ async def test_bad_bodies_are_400_and_the_server_keeps_serving(server: GatewaySe
 
 async def test_body_over_the_limit_is_413(tmp_path: Path) -> None:
     config = {"gateway": {"max_body_bytes": 2048}}
-    async with serve_gateway(tmp_path, config) as running, running.client() as http:
+    async with in_process(tmp_path, config) as running, running.client() as http:
         r = await http.post("/v1/chat/completions", json=chat("x" * 4096))
         assert r.status_code == 413 and r.json()["error"]["code"] == "payload_too_large"
         assert (await http.post("/v1/chat/completions", json=chat("small"))).status_code == 200
 
 
-async def test_wrong_method_is_an_openai_405(server: GatewayServer) -> None:
+async def test_wrong_method_is_an_openai_405(server: GatewayApp) -> None:
     async with server.client() as http:
         for method, path in (("GET", "/v1/chat/completions"), ("PUT", "/v1/responses"),
                              ("POST", "/v1/models"), ("DELETE", "/openclaw/v1/models/clawgate")):
@@ -232,7 +233,7 @@ async def test_wrong_method_is_an_openai_405(server: GatewayServer) -> None:
             assert r.json()["error"]["type"] == "invalid_request_error" and "allow" in r.headers
 
 
-async def test_client_tool_round_trip(server: GatewayServer) -> None:
+async def test_client_tool_round_trip(server: GatewayApp) -> None:
     first = [{"role": "user", "content": '/tool get_weather {"city": "Paris"}'}]
     async with server.client() as http:
         r = await http.post("/v1/chat/completions",
@@ -257,13 +258,13 @@ async def test_client_tool_round_trip(server: GatewayServer) -> None:
     assert chunks[-2]["choices"][0]["delta"]["tool_calls"][0]["function"]["name"] == \
         "get_weather"
     assert chunks[-1]["choices"][0]["finish_reason"] == "tool_calls"
-    stored = await server.gateway.engine.store.transcript("agent:main:openai-user:tools")
+    stored = await server.gateway.runtime.engine.store.transcript("agent:main:openai-user:tools")
     assert [m.role for m in stored] == ["user", "assistant", "tool", "assistant"]
 
 
 async def test_disconnect_mid_stream_keeps_the_run(tmp_path: Path) -> None:
     async with serve_gateway(tmp_path, echo(delay_ms=300, chunk_chars=2)) as running:
-        engine = running.gateway.engine
+        engine = running.gateway.runtime.engine
         listening = engine.bus.subscribers  # the WebSocket relay's, if any
         async with running.client() as http, http.stream(
                 "POST", "/v1/chat/completions",
@@ -283,7 +284,7 @@ async def test_disconnect_mid_stream_keeps_the_run(tmp_path: Path) -> None:
 
 async def test_run_failures(tmp_path: Path) -> None:
     config = {"agents": [{"id": "main", "model": "missing/model"}]}
-    async with serve_gateway(tmp_path, config) as running, running.client() as http:
+    async with in_process(tmp_path, config) as running, running.client() as http:
         r = await http.post("/v1/chat/completions", json=chat("hi"))
         assert r.status_code == 500 and r.json()["error"]["type"] == "api_error"
         assert "missing" in r.json()["error"]["message"]
@@ -295,22 +296,22 @@ async def test_run_failures(tmp_path: Path) -> None:
 
 async def test_queue_full_is_429_and_draining_is_503(tmp_path: Path) -> None:
     config = {**echo(delay_ms=200), "engine": {"queue_cap": 1}}
-    async with serve_gateway(tmp_path, config) as running, running.client() as http:
+    async with in_process(tmp_path, config) as running, running.client() as http:
         replies = await asyncio.gather(*(
             http.post("/v1/chat/completions", json=chat(f"m{i}", user="busy")) for i in range(3)))
         codes = sorted(r.status_code for r in replies)
         assert codes[0] == 200 and codes[-1] == 429
         busy = next(r for r in replies if r.status_code == 429)
         assert busy.json()["error"]["type"] == "rate_limit_error"
-        running.gateway.draining = True
+        running.gateway.state = "draining"
         try:
             r = await http.post("/v1/chat/completions", json=chat("late"))
             assert r.status_code == 503
         finally:
-            running.gateway.draining = False
+            running.gateway.state = "ready"
 
 
-async def test_models_and_the_openclaw_alias(server: GatewayServer) -> None:
+async def test_models_and_the_openclaw_alias(server: GatewayApp) -> None:
     async with server.client() as http:
         listed = (await http.get("/v1/models")).json()
         assert listed["object"] == "list"
@@ -334,9 +335,19 @@ async def test_models_and_the_openclaw_alias(server: GatewayServer) -> None:
                        status="404") == 1
 
 
-async def test_metrics_endpoint_shows_the_routes(server: GatewayServer) -> None:
+async def test_metrics_endpoint_shows_the_routes(server: GatewayApp) -> None:
     async with server.client() as http:
         await http.post("/v1/chat/completions", json=chat("count me"))
         text = (await http.get("/metrics")).text
     assert 'http_requests_total{route="/v1/chat/completions",status="200"} 1' in text
     assert 'http_request_seconds_count{route="/v1/chat/completions"} 1' in text
+
+
+async def test_a_command_over_http_is_answered_by_the_command(server: GatewayApp) -> None:
+    async with server.client() as http:
+        r = await http.post("/v1/chat/completions", json=chat("/status", user="cmd"))
+        assert r.status_code == 200, r.text
+        content = r.json()["choices"][0]["message"]["content"]
+        assert "Session: agent:main:openai-user:cmd" in content
+        r = await http.post("/v1/chat/completions", json=chat("/tool nothing here"))
+        assert r.json()["choices"][0]["message"]["content"] == "/tool nothing here"

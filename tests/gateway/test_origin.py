@@ -9,7 +9,7 @@ import pytest
 import websockets
 
 from clawgate.gateway.http import host_allowed, origin_allowed
-from tests.support.gateway_server import serve_gateway
+from tests.support.gateway_server import in_process, serve_gateway
 
 pytestmark = pytest.mark.anyio
 
@@ -62,7 +62,7 @@ async def test_foreign_origin_is_refused_on_http_and_websocket(tmp_path: Path) -
 
 async def test_dns_rebinding_is_refused_when_auth_is_off(tmp_path: Path) -> None:
     config = {"gateway": {"auth": {"mode": "none"}}}
-    async with serve_gateway(tmp_path, config) as server, server.client(token=None) as http:
+    async with in_process(tmp_path, config) as server, server.client(token=None) as http:
         assert (await http.get("/v1/models")).status_code == 200  # loopback, no auth needed
         rebinding = await http.get("/v1/models", headers={"Host": "evil.example:18789"})
         assert rebinding.status_code == 403

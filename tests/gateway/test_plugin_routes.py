@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.gateway_server import serve_gateway
+from tests.support.gateway_server import in_process, serve_gateway
 
 FIXTURE = Path(__file__).resolve().parent.parent / "fixtures" / "plugins" / "http-route"
 
@@ -16,11 +16,11 @@ FIXTURE = Path(__file__).resolve().parent.parent / "fixtures" / "plugins" / "htt
 async def test_plugin_routes_through_the_gateway(tmp_path: Path) -> None:
     shutil.copytree(FIXTURE, tmp_path / "plugins" / "http_route")
     config = {"plugins": {"load_paths": [str(tmp_path / "plugins")]}}
-    async with serve_gateway(tmp_path, config) as server:
-        record = server.gateway.plugins.current.registry.record("http-route")
+    async with in_process(tmp_path, config) as server:
+        record = server.gateway.runtime.host.current.registry.record("http-route")
         assert record is not None and record.status == "loaded"
         assert set(record.routes) == {"/hello", "/public", "/broken"}
-        refused = [d.message for d in server.gateway.plugins.current.registry.diagnostics
+        refused = [d.message for d in server.gateway.runtime.host.current.registry.diagnostics
                    if d.plugin_id == "http-route"]
         assert any("/v1/chat/completions" in m and "gateway core" in m for m in refused)
         assert any("'/health'" in m for m in refused)

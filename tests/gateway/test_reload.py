@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from clawgate.agents.turn import Submission
 from tests.support.gateway_server import serve_gateway
 from tests.support.poll import until
 from tests.support.ws_client import open_client
@@ -26,24 +27,25 @@ async def test_reload_swaps_generation_and_in_flight_turns_finish_on_the_old(
     config = {"plugins": {"entries": {"echo": {"config": {"delay_ms": 300}}}}}
     async with serve_gateway(state, config) as server, open_client(server) as ws:
         gateway = server.gateway
-        first = gateway.plugins.current
+        first = gateway.runtime.host.current
         unchanged = await ws.ok("plugins.reload")
         assert unchanged["changed"] is False and unchanged["generation"] == first.id
 
-        slow = await gateway.engine.submit("still on the old generation",
-                                           session_key="agent:main:reload")
-        await until(lambda: gateway.engine.lanes.active("agent:main:reload") is not None)
+        slow = await gateway.runtime.engine.submit(Submission("still on the old generation",
+                                           session_key="agent:main:reload"))
+        await until(lambda: gateway.runtime.engine.lanes.active("agent:main:reload") is not None)
         write_config(state, 0)
         reloaded = await ws.ok("plugins.reload")
         assert reloaded["changed"] is True and reloaded["generation"] != first.id
-        second = gateway.plugins.current
+        second = gateway.runtime.host.current
         assert second.id == reloaded["generation"]
-        assert gateway.plugins.in_flight(first) == 1  # the admitted turn keeps its generation
-        result = await slow.done
+        assert gateway.runtime.host.in_flight(first) == 1  # the admitted turn keeps its generation
+        result = await slow.result()
         assert result.status == "ok" and result.text == "still on the old generation"
-        await until(lambda: first not in gateway.plugins.live()
-                    and gateway.plugins.in_flight(first) == 0)
-        fast = await gateway.engine.run("new generation", session_key="agent:main:reload")
+        await until(lambda: first not in gateway.runtime.host.live()
+                    and gateway.runtime.host.in_flight(first) == 0)
+        fast = await gateway.runtime.engine.run(
+            Submission("new generation", session_key="agent:main:reload"))
         assert fast.text == "new generation"
         counters = gateway.metrics.counters()
         assert counters["plugin_loads_on_request_total"] == 0
@@ -55,12 +57,12 @@ async def test_an_invalid_config_is_refused_and_changes_nothing(tmp_path: Path) 
     state = tmp_path / "state"
     write_config(state, 0)
     async with serve_gateway(state, {}) as server, open_client(server) as ws:
-        before = server.gateway.plugins.current
+        before = server.gateway.runtime.host.current
         write_config(state, 0, "[plugins]\nbogus = true\n")
         error = await ws.call("plugins.reload")
         assert error["ok"] is False
         assert "plugins.bogus" in error["error"]["message"]
-        assert server.gateway.plugins.current is before
+        assert server.gateway.runtime.host.current is before
         (state / "clawgate.toml").write_text("[plugins.entries.echo.config]\ndelay_ms = -5\n")
         reloaded = await ws.ok("plugins.reload")  # valid TOML, invalid plugin config
         echo = next(p for p in reloaded["plugins"] if p["id"] == "echo")

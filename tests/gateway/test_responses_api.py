@@ -8,7 +8,7 @@ from typing import Any
 import orjson
 import pytest
 
-from tests.support.gateway_server import GatewayServer, echo, serve_gateway, sse_events
+from tests.support.gateway_server import GatewayApp, echo, in_process, sse_events
 
 pytestmark = pytest.mark.anyio
 
@@ -32,11 +32,11 @@ def events_of(body: str) -> list[dict[str, Any]]:
 @pytest.fixture
 async def server(tmp_path: Path):
     config = {**echo(chunk_chars=3), "agents": [{"id": "main", "default": True}, {"id": "ops"}]}
-    async with serve_gateway(tmp_path, config) as running:
+    async with in_process(tmp_path, config) as running:
         yield running
 
 
-async def test_response_resource(server: GatewayServer) -> None:
+async def test_response_resource(server: GatewayApp) -> None:
     async with server.client() as http:
         r = await http.post("/v1/responses", json={"model": "openclaw", "input": "hi there"})
     assert r.status_code == 200, r.text
@@ -51,11 +51,11 @@ async def test_response_resource(server: GatewayServer) -> None:
                                 "logprobs": []}]
     usage = body["usage"]
     assert usage["total_tokens"] == usage["input_tokens"] + usage["output_tokens"] > 0
-    run = await server.gateway.engine.store.get_run(body["id"].removeprefix("resp_"))
+    run = await server.gateway.runtime.engine.store.get_run(body["id"].removeprefix("resp_"))
     assert run is not None and run.key.startswith("agent:main:openresponses:")
 
 
-async def test_stream_events_in_order(server: GatewayServer) -> None:
+async def test_stream_events_in_order(server: GatewayApp) -> None:
     async with server.client() as http:
         r = await http.post("/v1/responses", json={"input": "a streamed reply", "stream": True})
     assert r.headers["content-type"].startswith("text/event-stream")
@@ -71,8 +71,8 @@ async def test_stream_events_in_order(server: GatewayServer) -> None:
     assert events[-4]["text"] == "a streamed reply"
 
 
-async def test_items_instructions_and_user_session(server: GatewayServer) -> None:
-    store = server.gateway.engine.store
+async def test_items_instructions_and_user_session(server: GatewayApp) -> None:
+    store = server.gateway.runtime.engine.store
     request = {"model": "openclaw:ops", "user": "Bob", "instructions": "answer briefly",
                "input": [{"type": "message", "role": "user",
                           "content": [{"type": "input_text", "text": "first"}]}]}
@@ -88,7 +88,7 @@ async def test_items_instructions_and_user_session(server: GatewayServer) -> Non
     assert [m.content for m in stored] == ["first", "first", "second", "second"]
 
 
-async def test_function_call_round_trip(server: GatewayServer) -> None:
+async def test_function_call_round_trip(server: GatewayApp) -> None:
     async with server.client() as http:
         r = await http.post("/v1/responses", json={
             "input": '/tool get_time {"zone": "UTC"}', "tools": [CLOCK]})
@@ -111,7 +111,7 @@ async def test_function_call_round_trip(server: GatewayServer) -> None:
     assert events[-1]["response"]["output"][0]["name"] == "get_time"
 
 
-async def test_official_client_responses(server: GatewayServer) -> None:
+async def test_official_client_responses(server: GatewayApp) -> None:
     client = server.openai()
     try:
         done = await client.responses.create(model="clawgate/ops", input="sdk says hi")
@@ -129,7 +129,7 @@ async def test_official_client_responses(server: GatewayServer) -> None:
         await client.close()
 
 
-async def test_bad_requests_name_the_field(server: GatewayServer) -> None:
+async def test_bad_requests_name_the_field(server: GatewayApp) -> None:
     cases: list[tuple[dict[str, Any], int, str]] = [
         ({}, 400, "`input`"),
         ({"input": []}, 400, "`input`"),
@@ -151,7 +151,7 @@ async def test_bad_requests_name_the_field(server: GatewayServer) -> None:
 
 async def test_failed_run(tmp_path: Path) -> None:
     config = {"agents": [{"id": "main", "model": "missing/model"}]}
-    async with serve_gateway(tmp_path, config) as running, running.client() as http:
+    async with in_process(tmp_path, config) as running, running.client() as http:
         r = await http.post("/v1/responses", json={"input": "hi"})
         assert r.status_code == 500 and r.json()["error"]["type"] == "api_error"
         r = await http.post("/v1/responses", json={"input": "hi", "stream": True})

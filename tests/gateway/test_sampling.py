@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.gateway_server import serve_gateway
+from tests.support.gateway_server import in_process
 from tests.support.mock_openai import MockOpenAI, Reply
 
 pytestmark = pytest.mark.anyio
@@ -23,7 +23,7 @@ def config(mock: MockOpenAI) -> dict:
 async def test_chat_completion_sampling_reaches_the_provider(
         tmp_path: Path, mock_openai: MockOpenAI) -> None:
     mock_openai.plan(Reply("sampled"), Reply("limited"))
-    async with serve_gateway(tmp_path, config(mock_openai)) as server, server.client() as http:
+    async with in_process(tmp_path, config(mock_openai)) as server, server.client() as http:
         reply = await http.post("/v1/chat/completions", json={
             "model": "clawgate", "temperature": 0.2, "top_p": 0.9, "max_completion_tokens": 64,
             "seed": 7, "stop": "END", "presence_penalty": 0.5,
@@ -48,7 +48,7 @@ async def test_chat_completion_sampling_reaches_the_provider(
 ])
 async def test_bad_sampling_option_is_refused_by_name(
         tmp_path: Path, mock_openai: MockOpenAI, field: str, value: object) -> None:
-    async with serve_gateway(tmp_path, config(mock_openai)) as server, server.client() as http:
+    async with in_process(tmp_path, config(mock_openai)) as server, server.client() as http:
         reply = await http.post("/v1/chat/completions", json={
             "model": "clawgate", field: value, "messages": [{"role": "user", "content": "hi"}]})
         assert reply.status_code == 400

@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 
+from clawgate.agents.turn import Submission
 from tests.support.gateway_server import GatewayServer, echo, serve_gateway, until
 from tests.support.ws_client import WsClient, open_client
 
@@ -26,7 +27,7 @@ async def slow(tmp_path: Path):
     """A gateway whose echo provider waits 10 s before answering (runs are aborted after)."""
     async with serve_gateway(tmp_path, echo(delay_ms=10_000)) as running:
         yield running
-        engine = running.gateway.engine
+        engine = running.gateway.runtime.engine
         for key in engine.lanes.active_keys():
             engine.abort(key)
 
@@ -97,7 +98,8 @@ async def test_chat_send_bad_params(client: WsClient) -> None:
 
 async def test_chat_history_in_display_form(server: GatewayServer, client: WsClient) -> None:
     for i in range(3):
-        await server.gateway.engine.run(f"message {i}", session_key="agent:main:hist")
+        await server.gateway.runtime.engine.run(
+            Submission(f"message {i}", session_key="agent:main:hist"))
     out = await client.ok("chat.history", {"sessionKey": "hist", "limit": 4})
     assert out["sessionKey"] == "agent:main:hist" and out["sessionId"]
     messages = out["messages"]
@@ -153,7 +155,7 @@ async def test_chat_abort_mid_run(slow: GatewayServer) -> None:
             "status"] == "started"
         again = await client.ok("chat.send", send("ab", "never answered", "ab-1"))
         assert again == {"runId": "ab-1", "status": "in_flight"}
-        await until(lambda: slow.gateway.engine.lanes.active("agent:main:ab") is not None)
+        await until(lambda: slow.gateway.runtime.engine.lanes.active("agent:main:ab") is not None)
         out = await client.ok("chat.abort", {"sessionKey": "ab"})
         assert out == {"ok": True, "aborted": True, "runIds": ["ab-1"]}
         frames = await chat_until_done(client, "ab-1")
@@ -187,3 +189,17 @@ async def test_agent_timeout_and_wait_timeout(slow: GatewayServer) -> None:
         assert waited == {"runId": "t-1", "status": "timeout"}
         final = (await client.response(req_id))["payload"]
         assert final["status"] == "error" and final["result"]["meta"]["aborted"] is True
+
+
+async def test_commands_from_chat_send_answer_as_chat_events(client: WsClient) -> None:
+    ack = await client.ok("chat.send", send("main", "/status", "cmd-status"))
+    assert ack == {"runId": "cmd-status", "status": "started"}
+    frames = await chat_until_done(client, "cmd-status")
+    final = frames[-1]["payload"]
+    assert final["state"] == "final"
+    assert "Session: agent:main:main" in final["message"]["content"][0]["text"]
+    history = await client.ok("chat.history", {"sessionKey": "main"})
+    assert history["messages"] == []  # a command is not part of the transcript
+    ack = await client.ok("chat.send", send("main", "/new", "cmd-new"))
+    frames = await chat_until_done(client, "cmd-new")
+    assert frames[-1]["payload"]["message"]["content"][0]["text"] == "Started a new session."

@@ -27,7 +27,9 @@ async def test_client_handshake_calls_and_events(server: GatewayServer) -> None:
     async with GatewayClient(ws_url(server), TOKEN) as client:
         assert client.hello["type"] == "hello-ok" and client.hello["protocol"] == 4
         assert "operator.admin" in client.hello["auth"]["scopes"]
-        assert [p for p in client.hello["snapshot"]["presence"] if p.get("mode") == "cli"]
+        presence = client.hello["snapshot"]["presence"]
+        # One-shot CLI connections are not presence entries (OpenClaw's rule); the gateway is.
+        assert [p["mode"] for p in presence] == ["gateway"]
         assert (await client.call("health"))["ok"] is True
         ack = await client.call("chat.send", {"sessionKey": "main", "message": "via client",
                                               "idempotencyKey": "cli-1"})
@@ -60,7 +62,7 @@ async def test_client_refused_handshake_raises(server: GatewayServer) -> None:
 
 async def test_pending_calls_fail_when_the_connection_closes(server: GatewayServer) -> None:
     async with GatewayClient(ws_url(server), TOKEN) as client:
-        conn = next(iter(server.gateway.connections))
+        conn = next(iter(server.gateway.hub.connections))
         await conn.close(1012, "going away")
         with pytest.raises(GatewayError) as closed:
             await client.call("health", wait_s=5)

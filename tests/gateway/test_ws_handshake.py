@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from clawgate.gateway.auth import FailureLimiter
-from clawgate.gateway.methods import core_methods
+from clawgate.gateway.methods import CORE
 from clawgate.gateway.methods.system import EVENTS
 from tests.support.gateway_server import GatewayServer, serve_gateway
 from tests.support.ws_client import Device, WsClient, connect_params, open_client
@@ -33,10 +33,10 @@ async def test_hello_ok_has_the_reference_shape(server: GatewayServer) -> None:
         assert res["ok"] and res["id"] == "c1"
         hello = res["payload"]
         assert hello["type"] == "hello-ok" and hello["protocol"] == 4
-        assert hello["server"]["version"] == server.gateway.version()
+        assert hello["server"]["version"] == server.gateway.version
         assert hello["server"]["connId"]
         methods = hello["features"]["methods"]
-        assert methods == sorted(methods) and set(core_methods()) <= set(methods)
+        assert methods == sorted(methods) and set(CORE) <= set(methods)
         assert hello["features"]["events"] == list(EVENTS)
         snapshot = hello["snapshot"]
         assert {"presence", "health", "stateVersion", "uptimeMs", "stateDir",
@@ -48,7 +48,7 @@ async def test_hello_ok_has_the_reference_shape(server: GatewayServer) -> None:
         assert any(p.get("mode") == "test" for p in snapshot["presence"])
         assert hello["auth"]["role"] == "operator"
         assert "operator.admin" in hello["auth"]["scopes"]  # no scopes asked: full trust
-        assert hello["policy"] == {"maxPayload": 26214400, "maxBufferedBytes": 52428800,
+        assert hello["policy"] == {"maxPayload": 26214400, "maxBufferedBytes": 524288,
                                    "tickIntervalMs": 15000}
     finally:
         await client.close()
@@ -78,7 +78,7 @@ async def test_bad_token_is_refused_and_closed(server: GatewayServer, token: str
     assert not res["ok"] and res["error"]["code"] == "INVALID_REQUEST"
     assert res["error"]["details"]["code"] == detail
     assert (await client.closed())[0] == 1008
-    assert not server.gateway.connections
+    assert not server.gateway.hub.connections
 
 
 async def test_failed_attempts_are_rate_limited(server: GatewayServer) -> None:
@@ -131,15 +131,11 @@ async def test_oversized_pre_connect_frame_closes_1009(server: GatewayServer) ->
     assert (await client.closed())[0] == 1009
 
 
-@pytest.mark.parametrize("how", ["attribute", "env"])
+@pytest.mark.parametrize("how", ["config", "env"])
 async def test_handshake_timeout_closes(tmp_path: Path, how: str) -> None:
-    def prepare(gateway) -> None:
-        if how == "env":
-            gateway.env["OPENCLAW_HANDSHAKE_TIMEOUT_MS"] = "200"
-        else:
-            gateway.handshake_timeout_s = 0.2
-
-    async with serve_gateway(tmp_path, prepare=prepare) as server:
+    config = {"gateway": {"ws": {"handshake_timeout_ms": 200}}} if how == "config" else {}
+    env = {"OPENCLAW_HANDSHAKE_TIMEOUT_MS": "200"} if how == "env" else {}
+    async with serve_gateway(tmp_path, config, env=env) as server:
         client = await WsClient.open(server)
         await client.challenge()
         code, reason = await client.closed()
@@ -147,12 +143,12 @@ async def test_handshake_timeout_closes(tmp_path: Path, how: str) -> None:
 
 
 async def test_not_ready_answers_unavailable(server: GatewayServer) -> None:
-    server.gateway.ready = False
+    server.gateway.state = "starting"
     try:
         client, res = await handshake(server, connect_params())
         await client.close()
     finally:
-        server.gateway.ready = True
+        server.gateway.state = "ready"
     assert res["error"]["code"] == "UNAVAILABLE"
     assert res["error"]["details"]["reason"] == "startup-sidecars"
     assert res["error"]["retryAfterMs"] > 0
@@ -207,10 +203,8 @@ async def test_malformed_frames_after_hello_keep_the_connection(server: GatewayS
 
 
 async def test_frame_over_max_payload_closes_1009(tmp_path: Path) -> None:
-    def prepare(gateway) -> None:
-        gateway.ws_max_payload = 100_000
-
-    async with serve_gateway(tmp_path, prepare=prepare) as server:
+    config = {"gateway": {"ws": {"max_payload_bytes": 100_000}}}
+    async with serve_gateway(tmp_path, config) as server:
         async with open_client(server) as client:
             assert client.hello["policy"]["maxPayload"] == 100_000
             await client.send({"type": "req", "id": "big", "method": "health",
@@ -219,10 +213,7 @@ async def test_frame_over_max_payload_closes_1009(tmp_path: Path) -> None:
 
 
 async def test_ticks_arrive_with_increasing_seq(tmp_path: Path) -> None:
-    def prepare(gateway) -> None:
-        gateway.tick_interval_s = 0.05
-
-    async with serve_gateway(tmp_path, prepare=prepare) as server:
+    async with serve_gateway(tmp_path, {"gateway": {"ws": {"tick_interval_ms": 50}}}) as server:
         async with open_client(server) as client:
             assert client.hello["policy"]["tickIntervalMs"] == 50
             first = await client.event("tick")

@@ -13,7 +13,7 @@ import orjson
 import pytest
 import websockets
 
-from clawgate.diagnostics.timeline import Timeline
+from clawgate.agents.turn import Submission
 from tests.support.gateway_server import GatewayServer, echo, serve_gateway, until
 from tests.support.ws_client import WsClient, connect_params, open_client, write_demo_plugin
 
@@ -40,18 +40,16 @@ async def slow_reader(server: GatewayServer) -> WsClient:
 async def test_slow_consumer_is_disconnected_with_bounded_memory(tmp_path: Path) -> None:
     write_demo_plugin(tmp_path / "plugins")
 
-    def prepare(gateway) -> None:
-        gateway.ws_max_buffered_bytes = LIMIT
-
-    config = {"plugins": {"load_paths": [str(tmp_path / "plugins")]}}
-    async with serve_gateway(tmp_path / "state", config, prepare=prepare) as server:
+    config = {"plugins": {"load_paths": [str(tmp_path / "plugins")]},
+              "gateway": {"ws": {"max_connection_buffered_bytes": LIMIT}}}
+    async with serve_gateway(tmp_path / "state", config) as server:
         gateway = server.gateway
         slow = await slow_reader(server)
         try:
-            conn = next(c for c in gateway.connections if c.client_id == "slow")
+            conn = next(c for c in gateway.hub.connections if c.client_id == "slow")
             async with open_client(server) as fast:
                 deadline = time.monotonic() + 30
-                while conn in gateway.connections:
+                while conn in gateway.hub.connections:
                     assert time.monotonic() < deadline, "the slow client was never cut off"
                     out = await fast.ok("demo.flood", {"count": 32, "size": 16_384}, within=10)
                     assert out == {"sent": 32}
@@ -59,7 +57,7 @@ async def test_slow_consumer_is_disconnected_with_bounded_memory(tmp_path: Path)
                 assert conn.peak_buffered <= LIMIT
                 assert gateway.metrics.counters()["ws_slow_consumers_total"] >= 1
                 assert (await fast.ok("health"))["ok"]  # the reader that keeps up stays
-                assert [c.client_id for c in gateway.connections] == ["test"]
+                assert [c.client_id for c in gateway.hub.connections] == ["test"]
         finally:
             slow.ws.transport.abort()  # it never reads: don't wait for a close handshake
         await until(lambda: conn._finished.is_set())
@@ -74,20 +72,21 @@ def metric(text: str, name: str) -> float:
 async def test_sessions_list_adds_no_plugin_work_while_32_turns_run(tmp_path: Path) -> None:
     watched = ("plugin_metadata_scans_total", "plugin_loads_on_request_total")
     async with serve_gateway(tmp_path, echo(delay_ms=40, chunk_chars=8)) as server:
-        engine = server.gateway.engine
+        engine = server.gateway.runtime.engine
         before = {n: server.gateway.metrics.counters()[n] for n in watched}
         async with server.client() as http:
             scraped = (await http.get("/metrics")).text
         assert {n: metric(scraped, n) for n in watched} == before
         async with open_client(server) as client:
-            runs = [await engine.submit(f"turn {i}", session_key=f"agent:main:load-{i % 8}")
+            runs = [await engine.submit(Submission(f"turn {i}",
+                                                   session_key=f"agent:main:load-{i % 8}"))
                     for i in range(32)]
             listings = 0
-            while not all(r.done.done() for r in runs):
+            while not all(r.done for r in runs):
                 page = await client.ok("sessions.list", {"limit": 50})
                 assert page["totalCount"] == 8
                 listings += 1
-            results = await asyncio.gather(*(r.done for r in runs))
+            results = await asyncio.gather(*(r.result() for r in runs))
             assert {r.status for r in results} == {"ok"}
             assert listings > 1
             assert (await client.ok("sessions.list"))["totalCount"] == 8
@@ -100,11 +99,8 @@ async def test_sessions_list_adds_no_plugin_work_while_32_turns_run(tmp_path: Pa
 async def test_sessions_list_is_one_span_and_never_a_scan(tmp_path: Path) -> None:
     path = tmp_path / "timeline.jsonl"
 
-    def prepare(gateway) -> None:
-        timeline = Timeline(path)
-        gateway.timeline = gateway.engine.timeline = gateway.plugins.timeline = timeline
-
-    async with serve_gateway(tmp_path / "state", prepare=prepare) as server:
+    env = {"CLAWGATE_DIAGNOSTICS": "1", "CLAWGATE_DIAGNOSTICS_TIMELINE_PATH": str(path)}
+    async with serve_gateway(tmp_path / "state", env=env) as server:
         async with open_client(server) as client:
             for _ in range(3):
                 await client.ok("sessions.list", {"agentId": "main"})

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from clawgate.agents.turn import Submission
 from tests.support.gateway_server import GatewayServer, serve_gateway
 from tests.support.ws_client import READ_WRITE, WsClient, open_client, write_demo_plugin
 
@@ -30,7 +31,7 @@ async def client(server: GatewayServer):
 
 
 async def run(server: GatewayServer, key: str, text: str = "hi") -> None:
-    result = await server.gateway.engine.run(text, session_key=key)
+    result = await server.gateway.runtime.engine.run(Submission(text, session_key=key))
     assert result.status == "ok", result
 
 
@@ -53,7 +54,7 @@ async def test_health(server: GatewayServer, client: WsClient) -> None:
 
 async def test_status_and_presence(server: GatewayServer, client: WsClient) -> None:
     status = await client.ok("status")
-    assert status["version"] == server.gateway.version() and status["uptimeMs"] >= 0
+    assert status["version"] == server.gateway.version and status["uptimeMs"] >= 0
     assert status["sessions"]["count"] == 0 and status["agents"][0]["id"] == "main"
     assert "demo.echo" in status["plugins"]["methods"] and status["plugins"]["errors"] == 0
     assert status["counters"]["plugin_loads_on_request_total"] == 0
@@ -65,7 +66,7 @@ async def test_status_and_presence(server: GatewayServer, client: WsClient) -> N
 async def test_sessions_list_pages_and_filters(server: GatewayServer, client: WsClient) -> None:
     for name in ("alpha", "beta", "gamma"):
         await run(server, f"agent:main:{name}")
-    await server.gateway.store.patch("agent:main:beta", label="Beta label")
+    await server.gateway.runtime.store.patch("agent:main:beta", label="Beta label")
     page = await client.ok("sessions.list", {"limit": 2})
     assert page["count"] == 2 and page["totalCount"] == 3 and page["limitApplied"] == 2
     assert page["hasMore"] is True and page["nextOffset"] == 2 and page["offset"] == 0
@@ -131,7 +132,7 @@ async def test_sessions_patch(server: GatewayServer, client: WsClient) -> None:
 
 async def test_sessions_reset_and_delete(server: GatewayServer, client: WsClient) -> None:
     await run(server, "agent:main:gone")
-    before = await server.gateway.store.get("agent:main:gone")
+    before = await server.gateway.runtime.store.get("agent:main:gone")
     assert before is not None
     out = await client.ok("sessions.reset", {"key": "agent:main:gone"})
     assert out["ok"] and out["entry"]["sessionId"] != before.session_id
@@ -139,7 +140,7 @@ async def test_sessions_reset_and_delete(server: GatewayServer, client: WsClient
     assert history["messages"] == []
     out = await client.ok("sessions.delete", {"key": "agent:main:gone"})
     assert out == {"ok": True, "key": "agent:main:gone", "deleted": True, "archived": []}
-    assert await server.gateway.store.get("agent:main:gone") is None
+    assert await server.gateway.runtime.store.get("agent:main:gone") is None
     await bad(client, "sessions.delete", {"key": "main"}, "cannot be deleted")
     await bad(client, "sessions.reset", {"key": "agent:main:never"}, "no session")
     await bad(client, "sessions.delete", {}, "key: Field required")
@@ -147,7 +148,7 @@ async def test_sessions_reset_and_delete(server: GatewayServer, client: WsClient
 
 async def test_sessions_resolve(server: GatewayServer, client: WsClient) -> None:
     await run(server, "agent:main:findme")
-    entry = await server.gateway.store.patch("agent:main:findme", label="Finder")
+    entry = await server.gateway.runtime.store.patch("agent:main:findme", label="Finder")
     assert await client.ok("sessions.resolve", {"key": "findme"}) == {
         "ok": True, "key": "agent:main:findme"}
     assert (await client.ok("sessions.resolve", {"label": "Finder"}))["key"] == entry.key

@@ -265,12 +265,13 @@ async def test_fail_closed_gate_blocks_on_timeout() -> None:
 
 async def test_fail_closed_non_gate_raises_hook_error(monkeypatch: pytest.MonkeyPatch) -> None:
     strict = HookSpec("strict_modify", ("text",), "modify", 1, fail="closed", fields=("text",))
-    monkeypatch.setitem(SPECS, "strict_modify", strict)  # type: ignore[index]
+    specs = {**SPECS, "strict_modify": strict}
 
     def broken(text: str) -> None:
         raise RuntimeError("bad")
 
-    caller = HookCaller([handler("p", "strict_modify", broken)])
+    caller = HookCaller([HookHandler("p", "strict_modify", broken, 0, 1, 0, ("text",))],
+                        specs=specs)
     with pytest.raises(HookError) as caught:
         await caller.call("strict_modify", text="x")
     assert (caught.value.hook, caught.value.plugin_id) == ("strict_modify", "p")

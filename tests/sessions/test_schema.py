@@ -61,7 +61,7 @@ async def test_a_v1_database_is_migrated_and_keeps_its_data(db_path: Path) -> No
         assert entry is not None and entry.label == "old label" and entry.session_id == "s-1"
         assert entry.verbose_level is None  # a v2 column
         assert [m.content for m in await store.transcript("agent:main:main")] == ["from v1"]
-        await store.start_run("r1", "agent:main:main")  # the v2 runs table exists
+        await store.admit("r1", "agent:main:main", [{"role": "user", "content": "x"}])  # runs
         assert (await store.patch("agent:main:main", last_account_id="a1")).last_account_id == "a1"
     assert _version(db_path) == SCHEMA_VERSION
 

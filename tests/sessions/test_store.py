@@ -148,20 +148,31 @@ async def test_bad_message_is_refused_and_nothing_stored(
     assert await store.transcript(MAIN) == []
 
 
-async def test_add_usage(store: SessionStore) -> None:
-    await store.ensure(MAIN)
-    await store.add_usage(MAIN, 10, 5)
-    entry = await store.add_usage(MAIN, 1, 2)
+USER = [{"role": "user", "content": "q"}]
+
+
+async def finish(store: SessionStore, run_id: str, key: str, status: str = "ok",
+                 usage: dict[str, int] | None = None) -> None:
+    """One run through the lifecycle the engine uses: admit, begin, complete."""
+    await store.admit(run_id, key, USER)
+    await store.begin_run(run_id, key, USER)
+    await store.complete_run(run_id, key, [{"role": "assistant", "content": "a"}],
+                             status=status, usage=usage)  # type: ignore[arg-type]
+
+
+async def test_usage_adds_up_over_runs(store: SessionStore) -> None:
+    await finish(store, "r1", MAIN, usage={"input": 10, "output": 5})
+    await finish(store, "r2", MAIN, usage={"input": 1, "output": 2})
+    entry = await store.get(MAIN)
+    assert entry is not None
     assert (entry.input_tokens, entry.output_tokens, entry.total_tokens) == (11, 7, 18)
-    with pytest.raises(InvalidRequest):
-        await store.add_usage(MAIN, -1, 0)
 
 
 async def test_reset_archives_and_keeps(store: SessionStore, clock: Clock) -> None:
-    before = await store.ensure(DM, label="Alice", send_policy="deny")
-    await store.patch(DM, model_override="m1", provider_override="p1", thinking_level="high")
-    await store.append(DM, [{"role": "user", "content": "old"}])
-    await store.add_usage(DM, 3, 4)
+    before = await store.ensure(DM, label="Alice")
+    await finish(store, "r-old", DM, usage={"input": 3, "output": 4})
+    await store.patch(DM, model_override="m1", provider_override="p1", thinking_level="high",
+                      send_policy="deny")
     clock.advance(60_000)
     after = await store.reset(DM)
     assert after.session_id != before.session_id
@@ -174,7 +185,8 @@ async def test_reset_archives_and_keeps(store: SessionStore, clock: Clock) -> No
     assert new[0].seq == 1 and new[0].session_id == after.session_id
     everything = await store.transcript(DM, include_archived=True)
     assert [(m.content, m.archived, m.session_id) for m in everything] == [
-        ("old", True, before.session_id), ("new", False, after.session_id),
+        ("q", True, before.session_id), ("a", True, before.session_id),
+        ("new", False, after.session_id),
     ]
     with pytest.raises(SessionNotFound):
         await store.reset("agent:main:nobody")
@@ -206,32 +218,37 @@ async def test_delete_archives_the_session(store: SessionStore) -> None:
 
 
 async def test_runs(store: SessionStore, clock: Clock) -> None:
-    entry = await store.ensure(MAIN)
-    run = await store.start_run("r1", MAIN)
-    assert (run.status, run.session_id, run.started_at) == ("running", entry.session_id, START_MS)
-    assert await store.get_run("r1") == run
+    entry, created = await store.admit("r1", MAIN, USER)
+    assert created is True
+    queued = await store.get_run("r1")
+    assert queued is not None and (queued.status, queued.session_id) == ("queued",
+                                                                         entry.session_id)
+    clock.advance(100)
+    await store.begin_run("r1", MAIN, USER)
+    running = await store.get_run("r1")
+    assert running is not None and (running.status, running.started_at) == ("running",
+                                                                            START_MS + 100)
     clock.advance(250)
-    done = await store.finish_run("r1", "aborted", stop_reason="user", usage={"input": 1})
-    assert (done.status, done.ended_at, done.stop_reason, done.usage) == (
-        "aborted", START_MS + 250, "user", {"input": 1})
+    await store.complete_run("r1", MAIN, [], status="aborted", stop_reason="user",
+                             usage={"input": 1})
+    done = await store.get_run("r1")
+    assert done is not None and (done.status, done.ended_at, done.stop_reason, done.usage) == (
+        "aborted", START_MS + 350, "user", {"input": 1})
     assert (await store.get(MAIN)).aborted_last_run is True
-    with pytest.raises(InvalidRequest, match="already finished"):
-        await store.finish_run("r1", "ok")
-    with pytest.raises(InvalidRequest, match="no run"):
-        await store.finish_run("nope", "ok")
-    with pytest.raises(InvalidRequest, match="status"):
-        await store.finish_run("r1", "running")
-    await store.start_run("r2", MAIN)
-    await store.finish_run("r2", "ok")
+    with pytest.raises(InvalidRequest, match="cannot end"):
+        await store.complete_run("r1", MAIN, [], status="running")  # type: ignore[arg-type]
+    _, again = await store.admit("r2", MAIN, USER)
+    assert again is False  # the session existed already
+    await store.begin_run("r2", MAIN, USER)
+    await store.complete_run("r2", MAIN, [], status="ok")
     assert (await store.get(MAIN)).aborted_last_run is False
     assert await store.get_run("nope") is None
 
 
 async def test_a_failing_write_does_not_kill_the_writer(store: SessionStore) -> None:
-    await store.ensure(MAIN)
-    await store.start_run("r1", MAIN)
+    await store.admit("r1", MAIN, USER)
     with pytest.raises(InvalidRequest, match="already exists"):
-        await store.start_run("r1", MAIN)
+        await store.admit("r1", MAIN, USER)
 
     def broken(conn: sqlite3.Connection) -> None:
         conn.execute("INSERT INTO sessions (key) VALUES ('half-written')")  # NOT NULL fails

@@ -1,7 +1,9 @@
-"""A real :class:`Gateway` served by uvicorn on 127.0.0.1, for end-to-end HTTP tests.
+"""A real :class:`Gateway`, served in-process (``in_process``: httpx's ASGITransport inside the
+gateway's lifespan, for request/response shape tests) or by uvicorn on 127.0.0.1
+(``serve_gateway``: for streaming, WebSocket, process and load tests).
 
 The server runs as a task of the test's own event loop, so a test can reach into the gateway
-it talks to (``server.gateway.engine.store``...) without crossing threads. Usage::
+it talks to (``server.gateway.runtime.engine.store``...) without crossing threads. Usage::
 
     async with serve_gateway(tmp_path, {"plugins": {"entries": {"echo": {"config": {
             "chunk_chars": 4}}}}}) as server:
@@ -80,9 +82,12 @@ def echo(**options: Any) -> dict[str, Any]:
 @contextlib.asynccontextmanager
 async def serve_gateway(state: Path, config: Mapping[str, Any] | None = None, *,
                         prepare: Callable[[Gateway], None] | None = None,
+                        env: Mapping[str, str] | None = None,
                         ) -> AsyncIterator[GatewayServer]:
-    """Build a Gateway over ``state`` and serve it until the block ends."""
-    gateway = Gateway(settings(state, config), env={"CLAWGATE_GATEWAY_TOKEN": TOKEN},
+    """Build a Gateway over ``state`` (with ``env`` as its environment, the test token added)
+    and serve it until the block ends."""
+    gateway = Gateway(settings(state, config),
+                      env={"CLAWGATE_GATEWAY_TOKEN": TOKEN, **(env or {})},
                       host="127.0.0.1", port=0, drain_deadline_s=5)
     if prepare is not None:
         prepare(gateway)
@@ -122,3 +127,38 @@ def sse_events(text: str) -> list[tuple[str | None, str]]:
                 data.append(line[len("data: "):])
         events.append((name, "\n".join(data)))
     return events
+
+
+class GatewayApp:
+    """A gateway reached through ``httpx.ASGITransport``: the same app, lifespan and auth as
+    over a socket, without one (responses are buffered, so not for mid-stream behaviour)."""
+
+    url = "http://127.0.0.1:18789"
+
+    def __init__(self, gateway: Gateway) -> None:
+        self.gateway = gateway
+
+    def transport(self) -> httpx.ASGITransport:
+        return httpx.ASGITransport(app=self.gateway.app, client=("127.0.0.1", 40_000))
+
+    def client(self, *, token: str | None = TOKEN, **options: Any) -> httpx.AsyncClient:
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        headers.update(options.pop("headers", {}))
+        return httpx.AsyncClient(transport=self.transport(), base_url=self.url,
+                                 headers=headers, timeout=10, **options)
+
+    def openai(self, prefix: str = "/v1") -> openai.AsyncOpenAI:
+        return openai.AsyncOpenAI(base_url=self.url + prefix, api_key=TOKEN, max_retries=0,
+                                  timeout=10, http_client=httpx.AsyncClient(
+                                      transport=self.transport(), timeout=10))
+
+
+@contextlib.asynccontextmanager
+async def in_process(state: Path, config: Mapping[str, Any] | None = None, *,
+                     env: Mapping[str, str] | None = None) -> AsyncIterator[GatewayApp]:
+    """A Gateway over ``state`` running its lifespan for the block, reached in-process."""
+    gateway = Gateway(settings(state, config),
+                      env={"CLAWGATE_GATEWAY_TOKEN": TOKEN, **(env or {})},
+                      host="127.0.0.1", port=0, drain_deadline_s=5)
+    async with gateway.lifespan():
+        yield GatewayApp(gateway)

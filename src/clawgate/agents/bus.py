@@ -1,4 +1,4 @@
-"""The in-process event bus: the engine publishes run events; surfaces subscribe.
+"""The in-process event bus: the engine publishes run and session events; surfaces subscribe.
 
 Publishing never blocks and never grows memory without bound: every subscription has a bounded
 queue, and a subscriber that falls behind is marked ``overflowed`` (and stops receiving) so the
@@ -14,7 +14,9 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-Stream = Literal["lifecycle", "assistant", "tool", "chat"]
+Stream = Literal["lifecycle", "assistant", "tool"]
+SessionChange = Literal["created", "send", "start", "end", "patch", "reset", "delete", "inject",
+                        "command"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,23 +36,42 @@ class RunEvent:
                 "data": self.data, "sessionKey": self.session_key}
 
 
+@dataclass(frozen=True, slots=True)
+class SessionEvent:
+    """A session changed: a message was admitted (``send``), a run started or ended, a field
+    was patched, the session was reset, deleted or created. ``run_id`` names the run when one
+    is involved; ``fields`` carries what changed (a patch's wire fields, a run's status)."""
+
+    session_key: str
+    change: SessionChange
+    run_id: str | None = None
+    fields: dict[str, Any] = field(default_factory=dict)
+    ts: int = field(default_factory=lambda: int(time.time() * 1000))
+
+
+Event = RunEvent | SessionEvent
+
+
 class Subscription:
     """A bounded mailbox of events; iterate it, or ``get()`` one event at a time."""
 
     def __init__(self, bus: EventBus, *, run_id: str | None, session_key: str | None,
-                 maxsize: int) -> None:
+                 maxsize: int, sessions: bool = False) -> None:
         self.run_id = run_id
         self.session_key = session_key
+        self.sessions = sessions  # session events too, not only run events
         self.overflowed = False
         self._bus = bus
-        self._queue: asyncio.Queue[RunEvent] = asyncio.Queue(maxsize)
+        self._queue: asyncio.Queue[Event] = asyncio.Queue(maxsize)
 
-    def wants(self, event: RunEvent) -> bool:
+    def wants(self, event: Event) -> bool:
+        if isinstance(event, SessionEvent) and not self.sessions:
+            return False
         return (self.run_id is None or event.run_id == self.run_id) and (
             self.session_key is None or event.session_key == self.session_key
         )
 
-    def offer(self, event: RunEvent) -> None:
+    def offer(self, event: Event) -> None:
         if self.overflowed:
             return
         try:
@@ -58,16 +79,16 @@ class Subscription:
         except asyncio.QueueFull:
             self.overflowed = True
 
-    async def get(self) -> RunEvent:
+    async def get(self) -> Event:
         return await self._queue.get()
 
-    def get_nowait(self) -> RunEvent | None:
+    def get_nowait(self) -> Event | None:
         try:
             return self._queue.get_nowait()
         except asyncio.QueueEmpty:
             return None
 
-    async def __aiter__(self) -> AsyncIterator[RunEvent]:
+    async def __aiter__(self) -> AsyncIterator[Event]:
         while True:
             yield await self._queue.get()
 
@@ -89,8 +110,11 @@ class EventBus:
         self._others: set[Subscription] = set()
 
     def subscribe(self, *, run_id: str | None = None, session_key: str | None = None,
-                  maxsize: int = 1024) -> Subscription:
-        sub = Subscription(self, run_id=run_id, session_key=session_key, maxsize=maxsize)
+                  maxsize: int = 1024, sessions: bool = False) -> Subscription:
+        """A mailbox of run events (of ``run_id`` / ``session_key`` when given), and of
+        session events too with ``sessions=True``."""
+        sub = Subscription(self, run_id=run_id, session_key=session_key, maxsize=maxsize,
+                           sessions=sessions)
         if run_id is not None:
             self._by_run.setdefault(run_id, set()).add(sub)
         else:
@@ -107,10 +131,11 @@ class EventBus:
         else:
             self._others.discard(sub)
 
-    def publish(self, event: RunEvent) -> None:
-        for sub in self._by_run.get(event.run_id, ()):
-            if sub.wants(event):
-                sub.offer(event)
+    def publish(self, event: Event) -> None:
+        if isinstance(event, RunEvent):
+            for sub in self._by_run.get(event.run_id, ()):
+                if sub.wants(event):
+                    sub.offer(event)
         for sub in self._others:
             if sub.wants(event):
                 sub.offer(event)

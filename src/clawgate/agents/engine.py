@@ -1,34 +1,48 @@
-"""The engine: the one entry point every surface (HTTP, WebSocket, channels, CLI) calls.
+"""The engine: the one turn API every surface (HTTP, WebSocket, CLI, channels, cron) calls.
 
-``submit`` admits a message: it resolves agent and session, captures the current plugin
-generation (the run will use it and nothing else), makes the message durable in a queued run
-record, and hands the run to the lanes. Only then is the message acknowledged. ``run`` is
-``submit`` followed by waiting for the result.
+``submit(Submission)`` answers slash commands and plugin claims at once, and otherwise admits
+the message: it resolves agent and session, captures the current plugin generation (the run
+will use it and nothing else), makes the message durable in a queued run record and hands the
+run to the lanes. Only then does it return the :class:`~clawgate.agents.turn.Turn`, and only
+then may the surface acknowledge the message. The engine also owns what changes a session
+outside a turn (reset, delete, patch, inject), so every change reaches the event bus and the
+session hooks from one place.
 """
 
 from __future__ import annotations
 
 import asyncio
+import inspect
+import logging
 import uuid
 from collections import OrderedDict
-from collections.abc import Mapping, Sequence
-from typing import Any, get_args
+from collections.abc import Coroutine
+from typing import Any
 
-from clawgate.agents.bus import EventBus
-from clawgate.agents.lanes import Lanes, QueueMode, Run, RunResult
+from clawgate.agents import commands
+from clawgate.agents.bus import EventBus, RunEvent, SessionEvent, Stream, Subscription
+from clawgate.agents.lanes import Lanes, Run, RunResult
 from clawgate.agents.roster import Agent, ModelRef, Roster
-from clawgate.agents.turn import TurnRequest, TurnRunner
+from clawgate.agents.runner import TurnRequest, TurnRunner
+from clawgate.agents.turn import Submission, Turn, finished
 from clawgate.config import Settings
 from clawgate.diagnostics.metrics import Metrics
 from clawgate.diagnostics.timeline import Timeline
-from clawgate.errors import InvalidRequest, QueueFullError, Unavailable
-from clawgate.plugins.host import PluginHost
-from clawgate.providers.base import Message, ToolSpec
+from clawgate.errors import InvalidRequest, QueueFullError, SessionError, Unavailable
+from clawgate.plugins.hooks import Hook
+from clawgate.plugins.host import Generation, PluginHost
+from clawgate.plugins.registry import CommandContext
+from clawgate.providers.base import text_of
 from clawgate.sessions import keys
 from clawgate.sessions.listing import ListQuery, ListResult
+from clawgate.sessions.schema import SessionEntry
 from clawgate.sessions.store import SessionStore
+from clawgate.types import QueueMode, now_ms, queue_mode
 
+log = logging.getLogger("clawgate.engine")
 RECENT_RESULTS = 1024
+FOLLOW_QUEUE = 4096  # events a followed turn may have unread before its mailbox overflows
+STOP_WAIT_S = 15.0
 
 
 class Engine:
@@ -61,10 +75,12 @@ class Engine:
             drop=engine.queue_drop,
             collect_window_s=engine.collect_window_ms / 1000,
             cancelled=self.runner.cancelled,
+            dropped=self._dropped,
         )
         self._recent: OrderedDict[str, RunResult] = OrderedDict()
         self.closing = False
-        self._admissions: set[asyncio.Future[Run]] = set()
+        self._admissions: dict[str, asyncio.Future[Any]] = {}  # by run id
+        self._background: set[asyncio.Task[Any]] = set()  # session hooks; awaited on close
         self._runs: dict[str, Run] = {}
 
     async def start(self) -> None:
@@ -75,10 +91,11 @@ class Engine:
     async def aclose(self, deadline_s: float = 10.0) -> None:
         """Let running turns finish within ``deadline_s``; abort what is left."""
         self.closing = True  # admit nothing new while the running turns drain
-        await asyncio.gather(*self._admissions, return_exceptions=True)
+        await asyncio.gather(*self._admissions.values(), return_exceptions=True)
         await self.lanes.aclose(deadline_s)
+        await asyncio.gather(*self._background, return_exceptions=True)
 
-    # -- admission -------------------------------------------------------------------------
+    # -- resolving ---------------------------------------------------------------------------
 
     def session_key(self, session_key: str | None, agent_id: str | None = None) -> tuple[
             Agent, str]:
@@ -94,67 +111,78 @@ class Engine:
         agent = self.roster.get(agent_id)
         return agent, keys.main_key(agent.id, main)
 
-    async def submit(
-        self,
-        content: str | list[dict[str, Any]] | None,
-        *,
-        session_key: str | None = None,
-        agent_id: str | None = None,
-        channel: str | None = None,
-        mode: QueueMode | None = None,
-        run_id: str | None = None,
-        client_tools: Sequence[ToolSpec] = (),
-        extra_system_prompt: str | None = None,
-        tool_results: Sequence[Message] = (),
-        sampling: Mapping[str, Any] | None = None,
-    ) -> Run:
-        """Admit one user message; when this returns, the message is durable.
+    def is_main(self, agent: Agent, key: str) -> bool:
+        return key == keys.main_key(agent.id, self.settings.config.session.main_key)
 
-        ``tool_results`` are ``role: "tool"`` messages answering the client tool calls that the
-        session's previous run handed back; they join the transcript ahead of ``content``, which
-        may then be None (the results are the whole turn).
+    # -- the turn API ------------------------------------------------------------------------
+
+    async def submit(self, submission: Submission, *, follow: bool = False) -> Turn:
+        """Answer or admit one message; when this returns, the message is durable.
+
+        With ``follow``, the turn's events can be iterated (``turn.events()``); the
+        subscription exists before the run can publish anything, so nothing is missed.
         """
         if self.closing:
             raise Unavailable("the gateway is shutting down; no new messages are accepted")
+        content, tool_results = submission.content, submission.tool_results
         blank = isinstance(content, str) and not content.strip()
         if blank or (content is None and not tool_results):
             raise InvalidRequest("message is empty")
         if any(m.get("role") != "tool" for m in tool_results):
             raise InvalidRequest("tool_results must be role 'tool' messages")
-        agent, key = self.session_key(session_key, agent_id)
+        agent, key = self.session_key(submission.session_key, submission.agent_id)
+        run_id = submission.run_id or str(uuid.uuid4())
+        if self.in_flight(run_id) or run_id in self._recent:
+            raise InvalidRequest(f"run id {run_id!r} is already in use")
+        generation = self.host.current
+        if submission.commands and not tool_results:
+            command = commands.parse(content)
+            if command is not None and commands.known(command[0],
+                                                      generation.registry.commands):
+                return await self._command(command, run_id, key, agent, generation,
+                                           submission, follow)
+            claimed = await self._claim(run_id, key, agent, generation, submission, follow)
+            if claimed is not None:
+                return claimed
         limit = self.settings.config.engine.max_pending
         if len(self._runs) + len(self._admissions) >= limit:  # unfinished, all sessions
             raise QueueFullError(
                 f"the gateway already holds {limit} unfinished messages (engine.max_pending); "
                 "try again shortly", session_key=key)
-        if mode is not None:  # refuse before anything is stored when the mode is known
-            self._check_capacity(key, mode)
-        run_id = run_id or str(uuid.uuid4())
-        if run_id in self._runs or run_id in self._recent:
-            raise InvalidRequest(f"run id {run_id!r} is already in use")
+        if submission.mode is not None:  # refuse before anything is stored when it is known
+            self._check_capacity(key, submission.mode)
         messages = [dict(m) for m in tool_results]
         if content is not None:
             messages.append({"role": "user", "content": content})
         # Admission runs to its end even if the caller goes away mid-way (a closed connection
         # cancels its request): a run stored as queued must reach the lanes, never linger as a
         # record that recovery would replay. The engine owns the task and awaits it on close.
-        admission = asyncio.ensure_future(self._admit(
-            run_id, key, agent, messages, mode=mode, channel=channel,
-            client_tools=client_tools, extra_system_prompt=extra_system_prompt,
-            sampling=sampling))
-        self._admissions.add(admission)
-        admission.add_done_callback(self._admissions.discard)
-        return await asyncio.shield(admission)
+        admission = asyncio.ensure_future(
+            self._admit(run_id, key, agent, messages, submission, follow))
+        self._admissions[run_id] = admission
+        admission.add_done_callback(lambda _done: self._admissions.pop(run_id, None))
+        run, sub, created = await asyncio.shield(admission)
+        self.bus.publish(SessionEvent(key, "send", run_id))
+        if created:
+            self._observe(Hook.SESSION_START, session_key=key, agent_id=agent.id)
+        return Turn(run_id, key, agent.id, run.done, subscription=sub,
+                    abort=lambda: bool(self.abort(key, run_id)))
+
+    async def run(self, submission: Submission) -> RunResult:
+        """Submit a message and wait for its run to end (cancelling the wait leaves the run)."""
+        turn = await self.submit(submission)
+        return await turn.result()
 
     async def _admit(self, run_id: str, key: str, agent: Agent, messages: list[dict[str, Any]],
-                     *, mode: QueueMode | None, channel: str | None,
-                     client_tools: Sequence[ToolSpec], extra_system_prompt: str | None,
-                     sampling: Mapping[str, Any] | None) -> Run:
+                     submission: Submission,
+                     follow: bool) -> tuple[Run, Subscription | None, bool]:
         # One trip to the store: session ensured, send policy checked, run queued (durable).
-        entry = await self.store.admit(run_id, key, messages, agent_id=agent.id, channel=channel)
-        queue_mode = mode or _queue_mode(entry.queue_mode) or self.settings.config.engine.queue_mode
+        entry, created = await self.store.admit(run_id, key, messages, agent_id=agent.id,
+                                                channel=submission.channel)
+        mode = submission.mode or queue_mode(entry.queue_mode) or \
+            self.settings.config.engine.queue_mode
         try:
-            self._check_capacity(key, queue_mode)
+            self._check_capacity(key, mode)
         except QueueFullError:
             await self.store.discard_run(run_id)  # refused: its record must not survive
             raise
@@ -165,30 +193,29 @@ class Engine:
         request = TurnRequest(
             agent=agent,
             lease=self.host.checkout(),
-            channel=channel,
-            client_tools=tuple(client_tools),
-            extra_system_prompt=extra_system_prompt,
+            channel=submission.channel,
+            client_tools=tuple(submission.client_tools),
+            extra_system_prompt=submission.extra_system_prompt,
             model=override,
-            main_session=key == keys.main_key(agent.id, self.settings.config.session.main_key),
-            sampling=dict(sampling or {}),
+            main_session=self.is_main(agent, key),
+            sampling=dict(submission.sampling),
         )
-        run = Run(run_id, key, messages, queue_mode, payload=request)
+        run = Run(run_id, key, messages, mode, payload=request)
+        # Subscribed before the run enters the lanes: it cannot have published anything yet.
+        sub = self.bus.subscribe(run_id=run_id, maxsize=FOLLOW_QUEUE) if follow else None
         try:
             self.lanes.submit(run)
         except QueueFullError:
             # Another admission filled the queue while this one was being stored: the message
             # is refused, so its record must not survive (recovery would replay it).
             request.lease.release()
+            if sub is not None:
+                sub.close()
             await self.store.discard_run(run_id)
             raise
         self._runs[run_id] = run
         run.done.add_done_callback(lambda _done: self._ended(run, request))
-        return run
-
-    async def run(self, content: str | list[dict[str, Any]] | None, **options: Any) -> RunResult:
-        """Admit a message and wait for its run to end (cancelling the wait leaves the run)."""
-        run = await self.submit(content, **options)
-        return await asyncio.shield(run.done)
+        return run, sub, created
 
     def _check_capacity(self, key: str, mode: QueueMode) -> None:
         # Refuse before anything is stored: a refused message must change nothing.
@@ -206,21 +233,144 @@ class Engine:
         # The runner releases the lease of each run it executes or records as aborted, but a
         # run merged into another (collect, steer) never reaches it. A second release is a no-op.
         request.lease.release()
-        self._remember(run)
-
-    def _remember(self, run: Run) -> None:
         self._runs.pop(run.run_id, None)
-        if run.done.cancelled():
-            return
-        self._recent[run.run_id] = run.done.result()
+        if not run.done.cancelled():
+            self._remember(run.done.result())
+
+    def _remember(self, result: RunResult) -> None:
+        self._recent[result.run_id] = result
         while len(self._recent) > RECENT_RESULTS:
             self._recent.popitem(last=False)
 
-    # -- control ---------------------------------------------------------------------------
+    def _dropped(self, run: Run) -> None:
+        """A queued run was cancelled (abort, interrupt, queue drop): it never ran, so its end is
+        announced here, at once, rather than when the lane gets round to recording it."""
+        result = run.done.result()
+        self.bus.publish(RunEvent(run.run_id, run.session_key, "lifecycle", {
+            "phase": "end", "status": "aborted", "text": "", "stopReason": result.stop_reason,
+            "error": None, "usage": {}, "toolCalls": [], "endedAt": now_ms()}, 1))
+
+    # -- answered without the model -----------------------------------------------------------
+
+    async def _command(self, command: tuple[str, str], run_id: str, key: str, agent: Agent,
+                       generation: Generation, submission: Submission, follow: bool) -> Turn:
+        name, args = command
+        sub = self.bus.subscribe(run_id=run_id, maxsize=16) if follow else None
+        details: dict[str, Any] = {}
+        status: Any = "ok"
+        try:
+            text = await self._answer(name, args, run_id, key, agent, generation,
+                                      submission.channel, details)
+        except Exception as exc:  # a failing command answers with its error, never raises
+            if not isinstance(exc, InvalidRequest | SessionError):
+                log.warning("command /%s failed: %r", name, exc)
+            status, text = "error", f"/{name} failed: {exc}"
+        result = RunResult(run_id, key, status, text, stop_reason="command",
+                           error=text if status == "error" else None)
+        self._announce(result, command=name)
+        self._remember(result)
+        return Turn(run_id, key, agent.id, finished(result), subscription=sub, command=name,
+                    details=details)
+
+    async def _answer(self, name: str, args: str, run_id: str, key: str, agent: Agent,
+                      generation: Generation, channel: str | None,
+                      details: dict[str, Any]) -> str:
+        if name == "stop":
+            stopped = self.abort(key)
+            details["aborted"] = stopped
+            return "Stopped." if stopped else "Nothing to stop."
+        if name in ("new", "reset"):
+            if await self.store.get(key) is not None:  # else the next message starts one
+                await self.reset_session(key, agent_id=agent.id, reason=name)
+            return "Started a new session."
+        if name == "status":
+            return await self.status_text(agent, key)
+        plugin = generation.registry.commands.get(name)
+        if name == "help" or plugin is None:
+            return commands.help_text(generation.registry.commands)
+        context = CommandContext(key, agent.id, channel, run_id)
+        lease = self.host.checkout(generation)
+        try:
+            if inspect.iscoroutinefunction(plugin.handler):
+                reply = await plugin.handler(args, context)
+            else:
+                reply = await self.host.run_sync(plugin.handler, args, context)
+                if inspect.isawaitable(reply):
+                    reply = await reply
+        finally:
+            lease.release()
+        return "" if reply is None else str(reply)
+
+    async def _claim(self, run_id: str, key: str, agent: Agent, generation: Generation,
+                     submission: Submission, follow: bool) -> Turn | None:
+        hooks = generation.registry.hooks
+        if not hooks.handlers(Hook.INBOUND_CLAIM):
+            return None
+        message = {"role": "user", "content": submission.content}
+        outcome = await hooks.call(Hook.INBOUND_CLAIM, session_key=key, message=message,
+                                   channel=submission.channel)
+        if outcome.claimed_by is None:
+            return None
+        claim = outcome.claim
+        reply = claim.get("reply") if isinstance(claim, dict) else getattr(claim, "reply", None)
+        sub = self.bus.subscribe(run_id=run_id, maxsize=16) if follow else None
+        result = RunResult(run_id, key, "ok", str(reply or ""), stop_reason="claimed")
+        self._announce(result, claimed_by=outcome.claimed_by)
+        self._remember(result)
+        return Turn(run_id, key, agent.id, finished(result), subscription=sub,
+                    claimed_by=outcome.claimed_by)
+
+    def _announce(self, result: RunResult, **data: Any) -> None:
+        """Publish an answered-at-once turn like a run, so every surface shows its reply."""
+        at = now_ms()
+        events: list[tuple[Stream, dict[str, Any]]] = [
+            ("lifecycle", {"phase": "start", "startedAt": at, **data})]
+        if result.text:
+            events.append(("assistant", {"delta": result.text}))
+        events.append(("lifecycle", {
+            "phase": "end" if result.status == "ok" else "error", "status": result.status,
+            "text": result.text, "stopReason": result.stop_reason, "error": result.error,
+            "usage": {}, "toolCalls": [], "endedAt": at, **data}))
+        for seq, (stream, payload) in enumerate(events, 1):
+            self.bus.publish(RunEvent(result.run_id, result.session_key, stream, payload, seq))
+
+    async def status_text(self, agent: Agent, key: str) -> str:
+        """The ``/status`` reply."""
+        entry = await self.store.get(key)
+        active = self.lanes.active(key)
+        queued = [r for r in self.lanes.queued(key) if r.cancel_reason is None]
+        model = str(agent.models[0])
+        if entry is not None and entry.model_override:
+            model = f"{entry.provider_override or agent.models[0].provider}/" \
+                    f"{entry.model_override}"
+        lines = [f"Agent: {agent.name} ({agent.id})", f"Session: {key}", f"Model: {model}"]
+        if entry is not None:
+            lines += [f"Session id: {entry.session_id}",
+                      f"Tokens: {entry.input_tokens} in / {entry.output_tokens} out"]
+        lines.append(f"Running: {'yes' if active is not None else 'no'}; queued: {len(queued)}")
+        return "\n".join(lines)
+
+    # -- control -----------------------------------------------------------------------------
 
     def abort(self, session_key: str, run_id: str | None = None) -> list[str]:
         """Abort queued runs, then the active one, of a session (or only ``run_id``)."""
         return self.lanes.abort(session_key, run_id)
+
+    async def stop(self, session_key: str, wait_s: float = STOP_WAIT_S) -> bool:
+        """Abort the session's runs; True once the active one has ended (within ``wait_s``)."""
+        active = self.lanes.active(session_key)
+        self.abort(session_key)
+        if active is None:
+            return True
+        try:
+            await asyncio.wait_for(asyncio.shield(active.done), wait_s)
+        except TimeoutError:
+            return False
+        return True
+
+    def in_flight(self, run_id: str) -> bool:
+        """True while a run with this id is being admitted, queued or running."""
+        return run_id in self._admissions or run_id in self._runs
 
     def find_run(self, run_id: str) -> Run | None:
         return self._runs.get(run_id)
@@ -241,6 +391,8 @@ class Engine:
         except TimeoutError:
             return None
 
+    # -- sessions outside a turn ----------------------------------------------------------------
+
     async def list_sessions(self, query: ListQuery) -> ListResult:
         """List sessions; rows' models are shown through the snapshot captured once here."""
         snapshot = self.host.snapshot  # one capture per call: no scans, no loads (I4, I7)
@@ -250,9 +402,58 @@ class Engine:
                 return await self.store.list_sessions(query,
                                                       display_model=snapshot.display_model)
 
+    async def reset_session(self, key: str, *, agent_id: str, reason: str = "reset",
+                            ) -> SessionEntry:
+        """Stop the session's runs and start a fresh transcript (the old one is archived);
+        SessionNotFound when there is no such session."""
+        await self.stop(key)
+        entry = await self.store.reset(key)
+        self.bus.publish(SessionEvent(key, "reset", fields={"reason": reason}))
+        self._observe(Hook.SESSION_END, session_key=key, agent_id=agent_id, reason=reason)
+        return entry
 
-def _queue_mode(value: str | None) -> QueueMode | None:
-    for mode in get_args(QueueMode):
-        if value == mode:
-            return mode  # type: ignore[no-any-return]
-    return None
+    async def delete_session(self, key: str, *, agent_id: str) -> bool:
+        """Stop the session's runs and delete it (its messages are archived). The main session
+        is refused; a session whose run does not stop in time is refused as busy."""
+        agent = self.roster.get(agent_id)
+        main = self.settings.config.session.main_key
+        if key == keys.main_key(keys.agent_of(key) or agent.id, main):
+            raise InvalidRequest(f"the main session {key!r} cannot be deleted")
+        if not await self.stop(key):
+            raise Unavailable(f"Session {key} is still active; try again in a moment.")
+        deleted = await self.store.delete(key, main)
+        if deleted:
+            self.bus.publish(SessionEvent(key, "delete"))
+            self._observe(Hook.SESSION_END, session_key=key, agent_id=agent.id,
+                          reason="delete")
+        return deleted
+
+    async def patch_session(self, key: str, *, agent_id: str, wire: dict[str, Any],
+                            **fields: Any) -> SessionEntry:
+        """Set session fields (``wire``: the same change in wire names, for subscribers)."""
+        await self.store.ensure(key, agent_id=agent_id)
+        entry = await self.store.patch(key, **fields)
+        self.bus.publish(SessionEvent(key, "patch", fields=wire))
+        return entry
+
+    async def inject(self, key: str, *, agent_id: str, text: str) -> tuple[str, int, int]:
+        """Append an assistant note to the transcript without a run; returns (run id, message
+        id, timestamp) and announces it like a finished run."""
+        await self.store.ensure(key, agent_id=agent_id)
+        stored = await self.store.append(key, [{"role": "assistant", "content": text,
+                                                "stop_reason": "injected"}])
+        run_id = f"inject-{uuid.uuid4()}"
+        self.bus.publish(SessionEvent(key, "inject", run_id,
+                                      fields={"messageId": stored[0].id,
+                                              "text": text_of({"content": text})}))
+        return run_id, stored[0].id, stored[0].created_at
+
+    def _observe(self, hook: Hook, **values: Any) -> None:
+        """Run an observe hook without holding up the caller; the engine owns the task."""
+        hooks = self.host.current.registry.hooks
+        if not hooks.handlers(hook):
+            return
+        call: Coroutine[Any, Any, Any] = hooks.call(hook, **values)
+        task = asyncio.get_running_loop().create_task(call, name=f"hook:{hook}")
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)

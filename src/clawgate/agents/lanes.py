@@ -23,9 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from clawgate.errors import QueueFullError
-
-QueueMode = Literal["followup", "collect", "interrupt", "steer"]
-RunStatus = Literal["queued", "running", "ok", "error", "aborted", "timeout"]
+from clawgate.types import QueueMode, RunStatus
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,9 +99,11 @@ class Lanes:
         drop: Literal["new", "old"] = "new",
         collect_window_s: float = 0.5,
         cancelled: Runner | None = None,
+        dropped: Callable[[Run], None] | None = None,
     ) -> None:
         self._runner = runner
         self._cancelled = cancelled
+        self._dropped = dropped  # told at once when a queued run is cancelled
         self._slots = asyncio.Semaphore(max_concurrent)
         self._cap = cap
         self._drop = drop
@@ -267,6 +267,8 @@ class Lanes:
         run.status = "aborted"
         run.resolve(RunResult(run.run_id, run.session_key, "aborted", stop_reason=reason))
         # The run stays queued so the worker records it (its message is durable already).
+        if self._dropped is not None:
+            self._dropped(run)
 
     def _cancel_active(self, run: Run, reason: str) -> None:
         run.cancel_reason = reason

@@ -1,8 +1,10 @@
-"""The Gateway: one object that owns the plugin host, the store, the engine and the servers.
+"""The Gateway: the composition root of one running gateway.
 
-Nothing here is module-level state (I6): two gateways in one process each have their own
-host, store, metrics and connections. Start-up and shutdown live in one lifespan; background
-work (ticks, health broadcasts) lives in one task group owned by that lifespan.
+It builds the runtime (plugin host, store, engine), the hub (WebSocket fan-out), the log ring,
+the credentials and the route table, and runs them in one lifespan. Nothing here is
+module-level state (I6): two gateways in one process each have their own of everything.
+Background work (ticks, health, the relay of engine events) lives in one task group owned by
+the lifespan. The lifecycle is one value, ``state``: starting -> ready -> draining -> stopped.
 """
 
 from __future__ import annotations
@@ -14,29 +16,49 @@ import ipaddress
 import logging
 import os
 import signal
-import time
-from collections.abc import AsyncIterator, Callable, Iterator, Mapping
+from collections.abc import AsyncIterator, Iterator, Mapping
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 import uvicorn
 from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.routing import BaseRoute, Route, WebSocketRoute
 
 from clawgate import __version__
 from clawgate import config as config_module
-from clawgate.agents.engine import Engine
 from clawgate.config import Settings
 from clawgate.diagnostics.metrics import Metrics
-from clawgate.diagnostics.timeline import Timeline
-from clawgate.errors import ClawgateError, ConfigError
+from clawgate.errors import AuthError, ClawgateError, ConfigError, RateLimited
+from clawgate.gateway import endpoints, openai_api, openai_chat, openai_responses, protocol
 from clawgate.gateway.auth import Credentials, FailureLimiter, resolve_credentials
-from clawgate.gateway.http import RESERVED_PATHS
-from clawgate.plugins.host import COUNTERS, Generation, PluginHost
-from clawgate.sessions.store import SessionStore
+from clawgate.gateway.http import RESERVED_PATHS, OriginGuard, bearer, client_address
+from clawgate.gateway.hub import Hub
+from clawgate.gateway.logring import SERVING, LogRing
+from clawgate.gateway.methods import RESERVED
+from clawgate.gateway.methods.system import health_summary
+from clawgate.gateway.policy import WsPolicy
+from clawgate.gateway.relay import relay
+from clawgate.gateway.rpc import GatewayState
+from clawgate.gateway.ws import endpoint as ws_endpoint
+from clawgate.plugins.hooks import Hook
+from clawgate.plugins.host import COUNTERS, Generation
+from clawgate.runtime import Runtime
+from clawgate.types import now_ms
 
 log = logging.getLogger("clawgate.gateway")
 
-GATEWAY_COUNTERS = (*COUNTERS, "ws_connections_total", "ws_requests_total")
+GATEWAY_COUNTERS = (*COUNTERS, "ws_connections_total", "ws_requests_total",
+                    "ws_slow_consumers_total", "ws_connections_refused_total")
+PROBE = ["GET", "HEAD"]
+ANY_METHOD = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
+OPENAI_ROUTES: tuple[tuple[str, tuple[str, ...], endpoints.Handler], ...] = (
+    ("/chat/completions", ("POST",), openai_chat.completions),
+    ("/responses", ("POST",), openai_responses.responses),
+    ("/models", ("GET", "HEAD"), openai_api.models),
+    ("/models/{model_id:path}", ("GET", "HEAD"), openai_api.model),
+)
 
 
 class Gateway:
@@ -44,43 +66,29 @@ class Gateway:
 
     def __init__(self, settings: Settings, *, env: Mapping[str, str] | None = None,
                  host: str | None = None, port: int | None = None,
-                 drain_deadline_s: float = 10.0) -> None:
+                 drain_deadline_s: float = 10.0, log_file: Path | None = None) -> None:
         self.settings = settings
         self.env = dict(os.environ if env is None else env)
         self.bind = host or settings.config.gateway.bind
         self.port = settings.config.gateway.port if port is None else port
         self.drain_deadline_s = drain_deadline_s
+        self.version = __version__
         self.metrics = Metrics(GATEWAY_COUNTERS)
-        self.timeline = Timeline.from_env(self.env)
-        from clawgate.gateway.methods import core_method_names
-
-        self.plugins = PluginHost(
-            settings, metrics=self.metrics, timeline=self.timeline,
-            reserved_methods=core_method_names(), reserved_paths=RESERVED_PATHS,
-        )
-        self.store = SessionStore(settings.state_dir / "clawgate.db")
-        self.engine = Engine(settings, self.plugins, self.store, metrics=self.metrics,
-                             timeline=self.timeline)
+        self.runtime = Runtime(settings, env=self.env, metrics=self.metrics,
+                               reserved_methods=RESERVED, reserved_paths=RESERVED_PATHS,
+                               drain_deadline_s=drain_deadline_s)
+        self.policy = WsPolicy.from_config(settings.config.gateway.ws, self.env)
+        self.hub = Hub(self.policy, self.metrics, version=__version__)
+        self.log_ring = LogRing(owner=self)
+        self.log_file = log_file
         self.limiter = FailureLimiter()
         self.credentials = Credentials("token", None)
-        self.started_at = time.time()
-        self.ready = False
-        self.draining = False
-        self.connections: set[Any] = set()  # live WebSocket connections (gateway.ws.Connection)
-        # Tunables of the WebSocket side; None means the protocol default (tests lower them).
-        self.tick_interval_s: float | None = None
-        self.handshake_timeout_s: float | None = None
-        self.ws_max_buffered_bytes: int | None = None
-        self.ws_max_queued_frames: int | None = None
-        self.ws_max_payload: int | None = None
-        self.log_file: str | None = None
-        self._stop: asyncio.Event | None = None
+        self.state: GatewayState = "starting"
+        self.started_at = now_ms()
+        self._stop = asyncio.Event()
         self._tasks: asyncio.TaskGroup | None = None
-        self._on_ready: list[Callable[[], None]] = []
         self.check_bind()
-        from clawgate.gateway.http import build_app
-
-        self.app: Starlette = build_app(self)
+        self.app = self._build_app()
 
     def check_bind(self) -> None:
         """Refuse to listen beyond loopback without authentication."""
@@ -97,17 +105,85 @@ class Gateway:
                 path="gateway.auth.mode",
             )
 
+    # -- state -----------------------------------------------------------------------------
+
+    @property
+    def ready(self) -> bool:
+        return self.state == "ready"
+
+    @property
+    def draining(self) -> bool:
+        return self.state == "draining"
+
     @property
     def uptime_ms(self) -> int:
-        return int((time.time() - self.started_at) * 1000)
+        return now_ms() - self.started_at
+
+    @property
+    def auth_mode(self) -> str:
+        return self.credentials.mode
+
+    # -- authentication ----------------------------------------------------------------------
+
+    def authorize(self, request: Request) -> None:
+        """An HTTP request must carry the gateway's credentials as a bearer token."""
+        address = client_address(request)
+        wait = self.limiter.retry_after(address)
+        if wait > 0:
+            raise RateLimited("too many failed authentication attempts", retry_after_s=wait)
+        presented = bearer(request)
+        if self.credentials.check(presented):
+            self.limiter.succeeded(address)
+            return
+        self.limiter.failed(address)
+        raise AuthError("missing or invalid bearer token" if request.headers.get(
+            "authorization") else "authentication required: send 'Authorization: Bearer <token>'")
+
+    def check_connect(self, address: str, params: protocol.ConnectParams) -> None:
+        """A WebSocket ``connect`` must present the gateway's token or password."""
+        if self.credentials.mode == "none":
+            return
+        wait = self.limiter.retry_after(address)
+        if wait > 0:
+            raise protocol.rate_limited(wait)
+        kind, presented = protocol.presented_secret(params, self.credentials.mode)
+        if not self.credentials.check(presented):
+            self.limiter.failed(address)
+            raise protocol.unauthorized(kind, presented)
+        self.limiter.succeeded(address)
+
+    # -- the route table ---------------------------------------------------------------------
+
+    def _build_app(self) -> Starlette:
+        probe = endpoints.probes(self)
+        routes: list[BaseRoute] = [
+            Route("/health", probe["health"], methods=PROBE),
+            Route("/healthz", probe["health"], methods=PROBE),
+            Route("/ready", probe["ready"], methods=PROBE),
+            Route("/readyz", probe["ready"], methods=PROBE),
+            Route("/startup", probe["startup"], methods=PROBE),
+            Route("/startupz", probe["startup"], methods=PROBE),
+            Route("/metrics", probe["metrics"], methods=["GET"]),
+            WebSocketRoute("/", ws_endpoint(self)),
+        ]
+        for prefix in ("/v1", "/openclaw/v1"):
+            routes += [Route(prefix + path, endpoints.openai(self, prefix + path, methods,
+                                                             handler), methods=ANY_METHOD)
+                       for path, methods, handler in OPENAI_ROUTES]
+        routes.append(Route("/{path:path}", endpoints.plugin_routes(self), methods=ANY_METHOD))
+        app = Starlette(routes=routes, lifespan=self.lifespan)
+        loopback = self.bind in ("localhost", "::1") or self.bind.startswith("127.")
+        app.add_middleware(OriginGuard, owner=self,
+                           allowed=self.settings.config.gateway.allowed_origins,
+                           loopback_bind=loopback
+                           and self.settings.config.gateway.auth.mode == "none")
+        return app
 
     # -- lifecycle -------------------------------------------------------------------------
 
     @asynccontextmanager
     async def lifespan(self, _app: Any = None) -> AsyncIterator[None]:
         """Start everything, serve, then drain and stop in reverse order."""
-        from clawgate.gateway.methods.system import SERVING
-
         SERVING.set(self)  # tasks started here (ticks, relay) log as this gateway
         self.credentials = await asyncio.to_thread(
             resolve_credentials, self.settings.config.gateway.auth, self.settings.state_dir,
@@ -116,47 +192,62 @@ class Gateway:
             print(f"clawgate: generated gateway token (stored in "
                   f"{self.settings.state_dir / 'gateway.token'}): {self.credentials.secret}",
                   flush=True)
-        await self.store.open()
+        self.log_ring.attach()
         try:
-            await self.plugins.start()
-            await self.engine.start()
-            async with asyncio.TaskGroup() as tasks:
-                self._tasks = tasks
-                self._stop = asyncio.Event()
-                from clawgate.gateway.ws import tick_loop
-
-                tasks.create_task(tick_loop(self, self._stop), name="gateway-tick")
-                self.ready = True
-                await self._hook("gateway_start", gateway=self)
-                try:
-                    yield
-                finally:
-                    await self._shutdown()
+            async with self.runtime:
+                async with asyncio.TaskGroup() as tasks:
+                    self._tasks = tasks
+                    tasks.create_task(self._tick(), name="gateway-tick")
+                    tasks.create_task(self._relay(), name="gateway-relay")
+                    self.state = "ready"
+                    await self._hook(Hook.GATEWAY_START, gateway=self)
+                    try:
+                        yield
+                    finally:
+                        await self._shutdown()
         finally:
-            await self.plugins.aclose()
-            await self.store.close()
-            self.timeline.close()
+            self.state = "stopped"
+            self.log_ring.detach()
 
     def _announce_shutdown(self) -> None:
         """Enter draining: not ready, no new work, clients told once."""
-        self.ready = False
-        if self.draining:
+        if self.state in ("draining", "stopped"):
             return
-        self.draining = True
-        from clawgate.gateway.ws import broadcast
-
-        broadcast(self, "shutdown", {"reason": "gateway stopping"})
+        self.state = "draining"
+        self.hub.broadcast("shutdown", {"reason": "gateway stopping"})
 
     async def _shutdown(self) -> None:
         self._announce_shutdown()
-        await self._hook("gateway_stop", gateway=self, reason="shutdown")
-        await self.engine.aclose(self.drain_deadline_s)
-        for connection in list(self.connections):
+        await self._hook(Hook.GATEWAY_STOP, gateway=self, reason="shutdown")
+        await self.runtime.engine.aclose(self.drain_deadline_s)
+        for connection in list(self.hub.open):
             await connection.close(1012, "gateway shutting down")
-        if self._stop is not None:
-            self._stop.set()
+        self._stop.set()
 
-    async def reload_plugins(self) -> tuple[Generation, bool]:
+    async def _tick(self) -> None:
+        """``tick {ts}`` every ``policy.tick_interval_s``, a ``health`` event every few ticks."""
+        ticks = 0
+        while not self._stop.is_set():
+            try:
+                await asyncio.wait_for(self._stop.wait(), self.policy.tick_interval_s)
+            except TimeoutError:
+                self.hub.broadcast("tick", {"ts": now_ms()})
+                ticks += 1
+                if ticks % self.policy.health_every_ticks == 0 and self.hub.joined:
+                    self.hub.versions["health"] += 1
+                    self.hub.broadcast("health", await health_summary(self),
+                                       state=dict(self.hub.versions))
+
+    async def _relay(self) -> None:
+        forward = asyncio.get_running_loop().create_task(
+            relay(self.runtime.engine.bus, self.hub), name="gateway-relay-loop")
+        try:
+            await self._stop.wait()
+        finally:
+            forward.cancel()
+            await asyncio.gather(forward, return_exceptions=True)
+
+    async def reload_plugins(self, *, force: bool = False) -> tuple[Generation, bool]:
         """Re-read the config file and rescan plugins; swap in a new generation if the plan
         changed. Work already admitted finishes on the generation it started with (I2).
 
@@ -165,27 +256,29 @@ class Gateway:
         """
         settings = await asyncio.to_thread(
             config_module.load, self.env, path=self.settings.config_path)
-        before = self.plugins.current
-        plugins_only = self.plugins.settings.config.model_copy(
+        host = self.runtime.host
+        before = host.current
+        plugins_only = host.settings.config.model_copy(
             update={"plugins": settings.config.plugins})
-        generation = await self.plugins.reload(
-            dataclasses.replace(self.plugins.settings, config=plugins_only))
+        generation = await host.reload(dataclasses.replace(host.settings, config=plugins_only))
         changed = generation is not before
         if changed:
             log.info("plugins reloaded: generation %d -> %d", before.id, generation.id)
         return generation, changed
 
-    async def _hook(self, name: str, **values: Any) -> None:
+    async def _hook(self, hook: Hook, **values: Any) -> None:
         try:
-            await self.plugins.current.registry.hooks.call(name, **values)
+            await self.runtime.host.current.registry.hooks.call(hook, **values)
         except Exception as exc:  # observe hooks never stop the gateway
-            log.warning("%s hook failed: %s", name, exc)
+            log.warning("%s hook failed: %s", hook, exc)
+
+    # -- serving -----------------------------------------------------------------------------
 
     async def serve(self) -> None:
         """Run under uvicorn until SIGINT/SIGTERM; drain in-flight turns, then return."""
         config = uvicorn.Config(
             self.app, host=self.bind, port=self.port, lifespan="on", log_level="warning",
-            ws_max_size=26_214_400, ws_ping_interval=None,
+            ws_max_size=self.policy.max_payload + 1024, ws_ping_interval=None,
             timeout_graceful_shutdown=int(self.drain_deadline_s) + 5, access_log=False,
         )
         server = _Server(config)
@@ -221,16 +314,13 @@ class Gateway:
         async def drain() -> None:
             # uvicorn closes WebSockets before the lifespan ends: say goodbye while they listen.
             self._announce_shutdown()
-            await self.engine.aclose(self.drain_deadline_s)
+            await self.runtime.engine.aclose(self.drain_deadline_s)
             server.should_exit = True
 
         if self._tasks is not None:
             self._tasks.create_task(drain(), name="gateway-drain")
         else:
             server.should_exit = True
-
-    def version(self) -> str:
-        return __version__
 
 
 class _Server(uvicorn.Server):

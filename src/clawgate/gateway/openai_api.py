@@ -1,52 +1,34 @@
-"""The OpenAI-compatible HTTP API: routes, and what every endpoint shares on the way in and out.
+"""What the OpenAI-compatible endpoints share: request helpers, OpenClaw's agent targeting by
+``model`` and session mapping (reference §3.2), admission through the turn API, SSE framing,
+and the ``/v1/models`` endpoints.
 
-``routes(gateway, prefix=...)`` serves, under the gateway's bearer auth:
-
-- ``POST {prefix}/chat/completions`` (:mod:`clawgate.gateway.openai_chat`),
-- ``POST {prefix}/responses`` (:mod:`clawgate.gateway.openai_responses`),
-- ``GET {prefix}/models`` and ``GET {prefix}/models/{id}``: the agents as models.
-
-``build_app`` mounts them at ``/v1`` and at ``/openclaw/v1`` (the agency-swarm proxy's path,
-reference "Also seen in benches"). A wrong method gets an OpenAI-shaped 405 rather than
-Starlette's plain-text one; every request is counted in ``http_requests_total`` and timed in
-``http_request_seconds`` (until its response starts), labelled by route.
-
-Both endpoints share the rest of this module: request helpers, OpenClaw's agent targeting by
-``model`` and session mapping (§3.2), admission, and following a run's events for SSE.
+The endpoints themselves are ``openai_chat.completions`` and ``openai_responses.responses``;
+``app.py`` mounts all of them at ``/v1`` and ``/openclaw/v1`` (the agency-swarm proxy's path).
+Errors are clawgate errors (``InvalidRequest``, ``NotFound``...) that the HTTP layer maps
+through the one error table to OpenAI-shaped bodies.
 """
 
 from __future__ import annotations
 
-import asyncio
-import logging
-import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
 import orjson
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import BaseRoute, Route
 
-from clawgate.agents.bus import RunEvent, Subscription
-from clawgate.agents.lanes import Run, RunResult
+from clawgate.agents.lanes import RunResult
 from clawgate.agents.roster import Agent
-from clawgate.errors import ClawgateError, InvalidRequest, SessionError, SessionNotFound
-from clawgate.gateway.http import authorize, error_response, from_exception, read_json
+from clawgate.agents.turn import Submission, Turn
+from clawgate.errors import InvalidRequest, NotFound, SessionError, SessionNotFound, Unavailable
+from clawgate.gateway.http import read_json
+from clawgate.gateway.rpc import Services
 from clawgate.sessions import keys
 from clawgate.sessions.keys import normalize_agent_id
 
-if TYPE_CHECKING:
-    from clawgate.gateway.app import Gateway
-    from clawgate.gateway.openai_chat import Turn
-
-log = logging.getLogger("clawgate.gateway.openai")
-
-Handler = Callable[["Gateway", Request], Awaitable[Response]]
 Kind = Literal["openai", "openresponses"]
-ANY_METHOD = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
 BRANDS = ("clawgate", "openclaw")
 AGENT_HEADERS = ("x-clawgate-agent-id", "x-openclaw-agent-id", "x-openclaw-agent")
 SESSION_HEADERS = ("x-clawgate-session-key", "x-openclaw-session-key")
@@ -59,64 +41,13 @@ SSE_HEADERS = {"cache-control": "no-cache", "x-accel-buffering": "no"}
 DONE = b"data: [DONE]\n\n"
 
 
-class ApiError(ClawgateError):
-    """A request the OpenAI API refuses, with its HTTP status and OpenAI error code."""
+@dataclass(frozen=True, slots=True)
+class Prompt:
+    """What one request submits to the engine."""
 
-    def __init__(self, message: str, *, status: int = 400, code: str | None = None) -> None:
-        self.status = status
-        self.code = code
-        super().__init__(message)
-
-
-def routes(gateway: Gateway, *, prefix: str) -> list[BaseRoute]:
-    """The OpenAI-compatible routes under ``prefix`` (``/v1`` or ``/openclaw/v1``)."""
-    # The endpoint modules build on this one, so they are imported when the app is built.
-    from clawgate.gateway.openai_chat import completions
-    from clawgate.gateway.openai_responses import responses
-
-    table: list[tuple[str, tuple[str, ...], Handler]] = [
-        ("/chat/completions", ("POST",), completions),
-        ("/responses", ("POST",), responses),
-        ("/models", ("GET", "HEAD"), models),
-        ("/models/{model_id:path}", ("GET", "HEAD"), model),
-    ]
-    return [Route(prefix + path, _endpoint(gateway, prefix + path, methods, handler),
-                  methods=ANY_METHOD)
-            for path, methods, handler in table]
-
-
-def _endpoint(gateway: Gateway, route: str, methods: tuple[str, ...],
-              handler: Handler) -> Callable[[Request], Awaitable[Response]]:
-    async def serve(request: Request) -> Response:
-        started = time.perf_counter()
-        response = await _answer(gateway, request, methods, handler)
-        gateway.metrics.inc("http_requests_total", route=route,
-                            status=str(response.status_code))
-        gateway.metrics.observe("http_request_seconds", time.perf_counter() - started,
-                                route=route)
-        return response
-
-    return serve
-
-
-async def _answer(gateway: Gateway, request: Request, methods: tuple[str, ...],
-                  handler: Handler) -> Response:
-    if request.method not in methods:
-        return error_response(405, f"{request.method} is not allowed on {request.url.path}; "
-                              f"use {' or '.join(m for m in methods if m != 'HEAD')}",
-                              code="method_not_allowed", headers={"Allow": ", ".join(methods)})
-    denied = authorize(gateway, request)
-    if denied is not None:
-        return denied
-    try:
-        return await handler(gateway, request)
-    except ApiError as exc:
-        return error_response(exc.status, str(exc), code=exc.code)
-    except ClawgateError as exc:
-        return from_exception(exc)
-    except Exception:
-        log.exception("%s %s failed", request.method, request.url.path)
-        return error_response(500, "internal error")
+    content: str | list[dict[str, Any]] | None
+    tool_results: tuple[dict[str, Any], ...]
+    system: str | None
 
 
 # -- requests ---------------------------------------------------------------------------------
@@ -125,29 +56,29 @@ async def _answer(gateway: Gateway, request: Request, methods: tuple[str, ...],
 def optional_str(body: Mapping[str, Any], name: str, where: str = "") -> str | None:
     value = body.get(name)
     if value is not None and not isinstance(value, str):
-        raise ApiError(f"`{where + '.' if where else ''}{name}` must be a string")
+        raise InvalidRequest(f"`{where + '.' if where else ''}{name}` must be a string")
     return value
 
 
 def require_str(body: Mapping[str, Any], name: str, where: str) -> str:
     value = body.get(name)
     if not isinstance(value, str):
-        raise ApiError(f"`{where}.{name}` must be a string")
+        raise InvalidRequest(f"`{where}.{name}` must be a string")
     return value
 
 
 def flag(body: Mapping[str, Any], name: str) -> bool:
     value = body.get(name, False)
     if value is not None and not isinstance(value, bool):
-        raise ApiError(f"`{name}` must be a boolean")
+        raise InvalidRequest(f"`{name}` must be a boolean")
     return bool(value)
 
 
-async def read_body(gateway: Gateway, request: Request) -> dict[str, Any]:
+async def read_body(gateway: Services, request: Request) -> dict[str, Any]:
     """The JSON object body, within the gateway's body limit."""
     body = await read_json(request, gateway.settings.config.gateway.max_body_bytes)
     if not isinstance(body, dict):
-        raise ApiError(f"request body must be a JSON object, not {type(body).__name__}")
+        raise InvalidRequest(f"request body must be a JSON object, not {type(body).__name__}")
     return body
 
 
@@ -177,10 +108,10 @@ def agent_id_of(model: str) -> str | None:
     return None
 
 
-def resolve_agent(gateway: Gateway, model: str,
+def resolve_agent(gateway: Services, model: str,
                   headers: Mapping[str, str]) -> tuple[Agent, bool]:
     """(agent, chosen explicitly) from the agent header, else ``model``, else the default."""
-    roster = gateway.engine.roster
+    roster = gateway.runtime.engine.roster
     header = next((headers[h].strip() for h in AGENT_HEADERS if headers.get(h, "").strip()),
                   None)
     wanted = header if header is not None else agent_id_of(model)
@@ -191,11 +122,11 @@ def resolve_agent(gateway: Gateway, model: str,
     except InvalidRequest:
         known = ", ".join(sorted(a.id for a in roster))
         what = f"agent {header!r}" if header is not None else f"model `{model}`"
-        raise ApiError(f"The {what} does not exist (agents: {known})", status=404,
-                       code="model_not_found") from None
+        raise NotFound(f"The {what} does not exist (agents: {known})",
+                       reason="model_not_found") from None
 
 
-def resolve_target(gateway: Gateway, request: Request, *, model: str, user: str | None,
+def resolve_target(gateway: Services, request: Request, *, model: str, user: str | None,
                    kind: Kind, previous: str | None = None) -> Target:
     """Agent and session per OpenClaw: session header, else ``previous`` (the session of an
     earlier response), else ``user``, else a fresh key."""
@@ -209,25 +140,25 @@ def resolve_target(gateway: Gateway, request: Request, *, model: str, user: str 
         segments = given.lower().split(":", 2)
         rest = segments[2] if segments[0] == "agent" and len(segments) == 3 else given.lower()
         if rest.startswith(RESERVED_PREFIXES):
-            raise ApiError(f"`{source}` {given!r} is in a reserved namespace "
-                           f"({', '.join(RESERVED_PREFIXES)})")
+            raise InvalidRequest(f"`{source}` {given!r} is in a reserved namespace "
+                                 f"({', '.join(RESERVED_PREFIXES)})")
         try:
-            agent, key = gateway.engine.session_key(given, agent.id if explicit else None)
+            agent, key = gateway.runtime.engine.session_key(given, agent.id if explicit else None)
         except (InvalidRequest, SessionError) as exc:
-            raise ApiError(f"invalid `{source}`: {exc}") from None
+            raise InvalidRequest(f"invalid `{source}`: {exc}") from None
         return Target(agent, key, channel, generated=False)
     if user is not None and user.strip():
         make = keys.openai_user_key if kind == "openai" else keys.openresponses_user_key
         try:
             return Target(agent, make(agent.id, user), channel, generated=False)
         except SessionError as exc:
-            raise ApiError(f"invalid `user`: {exc}") from None
+            raise InvalidRequest(f"invalid `user`: {exc}") from None
     return Target(agent, f"agent:{agent.id}:{kind}:{uuid.uuid4()}", channel, generated=True)
 
 
-async def has_transcript(gateway: Gateway, key: str) -> bool:
+async def has_transcript(gateway: Services, key: str) -> bool:
     """True when the session already holds (or is about to hold) messages."""
-    engine = gateway.engine
+    engine = gateway.runtime.engine
     if engine.lanes.active(key) is not None or engine.lanes.queued(key):
         return True
     try:
@@ -239,59 +170,19 @@ async def has_transcript(gateway: Gateway, key: str) -> bool:
 # -- runs -------------------------------------------------------------------------------------
 
 
-async def submit(gateway: Gateway, target: Target, turn: Turn,
+async def submit(gateway: Services, target: Target, prompt: Prompt,
                  tools: tuple[dict[str, Any], ...], *, stream: bool,
-                 sampling: dict[str, Any] | None = None) -> tuple[Run, Subscription | None]:
-    """Admit the turn; with ``stream``, subscribe to its events before anything can be missed."""
+                 sampling: dict[str, Any] | None = None) -> Turn:
+    """Admit the request's turn; with ``stream`` the turn is followed from admission on. A
+    request that is one slash command (``/status``) is answered by the command, as on every
+    surface."""
     if gateway.draining:
-        raise ApiError("the gateway is shutting down", status=503, code="unavailable")
-    run = await gateway.engine.submit(
-        turn.content, session_key=target.session_key, agent_id=target.agent.id,
-        channel=target.channel, client_tools=tools, extra_system_prompt=turn.system,
-        tool_results=turn.tool_results, sampling=sampling,
-    )
-    if not stream:
-        return run, None
-    # No await between submit returning and this line: the run cannot have published yet.
-    sub = gateway.engine.bus.subscribe(run_id=run.run_id)
-    # A client that went away never reads to the end; the run's end still closes its mailbox.
-    run.done.add_done_callback(lambda _done: sub.close())
-    return run, sub
-
-
-async def follow(run: Run, sub: Subscription) -> AsyncIterator[str | RunResult]:
-    """The run's text deltas as they are published, then its result.
-
-    It ends on the run's result rather than on a lifecycle event: a run merged into another
-    (collect, steer) or cancelled in the queue publishes nothing under its own id, and an
-    overflowed subscription stops receiving. The result is awaited shielded, since cancelling
-    a waiter of the shared future would cancel the run's outcome for everyone.
-    """
-    try:
-        while not run.done.done():
-            event = sub.get_nowait() or await _next(sub, run)
-            if event is None:
-                break
-            if event.stream == "assistant" and event.data.get("delta"):
-                yield str(event.data["delta"])
-            elif event.stream == "lifecycle" and event.data.get("phase") in ("end", "error"):
-                break
-        while (event := sub.get_nowait()) is not None:
-            if event.stream == "assistant" and event.data.get("delta"):
-                yield str(event.data["delta"])
-        yield await asyncio.shield(run.done)
-    finally:
-        sub.close()
-
-
-async def _next(sub: Subscription, run: Run) -> RunEvent | None:
-    getter = asyncio.ensure_future(sub.get())
-    try:
-        await asyncio.wait((getter, run.done), return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        if not getter.done():
-            getter.cancel()  # an item it was woken for stays queued for the drain
-    return getter.result() if getter.done() and not getter.cancelled() else None
+        raise Unavailable("the gateway is shutting down", reason="unavailable")
+    return await gateway.runtime.engine.submit(Submission(
+        prompt.content, session_key=target.session_key, agent_id=target.agent.id,
+        channel=target.channel, client_tools=tools, extra_system_prompt=prompt.system,
+        tool_results=prompt.tool_results, sampling=sampling or {},
+    ), follow=stream)
 
 
 def remainder(result: RunResult, sent: str) -> str:
@@ -312,29 +203,29 @@ def sse(data: Any, event: str | None = None) -> bytes:
 # -- GET /v1/models -----------------------------------------------------------------------------
 
 
-def model_ids(gateway: Gateway) -> list[str]:
+def model_ids(gateway: Services) -> list[str]:
     """``clawgate``, ``clawgate/default``, ``clawgate/<agent>``... and the ``openclaw`` aliases."""
-    agents = [agent.id for agent in gateway.engine.roster]
+    agents = [agent.id for agent in gateway.runtime.engine.roster]
     return [brand + suffix for brand in BRANDS
             for suffix in ("", "/default", *(f"/{a}" for a in agents))]
 
 
-def _row(gateway: Gateway, model_id: str) -> dict[str, object]:
-    return {"id": model_id, "object": "model", "created": int(gateway.started_at),
+def _row(gateway: Services, model_id: str) -> dict[str, object]:
+    return {"id": model_id, "object": "model", "created": gateway.started_at // 1000,
             "owned_by": "clawgate"}
 
 
-async def models(gateway: Gateway, _request: Request) -> Response:
+async def models(gateway: Services, _request: Request) -> Response:
     """``GET {prefix}/models``."""
     return JSONResponse({"object": "list",
                          "data": [_row(gateway, m) for m in model_ids(gateway)]})
 
 
-async def model(gateway: Gateway, request: Request) -> Response:
+async def model(gateway: Services, request: Request) -> Response:
     """``GET {prefix}/models/{id}``: any id that names an agent (``openclaw:ops`` too)."""
     model_id = str(request.path_params["model_id"])
     wanted = agent_id_of(model_id)
-    known = {agent.id for agent in gateway.engine.roster}
+    known = {agent.id for agent in gateway.runtime.engine.roster}
     if wanted == "" or (wanted is not None and normalize_agent_id(wanted) in known):
         return JSONResponse(_row(gateway, model_id))
-    return error_response(404, f"The model `{model_id}` does not exist", code="model_not_found")
+    raise NotFound(f"The model `{model_id}` does not exist", reason="model_not_found")

@@ -20,25 +20,24 @@ prompt, every turn.
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 
-from clawgate.agents.bus import Subscription
-from clawgate.agents.lanes import Run, RunResult
+from clawgate.agents.lanes import RunResult
+from clawgate.agents.turn import Turn
+from clawgate.errors import ClawgateError, InvalidRequest
 from clawgate.gateway.openai_api import (
     DONE,
     SSE_HEADERS,
-    ApiError,
+    Prompt,
     Target,
     failure,
     flag,
-    follow,
     has_transcript,
     optional_str,
     read_body,
@@ -48,9 +47,7 @@ from clawgate.gateway.openai_api import (
     sse,
     submit,
 )
-
-if TYPE_CHECKING:
-    from clawgate.gateway.app import Gateway
+from clawgate.gateway.rpc import Services
 
 CHAT_ROLES = ("system", "developer", "user", "assistant", "tool", "function")
 TEXT_PARTS = ("text", "input_text", "output_text")
@@ -105,16 +102,7 @@ class Conversation:
         return len(self.entries) == 1 and self.entries[0].role == "user"
 
 
-@dataclass(frozen=True, slots=True)
-class Turn:
-    """What one request submits to the engine."""
-
-    content: str | list[dict[str, Any]] | None
-    tool_results: tuple[dict[str, Any], ...]
-    system: str | None
-
-
-def assemble(conversation: Conversation, *, stored: bool, field: str = "messages") -> Turn:
+def assemble(conversation: Conversation, *, stored: bool, field: str = "messages") -> Prompt:
     """The turn to submit (see the module docstring for the two renderings)."""
     missing = MISSING_USER.replace("`messages`", f"`{field}`")
     system = "\n\n".join(t for t in conversation.system if t.strip()) or None
@@ -137,35 +125,35 @@ def assemble(conversation: Conversation, *, stored: bool, field: str = "messages
         at = next((i for i in range(len(entries) - 1, -1, -1)
                    if entries[i].role in ("user", "tool")), None)
         if at is None:
-            raise ApiError(missing)
+            raise InvalidRequest(missing)
         current = entries[at]
         history = [e.line() for e in entries[:at] if e.text]
         text = "\n".join([HISTORY_MARKER, *history, "", CURRENT_MARKER, current.line()]) \
             if history else current.text
         images = list(current.images)
     if not text.strip() and not images and not results:
-        raise ApiError(missing)
+        raise InvalidRequest(missing)
     content: str | list[dict[str, Any]] | None = text or None
     if images:
         content = [*([{"type": "text", "text": text}] if text else []), *images]
-    return Turn(content, tuple(results), system)
+    return Prompt(content, tuple(results), system)
 
 
 def parse_messages(raw: Any) -> Conversation:
     """Validate Chat Completions ``messages``; errors name the field (``messages[2].role``)."""
     if not isinstance(raw, list) or not raw:
-        raise ApiError("`messages` must be a non-empty array of message objects")
+        raise InvalidRequest("`messages` must be a non-empty array of message objects")
     system: list[str] = []
     entries: list[Entry] = []
     names: dict[str, str] = {}  # tool_call_id -> tool name, from the assistant's calls
     for i, m in enumerate(raw):
         where = f"messages[{i}]"
         if not isinstance(m, dict):
-            raise ApiError(f"`{where}` must be an object")
+            raise InvalidRequest(f"`{where}` must be an object")
         role = m.get("role")
         if role not in CHAT_ROLES:
-            raise ApiError(f"`{where}.role` must be one of {', '.join(CHAT_ROLES)}, "
-                           f"not {role!r}")
+            raise InvalidRequest(f"`{where}.role` must be one of {', '.join(CHAT_ROLES)}, "
+                                 f"not {role!r}")
         text, images = content_of(m.get("content"), f"{where}.content")
         if role in ("system", "developer"):
             system.append(text)
@@ -190,7 +178,7 @@ def content_of(value: Any, where: str) -> tuple[str, tuple[dict[str, Any], ...]]
     if isinstance(value, str):
         return value, ()
     if not isinstance(value, list):
-        raise ApiError(f"`{where}` must be a string or an array of content parts")
+        raise InvalidRequest(f"`{where}` must be a string or an array of content parts")
     texts: list[str] = []
     images: list[dict[str, Any]] = []
     for j, part in enumerate(value):
@@ -201,13 +189,13 @@ def content_of(value: Any, where: str) -> tuple[str, tuple[dict[str, Any], ...]]
             url = part.get("image_url")
             url = url.get("url") if isinstance(url, dict) else url
             if not isinstance(url, str) or not url:
-                raise ApiError(f"`{where}[{j}].image_url` must name an image URL")
+                raise InvalidRequest(f"`{where}[{j}].image_url` must name an image URL")
             images.append({"type": "image_url", "image_url": {"url": url}})
         else:
-            raise ApiError(f"`{where}[{j}].type` must be one of text, input_text, output_text, "
-                           f"image_url, input_image; not {kind!r}")
+            raise InvalidRequest(f"`{where}[{j}].type` must be one of text, input_text, "
+                                 f"output_text, image_url, input_image; not {kind!r}")
     if len(images) > MAX_IMAGES:
-        raise ApiError(f"`{where}` has {len(images)} images; the limit is {MAX_IMAGES}")
+        raise InvalidRequest(f"`{where}` has {len(images)} images; the limit is {MAX_IMAGES}")
     return "\n".join(texts), tuple(images)
 
 
@@ -216,13 +204,13 @@ def tool_calls_of(value: Any, where: str) -> list[dict[str, Any]]:
     if value is None:
         return []
     if not isinstance(value, list):
-        raise ApiError(f"`{where}` must be an array")
+        raise InvalidRequest(f"`{where}` must be an array")
     for j, call in enumerate(value):
         fn = call.get("function") if isinstance(call, dict) else None
         if not isinstance(fn, dict) or not isinstance(call.get("id"), str) \
                 or not isinstance(fn.get("name"), str):
-            raise ApiError(f"`{where}[{j}]` must be {{id, type: \"function\", "
-                           "function: {name, arguments}}")
+            raise InvalidRequest(f"`{where}[{j}]` must be {{id, type: \"function\", "
+                                 "function: {name, arguments}}")
     return value
 
 
@@ -231,22 +219,22 @@ def client_tools(raw: Any, where: str = "tools") -> tuple[dict[str, Any], ...]:
     if raw is None:
         return ()
     if not isinstance(raw, list):
-        raise ApiError(f"`{where}` must be an array of function tools")
+        raise InvalidRequest(f"`{where}` must be an array of function tools")
     specs: list[dict[str, Any]] = []
     for j, tool in enumerate(raw):
         if not isinstance(tool, dict) or tool.get("type") != "function":
-            raise ApiError(f"`{where}[{j}].type` must be \"function\" (only function tools are "
-                           "supported)")
+            raise InvalidRequest(f"`{where}[{j}].type` must be \"function\" (only function "
+                                 "tools are supported)")
         fn = tool.get("function", tool)
         if not isinstance(fn, dict):
-            raise ApiError(f"`{where}[{j}].function` must be an object")
+            raise InvalidRequest(f"`{where}[{j}].function` must be an object")
         name = fn.get("name")
         if not isinstance(name, str) or not name or len(name) > 64 or not all(
                 c.isascii() and (c.isalnum() or c in "_-") for c in name):
-            raise ApiError(f"`{where}[{j}].name` must be 1-64 letters, digits, '_' or '-'")
+            raise InvalidRequest(f"`{where}[{j}].name` must be 1-64 letters, digits, '_' or '-'")
         parameters = fn.get("parameters") or {"type": "object", "properties": {}}
         if not isinstance(parameters, dict):
-            raise ApiError(f"`{where}[{j}].parameters` must be a JSON Schema object")
+            raise InvalidRequest(f"`{where}[{j}].parameters` must be a JSON Schema object")
         spec: dict[str, Any] = {"name": name, "parameters": parameters}
         if isinstance(fn.get("description"), str):
             spec["description"] = fn["description"]
@@ -264,7 +252,7 @@ def sampling(body: Mapping[str, Any], max_tokens: tuple[str, ...] = (
     seed = body.get("seed")
     if seed is not None:
         if isinstance(seed, bool) or not isinstance(seed, int):
-            raise ApiError("`seed` must be an integer")
+            raise InvalidRequest("`seed` must be an integer")
         chosen["seed"] = seed
     stop = body.get("stop")
     if stop is not None:
@@ -272,7 +260,7 @@ def sampling(body: Mapping[str, Any], max_tokens: tuple[str, ...] = (
             stop = [stop]
         if (not isinstance(stop, list) or not 1 <= len(stop) <= 4
                 or not all(isinstance(s, str) and s for s in stop)):
-            raise ApiError("`stop` must be a string or a list of 1 to 4 strings")
+            raise InvalidRequest("`stop` must be a string or a list of 1 to 4 strings")
         chosen["stop"] = stop
     return chosen
 
@@ -283,19 +271,19 @@ def check_options(body: Mapping[str, Any], ints: tuple[str, ...]) -> None:
         value = body.get(name)
         if value is not None and (isinstance(value, bool) or not isinstance(value, int | float)
                                   or not low <= value <= high):
-            raise ApiError(f"`{name}` must be a number from {low:g} to {high:g}")
+            raise InvalidRequest(f"`{name}` must be a number from {low:g} to {high:g}")
     for name in ints:
         value = body.get(name)
         if value is not None and (isinstance(value, bool) or not isinstance(value, int)
                                   or value < 1):
-            raise ApiError(f"`{name}` must be a positive integer")
+            raise InvalidRequest(f"`{name}` must be a positive integer")
     if body.get("tool_choice") not in (None, "auto", "none", "required") \
             and not isinstance(body.get("tool_choice"), dict):
-        raise ApiError("`tool_choice` must be auto, none, required or a tool object")
+        raise InvalidRequest("`tool_choice` must be auto, none, required or a tool object")
 
 
-async def prepare(gateway: Gateway, target: Target, conversation: Conversation,
-                  field: str = "messages") -> Turn:
+async def prepare(gateway: Services, target: Target, conversation: Conversation,
+                  field: str = "messages") -> Prompt:
     """The turn for ``target``: the store is read only when the answer changes the turn."""
     stored = not target.generated and not conversation.plain \
         and await has_transcript(gateway, target.session_key)
@@ -311,7 +299,7 @@ def finish_reason(result: RunResult) -> str:
 # -- POST /v1/chat/completions ------------------------------------------------------------------
 
 
-async def completions(gateway: Gateway, request: Request) -> Response:
+async def completions(gateway: Services, request: Request) -> Response:
     """``POST {prefix}/chat/completions``."""
     body = await read_body(gateway, request)
     model = optional_str(body, "model") or "clawgate"
@@ -319,23 +307,23 @@ async def completions(gateway: Gateway, request: Request) -> Response:
     stream = flag(body, "stream")
     options = body.get("stream_options") or {}
     if not isinstance(options, dict):
-        raise ApiError("`stream_options` must be an object")
+        raise InvalidRequest("`stream_options` must be an object")
     tools = client_tools(body.get("tools"))
     check_options(body, ("max_tokens", "max_completion_tokens"))
     if body.get("n") not in (None, 1):
-        raise ApiError("`n` must be 1: one choice per completion")
+        raise InvalidRequest("`n` must be 1: one choice per completion")
     target = resolve_target(gateway, request, model=model, kind="openai",
                             user=optional_str(body, "user"))
-    turn = await prepare(gateway, target, conversation)
-    run, sub = await submit(gateway, target, turn, () if body.get("tool_choice") == "none"
-                            else tools, stream=stream, sampling=sampling(body))
-    if sub is None:
-        result = await asyncio.shield(run.done)
+    prompt = await prepare(gateway, target, conversation)
+    turn = await submit(gateway, target, prompt, () if body.get("tool_choice") == "none"
+                        else tools, stream=stream, sampling=sampling(body))
+    if not stream:
+        result = await turn.result()
         message = failure(result)
         if message is not None:
-            raise ApiError(message, status=500)
+            raise ClawgateError(message)
         return JSONResponse(completion(result, model))
-    chunks = _chunks(run, sub, model, usage=bool(options.get("include_usage")))
+    chunks = _chunks(turn, model, usage=bool(options.get("include_usage")))
     return StreamingResponse(chunks, media_type="text/event-stream", headers=SSE_HEADERS)
 
 
@@ -359,18 +347,17 @@ def _usage(result: RunResult) -> dict[str, int]:
             "total_tokens": result.usage.get("total", prompt + output)}
 
 
-async def _chunks(run: Run, sub: Subscription, model: str, *,
-                  usage: bool) -> AsyncIterator[bytes]:
+async def _chunks(turn: Turn, model: str, *, usage: bool) -> AsyncIterator[bytes]:
     created = int(time.time())
 
     def chunk(delta: dict[str, Any], reason: str | None = None) -> bytes:
-        return sse({"id": f"chatcmpl_{run.run_id}", "object": "chat.completion.chunk",
+        return sse({"id": f"chatcmpl_{turn.run_id}", "object": "chat.completion.chunk",
                     "created": created, "model": model,
                     "choices": [{"index": 0, "delta": delta, "finish_reason": reason}]})
 
     sent = ""
     yield chunk({"role": "assistant"})
-    async for item in follow(run, sub):
+    async for item in turn.text():
         if isinstance(item, str):
             sent += item
             yield chunk({"content": item})
@@ -387,7 +374,7 @@ async def _chunks(run: Run, sub: Subscription, model: str, *,
                                             for i, call in enumerate(item.tool_calls)]})
             yield chunk({}, finish_reason(item))
         if usage:
-            yield sse({"id": f"chatcmpl_{run.run_id}", "object": "chat.completion.chunk",
+            yield sse({"id": f"chatcmpl_{turn.run_id}", "object": "chat.completion.chunk",
                        "created": created, "model": model, "choices": [],
                        "usage": _usage(item)})
     yield DONE

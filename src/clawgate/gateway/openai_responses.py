@@ -10,24 +10,22 @@ response's run (the store remembers every run's session).
 
 from __future__ import annotations
 
-import asyncio
 import itertools
 import time
 from collections.abc import AsyncIterator
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 
-from clawgate.agents.bus import Subscription
-from clawgate.agents.lanes import Run, RunResult
+from clawgate.agents.lanes import RunResult
+from clawgate.agents.turn import Turn
+from clawgate.errors import ClawgateError, InvalidRequest, NotFound
 from clawgate.gateway.openai_api import (
     DONE,
     SSE_HEADERS,
-    ApiError,
     failure,
     flag,
-    follow,
     optional_str,
     read_body,
     remainder,
@@ -45,9 +43,7 @@ from clawgate.gateway.openai_chat import (
     prepare,
     sampling,
 )
-
-if TYPE_CHECKING:
-    from clawgate.gateway.app import Gateway
+from clawgate.gateway.rpc import Services
 
 MESSAGE_ROLES = ("system", "developer", "user", "assistant")
 SKIPPED_ITEMS = ("reasoning", "item_reference")
@@ -61,20 +57,20 @@ def parse_input(raw: Any, instructions: str | None) -> Conversation:
     if isinstance(raw, str):
         return Conversation(system, (Entry("user", raw),))
     if not isinstance(raw, list) or not raw:
-        raise ApiError("`input` must be a string or a non-empty array of input items")
+        raise InvalidRequest("`input` must be a string or a non-empty array of input items")
     entries: list[Entry] = []
     names: dict[str, str] = {}  # call_id -> tool name, from function_call items
     extra: list[str] = []
     for i, item in enumerate(raw):
         where = f"input[{i}]"
         if not isinstance(item, dict):
-            raise ApiError(f"`{where}` must be an object")
+            raise InvalidRequest(f"`{where}` must be an object")
         kind = item.get("type", "message")
         if kind == "message":
             role = item.get("role")
             if role not in MESSAGE_ROLES:
-                raise ApiError(f"`{where}.role` must be one of {', '.join(MESSAGE_ROLES)}, "
-                               f"not {role!r}")
+                raise InvalidRequest(f"`{where}.role` must be one of {', '.join(MESSAGE_ROLES)}, "
+                                     f"not {role!r}")
             text, images = content_of(item.get("content"), f"{where}.content")
             if role in ("system", "developer"):
                 extra.append(text)
@@ -89,23 +85,22 @@ def parse_input(raw: Any, instructions: str | None) -> Conversation:
             text, _ = content_of(output if output is not None else "", f"{where}.output")
             entries.append(Entry("tool", text, name=names.get(call_id), call_id=call_id))
         elif kind not in SKIPPED_ITEMS:
-            raise ApiError(f"`{where}.type` must be message, function_call, "
-                           f"function_call_output, reasoning or item_reference; not {kind!r}")
+            raise InvalidRequest(f"`{where}.type` must be message, function_call, "
+                                 f"function_call_output, reasoning or item_reference; not {kind!r}")
     return Conversation((*system, *extra), tuple(entries))
 
 
-async def previous_session(gateway: Gateway, response_id: str | None) -> str | None:
+async def previous_session(gateway: Services, response_id: str | None) -> str | None:
     """The session key of an earlier response's run."""
     if response_id is None:
         return None
-    record = await gateway.engine.store.get_run(response_id.removeprefix("resp_"))
+    record = await gateway.runtime.store.get_run(response_id.removeprefix("resp_"))
     if record is None:
-        raise ApiError(f"no response {response_id!r} (`previous_response_id`)", status=404,
-                       code="not_found")
+        raise NotFound(f"no response {response_id!r} (`previous_response_id`)")
     return record.key
 
 
-async def responses(gateway: Gateway, request: Request) -> Response:
+async def responses(gateway: Services, request: Request) -> Response:
     """``POST {prefix}/responses``."""
     body = await read_body(gateway, request)
     model = optional_str(body, "model") or "clawgate"
@@ -117,28 +112,28 @@ async def responses(gateway: Gateway, request: Request) -> Response:
     previous = await previous_session(gateway, optional_str(body, "previous_response_id"))
     target = resolve_target(gateway, request, model=model, kind="openresponses",
                             user=optional_str(body, "user"), previous=previous)
-    turn = await prepare(gateway, target, conversation, field="input")
-    run, sub = await submit(gateway, target, turn, () if body.get("tool_choice") == "none"
-                            else tools, stream=stream,
-                            sampling=sampling(body, max_tokens=("max_output_tokens",)))
+    prompt = await prepare(gateway, target, conversation, field="input")
+    turn = await submit(gateway, target, prompt, () if body.get("tool_choice") == "none"
+                        else tools, stream=stream,
+                        sampling=sampling(body, max_tokens=("max_output_tokens",)))
     base: dict[str, Any] = {
-        "id": f"resp_{run.run_id}", "object": "response", "created_at": int(time.time()),
+        "id": f"resp_{turn.run_id}", "object": "response", "created_at": int(time.time()),
         "status": "in_progress", "model": model, "output": [], "usage": None, "error": None,
         "incomplete_details": None, "instructions": instructions, "metadata": {},
         "parallel_tool_calls": True, "tool_choice": body.get("tool_choice") or "auto",
         "tools": body.get("tools") or [],
         "previous_response_id": body.get("previous_response_id"),
     }
-    if sub is None:
-        result = await asyncio.shield(run.done)
+    if not stream:
+        result = await turn.result()
         message = failure(result)
         if message is not None:
-            raise ApiError(message, status=500)
+            raise ClawgateError(message)
         status = "completed" if _status(result) == "completed" else "incomplete"
-        output = ([_message(run.run_id, result.text, status)]
+        output = ([_message(turn.run_id, result.text, status)]
                   if result.text or not result.tool_calls else [])
         return JSONResponse(_final(base, result, [*output, *map(_call, result.tool_calls)]))
-    return StreamingResponse(_events(run, sub, base), media_type="text/event-stream",
+    return StreamingResponse(_events(turn, base), media_type="text/event-stream",
                              headers=SSE_HEADERS)
 
 
@@ -181,9 +176,9 @@ def _final(base: dict[str, Any], result: RunResult,
     return final
 
 
-async def _events(run: Run, sub: Subscription, base: dict[str, Any]) -> AsyncIterator[bytes]:
+async def _events(turn: Turn, base: dict[str, Any]) -> AsyncIterator[bytes]:
     numbers = itertools.count()
-    item_id = f"msg_{run.run_id}"
+    item_id = f"msg_{turn.run_id}"
     where = {"item_id": item_id, "output_index": 0, "content_index": 0}
 
     def emit(kind: str, **fields: Any) -> bytes:
@@ -191,13 +186,13 @@ async def _events(run: Run, sub: Subscription, base: dict[str, Any]) -> AsyncIte
 
     def opening() -> list[bytes]:
         return [emit("response.output_item.added", output_index=0,
-                     item=_message(run.run_id, "", "in_progress")),
+                     item=_message(turn.run_id, "", "in_progress")),
                 emit("response.content_part.added", **where, part=_part(""))]
 
     yield emit("response.created", response=base)
     yield emit("response.in_progress", response=base)
     text, opened = "", False
-    async for item in follow(run, sub):
+    async for item in turn.text():
         if isinstance(item, str):
             if not opened:
                 for event in opening():
@@ -217,7 +212,7 @@ async def _events(run: Run, sub: Subscription, base: dict[str, Any]) -> AsyncIte
             yield emit("response.output_text.delta", **where, delta=rest, logprobs=[])
         output: list[dict[str, Any]] = []
         if opened:
-            message = _message(run.run_id, text,
+            message = _message(turn.run_id, text,
                                "completed" if status == "completed" else "incomplete")
             yield emit("response.output_text.done", **where, text=text, logprobs=[])
             yield emit("response.content_part.done", **where, part=_part(text))

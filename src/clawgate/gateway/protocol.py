@@ -15,18 +15,11 @@ from typing import Any, Literal, NotRequired, TypedDict, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from clawgate.errors import ClawgateError, classify
+from clawgate.errors import ClawgateError, RateLimited, RpcCode, RpcError, kind_of
 
 PROTOCOL_VERSIONS = (3, 4)
-MAX_PAYLOAD = 26_214_400  # policy.maxPayload: largest frame after hello (25 MiB)
-MAX_BUFFERED_BYTES = 52_428_800  # policy.maxBufferedBytes: outbound queue per connection
-PRECONNECT_MAX_BYTES = 65_536  # frames before hello-ok
-TICK_INTERVAL_MS = 15_000
-HANDSHAKE_TIMEOUT_MS = 15_000
 DEVICE_SIGNATURE_SKEW_MS = 10 * 60_000
 
-ErrorCode = Literal["NOT_LINKED", "NOT_PAIRED", "AGENT_TIMEOUT", "FORBIDDEN", "INVALID_REQUEST",
-                    "UNAVAILABLE"]
 OPERATOR_SCOPES = ("operator.read", "operator.write", "operator.admin", "operator.approvals",
                    "operator.pairing", "operator.talk.secrets")
 
@@ -47,44 +40,30 @@ class ResponseFrame(TypedDict):
     error: NotRequired[ErrorShape]
 
 
-class RpcError(ClawgateError):
-    """An error with an explicit RPC code (and OpenClaw ``details``) for one response."""
-
-    def __init__(self, code: ErrorCode, message: str, *, details: dict[str, Any] | None = None,
-                 retryable: bool | None = None, retry_after_ms: int | None = None) -> None:
-        self.code: ErrorCode = code
-        self.message = message
-        self.details = details
-        self.retryable = retryable
-        self.retry_after_ms = retry_after_ms
-        super().__init__(message)
-
-    def shape(self) -> ErrorShape:
-        out: ErrorShape = {"code": self.code, "message": self.message}
-        if self.details is not None:
-            out["details"] = self.details
-        if self.retryable is not None:
-            out["retryable"] = self.retryable
-        if self.retry_after_ms is not None:
-            out["retryAfterMs"] = self.retry_after_ms
-        return out
-
-
 def invalid(message: str, **details: Any) -> RpcError:
     """An ``INVALID_REQUEST`` error (``details`` when given)."""
     return RpcError("INVALID_REQUEST", message, details=details or None)
 
 
 def error_shape(exc: BaseException) -> ErrorShape:
-    """The wire error for ``exc``: explicit for RpcError, the one error table for clawgate
-    errors, and an opaque ``UNAVAILABLE`` for bugs (their text stays in the server log)."""
+    """The wire error for ``exc``: explicit for RpcError, the one error table for other
+    clawgate errors, and an opaque ``UNAVAILABLE`` for bugs (their text stays in the log)."""
     if isinstance(exc, RpcError):
-        return exc.shape()
+        out: ErrorShape = {"code": exc.rpc_code, "message": exc.message}
+        if exc.details is not None:
+            out["details"] = exc.details
+        if exc.retryable is not None:
+            out["retryable"] = exc.retryable
+        if exc.retry_after_ms is not None:
+            out["retryAfterMs"] = exc.retry_after_ms
+        return out
     if isinstance(exc, ClawgateError):
-        code, _status = classify(exc)
-        shape: ErrorShape = {"code": code, "message": str(exc)}
-        if code == "UNAVAILABLE":
+        kind = kind_of(exc)
+        shape: ErrorShape = {"code": kind.rpc, "message": str(exc)}
+        if kind.rpc == "UNAVAILABLE":
             shape["retryable"] = True
+        if isinstance(exc, RateLimited):
+            shape["retryAfterMs"] = int(exc.retry_after_s * 1000) + 1
         return shape
     return {"code": "UNAVAILABLE", "message": "internal error"}
 
@@ -113,6 +92,10 @@ def parse_params(model: type[P], params: Any, method: str) -> P:
         where = ".".join(str(p) for p in first["loc"]) or "<root>"
         why = "unknown field" if first["type"] == "extra_forbidden" else first["msg"]
         raise invalid(f"invalid {method} params: {where}: {why}") from None
+
+
+class NoParams(Params):
+    """Params of a method that takes none (``{}`` or absent)."""
 
 
 class ClientInfo(Params):
@@ -176,7 +159,7 @@ class Refusal(RpcError):
     """A failed handshake: the error the ``connect`` request gets, then a close with
     ``close_code``."""
 
-    def __init__(self, close_code: int, code: ErrorCode, message: str, **options: Any) -> None:
+    def __init__(self, close_code: int, code: RpcCode, message: str, **options: Any) -> None:
         super().__init__(code, message, **options)
         self.close_code = close_code
 

@@ -21,6 +21,8 @@ import inspect
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from enum import StrEnum
+from types import MappingProxyType
 from typing import Any, Literal
 
 from clawgate.errors import HookError, RegistrationError
@@ -40,7 +42,25 @@ class HookSpec:
     doc: str = ""
 
 
-SPECS: Mapping[str, HookSpec] = {
+class Hook(StrEnum):
+    """Every hook's name: the engine calls ``hooks.call(Hook.AGENT_END, ...)``, never a bare
+    string, so a misspelt hook is an AttributeError at import, not a silent no-op."""
+
+    GATEWAY_START = "gateway_start"
+    GATEWAY_STOP = "gateway_stop"
+    MESSAGE_RECEIVED = "message_received"
+    INBOUND_CLAIM = "inbound_claim"
+    BEFORE_MODEL_RESOLVE = "before_model_resolve"
+    BEFORE_PROMPT_BUILD = "before_prompt_build"
+    BEFORE_TOOL_CALL = "before_tool_call"
+    AFTER_TOOL_CALL = "after_tool_call"
+    MESSAGE_SENDING = "message_sending"
+    AGENT_END = "agent_end"
+    SESSION_START = "session_start"
+    SESSION_END = "session_end"
+
+
+SPECS: Mapping[str, HookSpec] = MappingProxyType({
     s.name: s
     for s in (
         HookSpec("gateway_start", ("gateway",), "observe", 30, doc="The gateway is serving."),
@@ -49,7 +69,8 @@ SPECS: Mapping[str, HookSpec] = {
         HookSpec("message_received", ("session_key", "agent_id", "message", "channel"),
                  "observe", 30, doc="An inbound message was accepted and stored."),
         HookSpec("inbound_claim", ("session_key", "message", "channel"), "claim", 15,
-                 doc="A plugin may take an inbound message instead of the agent."),
+                 doc="A plugin may take an inbound message instead of the agent; a claim "
+                     "{handled: true, reply?: str} answers it without a model run."),
         HookSpec("before_model_resolve", ("session_key", "agent_id", "model"), "modify", 15,
                  fields=("model",), doc="Change the model ref of a turn."),
         HookSpec("before_prompt_build",
@@ -67,11 +88,11 @@ SPECS: Mapping[str, HookSpec] = {
                  ("session_key", "agent_id", "run_id", "status", "text", "usage"), "observe",
                  30, doc="A turn ended (ok, error, aborted or timeout)."),
         HookSpec("session_start", ("session_key", "agent_id"), "observe", 30,
-                 doc="A session was created."),
+                 doc="A session was created (its first message was admitted)."),
         HookSpec("session_end", ("session_key", "agent_id", "reason"), "observe", 30,
                  doc="A session was reset or deleted."),
     )
-}
+})
 
 
 @dataclass(frozen=True, slots=True)
@@ -169,7 +190,9 @@ class HookResult:
 class HookCaller:
     """Runs hooks over one registry's handlers (sorted once, by priority then order)."""
 
-    def __init__(self, handlers: Sequence[HookHandler]) -> None:
+    def __init__(self, handlers: Sequence[HookHandler],
+                 specs: Mapping[str, HookSpec] = SPECS) -> None:
+        self._specs = specs
         by_hook: dict[str, list[HookHandler]] = {}
         for h in handlers:
             by_hook.setdefault(h.hook, []).append(h)
@@ -185,9 +208,9 @@ class HookCaller:
     def handlers(self, hook: str) -> tuple[HookHandler, ...]:
         return self._handlers.get(hook, ())
 
-    async def call(self, hook: str, **values: Any) -> HookResult:
-        """Run every handler of ``hook`` as its spec says."""
-        spec = SPECS[hook]
+    async def call(self, hook: Hook, **values: Any) -> HookResult:
+        """Run every handler of ``hook`` as its spec says (at once when it has none)."""
+        spec = self._specs[hook]
         missing = set(spec.params) - set(values)
         if missing:
             raise TypeError(f"hook {hook!r} called without {sorted(missing)}")

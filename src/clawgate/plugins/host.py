@@ -37,7 +37,7 @@ from clawgate.plugins import discovery
 from clawgate.plugins.loader import build_registry, purge_modules
 from clawgate.plugins.metadata import MetadataSnapshot, SchemaCache, build_snapshot
 from clawgate.plugins.plan import LoadPlan, derive_plan
-from clawgate.plugins.registry import Registry, Service
+from clawgate.plugins.registry import Registry, Service, ServiceContext
 
 log = logging.getLogger("clawgate.plugins")
 T = TypeVar("T")
@@ -439,7 +439,7 @@ class PluginHost:
         self._started_services[generation.id] = started
 
     async def _call(self, service: Service, fn: Any, what: str) -> bool:
-        context = {"state_dir": self.settings.state_dir, "config": self.settings.config}
+        context = ServiceContext(state_dir=self.settings.state_dir, config=self.settings.config)
         try:
             outcome = fn(context)
             if inspect.isawaitable(outcome):

@@ -11,7 +11,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any, Literal
+from typing import Any, Literal, TypedDict
 
 from clawgate.plugins.hooks import HookCaller, HookHandler
 from clawgate.plugins.metadata import Diagnostic
@@ -53,6 +53,40 @@ class Tool:
                 "parameters": dict(self.parameters),
             },
         }
+
+
+@dataclass(frozen=True, slots=True)
+class MethodContext:
+    """The ``context`` a plugin RPC method handler receives.
+
+    ``broadcast(event, payload)`` sends an event to every connection holding
+    ``operator.read``; it may be called from the worker thread a sync handler runs on.
+    """
+
+    method: str
+    conn_id: str
+    client_id: str
+    role: str
+    scopes: frozenset[str]
+    plugin_id: str
+    broadcast: Callable[[str, Any], None] = field(repr=False)
+
+
+class ServiceContext(TypedDict):
+    """What a plugin service's ``start(context)`` and ``stop(context)`` receive."""
+
+    state_dir: Path
+    config: Any  # the gateway's validated Config
+
+
+@dataclass(frozen=True, slots=True)
+class CommandContext:
+    """What a plugin command handler learns about the message it answers."""
+
+    session_key: str
+    agent_id: str
+    channel: str | None
+    run_id: str
 
 
 @dataclass(frozen=True, slots=True)

@@ -21,21 +21,20 @@ from clawgate.sessions.keys import (
     qualify,
     row_kind,
 )
-from clawgate.sessions.listing import GatewaySessionRow, ListQuery, ListResult
-from clawgate.sessions.schema import SCHEMA_VERSION, Run, RunStatus, SchemaTooNew, SessionEntry
+from clawgate.sessions.listing import ListQuery, ListResult, SessionRow
+from clawgate.sessions.schema import SCHEMA_VERSION, Run, SchemaTooNew, SessionEntry
 from clawgate.sessions.store import SessionStore
 from clawgate.sessions.transcript import StoredMessage
 
 __all__ = [
     "SCHEMA_VERSION",
-    "GatewaySessionRow",
     "ListQuery",
     "ListResult",
     "Run",
-    "RunStatus",
     "SchemaTooNew",
     "SessionEntry",
     "SessionKey",
+    "SessionRow",
     "SessionStore",
     "StoredMessage",
     "agent_of",

@@ -9,7 +9,7 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, TypedDict, cast
+from typing import Any
 
 from clawgate.errors import InvalidRequest
 from clawgate.sessions.keys import normalize_agent_id, row_kind
@@ -23,37 +23,10 @@ SEARCH_COLUMNS = ("display_name", "label", "subject", "session_id", "key")
 FOLD_FUNCTION = "clawgate_fold"
 
 
-class GatewaySessionRow(TypedDict, total=False):
-    """One ``sessions.list`` row on the wire; absent fields are omitted, never null."""
-
-    key: str
-    kind: str
-    label: str
-    displayName: str
-    channel: str
-    subject: str
-    groupChannel: str
-    chatType: str
-    origin: dict[str, Any]
-    updatedAt: int
-    sessionId: str
-    abortedLastRun: bool
-    thinkingLevel: str
-    verboseLevel: str
-    reasoningLevel: str
-    sendPolicy: str
-    inputTokens: int
-    outputTokens: int
-    totalTokens: int
-    responseUsage: str
-    modelProvider: str
-    model: str
-    contextTokens: int
-    lastChannel: str
-    lastTo: str
-    lastAccountId: str
-    spawnedBy: str
-    parentSessionKey: str
+# One ``sessions.list`` row on the wire: the listed columns in their wire names (absent values
+# omitted, never null) plus ``kind`` (see ``schema.SessionEntry``, the one declaration).
+SessionRow = dict[str, Any]
+LISTED = tuple(c for c in COLUMNS if c.listed)
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,7 +61,7 @@ class ListQuery:
 class ListResult:
     """One page of rows, newest first, with the total that matched."""
 
-    rows: tuple[GatewaySessionRow, ...]
+    rows: tuple[SessionRow, ...]
     total: int
     offset: int
     limit: int
@@ -123,12 +96,10 @@ def run(
     return ListResult(rows, total, query.offset, query.limit, more, end if more else None)
 
 
-def to_row(row: sqlite3.Row, display_model: DisplayModel | None) -> GatewaySessionRow:
+def to_row(row: sqlite3.Row, display_model: DisplayModel | None) -> SessionRow:
     """A ``sessions`` row in wire shape; ``display_model`` maps (provider, model) for display."""
-    out: dict[str, Any] = {}
-    for col in COLUMNS:
-        if col.wire is None:
-            continue
+    out: SessionRow = {}
+    for col in LISTED:
         value = decode(col, row[col.name])
         if value is not None:
             out[col.wire] = value
@@ -141,7 +112,7 @@ def to_row(row: sqlite3.Row, display_model: DisplayModel | None) -> GatewaySessi
             out["modelProvider"] = provider
         if model is not None:
             out["model"] = model
-    return cast(GatewaySessionRow, out)
+    return out
 
 
 def _where(query: ListQuery, now_ms: int) -> tuple[str, list[Any]]:

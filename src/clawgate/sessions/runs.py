@@ -17,8 +17,9 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from clawgate.errors import InvalidRequest, SessionNotFound
-from clawgate.sessions.schema import RUN_STATUSES, RunStatus, dumps, loads
+from clawgate.sessions.schema import dumps, loads
 from clawgate.sessions.transcript import NewMessage, StoredMessage, check_messages
+from clawgate.types import RUN_STATUSES, RunStatus
 
 ENDED: tuple[RunStatus, ...] = tuple(s for s in RUN_STATUSES if s not in ("queued", "running"))
 
@@ -54,18 +55,20 @@ def append(c: sqlite3.Connection, key: str, new: Sequence[NewMessage],
 
 
 def admit(c: sqlite3.Connection, run_id: str, key: str, messages: Sequence[Any], now: int, *,
-          session: dict[str, Any], check: Callable[[sqlite3.Row], None]) -> sqlite3.Row:
+          session: dict[str, Any],
+          check: Callable[[sqlite3.Row], None]) -> tuple[sqlite3.Row, bool]:
     """Admission in one transaction: create the session if missing (``session`` holds its
     columns), let ``check`` refuse by raising (e.g. a deny send policy), queue the run.
-    Returns the session row."""
+    Returns the session row and whether this admission created the session."""
     names = ", ".join(session)
     marks = ", ".join("?" for _ in session)
-    c.execute(f"INSERT INTO sessions ({names}) VALUES ({marks}) ON CONFLICT (key) DO NOTHING",
-              list(session.values()))
+    created = c.execute(
+        f"INSERT INTO sessions ({names}) VALUES ({marks}) ON CONFLICT (key) DO NOTHING",
+        list(session.values())).rowcount > 0
     row = c.execute("SELECT * FROM sessions WHERE key = ?", (key,)).fetchone()
     check(row)
     queue(c, run_id, key, messages, now)
-    return row  # type: ignore[no-any-return]
+    return row, created
 
 
 def queue(c: sqlite3.Connection, run_id: str, key: str, messages: Sequence[Any],

@@ -9,19 +9,16 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Literal
 
 import orjson
 
 from clawgate.errors import ClawgateError, InvalidRequest
+from clawgate.types import QUEUE_MODES, RunStatus
 
 ColumnType = Literal["text", "int", "bool", "json"]
-RunStatus = Literal["queued", "running", "ok", "error", "aborted", "timeout", "interrupted"]
-RUN_STATUSES: tuple[RunStatus, ...] = (
-    "queued", "running", "ok", "error", "aborted", "timeout", "interrupted"
-)
 
 
 class SchemaTooNew(ClawgateError):
@@ -190,102 +187,100 @@ def migrate(conn: sqlite3.Connection, *, path: Path | str, target: int | None = 
 
 @dataclass(frozen=True, slots=True)
 class Column:
-    """One ``sessions`` column: its type, its ``GatewaySessionRow`` name, and whether
-    ``patch``/``ensure`` may set it (and to which values)."""
+    """One ``sessions`` column: its type, whether ``patch``/``ensure`` may set it (and to which
+    values), and whether ``sessions.list`` rows show it. Its wire name is the column name in
+    camelCase (``model_override`` -> ``modelOverride``)."""
 
     name: str
     type: ColumnType
-    wire: str | None = None
     settable: bool = True
+    listed: bool = True
     choices: tuple[str, ...] = ()
 
+    @property
+    def wire(self) -> str:
+        head, *rest = self.name.split("_")
+        return head + "".join(part.title() for part in rest)
 
-COLUMNS: tuple[Column, ...] = (
-    Column("key", "text", "key", settable=False),
-    Column("agent_id", "text", settable=False),
-    Column("session_id", "text", "sessionId", settable=False),
-    Column("created_at", "int", settable=False),
-    Column("updated_at", "int", "updatedAt", settable=False),
-    Column("started_at", "int", settable=False),
-    Column("channel", "text", "channel"),
-    Column("chat_type", "text", "chatType", choices=("direct", "group", "channel", "room")),
-    Column("origin", "json", "origin"),
-    Column("label", "text", "label"),
-    Column("display_name", "text", "displayName"),
-    Column("subject", "text", "subject"),
-    Column("group_channel", "text", "groupChannel"),
-    Column("model_override", "text"),
-    Column("provider_override", "text"),
-    Column("model", "text", "model"),
-    Column("model_provider", "text", "modelProvider"),
-    Column("context_tokens", "int", "contextTokens"),
-    Column("input_tokens", "int", "inputTokens"),
-    Column("output_tokens", "int", "outputTokens"),
-    Column("total_tokens", "int", "totalTokens"),
-    Column("send_policy", "text", "sendPolicy", choices=("allow", "deny")),
-    Column("queue_mode", "text"),
-    Column("thinking_level", "text", "thinkingLevel"),
-    Column("verbose_level", "text", "verboseLevel"),
-    Column("reasoning_level", "text", "reasoningLevel"),
-    Column("response_usage", "text", "responseUsage", choices=("on", "off", "tokens", "full")),
-    Column("spawned_by", "text", "spawnedBy"),
-    Column("parent_session_key", "text", "parentSessionKey"),
-    Column("last_channel", "text", "lastChannel"),
-    Column("last_to", "text", "lastTo"),
-    Column("last_account_id", "text", "lastAccountId"),
-    Column("last_thread_id", "text"),
-    Column("aborted_last_run", "bool", "abortedLastRun"),
-    Column("extra", "json"),
-)
-COLUMN_BY_NAME: Mapping[str, Column] = {c.name: c for c in COLUMNS}
-# Counters are NOT NULL in SQL: clearing one with None means zero.
-_ZERO_WHEN_NONE = frozenset({"input_tokens", "output_tokens", "total_tokens", "aborted_last_run"})
+
+def _col(type: ColumnType, default: Any = None, *, settable: bool = True, listed: bool = True,
+         choices: tuple[str, ...] = ()) -> Any:
+    """A SessionEntry field that is also a ``sessions`` column (its name filled in below)."""
+    column = Column("", type, settable, listed, choices)
+    if default is _REQUIRED:
+        return field(metadata={"column": column})
+    return field(default=default, metadata={"column": column})
+
+
+_REQUIRED = object()
+CHAT_TYPES = ("direct", "group", "channel", "room")
+SEND_POLICIES = ("allow", "deny")
+RESPONSE_USAGE = ("on", "off", "tokens", "full")
 
 
 @dataclass(frozen=True, slots=True)
 class SessionEntry:
-    """One row of ``sessions`` (reference §4.2). Times are epoch milliseconds."""
+    """One row of ``sessions`` (reference §4.2). Times are epoch milliseconds.
 
-    key: str
-    agent_id: str
-    session_id: str
-    created_at: int
-    updated_at: int
-    started_at: int
-    channel: str | None = None
-    chat_type: str | None = None
-    origin: dict[str, Any] | None = None
-    label: str | None = None
-    display_name: str | None = None
-    subject: str | None = None
-    group_channel: str | None = None
-    model_override: str | None = None
-    provider_override: str | None = None
-    model: str | None = None
-    model_provider: str | None = None
-    context_tokens: int | None = None
-    input_tokens: int = 0
-    output_tokens: int = 0
-    total_tokens: int = 0
-    send_policy: str | None = None
-    queue_mode: str | None = None
-    thinking_level: str | None = None
-    verbose_level: str | None = None
-    reasoning_level: str | None = None
-    response_usage: str | None = None
-    spawned_by: str | None = None
-    parent_session_key: str | None = None
-    last_channel: str | None = None
-    last_to: str | None = None
-    last_account_id: str | None = None
-    last_thread_id: str | None = None
-    aborted_last_run: bool = False
-    extra: dict[str, Any] | None = None
+    The one declaration of the session columns: :data:`COLUMNS`, the wire names, what
+    ``patch`` may set and what ``sessions.list`` shows are all derived from these fields (the
+    SQL is in :data:`MIGRATIONS`, and a test checks that it matches).
+    """
+
+    key: str = _col("text", _REQUIRED, settable=False)
+    agent_id: str = _col("text", _REQUIRED, settable=False, listed=False)
+    session_id: str = _col("text", _REQUIRED, settable=False)
+    created_at: int = _col("int", _REQUIRED, settable=False, listed=False)
+    updated_at: int = _col("int", _REQUIRED, settable=False)
+    started_at: int = _col("int", _REQUIRED, settable=False, listed=False)
+    channel: str | None = _col("text")
+    chat_type: str | None = _col("text", choices=CHAT_TYPES)
+    origin: dict[str, Any] | None = _col("json")
+    label: str | None = _col("text")
+    display_name: str | None = _col("text")
+    subject: str | None = _col("text")
+    group_channel: str | None = _col("text")
+    model_override: str | None = _col("text", listed=False)
+    provider_override: str | None = _col("text", listed=False)
+    model: str | None = _col("text")
+    model_provider: str | None = _col("text")
+    context_tokens: int | None = _col("int")
+    input_tokens: int = _col("int", 0)
+    output_tokens: int = _col("int", 0)
+    total_tokens: int = _col("int", 0)
+    send_policy: str | None = _col("text", choices=SEND_POLICIES)
+    queue_mode: str | None = _col("text", choices=QUEUE_MODES, listed=False)
+    thinking_level: str | None = _col("text")
+    verbose_level: str | None = _col("text")
+    reasoning_level: str | None = _col("text")
+    response_usage: str | None = _col("text", choices=RESPONSE_USAGE)
+    spawned_by: str | None = _col("text")
+    parent_session_key: str | None = _col("text")
+    last_channel: str | None = _col("text")
+    last_to: str | None = _col("text")
+    last_account_id: str | None = _col("text")
+    last_thread_id: str | None = _col("text", listed=False)
+    aborted_last_run: bool = _col("bool", False)
+    extra: dict[str, Any] | None = _col("json", listed=False)
 
     @classmethod
     def from_row(cls, row: sqlite3.Row) -> SessionEntry:
         """Decode a ``SELECT * FROM sessions`` row."""
         return cls(**{c.name: decode(c, row[c.name]) for c in COLUMNS})
+
+    def wire(self) -> dict[str, Any]:
+        """The entry in OpenClaw's wire names (absent values omitted)."""
+        out = {c.wire: getattr(self, c.name) for c in COLUMNS}
+        return {k: v for k, v in out.items() if v is not None}
+
+
+COLUMNS: tuple[Column, ...] = tuple(
+    replace(f.metadata["column"], name=f.name) for f in fields(SessionEntry)
+)
+COLUMN_BY_NAME: Mapping[str, Column] = {c.name: c for c in COLUMNS}
+COLUMN_BY_WIRE: Mapping[str, Column] = {c.wire: c for c in COLUMNS}
+# Counters are NOT NULL in SQL: clearing one with None means zero.
+_ZERO_WHEN_NONE = frozenset({"input_tokens", "output_tokens", "total_tokens", "aborted_last_run"})
 
 
 @dataclass(frozen=True, slots=True)

@@ -23,7 +23,6 @@ import contextlib
 import queue
 import sqlite3
 import threading
-import time
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -35,26 +34,14 @@ from clawgate.errors import InvalidRequest, SessionError, SessionNotFound, Unava
 from clawgate.providers.base import Message
 from clawgate.sessions import keys, listing, runs
 from clawgate.sessions.listing import DisplayModel, ListQuery, ListResult
-from clawgate.sessions.schema import (
-    RUN_STATUSES,
-    Run,
-    RunStatus,
-    SessionEntry,
-    check_fields,
-    dumps,
-    migrate,
-)
+from clawgate.sessions.schema import Run, SessionEntry, check_fields, migrate
 from clawgate.sessions.transcript import StoredMessage, check_messages, export_jsonl
+from clawgate.types import RunStatus, now_ms
 
 T = TypeVar("T")
 Job = Callable[[sqlite3.Connection], Any]
 BUSY_TIMEOUT_MS = 5_000
 MAX_BATCH = 128
-
-
-def now_ms() -> int:
-    """Wall-clock time in epoch milliseconds."""
-    return time.time_ns() // 1_000_000
 
 
 def _connect(path: Path) -> sqlite3.Connection:
@@ -271,25 +258,6 @@ class SessionStore:
 
         return await self._write(job)
 
-    async def add_usage(self, key: str, input: int, output: int) -> SessionEntry:
-        """Add a turn's token counts to the session's counters."""
-        for name, n in (("input", input), ("output", output)):
-            if isinstance(n, bool) or not isinstance(n, int) or n < 0:
-                raise InvalidRequest(f"{name} tokens must be a non-negative integer")
-        k = keys.canonical(key)
-
-        def job(c: sqlite3.Connection) -> SessionEntry:
-            cur = c.execute(
-                "UPDATE sessions SET input_tokens = input_tokens + ?, output_tokens = "
-                "output_tokens + ?, total_tokens = total_tokens + ? WHERE key = ?",
-                (input, output, input + output, k),
-            )
-            if cur.rowcount == 0:
-                raise _not_found(k)
-            return _must(c, k)
-
-        return await self._write(job)
-
     async def reset(self, key: str) -> SessionEntry:
         """Start a new transcript under ``key``: a new ``session_id``, the old messages archived
         (kept), token counters zeroed; label, overrides, policies and routing are kept."""
@@ -387,60 +355,6 @@ class SessionStore:
 
     # -- runs ---------------------------------------------------------------------------------
 
-    async def start_run(self, run_id: str, key: str) -> Run:
-        """Record a running turn of the session's current transcript; a reused id is refused."""
-        k = keys.canonical(key)
-        now = self._clock()
-
-        def job(c: sqlite3.Connection) -> Run:
-            sid = _must(c, k).session_id
-            try:
-                c.execute("INSERT INTO runs (run_id, key, session_id, status, started_at) "
-                          "VALUES (?, ?, ?, 'running', ?)", (run_id, k, sid, now))
-            except sqlite3.IntegrityError:
-                raise InvalidRequest(f"run {run_id!r} already exists") from None
-            return Run(run_id=run_id, key=k, session_id=sid, status="running", started_at=now)
-
-        return await self._write(job)
-
-    async def finish_run(
-        self,
-        run_id: str,
-        status: RunStatus,
-        stop_reason: str | None = None,
-        error: str | None = None,
-        usage: dict[str, Any] | None = None,
-    ) -> Run:
-        """End a running run; the session's ``aborted_last_run`` records whether it aborted."""
-        if status not in RUN_STATUSES or status == "running":
-            raise InvalidRequest(f"a finished run's status must be ok, error, aborted or timeout, "
-                                 f"not {status!r}")
-        usage_json = None if usage is None else dumps(usage)
-        now = self._clock()
-
-        def job(c: sqlite3.Connection) -> Run:
-            cur = c.execute(
-                "UPDATE runs SET status = ?, ended_at = ?, stop_reason = ?, error = ?, usage = ? "
-                "WHERE run_id = ? AND status = 'running'",
-                (status, now, stop_reason, error, usage_json, run_id),
-            )
-            run = _run(c, run_id)
-            if run is None:
-                raise InvalidRequest(f"no run {run_id!r}")
-            if cur.rowcount == 0:
-                raise InvalidRequest(f"run {run_id!r} already finished ({run.status})")
-            c.execute("UPDATE sessions SET aborted_last_run = ? WHERE key = ?",
-                      (int(status == "aborted"), run.key))
-            return run
-
-        return await self._write(job)
-
-    async def queue_run(self, run_id: str, key: str, messages: Sequence[Message]) -> None:
-        """Make an admitted run durable with its input messages (see ``sessions.runs``)."""
-        k = keys.canonical(key)
-        now = self._clock()
-        await self._write(lambda c: runs.queue(c, run_id, k, messages, now))
-
     async def discard_run(self, run_id: str) -> bool:
         """Delete a still-queued run record whose message was refused; False if there was none."""
         return await self._write(lambda c: runs.discard(c, run_id))
@@ -454,9 +368,11 @@ class SessionStore:
         return await self._write(lambda c: runs.begin(c, run_id, k, messages, now, history))
 
     async def admit(self, run_id: str, key: str, messages: Sequence[Message], *,
-                    agent_id: str | None = None, channel: str | None = None) -> SessionEntry:
-        """Ensure the session and queue the run in one transaction (one trip to the writer).
-        A session whose send policy is ``deny`` refuses the message and nothing is stored."""
+                    agent_id: str | None = None,
+                    channel: str | None = None) -> tuple[SessionEntry, bool]:
+        """Ensure the session and queue the run in one transaction (one trip to the writer);
+        returns the session and whether this admission created it. A session whose send
+        policy is ``deny`` refuses the message and nothing is stored."""
         k = keys.canonical(key)
         agent = _agent_for(k, agent_id)
         values = check_fields({"channel": channel} if channel else {}, "sessions.ensure")
@@ -469,9 +385,9 @@ class SessionStore:
             if row["send_policy"] == "deny":
                 raise SessionError("send blocked by session policy", session_key=k)
 
-        row = await self._write(lambda c: runs.admit(c, run_id, k, messages, now,
-                                                     session=session, check=refuse_denied))
-        return SessionEntry.from_row(row)
+        row, created = await self._write(lambda c: runs.admit(
+            c, run_id, k, messages, now, session=session, check=refuse_denied))
+        return SessionEntry.from_row(row), created
 
     async def complete_run(
         self, run_id: str, key: str, messages: Sequence[Message], *, status: RunStatus,

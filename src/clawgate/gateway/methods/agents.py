@@ -14,11 +14,12 @@ from typing import Any, Literal
 from pydantic import Field
 
 from clawgate.agents.lanes import RunResult
-from clawgate.gateway.methods import READ, WRITE, CallContext, CoreMethod
-from clawgate.gateway.methods.chat import admitting, in_flight, user_content
-from clawgate.gateway.methods.sessions import changed, find_by_session_id
-from clawgate.gateway.methods.system import now_ms
-from clawgate.gateway.protocol import Params, invalid, parse_params
+from clawgate.agents.turn import Submission
+from clawgate.gateway.methods.chat import user_content
+from clawgate.gateway.methods.sessions import find_by_session_id
+from clawgate.gateway.protocol import NoParams, Params, invalid, parse_params
+from clawgate.gateway.rpc import READ, WRITE, CallContext, CoreMethod
+from clawgate.types import now_ms
 
 WAIT_DEFAULT_MS = 30_000
 
@@ -54,10 +55,6 @@ class WaitParams(Params):
     timeoutMs: int = Field(default=WAIT_DEFAULT_MS, ge=0, le=24 * 3_600_000)
 
 
-class NoParams(Params):
-    pass
-
-
 class ModelsParams(Params):
     view: Literal["default", "configured", "all", "provider-config"] | None = None
 
@@ -79,8 +76,8 @@ def final_payload(result: RunResult, duration_ms: int | None = None) -> dict[str
 async def agent(ctx: CallContext, raw: Any) -> dict[str, Any]:
     p = parse_params(AgentParams, raw, "agent")
     gateway, run_id = ctx.gateway, p.idempotencyKey
-    engine = gateway.engine
-    if in_flight(gateway, run_id):
+    engine = gateway.runtime.engine
+    if engine.in_flight(run_id):
         return {"runId": run_id, "status": "in_flight"}
     done = engine.result(run_id)
     if done is not None:
@@ -90,25 +87,23 @@ async def agent(ctx: CallContext, raw: Any) -> dict[str, Any]:
         session_key = await find_by_session_id(gateway, p.sessionId)
         if session_key is None:
             raise invalid(f"no session with sessionId {p.sessionId!r}")
-    content = user_content(p.message, p.attachments)
     started = time.perf_counter()
-    with admitting(gateway, run_id):
-        run = await engine.submit(content, session_key=session_key, agent_id=p.agentId,
-                                  channel=p.channel, run_id=run_id,
-                                  extra_system_prompt=p.extraSystemPrompt)
+    turn = await engine.submit(Submission(
+        user_content(p.message, p.attachments), session_key=session_key, agent_id=p.agentId,
+        channel=p.channel, run_id=run_id, extra_system_prompt=p.extraSystemPrompt))
     ctx.reply({"runId": run_id, "status": "accepted", "acceptedAt": now_ms()})
-    changed(gateway, run.session_key, "send")
     try:
-        result = await asyncio.wait_for(asyncio.shield(run.done), p.timeout)
+        result = await asyncio.wait_for(turn.result(), p.timeout)
     except TimeoutError:
-        engine.abort(run.session_key, run_id)
-        result = await asyncio.shield(run.done)  # a vanished client must not cancel the run
+        turn.abort()
+        result = await turn.result()  # a vanished client must not cancel the run
     return final_payload(result, int((time.perf_counter() - started) * 1000))
 
 
 async def agent_wait(ctx: CallContext, raw: Any) -> dict[str, Any]:
     p = parse_params(WaitParams, raw, "agent.wait")
-    engine, store = ctx.gateway.engine, ctx.gateway.store
+    engine = ctx.gateway.runtime.engine
+    store = engine.store
     result = await engine.wait(p.runId, p.timeoutMs / 1000)
     if result is None and engine.find_run(p.runId) is not None:
         return {"runId": p.runId, "status": "timeout"}
@@ -128,7 +123,7 @@ async def agent_wait(ctx: CallContext, raw: Any) -> dict[str, Any]:
 
 async def agents_list(ctx: CallContext, raw: Any) -> dict[str, Any]:
     parse_params(NoParams, raw, "agents.list")
-    roster = ctx.gateway.engine.roster
+    roster = ctx.gateway.runtime.engine.roster
     return {"defaultId": roster.default.id, "mainKey": ctx.gateway.settings.config.session.main_key,
             "scope": "per-sender", "agents": [a.describe() for a in roster]}
 

@@ -1,44 +1,26 @@
-"""Chat methods (``chat.send``, ``.history``, ``.abort``, ``.inject``) and the relay that turns
-engine run events into ``agent`` and ``chat`` events (reference §2.4).
+"""Chat methods: ``chat.send``, ``.history``, ``.abort``, ``.inject`` (reference §2.4).
 
-``chat.send`` answers ``{runId, status: "started"}`` as soon as ``engine.submit`` returned —
-the message is durable by then (I9) — and the run's progress reaches every ``operator.read``
-connection as ``chat`` events: throttled cumulative ``delta`` snapshots (at most one per
-``DELTA_INTERVAL_S`` per run, the pending one always flushed before the end), then ``final``,
-``aborted`` or ``error``. The idempotency key is the run id: a repeat while the run is admitted
-or running answers ``in_flight``; after it ended, the cached result.
+``chat.send`` answers ``{runId, status: "started"}`` as soon as the turn API admitted the
+message — it is durable by then (I9) — and the run's progress reaches every ``operator.read``
+connection through the gateway's relay (:mod:`clawgate.gateway.relay`) as ``chat`` events. The
+idempotency key is the run id: a repeat while the run is admitted or running answers
+``in_flight``; after it ended, the cached result.
 """
 
 from __future__ import annotations
 
 import asyncio
-import logging
-import time
-import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any
 
 from pydantic import Field
 
-from clawgate.agents.bus import RunEvent, Subscription
 from clawgate.agents.lanes import RunResult
-from clawgate.gateway.methods import READ, WRITE, CallContext, CoreMethod, attached
-from clawgate.gateway.methods.sessions import changed
-from clawgate.gateway.methods.system import now_ms
+from clawgate.agents.turn import Submission
 from clawgate.gateway.protocol import Params, invalid, parse_params
-from clawgate.gateway.ws import broadcast
+from clawgate.gateway.relay import assistant_message
+from clawgate.gateway.rpc import READ, WRITE, CallContext, CoreMethod
 from clawgate.sessions.transcript import StoredMessage
-
-if TYPE_CHECKING:
-    from clawgate.gateway.app import Gateway
-
-log = logging.getLogger("clawgate.gateway.chat")
-
-DELTA_INTERVAL_S = 0.05
-RELAY_QUEUE = 65_536
-QueueModeName = Literal["followup", "collect", "interrupt", "steer"]
+from clawgate.types import QueueMode, now_ms
 
 
 class SendParams(Params):
@@ -50,7 +32,7 @@ class SendParams(Params):
     attachments: list[dict[str, Any]] | None = Field(default=None, max_length=16)
     timeoutMs: int | None = Field(default=None, ge=1)
     sessionId: str | None = None
-    queueMode: QueueModeName | None = None
+    queueMode: QueueMode | None = None
     fastMode: bool | None = None
     expectedLeafEntryId: str | None = None
     originatingChannel: str | None = None
@@ -91,30 +73,6 @@ def user_content(message: str, attachments: list[dict[str, Any]] | None) -> Any:
     return parts
 
 
-def _admitting(gateway: Gateway) -> set[str]:
-    return attached(gateway, "_clawgate_ws_admitting", set)
-
-
-@contextmanager
-def admitting(gateway: Gateway, run_id: str) -> Iterator[None]:
-    """Mark ``run_id`` as being admitted, so a concurrent repeat sees it ``in_flight``."""
-    pending = _admitting(gateway)
-    pending.add(run_id)
-    try:
-        yield
-    finally:
-        pending.discard(run_id)
-
-
-def in_flight(gateway: Gateway, run_id: str) -> bool:
-    return run_id in _admitting(gateway) or gateway.engine.find_run(run_id) is not None
-
-
-def assistant_message(text: str, ts: int, **extra: Any) -> dict[str, Any]:
-    content = [{"type": "text", "text": text}] if text else []
-    return {"role": "assistant", "content": content, "timestamp": ts, **extra}
-
-
 def chat_result(result: RunResult) -> dict[str, Any]:
     """What a repeated ``chat.send`` gets once its run has ended."""
     out: dict[str, Any] = {"runId": result.run_id, "status": result.status,
@@ -129,27 +87,25 @@ def chat_result(result: RunResult) -> dict[str, Any]:
 
 async def chat_send(ctx: CallContext, raw: Any) -> dict[str, Any] | None:
     p = parse_params(SendParams, raw, "chat.send")
-    gateway, run_id = ctx.gateway, p.idempotencyKey
-    engine = gateway.engine
+    engine, run_id = ctx.gateway.runtime.engine, p.idempotencyKey
     agent, key = engine.session_key(p.sessionKey)
-    if p.message.strip() == "/stop":
-        return abort(gateway, key, None)
-    if in_flight(gateway, run_id):
+    if engine.in_flight(run_id):
         return {"runId": run_id, "status": "in_flight"}
     done = engine.result(run_id)
     if done is not None:
         return chat_result(done)
-    content = user_content(p.message, p.attachments)
-    with admitting(gateway, run_id):
-        run = await engine.submit(content, session_key=key, agent_id=agent.id,
-                                  channel="webchat", mode=p.queueMode, run_id=run_id)
+    turn = await engine.submit(Submission(
+        user_content(p.message, p.attachments), session_key=key, agent_id=agent.id,
+        channel="webchat", mode=p.queueMode, run_id=run_id))
+    if turn.command == "stop":  # OpenClaw answers a stop with what it aborted
+        stopped = list(turn.details.get("aborted", ()))
+        return {"ok": True, "aborted": bool(stopped), "runIds": stopped}
     ctx.reply({"runId": run_id, "status": "started"})
-    changed(gateway, key, "send")
-    if p.timeoutMs is not None:  # this request task (owned by the connection) keeps watch
+    if p.timeoutMs is not None and not turn.done:  # this request task keeps watch
         try:
-            await asyncio.wait_for(asyncio.shield(run.done), p.timeoutMs / 1000)
+            await asyncio.wait_for(turn.result(), p.timeoutMs / 1000)
         except TimeoutError:
-            engine.abort(key, run_id)
+            turn.abort()
     return None
 
 
@@ -189,169 +145,33 @@ def display(m: StoredMessage, max_chars: int | None) -> dict[str, Any] | None:
 
 async def chat_history(ctx: CallContext, raw: Any) -> dict[str, Any]:
     p = parse_params(HistoryParams, raw, "chat.history")
-    store = ctx.gateway.store
-    _, key = ctx.gateway.engine.session_key(p.sessionKey)
-    entry = await store.get(key)
-    rows = await store.transcript(key, limit=p.limit) if entry is not None else []
+    engine = ctx.gateway.runtime.engine
+    _, key = engine.session_key(p.sessionKey)
+    entry = await engine.store.get(key)
+    rows = await engine.store.transcript(key, limit=p.limit) if entry is not None else []
     messages = [d for d in (display(m, p.maxChars) for m in rows) if d is not None]
     return {"sessionKey": key, "sessionId": entry.session_id if entry else None,
             "messages": messages, "thinkingLevel": entry.thinking_level if entry else None}
 
 
-def abort(gateway: Gateway, key: str, run_id: str | None) -> dict[str, Any]:
-    """Abort queued runs, then the active one; queued runs never started, so their
-    ``aborted`` chat event is sent from here (the relay only sees runs that ran)."""
-    active = gateway.engine.lanes.active(key)
-    ids = gateway.engine.abort(key, run_id)
-    for rid in ids:
-        if active is None or rid != active.run_id:
-            broadcast(gateway, "chat", {"runId": rid, "sessionKey": key, "seq": 1,
-                                        "state": "aborted", "stopReason": "aborted"}, scope=READ)
-    return {"ok": True, "aborted": bool(ids), "runIds": ids}
-
-
 async def chat_abort(ctx: CallContext, raw: Any) -> dict[str, Any]:
     p = parse_params(AbortParams, raw, "chat.abort")
-    _, key = ctx.gateway.engine.session_key(p.sessionKey)
+    engine = ctx.gateway.runtime.engine
+    _, key = engine.session_key(p.sessionKey)
     if p.runId is not None:
-        run = ctx.gateway.engine.find_run(p.runId)
+        run = engine.find_run(p.runId)
         if run is not None and run.session_key != key:
             raise invalid(f"run {p.runId!r} does not belong to session {key!r}")
-    return abort(ctx.gateway, key, p.runId)
+    ids = engine.abort(key, p.runId)
+    return {"ok": True, "aborted": bool(ids), "runIds": ids}
 
 
 async def chat_inject(ctx: CallContext, raw: Any) -> dict[str, Any]:
     p = parse_params(InjectParams, raw, "chat.inject")
-    gateway = ctx.gateway
-    agent, key = gateway.engine.session_key(p.sessionKey)
-    await gateway.store.ensure(key, agent_id=agent.id)
-    stored = await gateway.store.append(key, [{"role": "assistant", "content": p.message,
-                                               "stop_reason": "injected"}])
-    run_id = f"inject-{uuid.uuid4()}"
-    message = assistant_message(p.message, stored[0].created_at, stopReason="injected")
-    broadcast(gateway, "chat", {"runId": run_id, "sessionKey": key, "seq": 1, "state": "final",
-                                "message": message, "stopReason": "injected"}, scope=READ)
-    changed(gateway, key, "inject")
-    return {"ok": True, "runId": run_id, "messageId": str(stored[0].id)}
-
-
-# -- the relay: engine run events -> agent and chat events -------------------------------------
-
-@dataclass(slots=True)
-class _Stream:
-    session_key: str
-    text: str = ""
-    sent: int = 0  # characters already reported in a delta
-    seq: int = 0
-    last_sent: float = 0.0
-    ts: int = 0  # of the newest assistant event
-
-    @property
-    def pending(self) -> bool:
-        return len(self.text) > self.sent
-
-
-class Relay:
-    """Per-run chat state; owned by the relay task, so no locking is needed."""
-
-    def __init__(self, gateway: Gateway) -> None:
-        self.gateway = gateway
-        self.runs: dict[str, _Stream] = {}
-
-    def handle(self, ev: RunEvent) -> None:
-        stream = self.runs.get(ev.run_id)
-        if stream is None:
-            stream = self.runs[ev.run_id] = _Stream(ev.session_key)
-        if ev.stream == "assistant":
-            # Assistant text is coalesced: one `agent` and one `chat` delta per run per
-            # DELTA_INTERVAL_S, each carrying every character since the last one. Forwarding
-            # every token would cost O(tokens) frames per client for no visible difference.
-            stream.text += str(ev.data.get("delta", ""))
-            stream.seq, stream.ts = ev.seq, ev.ts
-            if time.monotonic() - stream.last_sent >= DELTA_INTERVAL_S:
-                self.delta(ev.run_id, stream)
-            return
-        if stream.pending:  # text before a tool call or the end goes out first, in order
-            self.delta(ev.run_id, stream)
-        broadcast(self.gateway, "agent", ev.payload(), scope=READ)
-        if ev.stream == "lifecycle" and ev.data.get("phase") in ("end", "error"):
-            del self.runs[ev.run_id]
-            self.end(ev)
-
-    def delta(self, run_id: str, stream: _Stream) -> None:
-        added = stream.text[stream.sent:]
-        broadcast(self.gateway, "agent", {
-            "runId": run_id, "seq": stream.seq, "stream": "assistant", "ts": stream.ts,
-            "data": {"text": stream.text, "delta": added}, "sessionKey": stream.session_key,
-        }, scope=READ)
-        payload = {"runId": run_id, "sessionKey": stream.session_key, "seq": stream.seq,
-                   "state": "delta", "message": assistant_message(stream.text, now_ms()),
-                   "deltaText": added}
-        stream.sent, stream.last_sent = len(stream.text), time.monotonic()
-        broadcast(self.gateway, "chat", payload, scope=READ)
-
-    def end(self, ev: RunEvent) -> None:
-        data = ev.data
-        status, text = data.get("status"), str(data.get("text") or "")
-        stop = str(data.get("stopReason") or "")
-        usage = dict(data.get("usage") or {})
-        base = {"runId": ev.run_id, "sessionKey": ev.session_key, "seq": ev.seq}
-        ts = int(data.get("endedAt") or now_ms())
-        if status == "ok":
-            wire_usage = {"input": usage.get("input", 0), "output": usage.get("output", 0),
-                          "totalTokens": usage.get("total", 0)}
-            message = assistant_message(text, ts, stopReason=stop, usage=wire_usage)
-            payload = {**base, "state": "final", "message": message, "usage": wire_usage,
-                       "stopReason": stop}
-        elif status == "aborted":
-            payload = {**base, "state": "aborted", "stopReason": stop or "aborted"}
-            if text:
-                payload["message"] = assistant_message(text, ts)
-        else:
-            kind = "timeout" if status == "timeout" else "unknown"
-            payload = {**base, "state": "error", "errorKind": kind,
-                       "errorMessage": str(data.get("error") or stop or "run failed")}
-        broadcast(self.gateway, "chat", payload, scope=READ)
-
-    def next_due(self) -> float | None:
-        """Seconds until the earliest pending delta may go out (None: nothing pending)."""
-        due = [s.last_sent + DELTA_INTERVAL_S for s in self.runs.values() if s.pending]
-        return max(0.0, min(due) - time.monotonic()) if due else None
-
-    def flush_due(self) -> None:
-        now = time.monotonic()
-        for run_id, stream in list(self.runs.items()):
-            if stream.pending and now - stream.last_sent >= DELTA_INTERVAL_S:
-                self.delta(run_id, stream)
-
-
-async def relay(gateway: Gateway) -> None:
-    """Forward every run event of the gateway's engine until cancelled (by the tick loop)."""
-    bus = gateway.engine.bus
-    sub: Subscription = bus.subscribe(maxsize=RELAY_QUEUE)
-    state = Relay(gateway)
-    try:
-        while True:
-            wait = state.next_due()
-            ev: RunEvent | None
-            try:
-                ev = await (sub.get() if wait is None else asyncio.wait_for(sub.get(), wait))
-            except TimeoutError:
-                state.flush_due()
-                continue
-            while ev is not None:
-                try:
-                    state.handle(ev)
-                except Exception:  # one odd event must not end the relay
-                    log.exception("chat relay could not forward %s", ev.run_id)
-                ev = sub.get_nowait()
-            state.flush_due()
-            if sub.overflowed:  # should not happen at this queue size; recover, loudly
-                log.warning("chat relay fell behind; some run events were dropped")
-                sub.close()
-                sub = bus.subscribe(maxsize=RELAY_QUEUE)
-    finally:
-        sub.close()
+    engine = ctx.gateway.runtime.engine
+    agent, key = engine.session_key(p.sessionKey)
+    run_id, message_id, _ = await engine.inject(key, agent_id=agent.id, text=p.message)
+    return {"ok": True, "runId": run_id, "messageId": str(message_id)}
 
 
 METHODS = (

@@ -8,27 +8,22 @@ metadata snapshot captured once per call — it never loads plugins or rescans (
 from __future__ import annotations
 
 import asyncio
-from typing import TYPE_CHECKING, Annotated, Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import Field
 
 from clawgate.agents.roster import ModelRef
 from clawgate.errors import ClawgateError, SessionNotFound
-from clawgate.gateway.methods import READ, WRITE, CallContext, CoreMethod
-from clawgate.gateway.methods.system import now_ms
-from clawgate.gateway.protocol import Params, RpcError, invalid, parse_params
-from clawgate.gateway.ws import broadcast
+from clawgate.gateway.protocol import Params, invalid, parse_params
+from clawgate.gateway.rpc import READ, WRITE, CallContext, CoreMethod, Services
+from clawgate.plugins.host import Generation
 from clawgate.providers.base import text_of
 from clawgate.sessions import keys
 from clawgate.sessions.listing import DEFAULT_LIMIT, MAX_LIMIT, ListQuery
-from clawgate.sessions.schema import COLUMNS, SessionEntry
+from clawgate.sessions.schema import COLUMN_BY_WIRE, SessionEntry
 from clawgate.sessions.transcript import StoredMessage
+from clawgate.types import QueueMode, now_ms
 
-if TYPE_CHECKING:
-    from clawgate.gateway.app import Gateway
-    from clawgate.plugins.host import Generation
-
-STOP_WAIT_S = 15.0
 KeyText = Annotated[str, Field(min_length=1, max_length=512)]
 
 
@@ -58,7 +53,7 @@ class PatchParams(Params):
     label: str | None = Field(default=None, max_length=512)
     model: str | None = Field(default=None, max_length=256)
     sendPolicy: Literal["allow", "deny"] | None = None
-    queueMode: Literal["followup", "collect", "interrupt", "steer"] | None = None
+    queueMode: QueueMode | None = None
     thinkingLevel: str | None = Field(default=None, max_length=32)
     verboseLevel: str | None = Field(default=None, max_length=32)
     reasoningLevel: str | None = Field(default=None, max_length=32)
@@ -85,52 +80,22 @@ class ResolveParams(Params):
     includeUnknown: bool = True
 
 
-# Wire name of a patch field -> store column.
-PATCH_COLUMNS = {"label": "label", "sendPolicy": "send_policy", "queueMode": "queue_mode",
-                 "thinkingLevel": "thinking_level", "verboseLevel": "verbose_level",
-                 "reasoningLevel": "reasoning_level", "responseUsage": "response_usage"}
-
-
 def entry_dict(entry: SessionEntry) -> dict[str, Any]:
     """A SessionEntry in OpenClaw's wire names (absent values omitted)."""
-    out: dict[str, Any] = {}
-    for col in COLUMNS:
-        value = getattr(entry, col.name)
-        if col.wire is not None and value is not None:
-            out[col.wire] = value
+    out = entry.wire()
+    out.pop("extra", None)
     out["sessionStartedAt"] = entry.started_at
-    for name, wire in (("model_override", "modelOverride"),
-                       ("provider_override", "providerOverride"), ("queue_mode", "queueMode")):
-        if getattr(entry, name) is not None:
-            out[wire] = getattr(entry, name)
     return out
 
 
-def changed(gateway: Gateway, key: str, reason: str) -> None:
-    broadcast(gateway, "sessions.changed", {"sessionKey": key, "reason": reason}, scope=READ)
-
-
-async def find_by_session_id(gateway: Gateway, session_id: str) -> str | None:
-    page = await gateway.store.list_sessions(ListQuery(
+async def find_by_session_id(gateway: Services, session_id: str) -> str | None:
+    page = await gateway.runtime.store.list_sessions(ListQuery(
         search=session_id, include_global=True, include_unknown=True, limit=MAX_LIMIT))
     return next((r["key"] for r in page.rows if r.get("sessionId") == session_id), None)
 
 
-async def stop_runs(gateway: Gateway, key: str, wait_s: float = STOP_WAIT_S) -> bool:
-    """Abort the session's queued and active runs; True once the active one has ended."""
-    active = gateway.engine.lanes.active(key)
-    gateway.engine.abort(key)
-    if active is None:
-        return True
-    try:
-        await asyncio.wait_for(asyncio.shield(active.done), wait_s)
-    except TimeoutError:
-        return False
-    return True
-
-
-def defaults(gateway: Gateway, generation: Generation, agent_id: str | None) -> dict[str, Any]:
-    ref = gateway.engine.roster.get(agent_id).models[0]
+def defaults(gateway: Services, generation: Generation, agent_id: str | None) -> dict[str, Any]:
+    ref = gateway.runtime.engine.roster.get(agent_id).models[0]
     provider = generation.registry.provider(ref.provider)
     window = None
     if provider is not None:
@@ -146,8 +111,8 @@ async def sessions_list(ctx: CallContext, raw: Any) -> dict[str, Any]:
                       search=p.search, active_minutes=p.activeMinutes,
                       include_global=p.includeGlobal, include_unknown=p.includeUnknown,
                       limit=limit, offset=p.offset)
-    page = await gateway.engine.list_sessions(query)
-    return {"ts": now_ms(), "path": str(gateway.store.path), "count": len(page.rows),
+    page = await gateway.runtime.engine.list_sessions(query)
+    return {"ts": now_ms(), "path": str(gateway.runtime.store.path), "count": len(page.rows),
             "totalCount": page.total, "offset": page.offset, "limitApplied": limit,
             "nextOffset": page.next_offset, "hasMore": page.has_more,
             "defaults": defaults(gateway, ctx.generation, p.agentId), "sessions": list(page.rows)}
@@ -163,12 +128,12 @@ def preview_text(message: StoredMessage, max_chars: int) -> str:
 
 async def sessions_preview(ctx: CallContext, raw: Any) -> dict[str, Any]:
     p = parse_params(PreviewParams, raw, "sessions.preview")
-    engine = ctx.gateway.engine
+    engine = ctx.gateway.runtime.engine
 
     async def one(raw_key: str) -> dict[str, Any]:
         try:
             _, key = engine.session_key(raw_key)
-            rows = await ctx.gateway.store.transcript(key, limit=p.limit)
+            rows = await engine.store.transcript(key, limit=p.limit)
         except SessionNotFound:
             return {"key": raw_key, "status": "missing", "items": []}
         except ClawgateError:
@@ -183,7 +148,7 @@ async def sessions_preview(ctx: CallContext, raw: Any) -> dict[str, Any]:
 def resolve_model(ctx: CallContext, key: str, text: str) -> tuple[str | None, str | None]:
     """(provider_override, model_override) for a patch's ``model``; the agent's own default
     model clears the override. The provider must be loaded in the current generation."""
-    agent = ctx.gateway.engine.roster.get(keys.agent_of(key))
+    agent = ctx.gateway.runtime.engine.roster.get(keys.agent_of(key))
     ref = ModelRef.parse(text) if "/" in text else ModelRef(agent.models[0].provider, text)
     if ctx.generation.registry.provider(ref.provider) is None:
         raise invalid(f"model not allowed: {ref} (no loaded plugin provides {ref.provider!r})")
@@ -195,18 +160,19 @@ def resolve_model(ctx: CallContext, key: str, text: str) -> tuple[str | None, st
 async def sessions_patch(ctx: CallContext, raw: Any) -> dict[str, Any]:
     p = parse_params(PatchParams, raw, "sessions.patch")
     gateway = ctx.gateway
-    agent, key = gateway.engine.session_key(p.key)
+    engine = gateway.runtime.engine
+    agent, key = engine.session_key(p.key)
     fields: dict[str, Any] = {}
-    for wire in p.model_fields_set - {"key"}:
-        if wire == "model":
+    wire: dict[str, Any] = {}
+    for name in p.model_fields_set - {"key"}:
+        wire[name] = getattr(p, name)
+        if name == "model":
             provider, model = resolve_model(ctx, key, p.model) if p.model else (None, None)
             fields.update(provider_override=provider, model_override=model)
         else:
-            fields[PATCH_COLUMNS[wire]] = getattr(p, wire)
-    await gateway.store.ensure(key, agent_id=agent.id)
-    entry = await gateway.store.patch(key, **fields)
-    changed(gateway, key, "patch")
-    out: dict[str, Any] = {"ok": True, "path": str(gateway.store.path), "key": key,
+            fields[COLUMN_BY_WIRE[name].name] = getattr(p, name)
+    entry = await engine.patch_session(key, agent_id=agent.id, wire=wire, **fields)
+    out: dict[str, Any] = {"ok": True, "path": str(engine.store.path), "key": key,
                            "entry": entry_dict(entry)}
     if "model" in p.model_fields_set:
         ref = agent.models[0]
@@ -217,45 +183,36 @@ async def sessions_patch(ctx: CallContext, raw: Any) -> dict[str, Any]:
 
 async def sessions_reset(ctx: CallContext, raw: Any) -> dict[str, Any]:
     p = parse_params(ResetParams, raw, "sessions.reset")
-    gateway = ctx.gateway
-    _, key = gateway.engine.session_key(p.key)
-    await stop_runs(gateway, key)
-    entry = await gateway.store.reset(key)
-    changed(gateway, key, "reset")
+    engine = ctx.gateway.runtime.engine
+    agent, key = engine.session_key(p.key)
+    entry = await engine.reset_session(key, agent_id=agent.id, reason=p.reason or "reset")
     return {"ok": True, "key": key, "entry": entry_dict(entry)}
 
 
 async def sessions_delete(ctx: CallContext, raw: Any) -> dict[str, Any]:
     p = parse_params(DeleteParams, raw, "sessions.delete")
-    gateway = ctx.gateway
-    main = gateway.settings.config.session.main_key
-    agent, key = gateway.engine.session_key(p.key)
-    if key == keys.main_key(keys.agent_of(key) or agent.id, main):
-        raise invalid(f"the main session {key!r} cannot be deleted")
-    if not await stop_runs(gateway, key):
-        raise RpcError("UNAVAILABLE", f"Session {key} is still active; try again in a moment.",
-                       retryable=True, retry_after_ms=1000)
-    deleted = await gateway.store.delete(key, main)
-    if deleted:
-        changed(gateway, key, "delete")
+    engine = ctx.gateway.runtime.engine
+    agent, key = engine.session_key(p.key)
+    deleted = await engine.delete_session(key, agent_id=agent.id)
     return {"ok": True, "key": key, "deleted": deleted, "archived": []}
 
 
 async def sessions_resolve(ctx: CallContext, raw: Any) -> dict[str, Any]:
     p = parse_params(ResolveParams, raw, "sessions.resolve")
     gateway = ctx.gateway
+    engine, store = gateway.runtime.engine, gateway.runtime.store
     given = [n for n in ("key", "sessionId", "label") if getattr(p, n) is not None]
     if len(given) != 1:
         raise invalid("invalid sessions.resolve params: give exactly one of key, sessionId, "
                       "label")
     found: str | None
     if p.key is not None:
-        _, key = gateway.engine.session_key(p.key, p.agentId)
-        found = key if await gateway.store.get(key) is not None else None
+        _, key = engine.session_key(p.key, p.agentId)
+        found = key if await store.get(key) is not None else None
     elif p.sessionId is not None:
         found = await find_by_session_id(gateway, p.sessionId)
     else:
-        page = await gateway.store.list_sessions(ListQuery(
+        page = await store.list_sessions(ListQuery(
             label=p.label, agent_id=p.agentId, spawned_by=p.spawnedBy,
             include_global=p.includeGlobal, include_unknown=p.includeUnknown, limit=1))
         found = page.rows[0]["key"] if page.rows else None

@@ -1,0 +1,393 @@
+"""The turn runner: stored user message -> prompt -> provider stream -> tools -> ... -> reply.
+
+The runner works only with the generation captured when the message was admitted (I4): its
+providers, tools, hooks and model-id policies. What reaches the store:
+
+- the run's user message(s), when the turn starts (they were durable in the run record since
+  admission);
+- each assistant tool-call message and tool result as the loop goes;
+- the final assistant message, usage and the run's end status in one transaction — also on
+  timeout, abort or error, with the partial text and the stop reason, so the transcript is
+  always consistent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import datetime
+from typing import Any
+
+import orjson
+
+from clawgate.agents.bus import EventBus, RunEvent, Stream
+from clawgate.agents.lanes import Run, RunResult
+from clawgate.agents.prompt import BootstrapCache, system_prompt
+from clawgate.agents.roster import Agent, ModelRef
+from clawgate.config import EngineConfig
+from clawgate.diagnostics.metrics import Metrics, rss_bytes
+from clawgate.diagnostics.timeline import Timeline
+from clawgate.errors import ClawgateError, HookError, InvalidRequest, ProviderError, ToolError
+from clawgate.plugins.hooks import Hook
+from clawgate.plugins.host import Lease
+from clawgate.plugins.registry import Tool, ToolContext
+from clawgate.providers.base import (
+    Finish,
+    ModelRequest,
+    TextDelta,
+    ToolCall,
+    ToolSpec,
+    Usage,
+    sampling_request,
+)
+from clawgate.sessions.store import SessionStore
+from clawgate.sessions.transcript import StoredMessage
+from clawgate.types import EndStatus
+
+log = logging.getLogger("clawgate.turn")
+HISTORY_LIMIT = 400  # messages of the current session sent to the model
+
+
+@dataclass(frozen=True, slots=True)
+class TurnRequest:
+    """What one run needs besides its messages (``Run.payload``)."""
+
+    agent: Agent
+    lease: Lease
+    channel: str | None = None
+    client_tools: tuple[ToolSpec, ...] = ()
+    extra_system_prompt: str | None = None
+    model: ModelRef | None = None  # a session's model override
+    main_session: bool = False
+    sampling: dict[str, Any] = field(default_factory=dict)  # temperature, max_tokens, top_p...
+    admitted_at: float = field(default_factory=time.perf_counter)
+
+
+@dataclass(slots=True)
+class _Progress:
+    """What a turn has produced so far (kept for a partial save on abort or timeout)."""
+
+    text: str = ""
+    usage: Usage = Usage()
+    model: str | None = None
+    provider: str | None = None
+    first_delta_at: float | None = None
+    tool_calls: list[dict[str, Any]] = field(default_factory=list)
+
+
+class _Events:
+    def __init__(self, bus: EventBus, run: Run) -> None:
+        self._bus = bus
+        self._run = run
+        self._seq = 0
+
+    def emit(self, stream: Stream, **data: Any) -> None:
+        self._seq += 1
+        self._bus.publish(RunEvent(self._run.run_id, self._run.session_key, stream, data,
+                                   self._seq))
+
+
+class TurnRunner:
+    """Runs one turn per call; the lanes call it with each admitted run."""
+
+    def __init__(self, store: SessionStore, bus: EventBus, config: EngineConfig,
+                 metrics: Metrics, timeline: Timeline,
+                 run_sync: Callable[..., Awaitable[Any]] | None = None) -> None:
+        # Where synchronous plugin tools run (the plugin host's pool); threads by default.
+        self._run_sync = run_sync or asyncio.to_thread
+        self._timeline = timeline
+        self._bootstrap = BootstrapCache()
+        self._store = store
+        self._bus = bus
+        self._config = config
+        self._metrics = metrics
+
+    async def __call__(self, run: Run) -> RunResult:
+        request: TurnRequest = run.payload
+        with self._timeline.span("agent.turn", phase="agent", sessionKey=run.session_key,
+                                 agentId=request.agent.id):
+            return await self._turn(run, request)
+
+    async def _turn(self, run: Run, request: TurnRequest) -> RunResult:
+        agent = request.agent
+        hooks = request.lease.generation.registry.hooks
+        events = _Events(self._bus, run)
+        progress = _Progress()
+        status: EndStatus = "ok"
+        stop_reason = "stop"
+        error: str | None = None
+        started = run.started_at_perf = time.perf_counter()
+        try:
+            history = await self._store.begin_run(run.run_id, run.session_key, run.messages,
+                                                   history=HISTORY_LIMIT)
+            events.emit("lifecycle", phase="start", startedAt=int(time.time() * 1000))
+            await hooks.call(Hook.MESSAGE_RECEIVED, session_key=run.session_key,
+                             agent_id=agent.id, message=run.messages[-1], channel=request.channel)
+            async with asyncio.timeout(self._config.turn_timeout_s):
+                stop_reason = await self._loop(run, request, events, progress, history)
+                if progress.text:
+                    sent = await hooks.call(Hook.MESSAGE_SENDING, session_key=run.session_key,
+                                            agent_id=agent.id, text=progress.text)
+                    progress.text = str(sent.values["text"])
+        except asyncio.CancelledError:
+            status, stop_reason = "aborted", run.cancel_reason or "aborted"
+        except TimeoutError:
+            status, stop_reason = "timeout", "timeout"
+            error = f"turn exceeded {self._config.turn_timeout_s} s"
+        except (ClawgateError, ValueError) as exc:
+            status, stop_reason, error = "error", "error", str(exc)
+        except Exception as exc:  # a bug must end the run cleanly, not wedge the lane
+            log.exception("turn %s failed", run.run_id)
+            status, stop_reason, error = "error", "error", f"{type(exc).__name__}: {exc}"
+        result = RunResult(
+            run.run_id, run.session_key, status, progress.text, stop_reason, error,
+            _usage_dict(progress.usage), tuple(progress.tool_calls),
+        )
+        # Shielded: an abort arriving now must not leave the run half-recorded.
+        await asyncio.shield(self._finish(run, request, result, progress, events, started))
+        return result
+
+    async def cancelled(self, run: Run) -> RunResult:
+        """Record a run that was aborted before it started (its message stays in the store)."""
+        request: TurnRequest = run.payload
+        result = RunResult(run.run_id, run.session_key, "aborted",
+                           stop_reason=run.cancel_reason or "aborted")
+        try:
+            await self._store.begin_run(run.run_id, run.session_key, run.messages)
+            await self._store.complete_run(run.run_id, run.session_key, [], status="aborted",
+                                           stop_reason=result.stop_reason)
+        finally:
+            request.lease.release()
+        return result
+
+    # -- the loop --------------------------------------------------------------------------
+
+    async def _loop(self, run: Run, request: TurnRequest, events: _Events,
+                    progress: _Progress, history: Sequence[StoredMessage]) -> str:
+        agent = request.agent
+        generation = request.lease.generation
+        registry = generation.registry
+        hooks = registry.hooks
+        refs = (request.model, *agent.models) if request.model else agent.models
+        resolved = await hooks.call(Hook.BEFORE_MODEL_RESOLVE, session_key=run.session_key,
+                                    agent_id=agent.id, model=str(refs[0]))
+        if str(resolved.values["model"]) != str(refs[0]):
+            refs = (ModelRef.parse(str(resolved.values["model"])), *refs)
+        tools = list(registry.tools.values())
+        files = await self._bootstrap.files(agent.workspace, main_session=request.main_session)
+        prompt = system_prompt(agent, files, tools, now=datetime.now().astimezone(),
+                               extra=request.extra_system_prompt)
+        messages: list[dict[str, Any]] = [m.to_message() for m in history]
+        specs = [t.spec() for t in tools] + list(request.client_tools)
+        built = await hooks.call(Hook.BEFORE_PROMPT_BUILD, session_key=run.session_key,
+                                 agent_id=agent.id, system_prompt=prompt, messages=messages,
+                                 tools=specs)
+        prompt, messages = str(built.values["system_prompt"]), list(built.values["messages"])
+        client_names = {s.get("function", {}).get("name") for s in request.client_tools}
+        context = ToolContext(run.session_key, agent.id, run.run_id, agent.workspace)
+
+        for _ in range(self._config.max_iterations):
+            model_request = sampling_request(
+                "", ({"role": "system", "content": prompt}, *messages), tuple(specs),
+                request.sampling)
+            calls, finish = await self._call_model(refs, model_request, request, events,
+                                                   progress)
+            progress.usage = _add(progress.usage, finish.usage)
+            if not calls:
+                steered = run.take_injected()
+                if not steered:
+                    return finish.reason or "stop"
+                # Steer at a model boundary: keep this reply, then answer the new message(s).
+                reply = {"role": "assistant", "content": progress.text}
+                progress.text = ""
+                await self._store.append(run.session_key, [
+                    {**reply, "stop_reason": finish.reason or "stop"}, *steered])
+                messages.extend([reply, *steered])
+                continue
+            assistant = {"role": "assistant", "content": progress.text or None,
+                         "tool_calls": [_wire(c) for c in calls]}
+            progress.text = ""
+            messages.append(assistant)
+            if any(c.name in client_names for c in calls):
+                # The client executes its own tools: hand the calls back and end the turn.
+                progress.tool_calls = [_wire(c) for c in calls]
+                await self._store.append(run.session_key, [assistant])
+                return "tool_calls"
+            results = []
+            for call in calls:
+                content = await self._tool(registry.tool(call.name), call, context, run, events)
+                results.append({"role": "tool", "tool_call_id": call.id, "name": call.name,
+                                "content": content})
+            injected = run.take_injected()  # steer: new user messages join at this boundary
+            await self._store.append(run.session_key, [assistant, *results, *injected])
+            messages.extend([*results, *injected])
+        return "max_iterations"
+
+    async def _call_model(self, refs: Sequence[ModelRef], base: ModelRequest,
+                          request: TurnRequest, events: _Events,
+                          progress: _Progress) -> tuple[list[ToolCall], Finish]:
+        snapshot = request.lease.generation.snapshot
+        registry = request.lease.generation.registry
+        failure: ProviderError | None = None
+        for ref in refs:
+            provider = registry.provider(ref.provider)
+            if provider is None:
+                failure = ProviderError(f"no loaded plugin provides {ref.provider!r}",
+                                        provider=ref.provider)
+                continue
+            model = snapshot.normalize_model(ref.provider, ref.model) or ref.model
+            calls: list[ToolCall] = []
+            finish = Finish()
+            emitted = False
+            try:
+                async for event in provider.stream(replace(base, model=model)):
+                    if isinstance(event, TextDelta):
+                        if not event.text:
+                            continue
+                        emitted = True
+                        if progress.first_delta_at is None:
+                            progress.first_delta_at = time.perf_counter()
+                        progress.text += event.text
+                        # Only the new piece: a cumulative copy per event would make every
+                        # mailbox hold O(reply²) bytes. The end event carries the full text.
+                        events.emit("assistant", delta=event.text)
+                    elif isinstance(event, ToolCall):
+                        calls.append(event)
+                    elif isinstance(event, Finish):
+                        finish = event
+            except ProviderError as exc:
+                if emitted or not exc.failover:
+                    raise
+                log.warning("model %s failed (%s); trying the next fallback", ref, exc)
+                self._metrics.inc("provider_failovers_total")
+                failure = exc
+                continue
+            progress.provider, progress.model = ref.provider, model
+            return calls, finish
+        assert failure is not None
+        raise failure
+
+    async def _tool(self, tool: Tool | None, call: ToolCall, context: ToolContext, run: Run,
+                    events: _Events) -> str:
+        hooks = run.payload.lease.generation.registry.hooks
+        events.emit("tool", phase="start", name=call.name, toolCallId=call.id,
+                    args=call.arguments)
+        arguments: dict[str, Any] = {}
+        is_error = True
+        try:
+            if tool is None:
+                raise InvalidRequest(f"unknown tool {call.name!r}")
+            parsed = orjson.loads(call.arguments or "{}")
+            if not isinstance(parsed, dict):
+                raise InvalidRequest("tool arguments must be a JSON object")
+            arguments = parsed
+            gate = await hooks.call(Hook.BEFORE_TOOL_CALL, session_key=run.session_key,
+                                    agent_id=context.agent_id, tool=call.name,
+                                    arguments=arguments)
+            if gate.blocked:
+                raise HookError(f"blocked: {gate.reason}", hook=Hook.BEFORE_TOOL_CALL,
+                                plugin_id=gate.blocked_by)
+            args = (arguments, context) if tool.wants_context else (arguments,)
+            if inspect.iscoroutinefunction(tool.handler):
+                output = await tool.handler(*args)
+            else:
+                output = await self._run_sync(tool.handler, *args)
+                if inspect.isawaitable(output):
+                    output = await output
+            content = output if isinstance(output, str) else orjson.dumps(output).decode()
+            is_error = False
+        except asyncio.CancelledError:
+            raise
+        except orjson.JSONDecodeError as exc:
+            content = f"error: tool arguments are not valid JSON: {exc}"
+        except ToolError as exc:  # the tool's own words for the model
+            content = f"error: {exc}"
+        except Exception as exc:  # the model sees the failure and can recover
+            content = f"error: {type(exc).__name__}: {exc}"
+        events.emit("tool", phase="result", name=call.name, toolCallId=call.id,
+                    result=content, isError=is_error)
+        await hooks.call(Hook.AFTER_TOOL_CALL, session_key=run.session_key,
+                         agent_id=context.agent_id, tool=call.name, arguments=arguments,
+                         result=content, is_error=is_error)
+        return content
+
+    # -- the end ---------------------------------------------------------------------------
+
+    async def _finish(self, run: Run, request: TurnRequest, result: RunResult,
+                      progress: _Progress, events: _Events, started: float) -> None:
+        hooks = request.lease.generation.registry.hooks
+        text = result.text
+        run.status = result.status  # no more steering: a later message queues as its own run
+        try:
+            # A tool_calls stop already stored its assistant message; otherwise store the
+            # reply (possibly partial, with the stop reason saying why it ended).
+            final: list[dict[str, Any]] = []
+            if result.stop_reason != "tool_calls":
+                final.append({"role": "assistant", "content": text,
+                              "usage": _usage_dict(progress.usage),
+                              "stop_reason": result.stop_reason})
+            # Steered messages that came after the last boundary were acknowledged: keep them.
+            final.extend(run.take_injected())
+            await self._store.complete_run(
+                run.run_id, run.session_key, final, status=result.status,
+                stop_reason=result.stop_reason, error=result.error,
+                usage=_usage_dict(progress.usage), model=progress.model,
+                provider=progress.provider, merged=run.merged_ids,
+            )
+        except Exception as exc:
+            log.error("could not record the end of run %s: %s", run.run_id, exc)
+        finally:
+            phase = "end" if result.status in ("ok", "aborted", "timeout") else "error"
+            events.emit("lifecycle", phase=phase, status=result.status, text=text,
+                        stopReason=result.stop_reason, error=result.error,
+                        usage=_usage_dict(progress.usage), toolCalls=list(result.tool_calls),
+                        endedAt=int(time.time() * 1000))
+            self._metrics.inc("agent_turns_total", status=result.status)
+            self._metrics.observe("agent_turn_seconds", time.perf_counter() - started)
+            self._latency(run, request, progress, result)
+            await hooks.call(Hook.AGENT_END, session_key=run.session_key,
+                             agent_id=request.agent.id, run_id=run.run_id,
+                             status=result.status, text=text, usage=result.usage)
+            request.lease.release()
+
+
+    def _latency(self, run: Run, request: TurnRequest, progress: _Progress,
+                 result: RunResult) -> None:
+        """One structured record per turn (reference §8.1's latency trace)."""
+        now = time.perf_counter()
+        admitted = request.admitted_at
+        started = run.started_at_perf or admitted
+        record = {
+            "turnId": run.run_id, "runId": run.run_id, "sessionKey": run.session_key,
+            "status": result.status,
+            "totalMs": _ms(now - admitted),
+            "entryMs": _ms(started - admitted),
+            "dispatchMs": _ms(now - started),
+            "firstDeliverMs": _ms(progress.first_delta_at - admitted)
+            if progress.first_delta_at else None,
+            "rss": rss_bytes(),
+        }
+        log.info("turn %s", orjson.dumps(record).decode())
+        self._timeline.event("turn.latency", "agent.turn.latency", attributes=record)
+
+
+def _ms(seconds: float) -> float:
+    return round(seconds * 1000, 3)
+
+
+def _wire(call: ToolCall) -> dict[str, Any]:
+    return {"id": call.id, "type": "function",
+            "function": {"name": call.name, "arguments": call.arguments}}
+
+
+def _add(a: Usage, b: Usage) -> Usage:
+    return Usage(a.input + b.input, a.output + b.output, a.cache_read + b.cache_read,
+                 a.cache_write + b.cache_write)
+
+
+def _usage_dict(u: Usage) -> dict[str, int]:
+    return {"input": u.input, "output": u.output, "total": u.total}

@@ -1,0 +1,146 @@
+"""The gateway's recent log records for ``logs.tail``, and tailing a log file.
+
+:class:`LogRing` is a logging handler the gateway attaches to the ``clawgate`` logger for its
+serving lifetime (one per gateway object, removed when it stops). It keeps the newest records
+as JSON lines, numbered from 1. Records below the loggers' configured level never reach it.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections import deque
+from contextvars import ContextVar
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+REDACTED = "__REDACTED__"
+URL_USERINFO = re.compile(r"([a-zA-Z][a-zA-Z0-9+.-]*://)[^/@\s]+@")
+LOG_RING_SIZE = 2000
+
+
+# Which gateway the current task works for: set by the gateway for its lifespan and for every
+# request it serves (tasks inherit it), so one gateway's log ring skips another's records (I6).
+SERVING: ContextVar[object | None] = ContextVar("clawgate_serving_gateway", default=None)
+
+
+class LogRing(logging.Handler):
+    """The newest ``capacity`` log records as JSON lines, numbered from 1: those of its own
+    gateway, and untagged ones (plugin threads, libraries) that no gateway can claim."""
+
+    def __init__(self, capacity: int = LOG_RING_SIZE, owner: object | None = None) -> None:
+        super().__init__(logging.DEBUG)
+        self.lines: deque[tuple[int, str]] = deque(maxlen=capacity)
+        self.last = 0
+        self.owner = owner
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        serving = SERVING.get()
+        return (serving is None or serving is self.owner) and super().filter(record)
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            stamp = datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds")
+            line = orjson.dumps({"time": stamp.replace("+00:00", "Z"),
+                                 "level": record.levelname.lower(), "subsystem": record.name,
+                                 # credentials in URLs never reach a log reader
+                                 "msg": URL_USERINFO.sub(r"\1" + REDACTED + "@",
+                                                         record.getMessage())}).decode()
+        except Exception:
+            self.handleError(record)
+            return
+        self.last += 1  # emit runs under the handler's lock
+        self.lines.append((self.last, line))
+
+    def attach(self) -> None:
+        """Start receiving the ``clawgate`` loggers' records (once; a second call is a no-op)."""
+        logger = logging.getLogger("clawgate")
+        if self not in logger.handlers:
+            logger.addHandler(self)
+
+    def detach(self) -> None:
+        logging.getLogger("clawgate").removeHandler(self)
+
+    def snapshot(self) -> tuple[list[tuple[int, str]], int]:
+        with self.lock or _NO_LOCK:
+            return list(self.lines), self.last
+
+
+class _NoLock:
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+
+_NO_LOCK = _NoLock()
+
+
+def tail_ring(ring: LogRing, cursor: int | None, limit: int, max_bytes: int) -> dict[str, Any]:
+    lines, last = ring.snapshot()
+    first = lines[0][0] if lines else last + 1
+    reset = cursor is not None and (cursor > last or cursor < first - 1)
+    if cursor is None or reset:  # the newest lines that fit
+        chosen: list[tuple[int, str]] = []
+        used = 0
+        for seq, line in reversed(lines[-limit:]):
+            if used + len(line) + 1 > max_bytes:
+                break
+            chosen.append((seq, line))
+            used += len(line) + 1
+        chosen.reverse()
+        truncated = len(chosen) < len(lines)
+    else:  # the oldest lines after the cursor that fit
+        after = [(s, line) for s, line in lines if s > cursor]
+        chosen, used = [], 0
+        for seq, line in after[:limit]:
+            if used + len(line) + 1 > max_bytes:
+                break
+            chosen.append((seq, line))
+            used += len(line) + 1
+        truncated = len(chosen) < len(after)
+    end = chosen[-1][0] if chosen else (last if cursor is None or reset else cursor)
+    out: dict[str, Any] = {"file": "memory:clawgate", "cursor": end, "size": last,
+                           "lines": [line for _, line in chosen]}
+    if truncated:
+        out["truncated"] = True
+    if reset:
+        out["reset"] = True
+    return out
+
+
+def tail_file(path: Path, cursor: int | None, limit: int, max_bytes: int) -> dict[str, Any]:
+    """Complete lines of a log file; ``cursor`` is a byte offset. Blocking."""
+    try:
+        size = path.stat().st_size
+    except FileNotFoundError:
+        return {"file": str(path), "cursor": 0, "size": 0, "lines": []}
+    reset = cursor is not None and cursor > size
+    tail = cursor is None or reset
+    start = max(0, size - max_bytes) if tail else int(cursor or 0)
+    with path.open("rb") as f:
+        f.seek(start)
+        data = f.read(min(max_bytes, size - start))
+    skip = data.find(b"\n") + 1 if tail and start > 0 else 0
+    end = data.rfind(b"\n") + 1
+    body = data[skip:end] if end > skip else b""
+    lines = body.decode("utf-8", "replace").splitlines()
+    consumed = start + skip + len(body)
+    truncated = consumed < size
+    if len(lines) > limit:
+        truncated = True
+        if tail:
+            lines = lines[-limit:]
+        else:
+            lines = lines[:limit]
+            consumed = start + skip + sum(len(x.encode()) + 1 for x in lines)
+    out: dict[str, Any] = {"file": str(path), "cursor": consumed, "size": size, "lines": lines}
+    if truncated:
+        out["truncated"] = True
+    if reset:
+        out["reset"] = True
+    return out

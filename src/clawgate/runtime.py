@@ -1,0 +1,90 @@
+"""The runtime: the one place that wires plugin host -> store -> engine, for every caller.
+
+The gateway, the CLI, the tests and the benchmarks all build the runtime the same way::
+
+    async with Runtime.open(settings) as runtime:
+        turn = await runtime.engine.submit(Submission("hello"))
+
+Start-up order is host, store, engine (workspaces, crash recovery); shutdown is the reverse
+(drain turns, stop plugin services, close the store). A Runtime is built once and started
+once; construction is synchronous, so an owner (the Gateway) can hold one before it serves.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
+from types import TracebackType
+from typing import Any
+
+from clawgate.agents.engine import Engine
+from clawgate.config import Settings
+from clawgate.diagnostics.metrics import Metrics
+from clawgate.diagnostics.timeline import Timeline
+from clawgate.errors import Unavailable
+from clawgate.plugins.host import COUNTERS, PluginHost
+from clawgate.sessions.store import SessionStore
+
+DB_FILE = "clawgate.db"
+
+
+class Runtime:
+    """Plugin host, session store and engine of one gateway (or one CLI command)."""
+
+    def __init__(self, settings: Settings, *, env: Mapping[str, str] | None = None,
+                 metrics: Metrics | None = None, timeline: Timeline | None = None,
+                 reserved_methods: frozenset[str] = frozenset(),
+                 reserved_paths: tuple[str, ...] = (), services: bool = True,
+                 drain_deadline_s: float = 10.0) -> None:
+        self.settings = settings
+        self.metrics = metrics or Metrics(COUNTERS)
+        self.timeline = timeline or Timeline.from_env(env or {})
+        self.host = PluginHost(settings, metrics=self.metrics, timeline=self.timeline,
+                               reserved_methods=reserved_methods, reserved_paths=reserved_paths)
+        self.store = SessionStore(settings.state_dir / DB_FILE)
+        self.engine = Engine(settings, self.host, self.store, metrics=self.metrics,
+                             timeline=self.timeline)
+        self.drain_deadline_s = drain_deadline_s
+        self._services = services
+        self._stack: contextlib.AsyncExitStack | None = None
+
+    @classmethod
+    @asynccontextmanager
+    async def open(cls, settings: Settings, **options: Any) -> AsyncIterator[Runtime]:
+        """Build and start a runtime for the block; it is closed on the way out."""
+        runtime = cls(settings, **options)
+        async with runtime:
+            yield runtime
+
+    async def start(self) -> None:
+        """Open the store, start the plugin host (one scan, one build) and the engine."""
+        if self._stack is not None:
+            raise Unavailable("the runtime is already started")
+        stack = contextlib.AsyncExitStack()
+        try:
+            await self.store.open()
+            stack.push_async_callback(self.store.close)
+            stack.callback(self.timeline.close)
+            await self.host.start(services=self._services)
+            stack.push_async_callback(self.host.aclose)
+            await self.engine.start()
+            stack.push_async_callback(self.engine.aclose, self.drain_deadline_s)
+        except BaseException:
+            await stack.aclose()
+            raise
+        self._stack = stack
+
+    async def aclose(self) -> None:
+        """Drain and stop everything, in reverse order of start (safe to call twice)."""
+        stack, self._stack = self._stack, None
+        if stack is not None:
+            await stack.aclose()
+
+    async def __aenter__(self) -> Runtime:
+        await self.start()
+        return self
+
+    async def __aexit__(self, exc_type: type[BaseException] | None,
+                        exc: BaseException | None, tb: TracebackType | None) -> None:
+        await self.aclose()
