@@ -54,8 +54,9 @@ _Text = Annotated[str, StringConstraints(min_length=1, max_length=MAX_TEXT)]
 _Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
 _Short = Annotated[str, StringConstraints(max_length=2_000)]
 _Ms = Annotated[int, Field(ge=0)]
-# Loc segments that are union tags, not field names (pydantic puts the tag after the field).
+# Tagged unions: pydantic's error locations name the tag after the field; messages leave it out.
 _UNIONS = frozenset({"schedule", "payload"})
+_TAGS = frozenset({"at", "every", "cron", "systemEvent", "agentTurn"})
 
 
 class SystemEvent(Wire):
@@ -140,8 +141,9 @@ class CronJob(Wire):
 
     @classmethod
     def from_doc(cls, doc: Mapping[str, Any]) -> CronJob:
-        """A job from its stored (wire) document."""
-        return _validate(cls, doc, "cron")
+        """A job from its stored (wire) document (written by this module, so its cron
+        expression is not parsed again)."""
+        return _validate(cls, doc, "cron", stored=True)
 
 
 class JobCreate(Wire):
@@ -494,12 +496,13 @@ def _is_http_url(value: str | None) -> bool:
 # -- validation errors ----------------------------------------------------------------------------
 
 
-def _validate(model: type[M], data: Any, method: str, prefix: str = "") -> M:
+def _validate(model: type[M], data: Any, method: str, prefix: str = "",
+              stored: bool = False) -> M:
     """``model`` from ``data``; the first problem raises CronInputError naming its field."""
     if not isinstance(data, Mapping):
         raise CronInputError(prefix or "params", "must be an object", method=method)
     try:
-        return model.model_validate(dict(data))
+        return model.model_validate(dict(data), context={"stored": stored})
     except ValidationError as exc:
         first = exc.errors()[0]
         raise CronInputError(_dotted(prefix, first["loc"]), _message(first),
@@ -510,15 +513,10 @@ def _dotted(prefix: str, loc: tuple[int | str, ...]) -> str:
     parts: list[str] = [prefix] if prefix else []
     previous: int | str = ""
     for part in loc:
-        if not (previous in _UNIONS and isinstance(part, str) and part[:1].islower()
-                and _is_tag(part)):
+        if not (previous in _UNIONS and part in _TAGS):  # pydantic puts the tag in the loc
             parts.append(str(part))
         previous = part
     return ".".join(parts)
-
-
-def _is_tag(part: str) -> bool:
-    return part in ("at", "every", "cron", "systemEvent", "agentTurn")
 
 
 def _message(error: Any) -> str:

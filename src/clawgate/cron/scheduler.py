@@ -52,6 +52,7 @@ from clawgate.sessions.store import SessionStore
 log = logging.getLogger("clawgate.cron")
 RunMode = Literal["due", "force"]
 MAX_MANUAL = 64  # manual runs waiting for a free slot; more are refused
+LOAD_PAGE = 1_000  # jobs read at a time at start-up
 MAX_SLEEP_MS = 60_000  # re-read the wall clock at least this often (it may jump)
 
 
@@ -171,14 +172,22 @@ class Scheduler:
         if closed:
             log.warning("cron: %d runs were interrupted by the last shutdown", closed)
         moved: dict[str, int | None] = {}
-        for doc in await self._store.cron.list(include_disabled=False):
-            job = CronJob.from_doc(doc)
-            at = job.state.next_run_at_ms
-            if at is None or (at < now and not isinstance(job.schedule, AtSchedule)):
-                at = next_run_at(job, now)
-                moved[job.id] = at
-            if at is not None:
-                self._next[job.id] = at
+        offset = 0
+        while page := await self._store.cron.list(include_disabled=False, limit=LOAD_PAGE,
+                                                  offset=offset):
+            offset += len(page)  # pages bound the memory a start-up with many jobs needs
+            for doc in page:
+                try:
+                    job = CronJob.from_doc(doc)
+                except CronInputError:  # one unreadable row must not stop every other job
+                    log.exception("cron: job %s is unreadable and will not run", doc.get("id"))
+                    continue
+                at = job.state.next_run_at_ms
+                if at is None or (at < now and not isinstance(job.schedule, AtSchedule)):
+                    at = next_run_at(job, now)
+                    moved[job.id] = at
+                if at is not None:
+                    self._next[job.id] = at
         if moved:
             await self._store.cron.reschedule(moved)
         self._heap = [(at, job_id) for job_id, at in self._next.items()]
