@@ -264,20 +264,13 @@ def _to_row(doc: Mapping[str, Any]) -> tuple[Any, ...]:
 def _from_row(row: sqlite3.Row, *, claim: bool = True) -> Doc:
     """A job document with its column-owned fields merged in (``runningAtMs`` only with
     ``claim``: a finishing run's transition sees the job as no longer running)."""
-    body: Doc = loads(row["doc"])
-    doc: Doc = {"id": body.pop("id"), **({"agentId": body.pop("agentId")}
-                                         if "agentId" in body else {})}
-    doc.update(name=body.pop("name", None))
-    if "description" in body:
-        doc["description"] = body.pop("description")
+    doc: Doc = loads(row["doc"])
     doc["enabled"] = bool(row["enabled"])
-    doc.update(body)
-    state = dict(doc.get("state") or {})
+    state = doc["state"] = dict(doc.get("state") or {})
     if row["next_run_at"] is not None:
         state["nextRunAtMs"] = row["next_run_at"]
     if claim and row["running_at"] is not None:
         state["runningAtMs"] = row["running_at"]
-    doc["state"] = state
     return doc
 
 
