@@ -9,14 +9,23 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import tomllib
+import zoneinfo
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
 import orjson
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+)
 
 from clawgate.errors import ConfigError
 from clawgate.types import DmScope, QueueMode
@@ -26,6 +35,10 @@ DEFAULT_AGENT_ID = "main"
 
 class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class _Strict(_Model):
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
 
 class PluginEntryConfig(_Model):
@@ -78,6 +91,68 @@ class IdentityConfig(_Model):
     avatar: str | None = None
 
 
+_HH_MM = re.compile(r"([01][0-9]|2[0-3]):[0-5][0-9]")
+# A duration such as "30m", "1h30m", "45s", "2d", "0m"; a bare number means minutes.
+_DURATION = re.compile(r"(?:[0-9]+(?:\.[0-9]+)?(?:ms|s|m|h|d))+|[0-9]+(?:\.[0-9]+)?")
+
+
+class ActiveHoursConfig(_Strict):
+    """``heartbeat.active_hours``: the local-time window heartbeats run in (end exclusive)."""
+
+    start: str
+    end: str
+    # An IANA zone; unset means the host's zone.
+    tz: str | None = None
+
+    @field_validator("start", "end")
+    @classmethod
+    def _time(cls, value: str, info: ValidationInfo) -> str:
+        if not (_HH_MM.fullmatch(value) or (info.field_name == "end" and value == "24:00")):
+            raise ValueError(f"{value!r} is not a time HH:MM (00:00-23:59; end may be 24:00)")
+        return value
+
+    @field_validator("tz")
+    @classmethod
+    def _zone(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                zoneinfo.ZoneInfo(value)
+            except (zoneinfo.ZoneInfoNotFoundError, ValueError, OSError):
+                raise ValueError(f"unknown time zone {value!r}") from None
+        return value
+
+
+class HeartbeatConfig(_Strict):
+    """``[heartbeat]`` (every agent's default) or ``agents[].heartbeat`` (one agent's; keys it
+    sets win over the defaults): the periodic main-session turn that reads ``HEARTBEAT.md``."""
+
+    every: str = "30m"
+    active_hours: ActiveHoursConfig | None = None
+    target: str = Field(default="last", min_length=1)
+    to: str | None = None
+    prompt: str | None = None
+    ack_max_chars: int = Field(default=300, ge=0, le=100_000)
+
+    @field_validator("every")
+    @classmethod
+    def _duration(cls, value: str) -> str:
+        if not _DURATION.fullmatch(value.strip().lower()):
+            raise ValueError(f"{value!r} is not a duration such as 30m, 1h30m or 45s")
+        return value.strip().lower()
+
+
+class CronConfig(_Strict):
+    """``[cron]``: the job scheduler."""
+
+    enabled: bool = True
+    max_concurrent_runs: int = Field(default=1, ge=1, le=64)
+    # Consecutive failed runs that disable a job (and tell its owner); 0 never disables.
+    failure_threshold: int = Field(default=5, ge=0, le=1000)
+    run_history: int = Field(default=200, ge=1, le=10_000)
+    max_jobs: int = Field(default=10_000, ge=1, le=1_000_000)
+    run_timeout_s: float = Field(default=3600.0, gt=0, le=7 * 86_400)
+
+
 class AgentConfig(_Model):
     """One ``[[agents]]`` entry."""
 
@@ -87,6 +162,7 @@ class AgentConfig(_Model):
     model: ModelConfig = Field(default_factory=ModelConfig)
     default: bool = False
     identity: IdentityConfig = Field(default_factory=IdentityConfig)
+    heartbeat: HeartbeatConfig | None = None
 
     @field_validator("model", mode="before")
     @classmethod
@@ -160,6 +236,8 @@ class Config(_Model):
     engine: EngineConfig = Field(default_factory=EngineConfig)
     gateway: GatewayConfig = Field(default_factory=GatewayConfig)
     session: SessionConfig = Field(default_factory=SessionConfig)
+    cron: CronConfig = Field(default_factory=CronConfig)
+    heartbeat: HeartbeatConfig = Field(default_factory=HeartbeatConfig)
 
     def plugins_digest(self) -> str:
         """Digest of the plugins section: one input of the metadata-snapshot key."""
@@ -229,7 +307,8 @@ def parse(data: Mapping[str, Any], *, file: str | None = None) -> Config:
     except ValidationError as exc:
         first = exc.errors()[0]
         dotted = ".".join(str(p) for p in first["loc"])
-        message = "unknown key" if first["type"] == "extra_forbidden" else first["msg"]
+        message = ("unknown key" if first["type"] == "extra_forbidden"
+                   else str(first["msg"]).removeprefix("Value error, "))
         raise ConfigError(message, path=dotted, file=file) from exc
     _check_agents(config, file)
     return config

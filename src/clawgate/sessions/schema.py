@@ -148,6 +148,33 @@ ALTER TABLE runs_v3 RENAME TO runs;
 CREATE INDEX runs_key ON runs (key, started_at);
 CREATE INDEX runs_open ON runs (status) WHERE status IN ('queued', 'running');
 """),
+    Migration(4, "cron jobs and their run history", """
+CREATE TABLE cron_jobs (
+    id          TEXT PRIMARY KEY,
+    agent_id    TEXT,
+    enabled     INTEGER NOT NULL CHECK (enabled IN (0, 1)),
+    next_run_at INTEGER,
+    running_id  TEXT,
+    running_at  INTEGER,
+    created_at  INTEGER NOT NULL,
+    updated_at  INTEGER NOT NULL,
+    doc         TEXT NOT NULL
+);
+CREATE INDEX cron_jobs_due ON cron_jobs (next_run_at) WHERE enabled = 1 AND running_id IS NULL;
+CREATE INDEX cron_jobs_running ON cron_jobs (running_id) WHERE running_id IS NOT NULL;
+CREATE TABLE cron_runs (
+    id          INTEGER PRIMARY KEY,
+    run_id      TEXT NOT NULL UNIQUE,
+    job_id      TEXT NOT NULL,
+    status      TEXT NOT NULL CHECK (status IN ('running', 'ok', 'error', 'skipped')),
+    started_at  INTEGER NOT NULL,
+    ended_at    INTEGER,
+    delivery_at INTEGER,
+    entry       TEXT
+);
+CREATE INDEX cron_runs_job ON cron_runs (job_id, id);
+CREATE INDEX cron_runs_open ON cron_runs (status) WHERE status = 'running';
+"""),
 )
 SCHEMA_VERSION = MIGRATIONS[-1].version
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import functools
 import queue
 import sqlite3
 import threading
@@ -33,6 +34,7 @@ from typing import Any, TypeVar
 from clawgate.errors import InvalidRequest, SessionError, SessionNotFound, Unavailable
 from clawgate.providers.base import Message
 from clawgate.sessions import keys, listing, runs
+from clawgate.sessions.cronstore import CronStore
 from clawgate.sessions.listing import DisplayModel, ListQuery, ListResult
 from clawgate.sessions.schema import Run, SessionEntry, check_fields, migrate
 from clawgate.sessions.transcript import StoredMessage, check_messages, export_jsonl
@@ -443,6 +445,13 @@ class SessionStore:
         self._local.conn = conn
         with self._lock:
             self._read_conns.append(conn)
+
+    # -- cron ---------------------------------------------------------------------------------
+
+    @functools.cached_property
+    def cron(self) -> CronStore:
+        """Cron jobs and their run history (``sessions.cronstore``), on this store's threads."""
+        return CronStore(self._write, self._read)
 
 
 def _entry(c: sqlite3.Connection, key: str) -> SessionEntry | None:
