@@ -151,6 +151,7 @@ async def test_formatting_and_length_are_checked(fake: TelegramFake) -> None:
     assert len(tg.sent(chat)) == 2
 
 
+@pytest.mark.filterwarnings("ignore::telegram.warnings.PTBDeprecationWarning")
 async def test_rate_limit_surfaces_as_retry_after(fake: TelegramFake) -> None:
     tg = fake.bot
     ada = tg.user("Ada")

@@ -65,7 +65,7 @@ class Call:
     ``name`` is the platform's name for it (``sendMessage``, ``chat.postMessage``,
     ``POST /channels/{channel_id}/messages``, ``gateway:IDENTIFY``...), ``body`` the parsed body
     (JSON value, or a dict of form fields where file parts are :class:`Upload`), ``at`` the
-    ``time.monotonic()`` of arrival.
+    ``time.monotonic()`` of arrival and ``raw`` the body's bytes (for signature checks).
     """
 
     seq: int
@@ -76,6 +76,7 @@ class Call:
     headers: Mapping[str, str]
     query: Mapping[str, str]
     at: float
+    raw: bytes = field(default=b"", repr=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -275,6 +276,17 @@ class FakeServer:
     async def on_stop(self) -> None:
         """Hook for subclasses: close WebSockets etc. before the server shuts down."""
 
+    def abort(self, client: tuple[str, int] | None) -> bool:
+        """Drop the TCP connection of peer ``client`` (``websocket.client``) abruptly, with no
+        close frame, as a network failure would. True if such a connection was found."""
+        if self._server is None or client is None:
+            return False
+        for connection in list(self._server.server_state.connections):
+            if tuple(getattr(connection, "client", None) or ()) == tuple(client):
+                connection.transport.abort()  # type: ignore[attr-defined]
+                return True
+        return False
+
     def spawn(self, coro: Coroutine[Any, Any, None], name: str) -> asyncio.Task[None]:
         """Run ``coro`` as a background job owned by this fake (cancelled and awaited by
         :meth:`stop`; a crash is kept and re-raised there)."""
@@ -302,11 +314,11 @@ class FakeServer:
 
     def record(self, name: str, *, method: str = "WS", path: str = "", body: Any = None,
                headers: Mapping[str, str] | None = None,
-               query: Mapping[str, str] | None = None) -> Call:
+               query: Mapping[str, str] | None = None, raw: bytes = b"") -> Call:
         """Record one call and wake every waiter."""
         self._seq += 1
         call = Call(self._seq, name, method, path, body, dict(headers or {}), dict(query or {}),
-                    time.monotonic())
+                    time.monotonic(), raw)
         self.calls.append(call)
         self.counts[name] += 1
         self._wake()
@@ -317,7 +329,7 @@ class FakeServer:
         raw = await request.body()
         body = parse_body(request.headers.get("content-type", ""), raw)
         return self.record(name, method=request.method, path=request.url.path, body=body,
-                           headers=request.headers, query=request.query_params)
+                           headers=request.headers, query=request.query_params, raw=raw)
 
     async def admit(self, request: Request, name: str) -> tuple[Call, Response | None]:
         """Record the request and apply a scripted fault: (call, the fault's response or None)."""

@@ -11,7 +11,9 @@ Every POST to any path is recorded (``Call.name`` is ``"POST <path>"``; headers 
 ``Authorization`` and ``Idempotency-Key``; the body is parsed JSON). It answers ``status``
 (default 200, JSON ``{"ok": true}``) unless a scripted fault says otherwise: ``fail_status``
 (5xx, or 400), ``rate_limit`` (429 with ``Retry-After``), ``hang`` (slow: no answer for a
-while), or ``respond_slowly(seconds)`` for a delay that still ends in success. Per
+while), or ``respond_slowly(seconds)`` for a delay that still ends in success; a
+``responder`` (a function of the call returning a response, or None for the default) can answer
+like a real app would. Per
 ``Idempotency-Key`` it counts the successful (2xx) deliveries: ``duplicates()`` lists the keys
 delivered successfully more than once.
 
@@ -26,6 +28,7 @@ import hmac
 import http
 import time
 from collections import Counter, OrderedDict
+from collections.abc import Callable
 
 import orjson
 from starlette.requests import Request
@@ -61,6 +64,7 @@ class WebhookReceiver(FakeServer):
         super().__init__()
         self.status = status
         self.delay = 0.0
+        self.responder: Callable[[Call], Response | None] | None = None
         self._answers: OrderedDict[int, int] = OrderedDict()
         self._delivered: Counter[str] = Counter()
 
@@ -84,6 +88,8 @@ class WebhookReceiver(FakeServer):
         name = f"{request.method} /{request.path_params['path']}"
         call = await self.record_request(request, name)
         response = await self.apply_fault(call)
+        if response is None and self.responder is not None:
+            response = self.responder(call)
         if response is None:
             if self.delay and await self.pause(self.delay):
                 response = json_response({"error": "shutting down"}, status=503)
