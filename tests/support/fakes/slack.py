@@ -276,8 +276,9 @@ class SlackFake(FakeServer):
         event = {**message, "channel": conversation["id"], "event_ts": ts, "channel_type": kind}
         if self._subscribed(kind):
             self.inject_event(event)
-        if kind != "im" and f"<@{self.bot_user_id}>" in text and "app_mention" in self.subscriptions:
-            mention = {k: v for k, v in event.items() if k not in ("channel_type",)}
+        mentioned = f"<@{self.bot_user_id}>" in text
+        if kind != "im" and mentioned and "app_mention" in self.subscriptions:
+            mention = {k: v for k, v in event.items() if k != "channel_type"}
             self.inject_event({**mention, "type": "app_mention"})
         return message
 
