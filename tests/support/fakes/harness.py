@@ -44,6 +44,7 @@ __all__ = ["Call", "Fault", "FakeServer", "Upload", "json_response", "parse_body
 _log = logging.getLogger(__name__)
 
 MAX_CALLS = 100_000
+POLL_S = 0.005  # how often wait_until re-checks a condition nothing told it about
 
 FaultKind = Literal["status", "rate_limit", "hang", "error"]
 
@@ -395,8 +396,9 @@ class FakeServer:
                 await asyncio.wait_for(changed.wait(), remaining)
 
     async def wait_until(self, condition: Callable[[], Any], within: float = 5.0) -> None:
-        """Wait until ``condition()`` is truthy, re-checking whenever a call arrives or the
-        state changes; TimeoutError after ``within`` seconds."""
+        """Wait until ``condition()`` is truthy, re-checking at once whenever a call arrives
+        or the fake's state changes, and every few milliseconds anyway (the condition may watch
+        a client's state); TimeoutError after ``within`` seconds."""
         deadline = time.monotonic() + within
         while True:
             changed = self._changed
@@ -406,7 +408,7 @@ class FakeServer:
             if remaining <= 0:
                 raise TimeoutError("condition not met before the deadline")
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(changed.wait(), remaining)
+                await asyncio.wait_for(changed.wait(), min(remaining, POLL_S))
 
     @property
     def last_seq(self) -> int:
