@@ -207,9 +207,10 @@ class DiscordFake(FakeServer):
 
     def add_member(self, guild: dict[str, Any], user: dict[str, Any]) -> dict[str, Any]:
         """Make ``user`` a member of ``guild``."""
-        member = {"user": user, "nick": None, "avatar": None, "roles": [], "joined_at": _iso(),
-                  "premium_since": None, "deaf": False, "mute": False, "flags": 0,
-                  "pending": False, "communication_disabled_until": None}
+        member: dict[str, Any] = {
+            "user": user, "nick": None, "avatar": None, "roles": [], "joined_at": _iso(),
+            "premium_since": None, "deaf": False, "mute": False, "flags": 0, "pending": False,
+            "communication_disabled_until": None}
         guild["members"].append(member)
         guild["member_count"] = len(guild["members"])
         return member
@@ -511,7 +512,8 @@ class DiscordFake(FakeServer):
         reference = None
         wanted = payload.get("message_reference")
         if isinstance(wanted, dict) and wanted.get("message_id"):
-            box = self.messages.get(str(wanted.get("channel_id") or channel["id"]), {})
+            box: dict[str, dict[str, Any]] = self.messages.get(
+                str(wanted.get("channel_id") or channel["id"]), {})
             reference = box.get(str(wanted["message_id"]))
             if reference is None and wanted.get("fail_if_not_exists", True):
                 raise _form_error("message_reference", "REPLIES_UNKNOWN_MESSAGE",

@@ -53,7 +53,7 @@ FaultKind = Literal["status", "rate_limit", "hang", "error"]
 class Upload:
     """A file part of a multipart request."""
 
-    field: str
+    name: str
     filename: str | None
     content_type: str
     data: bytes = field(repr=False)
@@ -284,7 +284,7 @@ class FakeServer:
             return False
         for connection in list(self._server.server_state.connections):
             if tuple(getattr(connection, "client", None) or ()) == tuple(client):
-                connection.transport.abort()  # type: ignore[attr-defined]
+                connection.transport.abort()
                 return True
         return False
 

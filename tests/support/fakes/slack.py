@@ -602,8 +602,9 @@ class SlackFake(FakeServer):
         if file_id is None:
             return PlainTextResponse("Not Found", status_code=404)
         body = call.body
-        data = body.get("file").data if isinstance(body, dict) and isinstance(
-            body.get("file"), Upload) else body if isinstance(body, bytes) else b""
+        part = body.get("file") if isinstance(body, dict) else None
+        # slack-sdk POSTs the raw bytes; a browser-style multipart "file" part works too.
+        data = part.data if isinstance(part, Upload) else body if isinstance(body, bytes) else b""
         self.files[file_id]["data"] = data
         return PlainTextResponse(f"OK - {len(data)}")
 

@@ -101,7 +101,7 @@ class _Params:
 
     def number(self, name: str, *, required: bool = False) -> int | None:
         value = self.values.get(name)
-        if value in (None, ""):
+        if value is None or value == "":
             if required:
                 raise bad(f"{name} is empty")
             return None
