@@ -22,8 +22,8 @@ async def hook() -> AsyncIterator[WebhookReceiver]:
 
 
 async def post(http: httpx.AsyncClient, hook: WebhookReceiver, key: str, text: str,
-               timeout: float = 5.0) -> httpx.Response:
-    return await http.post(f"{hook.url}/replies", json={"text": text}, timeout=timeout,
+               read_s: float = 5.0) -> httpx.Response:
+    return await http.post(f"{hook.url}/replies", json={"text": text}, timeout=read_s,
                            headers={"Authorization": "Bearer out-token", "Idempotency-Key": key})
 
 
@@ -67,7 +67,7 @@ async def test_hang_makes_the_client_time_out_and_slow_still_succeeds(
     hook.hang("POST /replies", seconds=5)
     async with httpx.AsyncClient(trust_env=False) as http:
         with pytest.raises(httpx.ReadTimeout):
-            await post(http, hook, "k1", "slow", timeout=0.2)
+            await post(http, hook, "k1", "slow", read_s=0.2)
         hook.respond_slowly(0.05)
         answer = await post(http, hook, "k1", "slow")
     assert answer.status_code == 200
