@@ -184,3 +184,17 @@ async def test_bad_token_is_rejected(fake: DiscordFake) -> None:
     await bot.close()
     assert fake.counts["GET /gateway/bot"] == 1
     assert Intent.MESSAGE_CONTENT == int(hikari.Intents.MESSAGE_CONTENT)
+
+
+async def test_reconnect_request_is_followed_by_a_resume(
+        fake: DiscordFake, running: tuple[hikari.GatewayBot, Inbox]) -> None:
+    bot, inbox = running
+    guild = fake.guild("Joined later")
+    await fake.wait_until(lambda: bot.cache.get_guild(int(guild["id"])) is not None)
+    channel = fake.text_channel(guild, "general")
+    await fake.wait_until(lambda: bot.cache.get_guild_channel(int(channel["id"])) is not None)
+    fake.gateway.reconnect()
+    await fake.wait_for("gateway:RESUME", within=15)
+    fake.inject_message(channel, fake.user("ada"), "after reconnect")
+    await fake.wait_until(lambda: inbox.contents() == ["after reconnect"], within=10)
+    assert fake.counts["gateway:IDENTIFY"] == 1

@@ -252,3 +252,22 @@ async def test_scripted_socket_refusal_then_recovery(fake: SlackFake) -> None:
         assert fake.counts["socket:connect"] == 2
     finally:
         await client.close()
+
+
+async def test_slash_command_ack_carries_a_response_payload(fake: SlackFake) -> None:
+    ada = fake.user("ada")
+    channel = fake.channel("general")
+
+    async def answer(client: SocketModeClient, request: SocketModeRequest) -> None:
+        await client.send_socket_mode_response(SocketModeResponse(
+            request.envelope_id, payload={"text": f"got {request.payload['text']}"}))
+
+    client = SocketModeClient(app_token=fake.app_token, web_client=web(fake), ping_interval=0.2)
+    client.socket_mode_request_listeners.append(answer)  # type: ignore[arg-type]
+    await client.connect()
+    try:
+        envelope = fake.inject_slash_command(channel, ada, "/clawd", "status")
+        await fake.wait_until(lambda: envelope in fake.acks)
+        assert fake.acks[envelope]["payload"] == {"text": "got status"}
+    finally:
+        await client.close()

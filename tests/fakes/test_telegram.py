@@ -13,7 +13,9 @@ from telegram.error import BadRequest, Conflict, InvalidToken, RetryAfter
 from tests.support.fakes.telegram import CONFLICT_POLL, CONFLICT_WEBHOOK, TelegramFake
 from tests.support.fakes.webhook import WebhookReceiver
 
-pytestmark = pytest.mark.anyio
+# PTB 22 warns (about its own coming timedelta types) when reading retry_after or duration.
+pytestmark = [pytest.mark.anyio,
+              pytest.mark.filterwarnings("ignore::telegram.warnings.PTBDeprecationWarning")]
 
 PNG = (b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR\x00\x00\x00\x03\x00\x00\x00\x02"
        b"\x08\x02\x00\x00\x00rest-of-image")
@@ -151,7 +153,6 @@ async def test_formatting_and_length_are_checked(fake: TelegramFake) -> None:
     assert len(tg.sent(chat)) == 2
 
 
-@pytest.mark.filterwarnings("ignore::telegram.warnings.PTBDeprecationWarning")
 async def test_rate_limit_surfaces_as_retry_after(fake: TelegramFake) -> None:
     tg = fake.bot
     ada = tg.user("Ada")
@@ -227,3 +228,25 @@ async def test_scripted_conflict_unauthorized_and_stall(fake: TelegramFake) -> N
         await bot.get_me()
     with pytest.raises(telegram.error.TimedOut):
         await bot.get_updates(timeout=0, read_timeout=0.3)
+
+
+async def test_voice_sticker_document_updates_and_send_photo(fake: TelegramFake) -> None:
+    tg = fake.bot
+    ada = tg.user("Ada")
+    chat = tg.private_chat(ada)
+    tg.inject_voice(chat, ada, b"OggS-voice", duration=3)
+    tg.inject_sticker(chat, ada, b"RIFF-webp", emoji="🎉")
+    tg.inject_document(chat, ada, b"%PDF-1.7", file_name="a.pdf", mime_type="application/pdf")
+    async with client(fake) as bot:
+        voice, sticker, document = (u.message for u in await bot.get_updates())
+        assert voice.voice.duration == 3 and voice.voice.mime_type == "audio/ogg"
+        assert sticker.sticker.emoji == "🎉" and not sticker.sticker.is_animated
+        assert document.document.file_name == "a.pdf"
+        data = await (await bot.get_file(voice.voice.file_id)).download_as_bytearray()
+        assert bytes(data) == b"OggS-voice"
+        photo = await bot.send_photo(chat["id"], PNG, caption="chart")
+        assert (photo.photo[0].width, photo.photo[0].height) == (3, 2)
+        again = await bot.send_photo(chat["id"], photo.photo[0].file_id)  # by file_id
+        assert again.photo[0].file_id == photo.photo[0].file_id
+    upload = next(c for c in fake.calls_of("sendPhoto"))
+    assert upload.headers["content-type"].startswith("multipart/form-data")

@@ -202,17 +202,30 @@ class DiscordFake(FakeServer):
         }
         self.guilds[guild_id] = guild
         for person in [self.bot_user, *(members or [])]:
-            self.add_member(guild, person)
+            self.add_member(guild, person, announce=False)
+        # The bot joining a guild: live sessions get GUILD_CREATE now, later ones in READY.
+        self.gateway.dispatch("GUILD_CREATE", self._guild_snapshot(guild), intent=Intent.GUILDS)
         return guild
 
-    def add_member(self, guild: dict[str, Any], user: dict[str, Any]) -> dict[str, Any]:
-        """Make ``user`` a member of ``guild``."""
+    @staticmethod
+    def _guild_snapshot(guild: dict[str, Any]) -> dict[str, Any]:
+        # Frames stay as they were sent even if the guild changes later (RESUME replays them).
+        return {**guild, **{key: list(guild[key]) for key in ("roles", "members", "channels",
+                                                              "threads")}}
+
+    def add_member(self, guild: dict[str, Any], user: dict[str, Any], *,
+                   announce: bool = True) -> dict[str, Any]:
+        """Make ``user`` a member of ``guild`` (GUILD_MEMBER_ADD to sessions with the
+        GUILD_MEMBERS intent)."""
         member: dict[str, Any] = {
             "user": user, "nick": None, "avatar": None, "roles": [], "joined_at": _iso(),
             "premium_since": None, "deaf": False, "mute": False, "flags": 0, "pending": False,
             "communication_disabled_until": None}
         guild["members"].append(member)
         guild["member_count"] = len(guild["members"])
+        if announce:
+            self.gateway.dispatch("GUILD_MEMBER_ADD", {**member, "guild_id": guild["id"]},
+                                  intent=Intent.GUILD_MEMBERS)
         return member
 
     def _member_of(self, guild_id: str | None, user_id: str) -> dict[str, Any] | None:
@@ -228,7 +241,9 @@ class DiscordFake(FakeServer):
                    "name": name, "topic": None, "nsfw": False, "last_message_id": None,
                    "rate_limit_per_user": 0, "parent_id": None, "flags": 0}
         guild["channels"].append(channel)
-        return self._add_channel(channel)
+        self._add_channel(channel)
+        self.gateway.dispatch("CHANNEL_CREATE", dict(channel), intent=Intent.GUILDS)
+        return channel
 
     def dm(self, user: dict[str, Any]) -> dict[str, Any]:
         """The DM channel (type 1) between the bot and ``user``."""
@@ -344,7 +359,8 @@ class DiscordFake(FakeServer):
                  "resume_gateway_url": self.gateway.resume_url, "shard": session.shard,
                  "application": {"id": self.application_id, "flags": 1 << 19},
                  "_trace": ["fake-gateway"]}
-        self.gateway.send_ready(session, ready, list(self.guilds.values()))
+        self.gateway.send_ready(session, ready,
+                                [self._guild_snapshot(g) for g in self.guilds.values()])
         self.changed()
 
     # -- REST --------------------------------------------------------------------------------
