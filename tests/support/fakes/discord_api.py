@@ -56,7 +56,7 @@ from starlette.routing import BaseRoute, Route, WebSocketRoute
 from starlette.websockets import WebSocket
 
 from tests.support.fakes.discord_gateway import Gateway, Intent, Session
-from tests.support.fakes.harness import Call, FakeServer, Fault, Upload, json_response
+from tests.support.fakes.harness import Call, FakeServer, Fault, Upload, json_response, remember
 
 __all__ = ["DiscordFake", "Intent"]
 
@@ -104,7 +104,7 @@ class DiscordFake(FakeServer):
         self.guilds: dict[str, dict[str, Any]] = {}
         self.channels: dict[str, dict[str, Any]] = {}
         self.messages: dict[str, OrderedDict[str, dict[str, Any]]] = {}
-        self.attachments: dict[str, bytes] = {}
+        self.attachments: OrderedDict[str, bytes] = OrderedDict()
         self.gateway = Gateway(self, heartbeat_interval_ms=heartbeat_interval_ms)
         self._buckets: dict[tuple[str, str], tuple[float, int]] = {}
 
@@ -504,7 +504,7 @@ class DiscordFake(FakeServer):
         for upload in files:
             attachment_id = self.snowflake()
             name = upload.filename or "file"
-            self.attachments[attachment_id] = upload.data
+            remember(self.attachments, attachment_id, upload.data)
             url = f"{self.url}/attachments/{channel['id']}/{attachment_id}/{name}"
             result.append({"id": attachment_id, "filename": name, "size": len(upload.data),
                            "url": url, "proxy_url": url, "content_type": upload.content_type})

@@ -23,7 +23,7 @@ import contextlib
 import logging
 import socket
 import time
-from collections import Counter, deque
+from collections import Counter, OrderedDict, deque
 from collections.abc import Callable, Coroutine, Iterator, Mapping
 from dataclasses import dataclass, field
 from email.parser import BytesParser
@@ -39,11 +39,12 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute
 
-__all__ = ["Call", "Fault", "FakeServer", "Upload", "json_response", "parse_body"]
+__all__ = ["Call", "Fault", "FakeServer", "Upload", "json_response", "parse_body", "remember"]
 
 _log = logging.getLogger(__name__)
 
 MAX_CALLS = 100_000
+MAX_ENTRIES = 10_000  # files, attachments, tickets... kept per fake
 POLL_S = 0.005  # how often wait_until re-checks a condition nothing told it about
 
 FaultKind = Literal["status", "rate_limit", "hang", "error"]
@@ -115,6 +116,15 @@ def _matcher(match: Match) -> Callable[[Call], bool]:
     if isinstance(match, str):
         return lambda call: call.name == match
     return match
+
+
+def remember(store: OrderedDict[Any, Any], key: Any, value: Any,
+             limit: int = MAX_ENTRIES) -> None:
+    """``store[key] = value``, dropping the oldest entries beyond ``limit`` (every map a fake
+    fills from traffic is bounded)."""
+    store[key] = value
+    while len(store) > limit:
+        store.popitem(last=False)
 
 
 def json_response(payload: Any, status: int = 200,

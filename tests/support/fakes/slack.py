@@ -49,7 +49,7 @@ from starlette.responses import PlainTextResponse, Response
 from starlette.routing import BaseRoute, Route, WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
-from tests.support.fakes.harness import Call, FakeServer, Fault, Upload, json_response
+from tests.support.fakes.harness import Call, FakeServer, Fault, Upload, json_response, remember
 from tests.support.fakes.slack_events import EventsSender, event_callback
 
 __all__ = ["SlackFake", "SlackError"]
@@ -123,13 +123,13 @@ class SlackFake(FakeServer):
         self.users: dict[str, dict[str, Any]] = {}
         self.conversations: dict[str, dict[str, Any]] = {}
         self.messages: dict[str, OrderedDict[str, dict[str, Any]]] = {}
-        self.files: dict[str, dict[str, Any]] = {}
+        self.files: OrderedDict[str, dict[str, Any]] = OrderedDict()
         self.pending: OrderedDict[str, _Envelope] = OrderedDict()
         self.acks: OrderedDict[str, dict[str, Any]] = OrderedDict()
         self.connections: dict[int, _Connection] = {}
         self.events = EventsSender(self)
-        self._tickets: set[str] = set()
-        self._uploads: dict[str, str] = {}
+        self._tickets: OrderedDict[str, None] = OrderedDict()
+        self._uploads: OrderedDict[str, str] = OrderedDict()
         self._ids = itertools.count(1)
         self._last_ts = 0.0
         self.user(bot_name, id=bot_user_id, is_bot=True)
@@ -358,7 +358,7 @@ class SlackFake(FakeServer):
         if ticket not in self._tickets or self.take_fault(call) is not None:
             await ws.close(code=1008)  # refused during the handshake (HTTP 403)
             return
-        self._tickets.discard(ticket)
+        self._tickets.pop(ticket, None)
         await ws.accept()
         connection = _Connection(next(self._ids), ws)
         self.connections[connection.id] = connection
@@ -580,7 +580,7 @@ class SlackFake(FakeServer):
 
     async def _connections_open(self, params: dict[str, Any], call: Call) -> dict[str, Any]:
         ticket = secrets.token_hex(16)
-        self._tickets.add(ticket)
+        remember(self._tickets, ticket, None)
         return {"url": f"{self.ws_url}/link/?ticket={ticket}&app_id={self.app_id}"}
 
     async def _upload_url(self, params: dict[str, Any], call: Call) -> dict[str, Any]:
@@ -589,9 +589,10 @@ class SlackFake(FakeServer):
             raise SlackError("invalid_arguments")
         file_id = self._id("F")
         ticket = secrets.token_hex(12)
-        self._uploads[ticket] = file_id
-        self.files[file_id] = {"id": file_id, "name": str(filename), "title": str(filename),
-                               "size": int(str(length)), "data": None}
+        remember(self._uploads, ticket, file_id)
+        remember(self.files, file_id, {"id": file_id, "name": str(filename),
+                                       "title": str(filename), "size": int(str(length)),
+                                       "data": None})
         return {"upload_url": f"{self.url}/upload/v1/{ticket}", "file_id": file_id}
 
     async def _upload(self, request: Request) -> Response:
@@ -605,6 +606,8 @@ class SlackFake(FakeServer):
         part = body.get("file") if isinstance(body, dict) else None
         # slack-sdk POSTs the raw bytes; a browser-style multipart "file" part works too.
         data = part.data if isinstance(part, Upload) else body if isinstance(body, bytes) else b""
+        if file_id not in self.files:
+            return PlainTextResponse("Not Found", status_code=404)
         self.files[file_id]["data"] = data
         return PlainTextResponse(f"OK - {len(data)}")
 
@@ -655,8 +658,8 @@ class SlackFake(FakeServer):
         """A member shares a file: a ``message`` event with subtype ``file_share`` whose
         ``files[0].url_private`` the bot token can download."""
         file_id = self._id("F")
-        self.files[file_id] = {"id": file_id, "name": name, "title": name, "size": len(data),
-                               "data": data}
+        remember(self.files, file_id, {"id": file_id, "name": name, "title": name,
+                                       "size": len(data), "data": data})
         ts = self.ts()
         message = {"type": "message", "subtype": "file_share", "user": user["id"], "text": text,
                    "ts": ts, "team": self.team_id, "upload": True,

@@ -206,7 +206,8 @@ class TgBot:
                        text: str | None = None, entities: list[dict[str, Any]] | None = None,
                        reply_to: dict[str, Any] | None = None, thread_id: int | None = None,
                        extra: dict[str, Any] | None = None) -> dict[str, Any]:
-        """A user's message in ``chat`` delivered as a ``message`` update; returns the update."""
+        """A user's message in ``chat`` delivered as a ``message`` update; returns the update
+        (just ``{"message": ...}`` when ``allowed_updates`` filters messages out)."""
         state = self._chat(chat)
         message: dict[str, Any] = {"from": user, "date": int(time.time())}
         if text is not None:
