@@ -250,3 +250,26 @@ async def test_voice_sticker_document_updates_and_send_photo(fake: TelegramFake)
         assert again.photo[0].file_id == photo.photo[0].file_id
     upload = next(c for c in fake.calls_of("sendPhoto"))
     assert upload.headers["content-type"].startswith("multipart/form-data")
+
+
+async def test_allowed_updates_negative_offset_and_migration(fake: TelegramFake) -> None:
+    tg = fake.bot
+    ada = tg.user("Ada")
+    chat = tg.private_chat(ada)
+    async with client(fake) as bot:
+        assert await bot.get_updates(timeout=0, allowed_updates=["edited_message"]) == ()
+        assert tg.inject_text(chat, ada, "filtered").get("update_id") is None
+        sent = tg.inject_text(chat, ada, "to edit")["message"]
+        edit = tg.inject_edit(sent, "edited")
+        (got,) = await bot.get_updates(timeout=0)
+        assert got.update_id == edit["update_id"] and got.edited_message.text == "edited"
+        await bot.get_updates(timeout=0, allowed_updates=[])  # back to the default set
+        for n in range(3):
+            tg.inject_text(chat, ada, f"m{n}")
+        last = await bot.get_updates(offset=-1, timeout=0)
+        assert [u.message.text for u in last] == ["m2"]
+        group = tg.group("Old", supergroup=False)
+        new = tg.migrate(group)
+        with pytest.raises(telegram.error.ChatMigrated) as moved:
+            await bot.send_message(group["id"], "hello?")
+        assert moved.value.new_chat_id == new["id"]

@@ -431,8 +431,6 @@ class DiscordFake(FakeServer):
             headers["X-RateLimit-Global"] = "true"
         body = {"message": "You are being rate limited.", "retry_after": round(retry_after, 3),
                 "global": is_global}
-        if not is_global:
-            body["code"] = 0
         return json_response(body, status=429, headers=headers)
 
     async def _unknown(self, request: Request) -> Response:

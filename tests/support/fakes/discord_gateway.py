@@ -37,6 +37,7 @@ if TYPE_CHECKING:
 __all__ = ["Gateway", "Intent", "Session"]
 
 MAX_REPLAY = 5_000
+MAX_SESSIONS = 100
 
 
 class Intent:
@@ -265,6 +266,8 @@ class Gateway:
         shard = data.get("shard") or [0, 1]
         session = Session(secrets.token_hex(16), intents, list(shard))
         self.sessions[session.id] = session
+        while len(self.sessions) > MAX_SESSIONS:  # forget the oldest (it can no longer resume)
+            del self.sessions[next(iter(self.sessions))]
         session.link = link
         link.session = session
         self.fake.identified(session)
