@@ -178,7 +178,9 @@ class Engine:
                      follow: bool) -> tuple[Run, Subscription | None, bool]:
         # One trip to the store: session ensured, send policy checked, run queued (durable).
         entry, created = await self.store.admit(run_id, key, messages, agent_id=agent.id,
-                                                channel=submission.channel)
+                                                channel=submission.channel,
+                                                inbound=submission.inbound,
+                                                delivery=submission.delivery)
         mode = submission.mode or queue_mode(entry.queue_mode) or \
             self.settings.config.engine.queue_mode
         try:
@@ -199,6 +201,7 @@ class Engine:
             model=override,
             main_session=self.is_main(agent, key),
             sampling=dict(submission.sampling),
+            delivers=submission.delivery is not None,
         )
         run = Run(run_id, key, messages, mode, payload=request)
         # Subscribed before the run enters the lanes: it cannot have published anything yet.

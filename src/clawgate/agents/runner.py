@@ -64,6 +64,7 @@ class TurnRequest:
     model: ModelRef | None = None  # a session's model override
     main_session: bool = False
     sampling: dict[str, Any] = field(default_factory=dict)  # temperature, max_tokens, top_p...
+    delivers: bool = False  # a channel waits for the reply (its intent comes with the end)
     admitted_at: float = field(default_factory=time.perf_counter)
 
 
@@ -342,10 +343,11 @@ class TurnRunner:
             log.error("could not record the end of run %s: %s", run.run_id, exc)
         finally:
             phase = "end" if result.status in ("ok", "aborted", "timeout") else "error"
+            ended: dict[str, Any] = {"deliver": True} if request.delivers else {}
             events.emit("lifecycle", phase=phase, status=result.status, text=text,
                         stopReason=result.stop_reason, error=result.error,
                         usage=_usage_dict(progress.usage), toolCalls=list(result.tool_calls),
-                        endedAt=int(time.time() * 1000))
+                        endedAt=int(time.time() * 1000), **ended)
             self._metrics.inc("agent_turns_total", status=result.status)
             self._metrics.observe("agent_turn_seconds", time.perf_counter() - started)
             self._latency(run, request, progress, result)

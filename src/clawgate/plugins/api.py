@@ -15,6 +15,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, Literal
 
+from clawgate.chat import Capabilities
 from clawgate.errors import RegistrationError
 from clawgate.plugins.hooks import make_handler
 from clawgate.plugins.manifest import Manifest
@@ -158,7 +159,8 @@ class PluginApi:
         self._staged.providers.append(provider)
 
     def register_channel(self, channel: Any) -> None:
-        """Register a chat channel; its id must be listed in the manifest's ``channels``."""
+        """Register a chat channel (``clawgate.Channel``); its id must be listed in the
+        manifest's ``channels``."""
         self._open("register_channel")
         cid = getattr(channel, "id", None)
         if not isinstance(cid, str) or cid not in self._manifest.channels:
@@ -166,6 +168,17 @@ class PluginApi:
                 f"channel {cid!r} is not declared in the manifest's channels "
                 f"{list(self._manifest.channels)}"
             )
+        for attr in ("monitor", "send", "edit", "typing", "probe"):
+            if not inspect.iscoroutinefunction(getattr(channel, attr, None)):
+                raise self._refuse(f"channel {cid!r}: {attr}() must be an async method")
+        if not isinstance(getattr(channel, "capabilities", None), Capabilities):
+            raise self._refuse(f"channel {cid!r}: capabilities must be a clawgate.Capabilities")
+        schema = getattr(channel, "config_schema", None)
+        if not isinstance(schema, Mapping) or schema.get("type") != "object":
+            raise self._refuse(f"channel {cid!r}: config_schema must be a JSON Schema object")
+        secrets = getattr(channel, "secrets", ())
+        if not isinstance(secrets, tuple) or not all(isinstance(n, str) for n in secrets):
+            raise self._refuse(f"channel {cid!r}: secrets must be a tuple of key names")
         self._staged.channels.append(channel)
 
     def register_method(

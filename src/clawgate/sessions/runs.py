@@ -17,6 +17,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from clawgate.errors import InvalidRequest, SessionNotFound
+from clawgate.sessions.channelstore import Delivery, insert_inbound, intent_for_run
 from clawgate.sessions.schema import dumps, loads
 from clawgate.sessions.transcript import NewMessage, StoredMessage, check_messages
 from clawgate.types import RUN_STATUSES, RunStatus
@@ -55,11 +56,16 @@ def append(c: sqlite3.Connection, key: str, new: Sequence[NewMessage],
 
 
 def admit(c: sqlite3.Connection, run_id: str, key: str, messages: Sequence[Any], now: int, *,
-          session: dict[str, Any],
-          check: Callable[[sqlite3.Row], None]) -> tuple[sqlite3.Row, bool]:
-    """Admission in one transaction: create the session if missing (``session`` holds its
-    columns), let ``check`` refuse by raising (e.g. a deny send policy), queue the run.
-    Returns the session row and whether this admission created the session."""
+          session: dict[str, Any], check: Callable[[sqlite3.Row], None],
+          inbound: tuple[str, str, str] | None = None,
+          delivery: Delivery | None = None) -> tuple[sqlite3.Row, bool]:
+    """Admission in one transaction: record a channel message's dedupe row (``inbound``:
+    channel, account, platform message id — DuplicateMessage when it was seen), create the
+    session if missing (``session`` holds its columns), let ``check`` refuse by raising (e.g. a
+    deny send policy), queue the run with where its reply goes (``delivery``). Returns the
+    session row and whether this admission created the session."""
+    if inbound is not None:
+        insert_inbound(c, *inbound, now, "admitted", key, run_id)
     names = ", ".join(session)
     marks = ", ".join("?" for _ in session)
     created = c.execute(
@@ -67,20 +73,21 @@ def admit(c: sqlite3.Connection, run_id: str, key: str, messages: Sequence[Any],
         list(session.values())).rowcount > 0
     row = c.execute("SELECT * FROM sessions WHERE key = ?", (key,)).fetchone()
     check(row)
-    queue(c, run_id, key, messages, now)
+    queue(c, run_id, key, messages, now, delivery)
     return row, created
 
 
 def queue(c: sqlite3.Connection, run_id: str, key: str, messages: Sequence[Any],
-          now: int) -> None:
+          now: int, delivery: Delivery | None = None) -> None:
     """Record an admitted run with its input messages (the acknowledgement point)."""
     check_messages(messages, "runs.queue")
     sid = current_session_id(c, key)
     try:
         c.execute(
-            "INSERT INTO runs (run_id, key, session_id, status, started_at, queued_at, input) "
-            "VALUES (?, ?, ?, 'queued', ?, ?, ?)",
-            (run_id, key, sid, now, now, dumps(list(messages))),
+            "INSERT INTO runs (run_id, key, session_id, status, started_at, queued_at, input, "
+            "delivery) VALUES (?, ?, ?, 'queued', ?, ?, ?, ?)",
+            (run_id, key, sid, now, now, dumps(list(messages)),
+             None if delivery is None else delivery.dump()),
         )
     except sqlite3.IntegrityError:
         raise InvalidRequest(f"run {run_id!r} already exists") from None
@@ -141,6 +148,9 @@ def complete(c: sqlite3.Connection, run_id: str, key: str, messages: Sequence[An
         c.execute("UPDATE runs SET status = ?, ended_at = ?, merged_into = ? "
                   "WHERE run_id = ? AND status IN ('queued', 'running')",
                   (status, now, run_id, other))
+    final = next((m for m in reversed(new) if m.role == "assistant"), None)
+    text = final.content if final is not None and isinstance(final.content, str) else ""
+    intent_for_run(c, run_id, text, status, error, now)
     used_in = int((usage or {}).get("input", 0))
     used_out = int((usage or {}).get("output", 0))
     c.execute(
@@ -166,4 +176,5 @@ def recover(c: sqlite3.Connection, now: int) -> int:
                 pass
         c.execute("UPDATE runs SET status = 'interrupted', ended_at = ?, "
                   "stop_reason = 'gateway restarted' WHERE run_id = ?", (now, run_id))
+        intent_for_run(c, run_id, "", "interrupted", "the gateway restarted", now)
     return len(rows)

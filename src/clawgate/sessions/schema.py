@@ -175,6 +175,81 @@ CREATE TABLE cron_runs (
 CREATE INDEX cron_runs_job ON cron_runs (job_id, id);
 CREATE INDEX cron_runs_open ON cron_runs (status) WHERE status = 'running';
 """),
+    Migration(5, "channels: inbound dedupe, durable outbound intents and receipts, pairing", """
+ALTER TABLE runs ADD COLUMN delivery TEXT;
+CREATE TABLE channel_inbound (
+    channel     TEXT NOT NULL,
+    account     TEXT NOT NULL,
+    message_id  TEXT NOT NULL,
+    received_at INTEGER NOT NULL,
+    outcome     TEXT NOT NULL,
+    session_key TEXT,
+    run_id      TEXT,
+    PRIMARY KEY (channel, account, message_id)
+);
+CREATE INDEX channel_inbound_age ON channel_inbound (received_at);
+CREATE TABLE channel_intents (
+    intent_id       TEXT PRIMARY KEY,
+    run_id          TEXT,
+    channel         TEXT NOT NULL,
+    account         TEXT NOT NULL,
+    target          TEXT NOT NULL,
+    text            TEXT NOT NULL,
+    kind            TEXT NOT NULL CHECK (kind IN ('reply', 'notice', 'pairing', 'command',
+                                                  'announce')),
+    status          TEXT NOT NULL CHECK (status IN ('pending', 'sent', 'failed')),
+    attempts        INTEGER NOT NULL DEFAULT 0,
+    next_attempt_at INTEGER NOT NULL,
+    last_error      TEXT,
+    preview_id      TEXT,
+    created_at      INTEGER NOT NULL,
+    updated_at      INTEGER NOT NULL
+);
+CREATE UNIQUE INDEX channel_intents_run ON channel_intents (run_id) WHERE run_id IS NOT NULL;
+CREATE INDEX channel_intents_due ON channel_intents (next_attempt_at) WHERE status = 'pending';
+CREATE INDEX channel_intents_account ON channel_intents (channel, account, status);
+CREATE TABLE channel_receipts (
+    intent_id    TEXT NOT NULL,
+    part         INTEGER NOT NULL,
+    message_ids  TEXT NOT NULL,
+    sent_at      INTEGER NOT NULL,
+    PRIMARY KEY (intent_id, part)
+);
+CREATE TABLE channel_pairing (
+    channel     TEXT NOT NULL,
+    account     TEXT NOT NULL,
+    code        TEXT NOT NULL,
+    sender      TEXT NOT NULL,
+    sender_name TEXT,
+    target      TEXT NOT NULL,
+    created_at  INTEGER NOT NULL,
+    expires_at  INTEGER NOT NULL,
+    status      TEXT NOT NULL CHECK (status IN ('pending', 'approved', 'denied')),
+    PRIMARY KEY (channel, account, code)
+);
+CREATE INDEX channel_pairing_sender ON channel_pairing (channel, account, sender, status);
+CREATE TABLE channel_allow (
+    channel     TEXT NOT NULL,
+    account     TEXT NOT NULL,
+    sender      TEXT NOT NULL,
+    source      TEXT NOT NULL,
+    created_at  INTEGER NOT NULL,
+    PRIMARY KEY (channel, account, sender)
+);
+CREATE TABLE channel_state (
+    channel     TEXT NOT NULL,
+    account     TEXT NOT NULL,
+    name        TEXT NOT NULL,
+    value       TEXT NOT NULL,
+    updated_at  INTEGER NOT NULL,
+    PRIMARY KEY (channel, account, name)
+);
+CREATE TABLE channel_previews (
+    run_id      TEXT PRIMARY KEY,
+    message_id  TEXT NOT NULL,
+    created_at  INTEGER NOT NULL
+);
+"""),
 )
 SCHEMA_VERSION = MIGRATIONS[-1].version
 

@@ -34,6 +34,7 @@ from typing import Any, TypeVar
 from clawgate.errors import InvalidRequest, SessionError, SessionNotFound, Unavailable
 from clawgate.providers.base import Message
 from clawgate.sessions import keys, listing, runs
+from clawgate.sessions.channelstore import ChannelStore, Delivery
 from clawgate.sessions.cronstore import CronStore
 from clawgate.sessions.listing import DisplayModel, ListQuery, ListResult
 from clawgate.sessions.schema import Run, SessionEntry, check_fields, migrate
@@ -370,11 +371,15 @@ class SessionStore:
         return await self._write(lambda c: runs.begin(c, run_id, k, messages, now, history))
 
     async def admit(self, run_id: str, key: str, messages: Sequence[Message], *,
-                    agent_id: str | None = None,
-                    channel: str | None = None) -> tuple[SessionEntry, bool]:
+                    agent_id: str | None = None, channel: str | None = None,
+                    inbound: tuple[str, str, str] | None = None,
+                    delivery: Delivery | None = None) -> tuple[SessionEntry, bool]:
         """Ensure the session and queue the run in one transaction (one trip to the writer);
         returns the session and whether this admission created it. A session whose send
-        policy is ``deny`` refuses the message and nothing is stored."""
+        policy is ``deny`` refuses the message and nothing is stored. ``inbound`` (channel,
+        account, platform message id) dedupes a channel message in the same transaction
+        (DuplicateMessage when it was seen); ``delivery`` is where the run's reply goes (its
+        intent is created when the run completes)."""
         k = keys.canonical(key)
         agent = _agent_for(k, agent_id)
         values = check_fields({"channel": channel} if channel else {}, "sessions.ensure")
@@ -388,7 +393,8 @@ class SessionStore:
                 raise SessionError("send blocked by session policy", session_key=k)
 
         row, created = await self._write(lambda c: runs.admit(
-            c, run_id, k, messages, now, session=session, check=refuse_denied))
+            c, run_id, k, messages, now, session=session, check=refuse_denied,
+            inbound=inbound, delivery=delivery))
         return SessionEntry.from_row(row), created
 
     async def complete_run(
@@ -445,6 +451,14 @@ class SessionStore:
         self._local.conn = conn
         with self._lock:
             self._read_conns.append(conn)
+
+    # -- channels -----------------------------------------------------------------------------
+
+    @functools.cached_property
+    def channels(self) -> ChannelStore:
+        """Inbound dedupe, outbound intents and receipts, pairing and per-account state
+        (``sessions.channelstore``), on this store's threads."""
+        return ChannelStore(self._write, self._read, self._clock)
 
     # -- cron ---------------------------------------------------------------------------------
 
