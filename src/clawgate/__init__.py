@@ -20,38 +20,57 @@ from clawgate.plugins.hooks import SPECS as HOOK_SPECS
 from clawgate.plugins.hooks import HookSpec
 from clawgate.plugins.registry import Tool, ToolContext
 from clawgate.providers.base import (
+    THINKING_LEVELS,
+    AuthAware,
+    Cost,
     Finish,
+    InputKind,
     Message,
+    ModelCost,
     ModelEvent,
     ModelInfo,
     ModelRequest,
+    ProfileStatus,
     Provider,
     TextDelta,
+    ThinkingLevel,
     ToolCall,
     ToolSpec,
     Usage,
     text_of,
 )
+from clawgate.providers.catalog import Catalog, parse_models
+from clawgate.providers.profiles import AuthProfiles, Credential, profile_credentials
 
 __version__ = "0.1.0"
 
 __all__ = [
     "HOOK_SPECS",
+    "THINKING_LEVELS",
+    "AuthAware",
+    "AuthProfiles",
+    "Catalog",
     "ClawgateError",
+    "Cost",
+    "Credential",
     "Finish",
     "HookSpec",
+    "InputKind",
     "InvalidRequest",
     "Message",
+    "ModelCost",
     "ModelEvent",
     "ModelInfo",
     "ModelRequest",
     "PluginApi",
     "PluginError",
+    "ProfileStatus",
     "Provider",
     "ProviderError",
     "ProviderErrorKind",
     "RegistrationError",
     "TextDelta",
+    "ThinkingLevel",
     "Tool",
     "ToolCall",
     "ToolContext",
@@ -59,5 +78,7 @@ __all__ = [
     "ToolSpec",
     "Usage",
     "__version__",
+    "parse_models",
+    "profile_credentials",
     "text_of",
 ]
