@@ -23,7 +23,7 @@ from clawgate.diagnostics.metrics import Metrics
 from clawgate.diagnostics.timeline import Timeline
 from clawgate.errors import InvalidRequest, QueueFullError, Unavailable
 from clawgate.plugins.host import PluginHost
-from clawgate.providers.base import Message, ToolSpec
+from clawgate.providers.base import THINKING_LEVELS, Message, ThinkingLevel, ToolSpec
 from clawgate.sessions import keys
 from clawgate.sessions.listing import ListQuery, ListResult
 from clawgate.sessions.store import SessionStore
@@ -161,7 +161,8 @@ class Engine:
         override = None
         if entry.model_override:
             provider = entry.provider_override or agent.models[0].provider
-            override = ModelRef.parse(f"{provider}/{entry.model_override}")
+            override = ModelRef.parse(f"{provider}/{entry.model_override}" if provider
+                                      else entry.model_override)  # a bare alias
         request = TurnRequest(
             agent=agent,
             lease=self.host.checkout(),
@@ -171,6 +172,7 @@ class Engine:
             model=override,
             main_session=key == keys.main_key(agent.id, self.settings.config.session.main_key),
             sampling=dict(sampling or {}),
+            thinking=_thinking(entry.thinking_level),
         )
         run = Run(run_id, key, messages, queue_mode, payload=request)
         try:
@@ -249,6 +251,14 @@ class Engine:
             with self.timeline.span("gateway.sessions.list.store_load", agentId=agent):
                 return await self.store.list_sessions(query,
                                                       display_model=snapshot.display_model)
+
+
+def _thinking(value: str | None) -> ThinkingLevel | None:
+    """The session's thinking level (``sessions.patch thinkingLevel``), if it is a known one."""
+    for level in THINKING_LEVELS:
+        if value == level:
+            return level
+    return None
 
 
 def _queue_mode(value: str | None) -> QueueMode | None:

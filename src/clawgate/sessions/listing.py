@@ -45,6 +45,9 @@ class GatewaySessionRow(TypedDict, total=False):
     inputTokens: int
     outputTokens: int
     totalTokens: int
+    cacheRead: int
+    cacheWrite: int
+    estimatedCostUsd: float
     responseUsage: str
     modelProvider: str
     model: str

@@ -17,7 +17,7 @@ import orjson
 
 from clawgate.errors import ClawgateError, InvalidRequest
 
-ColumnType = Literal["text", "int", "bool", "json"]
+ColumnType = Literal["text", "int", "real", "bool", "json"]
 RunStatus = Literal["queued", "running", "ok", "error", "aborted", "timeout", "interrupted"]
 RUN_STATUSES: tuple[RunStatus, ...] = (
     "queued", "running", "ok", "error", "aborted", "timeout", "interrupted"
@@ -151,6 +151,14 @@ ALTER TABLE runs_v3 RENAME TO runs;
 CREATE INDEX runs_key ON runs (key, started_at);
 CREATE INDEX runs_open ON runs (status) WHERE status IN ('queued', 'running');
 """),
+    Migration(4, "model costs and cache tokens; fallback attempts on runs", """
+ALTER TABLE runs ADD COLUMN cost_usd REAL;
+ALTER TABLE runs ADD COLUMN fallbacks TEXT;
+ALTER TABLE sessions ADD COLUMN cache_read_tokens INTEGER;
+ALTER TABLE sessions ADD COLUMN cache_write_tokens INTEGER;
+ALTER TABLE sessions ADD COLUMN cost_usd REAL;
+CREATE INDEX runs_ended ON runs (ended_at) WHERE ended_at IS NOT NULL;
+"""),
 )
 SCHEMA_VERSION = MIGRATIONS[-1].version
 
@@ -236,6 +244,9 @@ COLUMNS: tuple[Column, ...] = (
     Column("last_thread_id", "text"),
     Column("aborted_last_run", "bool", "abortedLastRun"),
     Column("extra", "json"),
+    Column("cache_read_tokens", "int", "cacheRead", settable=False),
+    Column("cache_write_tokens", "int", "cacheWrite", settable=False),
+    Column("cost_usd", "real", "estimatedCostUsd", settable=False),
 )
 COLUMN_BY_NAME: Mapping[str, Column] = {c.name: c for c in COLUMNS}
 # Counters are NOT NULL in SQL: clearing one with None means zero.
@@ -281,6 +292,10 @@ class SessionEntry:
     last_thread_id: str | None = None
     aborted_last_run: bool = False
     extra: dict[str, Any] | None = None
+    # None until a run used the prompt cache / a priced model (rows then omit them).
+    cache_read_tokens: int | None = None
+    cache_write_tokens: int | None = None
+    cost_usd: float | None = None
 
     @classmethod
     def from_row(cls, row: sqlite3.Row) -> SessionEntry:
@@ -301,6 +316,12 @@ class Run:
     stop_reason: str | None = None
     error: str | None = None
     usage: dict[str, Any] | None = None
+    model: str | None = None
+    provider: str | None = None
+    cost_usd: float | None = None
+    # Failed model attempts before the one that answered (or all, when none did):
+    # [{"model", "kind", "status", "error"}].
+    fallbacks: list[dict[str, Any]] | None = None
 
     @classmethod
     def from_row(cls, row: sqlite3.Row) -> Run:
@@ -315,6 +336,10 @@ class Run:
             stop_reason=row["stop_reason"],
             error=row["error"],
             usage=loads(row["usage"]),
+            model=row["model"],
+            provider=row["provider"],
+            cost_usd=row["cost_usd"],
+            fallbacks=loads(row["fallbacks"]),
         )
 
 
@@ -353,6 +378,12 @@ def _encode(col: Column, value: Any, method: str) -> Any:
                 f"session field {col.name!r} must be a non-negative integer", method=method
             )
         return value
+    if col.type == "real":
+        if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
+            raise InvalidRequest(
+                f"session field {col.name!r} must be a non-negative number", method=method
+            )
+        return float(value)
     if col.type == "bool":
         if not isinstance(value, bool):
             raise InvalidRequest(f"session field {col.name!r} must be a boolean", method=method)
