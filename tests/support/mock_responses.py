@@ -220,11 +220,13 @@ def _validate(body: Any) -> str | None:
         if kind == "function_call":
             calls.add(str(item.get("call_id")))
         elif kind == "function_call_output" and str(item.get("call_id")) not in calls:
-            return f"No tool call found for function call output with call_id {item.get('call_id')}."
+            call_id = item.get("call_id")
+            return f"No tool call found for function call output with call_id {call_id}."
         elif kind == "reasoning":
             summary = "".join(p.get("text", "") for p in item.get("summary") or ())
             if item.get("encrypted_content") != encrypted(summary):
-                return f"input[{i}]: the encrypted content of a reasoning item could not be verified."
+                return (f"input[{i}]: the encrypted content of a reasoning item could not be "
+                        "verified.")
         elif kind == "message" and item.get("role") not in ("user", "assistant", "system",
                                                               "developer"):
             return f"Invalid value for 'input[{i}].role'."

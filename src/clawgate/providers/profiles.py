@@ -20,11 +20,12 @@ from __future__ import annotations
 import os
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from clawgate.errors import InvalidRequest, ProviderError, ProviderErrorKind
-from clawgate.providers.base import ProfileStatus
+from clawgate.providers.base import AuthAware, ProfileStatus, Provider
 
 COOLDOWN_SCHEDULE_S: tuple[float, ...] = (30.0, 60.0, 300.0)
 COOLING_KINDS: frozenset[ProviderErrorKind] = frozenset({"auth", "rate_limit", "timeout"})
@@ -72,7 +73,7 @@ def profile_credentials(config: Mapping[str, object], provider: str,
 class _State:
     errors: int = 0
     until: float = 0.0  # monotonic time the cooldown ends (0: not cooling)
-    last_used: float | None = None
+    last_pick: int = 0  # order of the last pick (0: never); ties of a coarse clock cannot occur
     last_used_wall: float | None = None
     last_error: ProviderErrorKind | None = None
 
@@ -103,6 +104,7 @@ class AuthProfiles:
         self._wall = wall
         self._sticky: OrderedDict[str, str] = OrderedDict()
         self._sticky_limit = max(1, sticky_limit)
+        self._picks = 0
 
     def __len__(self) -> int:
         return len(self._order)
@@ -130,11 +132,10 @@ class AuthProfiles:
             chosen = pinned
         else:
             # Never-used profiles first (in config order), then the least recently used.
-            chosen = min(ready, key=lambda i: (self._state[i].last_used is not None,
-                                               self._state[i].last_used or 0.0,
-                                               self._order.index(i)))
+            chosen = min(ready, key=lambda i: (self._state[i].last_pick, self._order.index(i)))
+        self._picks += 1
         state = self._state[chosen]
-        state.last_used, state.last_used_wall = now, self._wall()
+        state.last_pick, state.last_used_wall = self._picks, self._wall()
         if session_key is not None:
             self._sticky[session_key] = chosen
             self._sticky.move_to_end(session_key)
@@ -197,3 +198,28 @@ class AuthProfiles:
     def _exhausted_kind(self) -> ProviderErrorKind:
         kinds = {self._state[i].last_error for i in self._order}
         return "auth" if kinds == {"auth"} else "rate_limit"
+
+
+def auth_report(providers: Iterable[Provider]) -> dict[str, Any]:
+    """``models.authStatus``: ``{"providers": [{"provider", "profiles": [ProfileStatus]}]}`` for
+    every provider with auth profiles, sorted by provider id; no secrets."""
+    rows = [{"provider": p.id, "profiles": p.auth_status()}
+            for p in providers if isinstance(p, AuthAware)]
+    return {"providers": sorted(rows, key=lambda r: str(r["provider"]))}
+
+
+def reset_auth(providers: Iterable[Provider], provider: str | None = None,
+               profile: str | None = None) -> dict[str, Any]:
+    """Clear cooldowns: of ``profile`` of ``provider``, of every profile of ``provider``, or of
+    every profile of every provider. Returns ``{"reset": [{"provider", "profiles": [ids]}]}``;
+    an unknown provider or profile raises :class:`InvalidRequest` and changes nothing."""
+    aware = {p.id.lower(): p for p in providers if isinstance(p, AuthAware)}
+    if profile is not None and provider is None:
+        raise InvalidRequest("a profile can only be reset together with its provider")
+    if provider is not None and provider.lower() not in aware:
+        raise InvalidRequest(f"no provider {provider!r} with auth profiles; "
+                             f"known: {sorted(aware)}")
+    chosen = [aware[provider.lower()]] if provider is not None else list(aware.values())
+    if profile is not None and profile not in {s["id"] for s in chosen[0].auth_status()}:
+        raise InvalidRequest(f"{provider}: no auth profile {profile!r}")
+    return {"reset": [{"provider": p.id, "profiles": p.reset_auth(profile)} for p in chosen]}

@@ -1,0 +1,59 @@
+"""Fixtures for provider tests through the engine: a real plugin host (bundled plugins from
+disk), a SQLite store in tmp_path, and the loopback fakes; everything is closed after the test."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from clawgate import config
+from clawgate.agents.engine import Engine
+from clawgate.plugins.host import PluginHost
+from clawgate.sessions.store import SessionStore
+from tests.agents.conftest import ENGINE_TOOLS, Harness
+from tests.support.mock_anthropic import mock_anthropic_factory  # noqa: F401 (fixture)
+from tests.support.mock_responses import mock_responses_factory  # noqa: F401 (fixture)
+
+Factory = Callable[..., Awaitable[Harness]]
+
+
+def plugins(**entries: Mapping[str, Any]) -> dict[str, Any]:
+    """``[plugins]`` enabling the given bundled plugins with their config (and the engine
+    tools fixture plugin, for its ``lookup`` tool)."""
+    table = {name: {"enabled": True, "config": dict(cfg)} for name, cfg in entries.items()}
+    table["engine_tools"] = {"enabled": True, "config": {}}
+    return {"load_paths": [str(ENGINE_TOOLS)], "entries": table}
+
+
+@pytest.fixture
+async def engine_with(tmp_path: Path, anyio_backend: str) -> AsyncIterator[Factory]:
+    """``await engine_with(plugins=..., model=..., engine=...)`` -> a started Harness."""
+    built: list[Harness] = []
+
+    async def factory(*, plugins: Mapping[str, Any], model: Any,
+                      engine: Mapping[str, Any] | None = None) -> Harness:
+        data = {"plugins": dict(plugins), "engine": dict(engine or {}),
+                "agents": [{"id": "main", "default": True, "model": model}]}
+        settings = config.Settings(config.parse(data), state_dir=tmp_path,
+                                   config_path=tmp_path / "clawgate.toml")
+        host = PluginHost(settings)
+        store = SessionStore(tmp_path / "clawgate.db")
+        await store.open()
+        try:
+            await host.start()
+            eng = Engine(settings, host, store)
+            await eng.start()
+        except BaseException:
+            await host.aclose()
+            await store.close()
+            raise
+        harness = Harness(settings, host, store, eng)
+        built.append(harness)
+        return harness
+
+    yield factory
+    for harness in reversed(built):
+        await harness.close()
