@@ -7,9 +7,11 @@ child process (so their work does not compete with the engine for this interpret
 wait ``--latency-ms`` before answering; both echo the user's text in one chunk. Turns alternate
 between the engines in rounds, in sessions of 10 turns (the history grows to 20 messages).
 
-Measured per turn: wall time of ``engine.run`` minus the fakes' latency ("gateway time":
-admission, store, prompt, provider client, stream parsing, completion), p50 and p99 per
-provider, and their ratio. Budget (the task's): Anthropic within 10% of OpenAI at p50 and p99.
+Measured per turn: the wall time of ``engine.run``; the fake's own time answering it (timed
+inside the fake, from the request's arrival to its last byte, ``--latency-ms`` included); and
+their difference, the gateway's time (admission, store, prompt, provider client and SDK,
+stream parsing, completion, loopback transfer). p50 and p99 per provider, and their ratio.
+Budget (the task's): Anthropic's gateway time within 10% of OpenAI's at p50 and p99.
 Also reported: the time to import the ``anthropic`` SDK (paid once, when the plugin loads).
 
 Run: ``.venv/bin/python bench/providers.py [--quick] [--latency-ms 5]``.
@@ -34,6 +36,8 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # the fakes live in tests/support
 
+import httpx  # noqa: E402
+
 import common  # noqa: E402
 from clawgate import config  # noqa: E402
 from clawgate.agents.engine import Engine  # noqa: E402
@@ -46,13 +50,47 @@ MESSAGE = ("Summarise the quarterly report in three sentences, and mention the t
            "that changed the most since last quarter. ") * 2
 
 
+class Timed:
+    """ASGI middleware of a fake: records how long it took to answer each request (from its
+    start to the last body byte handed to the server), served and cleared at ``/__timings``."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+        self.durations: list[float] = []
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "http" and scope["path"] == "/__timings":
+            body = json.dumps(self.durations).encode()
+            self.durations = []
+            await send({"type": "http.response.start", "status": 200,
+                        "headers": [(b"content-type", b"application/json")]})
+            await send({"type": "http.response.body", "body": body})
+            return
+        started = time.perf_counter()
+
+        async def timed(message: Any) -> None:
+            await send(message)
+            if message["type"] == "http.response.body" and not message.get("more_body"):
+                self.durations.append(time.perf_counter() - started)
+
+        await self.app(scope, receive, timed)
+
+
 def serve(latency_ms: float) -> None:
-    """Child process: run both fakes, print their URLs, stop when stdin closes."""
+    """Child process: run both fakes (timed), print their URLs, stop when stdin closes."""
     from tests.support.mock_anthropic import MockAnthropic
     from tests.support.mock_openai import MockOpenAI
 
-    with MockAnthropic(latency=latency_ms / 1000) as anthropic, \
-            MockOpenAI(latency=latency_ms / 1000) as openai:
+    class TimedAnthropic(MockAnthropic):
+        def app(self) -> Any:
+            return Timed(super().app())
+
+    class TimedOpenAI(MockOpenAI):
+        def _app(self) -> Any:
+            return Timed(super()._app())
+
+    with TimedAnthropic(latency=latency_ms / 1000) as anthropic, \
+            TimedOpenAI(latency=latency_ms / 1000) as openai:
         sys.stdout.write(json.dumps({"anthropic": anthropic.url, "openai": openai.url}) + "\n")
         sys.stdout.flush()
         sys.stdin.read()
@@ -83,14 +121,20 @@ async def engine_at(state: Path, plugin: str, url: str) -> AsyncIterator[Engine]
         await store.close()
 
 
-async def turn(engine: Engine, n: int, latency_s: float) -> float:
+async def turn(engine: Engine, n: int) -> float:
     session = f"agent:main:bench-{n // SESSION_TURNS}"
     started = time.perf_counter()
     result = await engine.run(f"{MESSAGE} ({n})", session_key=session)
     elapsed = time.perf_counter() - started
     if result.status != "ok":
         raise RuntimeError(f"turn failed: {result}")
-    return elapsed - latency_s
+    return elapsed
+
+
+async def timings(client: httpx.AsyncClient, url: str) -> list[float]:
+    """The fake's answer times since the last call (and clears them)."""
+    origin = url.removesuffix("/v1")
+    return list((await client.get(f"{origin}/__timings")).json())
 
 
 def stats(samples: list[float]) -> dict[str, float]:
@@ -107,25 +151,37 @@ def import_time() -> float:
     return round(float(out.stdout) * 1000, 1)
 
 
-async def measure(urls: dict[str, str], turns: int, rounds: int,
-                  latency: float) -> dict[str, list[float]]:
-    samples: dict[str, list[float]] = {"openai": [], "anthropic": []}
+async def measure(urls: dict[str, str], turns: int,
+                  rounds: int) -> dict[str, dict[str, list[float]]]:
+    walls: dict[str, list[float]] = {"openai": [], "anthropic": []}
+    answered: dict[str, list[float]] = {}
     with tempfile.TemporaryDirectory(prefix="clawgate-bench-providers-") as tmp:
         root = Path(tmp)
         async with engine_at(root / "openai", "openai", urls["openai"]) as oa, \
-                engine_at(root / "anthropic", "anthropic", urls["anthropic"]) as an:
+                engine_at(root / "anthropic", "anthropic", urls["anthropic"]) as an, \
+                httpx.AsyncClient() as client:
             engines = {"openai": oa, "anthropic": an}
             for engine in engines.values():  # warm-up: connections, first-use costs
                 for n in range(20):
-                    await turn(engine, 10_000 + n, latency)
+                    await turn(engine, 10_000 + n)
+            for url in urls.values():
+                await timings(client, url)
             per_round = turns // rounds
             for r in range(rounds):
                 order = ("openai", "anthropic") if r % 2 == 0 else ("anthropic", "openai")
                 for name in order:
                     for n in range(per_round):
-                        samples[name].append(await turn(engines[name], r * per_round + n,
-                                                        latency))
-    return samples
+                        walls[name].append(await turn(engines[name], r * per_round + n))
+            for name, url in urls.items():
+                answered[name] = await timings(client, url)
+    for name in walls:  # one request per turn, in order
+        if len(answered[name]) != len(walls[name]):
+            raise RuntimeError(f"{name}: {len(walls[name])} turns but "
+                               f"{len(answered[name])} requests")
+    return {name: {"wall": walls[name], "provider": answered[name],
+                   "gateway": [w - a for w, a in zip(walls[name], answered[name],
+                                                     strict=True)]}
+            for name in walls}
 
 
 def main(quick: bool, latency_ms: float) -> None:
@@ -138,13 +194,14 @@ def main(quick: bool, latency_ms: float) -> None:
     try:
         assert child.stdout is not None
         urls = json.loads(child.stdout.readline())
-        samples = asyncio.run(measure(urls, turns, rounds, latency_ms / 1000))
+        samples = asyncio.run(measure(urls, turns, rounds))
     finally:
         if child.stdin is not None:
             child.stdin.close()
         child.wait(timeout=30)
-    figures = {name: stats(values) for name, values in samples.items()}
-    ratio = {q: round(figures["anthropic"][q] / figures["openai"][q], 3)
+    figures = {name: {kind: stats(values) for kind, values in parts.items()}
+               for name, parts in samples.items()}
+    ratio = {q: round(figures["anthropic"]["gateway"][q] / figures["openai"]["gateway"][q], 3)
              for q in ("p50_ms", "p99_ms")}
     budgets = [
         common.Budget("anthropic/openai gateway time p50", f"<= {RATIO_BUDGET}",
@@ -154,7 +211,7 @@ def main(quick: bool, latency_ms: float) -> None:
     ]
     common.report({"benchmark": "providers", "mode": "quick" if quick else "full",
                    "environment": common.environment(), "fake_latency_ms": latency_ms,
-                   "session_turns": SESSION_TURNS, "gateway_time": figures, "ratio": ratio,
+                   "session_turns": SESSION_TURNS, "per_turn": figures, "ratio": ratio,
                    "anthropic_sdk_import_ms": import_time()}, budgets)
 
 

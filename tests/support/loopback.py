@@ -24,7 +24,7 @@ import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.routing import Route
-from starlette.types import Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from tests.support.poll import until
 
@@ -74,6 +74,10 @@ class LoopbackServer(Generic[S]):
 
     def routes(self) -> list[Route]:
         raise NotImplementedError
+
+    def app(self) -> ASGIApp:
+        """The ASGI app served (a subclass may wrap it, e.g. to time requests)."""
+        return Starlette(routes=self.routes())
 
     # -- scripting and inspection -----------------------------------------------------------
 
@@ -139,7 +143,7 @@ class LoopbackServer(Generic[S]):
         self._sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self._sock.bind(("127.0.0.1", 0))
         self._sock.listen(64)
-        config = uvicorn.Config(Starlette(routes=self.routes()), log_config=None,
+        config = uvicorn.Config(self.app(), log_config=None,
                                 log_level=None, access_log=False, lifespan="off", ws="none",
                                 timeout_graceful_shutdown=1)
         self._server = _Server(config)

@@ -47,13 +47,13 @@ def budget(level: ThinkingLevel | None, budgets: Mapping[str, int] | None = None
 
 def params(request: ModelRequest, *, max_tokens: int, model_max: int | None = None,
            budgets: Mapping[str, int] | None = None, caching: bool = True) -> dict[str, Any]:
-    """Keyword arguments for ``client.messages.create`` (without ``stream``).
+    """The JSON body of a streamed ``POST /v1/messages`` call.
 
     ``max_tokens`` is the answer's limit when the request sets none; ``model_max`` the model's
     output limit from the catalogue.
     """
     system, messages = split(request.messages)
-    out: dict[str, Any] = {"model": request.model, "messages": messages}
+    out: dict[str, Any] = {"model": request.model, "messages": messages, "stream": True}
     answer = request.max_tokens or max_tokens
     thinking = budget(request.thinking, budgets)
     if thinking and _open_tool_cycle_without_thinking(messages):
@@ -85,14 +85,11 @@ def params(request: ModelRequest, *, max_tokens: int, model_max: int | None = No
     stop = request.extra.get("stop")
     if stop:
         out["stop_sequences"] = [stop] if isinstance(stop, str) else [str(s) for s in stop]
-    # Sampling goes in the body as given; thinking allows none of it except top_p >= 0.95.
-    extra: dict[str, Any] = {}
+    # Sampling goes in as given, except with thinking on, which refuses it.
     if "thinking" not in out:
         if request.temperature is not None:
-            extra["temperature"] = request.temperature
-        extra.update({k: request.extra[k] for k in _SAMPLING if request.extra.get(k) is not None})
-    if extra:
-        out["extra_body"] = extra
+            out["temperature"] = request.temperature
+        out.update({k: request.extra[k] for k in _SAMPLING if request.extra.get(k) is not None})
     return out
 
 

@@ -4,7 +4,15 @@ One SDK client per auth profile, sharing one connection pool; the SDK's own retr
 that this module decides (as the OpenAI plugin does): retry before the first event reached the
 caller, never after; 429 (with ``retry-after``), 5xx, 529 ``overloaded_error`` and connection
 failures are transient; with several profiles a rate-limit or auth failure moves the call to
-the next profile at once. The raw stream events are folded into clawgate's events:
+the next profile at once.
+
+The SDK client sends the request (base URL, authentication, API version headers, timeouts,
+connection pool) and turns an HTTP error into its ``APIStatusError``; the body is built here
+(:mod:`.convert`) and given to the client's ``post`` as JSON bytes, and the SSE body is read
+as raw events (``AsyncStream.raw_events``) decoded with orjson. Why not ``messages.create``:
+it deep-copies and re-encodes the whole conversation on every call and builds a pydantic model
+per stream event, which made a turn ~1 ms slower than the OpenAI provider's (bench/providers.py).
+The events are folded into clawgate's events:
 
 ``message_start`` (input and cache usage) → per block ``content_block_start`` /
 ``content_block_delta`` (``text_delta``, ``input_json_delta``, ``thinking_delta``,
@@ -21,6 +29,8 @@ from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from typing import Any
 
 import anthropic
+import httpx2  # the SDK's HTTP library (its dependency): mid-stream errors surface as its own
+import orjson
 
 from clawgate import (
     AuthProfiles,
@@ -38,11 +48,6 @@ from clawgate import (
 )
 
 from . import convert
-
-try:  # the SDK's HTTP library: httpx2 since anthropic 2.x
-    import httpx2 as _http
-except ImportError:  # pragma: no cover - older SDKs use httpx
-    import httpx as _http  # type: ignore[no-redef]
 
 RETRY_AFTER_CAP_S = 30.0
 ERROR_TEXT_LIMIT = 500
@@ -62,6 +67,7 @@ STOP_REASONS: Mapping[str, str] = {"end_turn": "stop", "stop_sequence": "stop",
                                    "pause_turn": "stop", "model_context_window_exceeded": "length"}
 _CONTEXT_MARKERS = ("prompt is too long", "context window", "too many tokens")
 _ROTATING: frozenset[ProviderErrorKind] = frozenset({"auth", "rate_limit"})
+_JSON: Any = {"headers": {"Content-Type": "application/json"}}
 
 
 class AnthropicProvider:
@@ -133,7 +139,7 @@ class AnthropicProvider:
         return client
 
     def params(self, request: ModelRequest) -> dict[str, Any]:
-        """The ``messages.create`` arguments for ``request`` (without ``stream``)."""
+        """The Messages API body for ``request``."""
         info = self._by_id.get(request.model)
         model_max = info.max_output_tokens if info is not None else None
         default = min(model_max, convert.MAX_DEFAULT_TOKENS) if model_max else self._max_tokens
@@ -142,7 +148,7 @@ class AnthropicProvider:
 
     async def stream(self, request: ModelRequest) -> AsyncIterator[ModelEvent]:
         """Stream one Messages call as ``TextDelta``/``ToolCall`` events and a ``Finish``."""
-        arguments = self.params(request)
+        body = orjson.dumps(self.params(request))
         tried: set[str] = set()
         cred = self.profiles.pick(request.session_key)
         attempt = 0
@@ -154,14 +160,28 @@ class AnthropicProvider:
                 if cred.secret is None:
                     raise self._error(f"no API key for profile {cred.id!r} "
                                       f"({cred.source or 'unset'})", "auth")
-                stream = await self._client(cred).messages.create(**arguments, stream=True)
-                async with stream:
+                # cast_to=Response: the SDK returns the HTTP response unread (README:
+                # "undocumented requests"); stream_cls only satisfies the signature.
+                response: httpx2.Response = await self._client(cred).post(  # type: ignore[assignment]
+                    "/v1/messages", cast_to=httpx2.Response, content=body, options=_JSON,
+                    stream=True, stream_cls=anthropic.AsyncStream[Any])
+                try:
                     state = _State(self.id)
-                    async for raw in stream:
-                        for event in state.on(raw):
+                    async for sse in anthropic.AsyncStream.raw_events(response):
+                        if not sse.data or sse.event == "ping":
+                            continue
+                        try:
+                            data = orjson.loads(sse.data)
+                        except orjson.JSONDecodeError as exc:
+                            raise self._error(f"malformed stream event: {sse.data[:200]}") from exc
+                        for event in state.on(data):
                             yielded = True
                             yield event
                     yield state.finish()
+                finally:
+                    # However the caller leaves (end, break, cancellation): the connection is
+                    # released, or closed if the body was not read to its end.
+                    await response.aclose()
                 self.profiles.succeeded(cred.id)
                 return
             except anthropic.APIStatusError as exc:
@@ -178,21 +198,22 @@ class AnthropicProvider:
             except anthropic.APIConnectionError as exc:
                 failure = self._error(f"cannot connect to {self.base_url}: {exc}", "unavailable")
                 retryable, cause = True, exc
-            except (_http.NetworkError, _http.RemoteProtocolError) as exc:
+            except (httpx2.NetworkError, httpx2.RemoteProtocolError) as exc:
                 # The SDK reads the body itself, so a connection lost mid-stream surfaces as
                 # the HTTP library's error.
                 if yielded:
                     raise self._error(f"stream broken mid-answer: {exc!r}") from exc
                 failure = self._error(f"connection failed: {exc!r}", "unavailable")
                 retryable, cause = True, exc
-            except _http.TimeoutException as exc:
+            except httpx2.TimeoutException as exc:
                 self.profiles.failed(cred.id, "timeout")
                 raise self._error(f"timed out mid-stream: {exc!r}", "timeout") from exc
             except ProviderError as exc:
-                if yielded or exc.kind not in _ROTATING:
+                # An error event, a missing key, a refusal or a broken stream.
+                if yielded:
                     self.profiles.failed(cred.id, exc.kind)
                     raise
-                failure, cause = exc, exc
+                failure, cause, retryable = exc, exc, exc.failover
             if failure.kind in _ROTATING and len(self.profiles) > 1:
                 self.profiles.failed(cred.id, failure.kind, retry_after)
                 tried.add(cred.id)
@@ -232,58 +253,64 @@ class _State:
         self.reason: str | None = None
         self.stopped = False
 
-    def on(self, event: Any) -> list[ModelEvent]:
-        kind = event.type
+    def on(self, event: dict[str, Any]) -> list[ModelEvent]:
+        """The clawgate events for one decoded stream event."""
+        kind = event.get("type")
         if kind == "content_block_delta":
-            delta = event.delta
-            block = self.blocks.get(event.index)
+            delta = event.get("delta") or {}
+            block = self.blocks.get(event.get("index", -1))
             if block is None:
                 return []
-            if delta.type == "text_delta":
-                if delta.text:
-                    return [TextDelta(delta.text)]
-            elif delta.type == "input_json_delta":
-                block["json"] += delta.partial_json or ""
-            elif delta.type == "thinking_delta":
-                block["thinking"] += delta.thinking or ""
-            elif delta.type == "signature_delta":
-                block["signature"] += delta.signature or ""
+            dtype = delta.get("type")
+            if dtype == "text_delta":
+                if delta.get("text"):
+                    return [TextDelta(delta["text"])]
+            elif dtype == "input_json_delta":
+                block["json"] += delta.get("partial_json") or ""
+            elif dtype == "thinking_delta":
+                block["thinking"] += delta.get("thinking") or ""
+            elif dtype == "signature_delta":
+                block["signature"] += delta.get("signature") or ""
             return []
         if kind == "content_block_start":
-            self._start(event.index, event.content_block)
+            self._start(event.get("index", -1), event.get("content_block") or {})
         elif kind == "content_block_stop":
-            block = self.blocks.get(event.index)
+            block = self.blocks.get(event.get("index", -1))
             if block is not None and block["type"] == "tool_use":
                 return [ToolCall(block["id"], block["name"], block["json"] or "{}")]
         elif kind == "message_start":
-            self._usage(event.message.usage)
+            self._usage((event.get("message") or {}).get("usage"))
         elif kind == "message_delta":
-            if event.delta.stop_reason:
-                self.reason = event.delta.stop_reason
-            self._usage(event.usage)
+            reason = (event.get("delta") or {}).get("stop_reason")
+            if reason:
+                self.reason = reason
+            self._usage(event.get("usage"))
         elif kind == "message_stop":
             self.stopped = True
+        elif kind == "error":
+            raise event_error(self.provider, event.get("error") or {})
         return []
 
-    def _start(self, index: int, block: Any) -> None:
-        kind = block.type
+    def _start(self, index: int, block: dict[str, Any]) -> None:
+        kind = block.get("type")
         if kind == "tool_use":
             # The start carries id, name and an empty input; the JSON arrives in deltas.
-            self.blocks[index] = {"type": kind, "id": block.id, "name": block.name, "json": ""}
+            self.blocks[index] = {"type": kind, "id": str(block.get("id", "")),
+                                  "name": str(block.get("name", "")), "json": ""}
         elif kind == "thinking":
-            self.blocks[index] = {"type": kind, "thinking": block.thinking or "",
-                                  "signature": getattr(block, "signature", None) or ""}
+            self.blocks[index] = {"type": kind, "thinking": block.get("thinking") or "",
+                                  "signature": block.get("signature") or ""}
         elif kind == "redacted_thinking":
-            self.blocks[index] = {"type": kind, "data": block.data}
+            self.blocks[index] = {"type": kind, "data": block.get("data")}
         else:
             self.blocks[index] = {"type": kind}
 
-    def _usage(self, usage: Any) -> None:
-        if usage is None:
+    def _usage(self, usage: dict[str, Any] | None) -> None:
+        if not usage:
             return
         for name in ("input_tokens", "output_tokens", "cache_read_input_tokens",
                      "cache_creation_input_tokens"):
-            value = getattr(usage, name, None)
+            value = usage.get(name)
             if value is not None:  # message_delta repeats some counts cumulatively
                 self.usage[name] = int(value)
 
@@ -316,12 +343,22 @@ class _State:
                       extra)
 
 
+def event_error(provider: str, error: dict[str, Any]) -> ProviderError:
+    """The :class:`ProviderError` for a stream ``error`` event (inside a 200 response, so only
+    its ``error.type`` tells the kind)."""
+    return _error(provider, None, str(error.get("type") or ""),
+                  str(error.get("message") or error.get("type") or "unknown error"))
+
+
 def status_error(provider: str, exc: anthropic.APIStatusError) -> ProviderError:
-    """The :class:`ProviderError` for an HTTP error or a stream ``error`` event."""
+    """The :class:`ProviderError` for an HTTP error response."""
     error_type = str(exc.type or "")
-    message = str(exc.api_message or exc.message or error_type)
-    # A stream error event arrives in a 200 response: only its type tells the kind.
     status = exc.status_code if exc.status_code >= 400 else None
+    return _error(provider, status, error_type,
+                  str(exc.api_message or exc.message or error_type))
+
+
+def _error(provider: str, status: int | None, error_type: str, message: str) -> ProviderError:
     kind = ERROR_KINDS.get(error_type)
     if kind is None:
         if status == 429:
