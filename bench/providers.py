@@ -5,7 +5,8 @@ the ``anthropic`` plugin (the official SDK) pointed at the loopback Messages API
 the ``openai`` plugin (httpx) pointed at the loopback chat-completions fake. The fakes run in a
 child process (so their work does not compete with the engine for this interpreter's GIL) and
 wait ``--latency-ms`` before answering; both echo the user's text in one chunk. Turns alternate
-between the engines in rounds, in sessions of 10 turns (the history grows to 20 messages).
+between the engines session by session (10 turns; the history grows to 20 messages), so both
+see the same load of a shared machine.
 
 Measured per turn: the wall time of ``engine.run``; the fake's own time answering it (timed
 inside the fake, from the request's arrival to its last byte, ``--latency-ms`` included); and
@@ -187,7 +188,7 @@ async def measure(urls: dict[str, str], turns: int,
 def main(quick: bool, latency_ms: float) -> None:
     os.environ["BENCH_KEY"] = "bench-key"
     turns = 200 if quick else 1000
-    rounds = 10 if quick else 25
+    rounds = turns // SESSION_TURNS  # alternate every session: both see the same machine load
     child = subprocess.Popen([sys.executable, __file__, "--serve", "--latency-ms",
                               str(latency_ms)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                              text=True, cwd=ROOT)

@@ -8,8 +8,8 @@ the next profile at once.
 
 The SDK client sends the request (base URL, authentication, API version headers, timeouts,
 connection pool) and turns an HTTP error into its ``APIStatusError``; the body is built here
-(:mod:`.convert`) and given to the client's ``post`` as JSON bytes, and the SSE body is read
-as raw events (``AsyncStream.raw_events``) decoded with orjson. Why not ``messages.create``:
+(:mod:`.convert`) and given to the client's ``post`` as JSON bytes, and the SSE body's data
+lines are decoded with orjson. Why not ``messages.create``:
 it deep-copies and re-encodes the whole conversation on every call and builds a pydantic model
 per stream event, which made a turn ~1 ms slower than the OpenAI provider's (bench/providers.py).
 The events are folded into clawgate's events:
@@ -67,7 +67,6 @@ STOP_REASONS: Mapping[str, str] = {"end_turn": "stop", "stop_sequence": "stop",
                                    "pause_turn": "stop", "model_context_window_exceeded": "length"}
 _CONTEXT_MARKERS = ("prompt is too long", "context window", "too many tokens")
 _ROTATING: frozenset[ProviderErrorKind] = frozenset({"auth", "rate_limit"})
-_JSON: Any = {"headers": {"Content-Type": "application/json"}}
 
 
 class AnthropicProvider:
@@ -163,17 +162,19 @@ class AnthropicProvider:
                 # cast_to=Response: the SDK returns the HTTP response unread (README:
                 # "undocumented requests"); stream_cls only satisfies the signature.
                 response: httpx2.Response = await self._client(cred).post(  # type: ignore[assignment]
-                    "/v1/messages", cast_to=httpx2.Response, content=body, options=_JSON,
-                    stream=True, stream_cls=anthropic.AsyncStream[Any])
+                    "/v1/messages", cast_to=httpx2.Response, content=body, stream=True,
+                    stream_cls=anthropic.AsyncStream[Any])  # JSON is the client's default type
                 try:
                     state = _State(self.id)
-                    async for sse in anthropic.AsyncStream.raw_events(response):
-                        if not sse.data or sse.event == "ping":
+                    async for line in response.aiter_lines():
+                        # Each event is an ``event:`` line and one ``data:`` line whose JSON
+                        # repeats the type, so the data lines are all that is needed.
+                        if not line.startswith("data:"):
                             continue
                         try:
-                            data = orjson.loads(sse.data)
+                            data = orjson.loads(line[5:])
                         except orjson.JSONDecodeError as exc:
-                            raise self._error(f"malformed stream event: {sse.data[:200]}") from exc
+                            raise self._error(f"malformed stream event: {line[:200]}") from exc
                         for event in state.on(data):
                             yielded = True
                             yield event
