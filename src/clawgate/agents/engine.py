@@ -32,7 +32,7 @@ from clawgate.errors import InvalidRequest, QueueFullError, SessionError, Unavai
 from clawgate.plugins.hooks import Hook
 from clawgate.plugins.host import Generation, PluginHost
 from clawgate.plugins.registry import CommandContext
-from clawgate.providers.base import text_of
+from clawgate.providers.base import THINKING_LEVELS, ThinkingLevel, text_of
 from clawgate.sessions import keys
 from clawgate.sessions.listing import ListQuery, ListResult
 from clawgate.sessions.schema import SessionEntry
@@ -191,7 +191,8 @@ class Engine:
         override = None
         if entry.model_override:
             provider = entry.provider_override or agent.models[0].provider
-            override = ModelRef.parse(f"{provider}/{entry.model_override}")
+            override = ModelRef.parse(f"{provider}/{entry.model_override}" if provider
+                                      else entry.model_override)  # a bare alias
         request = TurnRequest(
             agent=agent,
             lease=self.host.checkout(),
@@ -201,6 +202,7 @@ class Engine:
             model=override,
             main_session=self.is_main(agent, key),
             sampling=dict(submission.sampling),
+            thinking=_thinking(entry.thinking_level),
             delivers=submission.delivery is not None,
         )
         run = Run(run_id, key, messages, mode, payload=request)
@@ -460,3 +462,11 @@ class Engine:
         task = asyncio.get_running_loop().create_task(call, name=f"hook:{hook}")
         self._background.add(task)
         task.add_done_callback(self._background.discard)
+
+
+def _thinking(value: str | None) -> ThinkingLevel | None:
+    """The session's thinking level (``sessions.patch thinkingLevel``), if it is a known one."""
+    for level in THINKING_LEVELS:
+        if value == level:
+            return level
+    return None

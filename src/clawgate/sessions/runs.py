@@ -126,9 +126,12 @@ def begin(c: sqlite3.Connection, run_id: str, key: str, messages: Sequence[Any],
 
 def complete(c: sqlite3.Connection, run_id: str, key: str, messages: Sequence[Any], now: int, *,
              status: RunStatus, stop_reason: str | None, error: str | None,
-             usage: dict[str, int] | None, model: str | None, provider: str | None,
-             merged: Sequence[str]) -> None:
-    """End a run: final messages, run record, session counters — one transaction."""
+             usage: dict[str, Any] | None, model: str | None, provider: str | None,
+             merged: Sequence[str], cost: float | None = None,
+             fallbacks: Sequence[dict[str, Any]] | None = None) -> None:
+    """End a run: final messages, run record, session counters — one transaction (and the
+    reply's send intent when the run owes a channel one). ``cost`` (USD) is added to the
+    session's; ``fallbacks`` are the failed model attempts."""
     if status not in ENDED:
         raise InvalidRequest(f"a run cannot end as {status!r}")
     new = check_messages(messages, "runs.complete")
@@ -140,9 +143,9 @@ def complete(c: sqlite3.Connection, run_id: str, key: str, messages: Sequence[An
     append(c, key, new, now)
     c.execute(
         "UPDATE runs SET status = ?, ended_at = ?, stop_reason = ?, error = ?, usage = ?, "
-        "model = ?, provider = ? WHERE run_id = ?",
+        "model = ?, provider = ?, cost_usd = ?, fallbacks = ? WHERE run_id = ?",
         (status, now, stop_reason, error, None if usage is None else dumps(usage), model,
-         provider, run_id),
+         provider, cost, dumps(list(fallbacks)) if fallbacks else None, run_id),
     )
     for other in merged:
         c.execute("UPDATE runs SET status = ?, ended_at = ?, merged_into = ? "
@@ -151,15 +154,22 @@ def complete(c: sqlite3.Connection, run_id: str, key: str, messages: Sequence[An
     final = next((m for m in reversed(new) if m.role == "assistant"), None)
     text = final.content if final is not None and isinstance(final.content, str) else ""
     intent_for_run(c, run_id, text, status, error, now)
-    used_in = int((usage or {}).get("input", 0))
-    used_out = int((usage or {}).get("output", 0))
+    used = usage or {}
+    used_in, used_out = int(used.get("input", 0)), int(used.get("output", 0))
+    read, written = int(used.get("cache_read", 0)), int(used.get("cache_write", 0))
     c.execute(
         "UPDATE sessions SET input_tokens = input_tokens + ?, output_tokens = output_tokens + ?, "
-        "total_tokens = total_tokens + ?, aborted_last_run = ?, "
+        "total_tokens = total_tokens + ?, "
+        "cache_read_tokens = CASE WHEN ? > 0 THEN COALESCE(cache_read_tokens, 0) + ? "
+        "ELSE cache_read_tokens END, "
+        "cache_write_tokens = CASE WHEN ? > 0 THEN COALESCE(cache_write_tokens, 0) + ? "
+        "ELSE cache_write_tokens END, "
+        "cost_usd = CASE WHEN ? IS NULL THEN cost_usd ELSE COALESCE(cost_usd, 0) + ? END, "
+        "aborted_last_run = ?, "
         "model = COALESCE(?, model), model_provider = COALESCE(?, model_provider), "
         "updated_at = ? WHERE key = ?",
-        (used_in, used_out, used_in + used_out, int(status == "aborted"), model, provider, now,
-         key),
+        (used_in, used_out, used_in + used_out, read, read, written, written, cost, cost,
+         int(status == "aborted"), model, provider, now, key),
     )
 
 

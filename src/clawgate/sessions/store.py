@@ -33,7 +33,7 @@ from typing import Any, TypeVar
 
 from clawgate.errors import InvalidRequest, SessionError, SessionNotFound, Unavailable
 from clawgate.providers.base import Message
-from clawgate.sessions import keys, listing, runs
+from clawgate.sessions import keys, listing, runs, usage
 from clawgate.sessions.channelstore import ChannelStore, Delivery
 from clawgate.sessions.cronstore import CronStore
 from clawgate.sessions.listing import DisplayModel, ListQuery, ListResult
@@ -272,8 +272,8 @@ class SessionStore:
             c.execute("UPDATE messages SET archived = 1 WHERE session_id = ?", (old.session_id,))
             c.execute(
                 "UPDATE sessions SET session_id = ?, started_at = ?, updated_at = ?, "
-                "input_tokens = 0, output_tokens = 0, total_tokens = 0, aborted_last_run = 0 "
-                "WHERE key = ?",
+                "input_tokens = 0, output_tokens = 0, total_tokens = 0, cache_read_tokens = NULL, "
+                "cache_write_tokens = NULL, cost_usd = NULL, aborted_last_run = 0 WHERE key = ?",
                 (sid, now, now, k),
             )
             return _must(c, k)
@@ -400,15 +400,18 @@ class SessionStore:
     async def complete_run(
         self, run_id: str, key: str, messages: Sequence[Message], *, status: RunStatus,
         stop_reason: str | None = None, error: str | None = None,
-        usage: dict[str, int] | None = None, model: str | None = None,
-        provider: str | None = None, merged: Sequence[str] = (),
+        usage: dict[str, Any] | None = None, model: str | None = None,
+        provider: str | None = None, merged: Sequence[str] = (), cost: float | None = None,
+        fallbacks: Sequence[dict[str, Any]] | None = None,
     ) -> None:
-        """End a run: final messages, run record and session counters in one transaction."""
+        """End a run: final messages, run record and session counters in one transaction
+        (``cost`` in USD; ``fallbacks``: the failed model attempts, kept on the run)."""
         k = keys.canonical(key)
         now = self._clock()
         await self._write(lambda c: runs.complete(
             c, run_id, k, messages, now, status=status, stop_reason=stop_reason, error=error,
-            usage=usage, model=model, provider=provider, merged=tuple(merged)))
+            usage=usage, model=model, provider=provider, merged=tuple(merged), cost=cost,
+            fallbacks=fallbacks))
 
     async def recover_runs(self) -> int:
         """Close runs left open by a killed process; returns how many were closed."""
@@ -418,6 +421,22 @@ class SessionStore:
     async def get_run(self, run_id: str) -> Run | None:
         """The run with that id, or None."""
         return await self._read(lambda c: _run(c, run_id))
+
+    # -- usage reports ------------------------------------------------------------------------
+
+    async def usage_cost(self, start_ms: int, end_ms: int) -> dict[str, Any]:
+        """``usage.cost``: tokens and costs of the runs that ended in [start, end), by UTC day
+        (see :mod:`clawgate.sessions.usage`)."""
+        now = self._clock()
+        return await self._read(lambda c: usage.cost_summary(c, start_ms, end_ms, now))
+
+    async def sessions_usage(self, start_ms: int, end_ms: int, *, key: str | None = None,
+                             limit: int = 100) -> dict[str, Any]:
+        """``sessions.usage``: per-session totals and aggregates over [start, end)."""
+        now = self._clock()
+        k = None if key is None else keys.canonical(key)
+        return await self._read(
+            lambda c: usage.sessions_usage(c, start_ms, end_ms, now, key=k, limit=limit))
 
     # -- plumbing -----------------------------------------------------------------------------
 
