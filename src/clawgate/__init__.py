@@ -32,6 +32,7 @@ from clawgate.providers.base import (
     Usage,
     text_of,
 )
+from clawgate.sessions.keys import session_scope
 
 __version__ = "0.1.0"
 
@@ -59,5 +60,6 @@ __all__ = [
     "ToolSpec",
     "Usage",
     "__version__",
+    "session_scope",
     "text_of",
 ]
