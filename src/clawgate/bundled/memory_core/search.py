@@ -1,0 +1,169 @@
+"""Ranking: keyword scores, the hybrid merge, temporal decay and MMR (pure functions).
+
+- **Keyword score** of a chunk, in [0, 1]: ``0.4 * bm25 + 0.5 * coverage + 0.1 * path``, where
+  ``bm25`` is FTS5's rank mapped by ``r / (1 + r)``, ``coverage`` the share of the query's
+  terms the chunk contains and ``path`` whether a query term names the file. BM25 alone is
+  nearly flat in a small memory (a term in half the chunks has almost no IDF), so coverage
+  carries most of the weight; this is also the whole ranking when no embedder is configured.
+- **Hybrid**: ``vector_weight * cosine + text_weight * keyword`` (0.7 / 0.3), over the union
+  of both candidate lists (each ``candidate_multiplier * max_results`` long).
+- **Temporal decay**: a score is multiplied by ``0.5 ** (age_days / half_life)``; the age of a
+  daily log is its date, of other files their modification time. ``MEMORY.md`` and undated
+  files under ``memory/`` are evergreen.
+- **MMR** (Carbonell & Goldstein): results are re-ordered to maximise
+  ``lambda * relevance - (1 - lambda) * max Jaccard similarity to those already chosen``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+from typing import Any
+
+from . import chunks as chunking
+from .files import daily_date, evergreen
+from .index import Hit, Row
+
+DAY_S = 86_400.0
+
+
+@dataclass(frozen=True, slots=True)
+class Result:
+    """One search result; :meth:`as_dict` is OpenClaw's ``memory_search`` result shape."""
+
+    path: str
+    start_line: int
+    end_line: int
+    score: float
+    snippet: str
+    text: str = field(repr=False)
+    mtime: float | None = None
+    vector_score: float = 0.0
+    text_score: float = 0.0
+    source: str = "memory"
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"path": self.path, "startLine": self.start_line, "endLine": self.end_line,
+                "score": round(self.score, 4), "snippet": self.snippet, "source": self.source}
+
+
+@dataclass(frozen=True, slots=True)
+class Ranking:
+    """How results are scored and ordered."""
+
+    vector_weight: float = 0.7
+    text_weight: float = 0.3
+    half_life_days: float = 30.0  # 0 disables the decay
+    mmr_lambda: float = 0.7  # 1 disables MMR
+    snippet_chars: int = 700
+
+
+def query_terms(query: str) -> set[str]:
+    """The terms that coverage is measured on: non-stop words and CJK characters/bigrams."""
+    found = chunking.terms(query)
+    content = {t for t in found if t not in chunking.STOP}
+    return content or found
+
+
+def keyword_results(query: str, hits: Sequence[Hit], ranking: Ranking) -> list[Result]:
+    """Keyword hits scored with coverage and path matches (see the module docstring)."""
+    wanted = query_terms(query)
+    results = []
+    for hit in hits:
+        row = hit.row
+        coverage = len(wanted & chunking.terms(row.text)) / len(wanted) if wanted else 0.0
+        in_path = bool(wanted & chunking.terms(row.path.replace("/", " ")))
+        score = 0.4 * hit.score + 0.5 * coverage + 0.1 * in_path
+        results.append(_result(row, score, ranking, text_score=score))
+    return results
+
+
+def hybrid_results(keyword: Sequence[Result], nearest: Sequence[tuple[Row, float]],
+                   ranking: Ranking) -> list[Result]:
+    """The weighted union of keyword results and vector neighbours."""
+    by_key: dict[tuple[str, int, int], Result] = {}
+    for row, cosine in nearest:
+        by_key[(row.path, row.start_line, row.end_line)] = _result(
+            row, 0.0, ranking, vector_score=max(0.0, cosine))
+    for result in keyword:
+        key = (result.path, result.start_line, result.end_line)
+        found = by_key.get(key)
+        by_key[key] = replace(found or result, text_score=result.text_score)
+    total = ranking.vector_weight + ranking.text_weight
+    return [replace(r, score=(ranking.vector_weight * r.vector_score +
+                              ranking.text_weight * r.text_score) / (total or 1.0))
+            for r in by_key.values()]
+
+
+def decay(results: Iterable[Result], half_life_days: float,
+          now: float | None = None) -> list[Result]:
+    """Scores multiplied by ``0.5 ** (age / half_life)`` (evergreen files keep theirs)."""
+    if half_life_days <= 0:
+        return list(results)
+    now = datetime.now(UTC).timestamp() if now is None else now
+    out = []
+    for result in results:
+        born = _timestamp(result)
+        if born is None:
+            out.append(result)
+            continue
+        age_days = max(0.0, now - born) / DAY_S
+        out.append(replace(result, score=result.score * math.pow(0.5, age_days / half_life_days)))
+    return out
+
+
+def mmr(results: Sequence[Result], lam: float) -> list[Result]:
+    """Results re-ordered by maximal marginal relevance (``lam`` >= 1 keeps score order)."""
+    ordered = sorted(results, key=lambda r: -r.score)
+    if lam >= 1 or len(ordered) <= 1:
+        return ordered
+    lam = max(0.0, lam)
+    tokens = [chunking.terms(r.text) for r in ordered]
+    top, bottom = ordered[0].score, ordered[-1].score
+    spread = top - bottom
+    chosen: list[int] = []
+    left = list(range(len(ordered)))
+    while left:
+        best, best_value = left[0], -math.inf
+        for i in left:
+            relevance = (ordered[i].score - bottom) / spread if spread > 0 else 1.0
+            similar = max((_jaccard(tokens[i], tokens[j]) for j in chosen), default=0.0)
+            value = lam * relevance - (1 - lam) * similar
+            if value > best_value:
+                best, best_value = i, value
+        chosen.append(best)
+        left.remove(best)
+    return [ordered[i] for i in chosen]
+
+
+def finish(results: Sequence[Result], ranking: Ranking, *, max_results: int,
+           min_score: float, now: float | None = None) -> list[Result]:
+    """Decay, MMR, the score floor and the count limit, in that order."""
+    ranked = mmr(decay(results, ranking.half_life_days, now), ranking.mmr_lambda)
+    return [r for r in ranked if r.score >= min_score][:max_results]
+
+
+def _result(row: Row, score: float, ranking: Ranking, *, vector_score: float = 0.0,
+            text_score: float = 0.0) -> Result:
+    snippet = row.text if len(row.text) <= ranking.snippet_chars else (
+        row.text[:ranking.snippet_chars].rstrip() + "…")
+    return Result(row.path, row.start_line, row.end_line, score, snippet, row.text, row.mtime,
+                  vector_score, text_score)
+
+
+def _timestamp(result: Result) -> float | None:
+    day = daily_date(result.path)
+    if day is not None:
+        return datetime(day.year, day.month, day.day, tzinfo=UTC).timestamp()
+    if evergreen(result.path):
+        return None
+    return result.mtime
+
+
+def _jaccard(a: set[str], b: set[str]) -> float:
+    if not a and not b:
+        return 1.0
+    union = len(a | b)
+    return len(a & b) / union if union else 0.0
