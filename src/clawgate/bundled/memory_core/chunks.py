@@ -115,10 +115,19 @@ def cjk_grams(run: str, n: int) -> list[str]:
     return list(dict.fromkeys(run[i:i + n] for i in range(len(run) - n + 1)))
 
 
+def stem(word: str) -> str:
+    """A light English stem (plural and tense endings), so "prefers" covers "prefer". The
+    full-text index uses the porter tokenizer for the same reason."""
+    for suffix in ("ing", "ed", "es", "s"):
+        if len(word) > len(suffix) + 2 and word.endswith(suffix):
+            return word[: -len(suffix)]
+    return word
+
+
 def terms(text: str) -> set[str]:
-    """The terms used for query coverage and MMR similarity: words, and CJK characters with
-    their bigrams (CJK words are mostly one or two characters)."""
-    found = set(words(text))
+    """The terms used for query coverage and MMR similarity: stemmed words, and CJK characters
+    with their bigrams (CJK words are mostly one or two characters)."""
+    found = {stem(w) for w in words(text)}
     for run in cjk_runs(text):
         found.update(run)
         found.update(cjk_grams(run, 2) if len(run) > 1 else ())

@@ -133,7 +133,7 @@ class Store:
         self.conn.execute(f"CREATE INDEX chunks_{n}_path ON chunks_{n}(path)")
         self.conn.execute(
             f"CREATE VIRTUAL TABLE fts_{n} USING fts5(text, content='chunks_{n}', "
-            "content_rowid='id', tokenize='unicode61 remove_diacritics 2')")
+            "content_rowid='id', tokenize='porter unicode61 remove_diacritics 2')")
         self.conn.execute(
             f"CREATE VIRTUAL TABLE tri_{n} USING fts5(text, content='chunks_{n}', "
             "content_rowid='id', tokenize='trigram')")

@@ -48,6 +48,8 @@ class Options:
     vector_backend: VectorBackend = "auto"
     ranking: Ranking = Ranking()
     use_numpy: bool | None = None  # None: when installed
+    # Without a watcher, a search re-syncs when the last sync is older than this.
+    resync_after_s: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,6 +105,7 @@ class AgentMemory:
         self._lock = asyncio.Lock()  # one sync or rebuild at a time
         self._queries: OrderedDict[str, list[float]] = OrderedDict()
         self.synced_at: float | None = None
+        self.dirty = False  # the watcher saw a change that no sync has picked up yet
         self.last_sync: SyncReport | None = None
         self.skipped: list[str] = []
         self.embedding_error: str | None = None
@@ -157,6 +160,7 @@ class AgentMemory:
         await self.open()
         async with self._lock:
             started = time.perf_counter()
+            self.dirty = False
             active = await self._writer.run(self._w.active)
             changes, removed, touched = await self._writer.run(self._plan, active.id, False)
             embed = self.embedder is not None and not self.stale(active)
@@ -176,6 +180,7 @@ class AgentMemory:
         await self.open()
         async with self._lock:
             started = time.perf_counter()
+            self.dirty = False
             active = await self._writer.run(self._w.active)
             new_id = await self._writer.run(self._w.begin_set)
             try:
@@ -312,8 +317,12 @@ class AgentMemory:
         stale, else keyword ranking. Semantic retrieval past the deadline is dropped and the
         keyword results come back with a warning."""
         await self.open()
-        if self.synced_at is None:
-            await self.sync("first search")
+        resync = self.options.resync_after_s
+        outdated = (resync is not None and self.synced_at is not None
+                    and time.time() - self.synced_at > resync)
+        if self.synced_at is None or self.dirty or outdated:
+            # Read your writes: a file changed a moment ago is searched, not its old version.
+            await self.sync("search")
         options = self.options
         candidates = max(1, min(200, max_results * options.candidate_multiplier))
         active = await self._reader.run(self._r.active)
@@ -344,7 +353,8 @@ class AgentMemory:
                 await asyncio.gather(semantic, return_exceptions=True)
         merged: list[Result] = (hybrid_results(keyword, nearest, options.ranking)
                                 if nearest is not None else keyword)
-        results = finish(merged, options.ranking, max_results=max_results, min_score=min_score)
+        results = finish(merged, options.ranking, max_results=max_results, min_score=min_score,
+                         relaxed=nearest is None)
         answer: dict[str, Any] = {
             "results": [r.as_dict() for r in results],
             "provider": "openai-compatible" if self.embedder is not None else "none",

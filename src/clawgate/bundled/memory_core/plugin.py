@@ -96,6 +96,7 @@ class Memory:
             cache_max_entries=int(self.config["cache_max_entries"]),
             vector_backend=self.config["vector_backend"],
             ranking=ranking,
+            resync_after_s=None if self.config["watch"] else 5.0,
         )
         self._embedder: Embedder | None = None
         self._agents: dict[str, AgentMemory] = {}

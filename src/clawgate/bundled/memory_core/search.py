@@ -62,9 +62,9 @@ class Ranking:
 
 def query_terms(query: str) -> set[str]:
     """The terms that coverage is measured on: non-stop words and CJK characters/bigrams."""
-    found = chunking.terms(query)
-    content = {t for t in found if t not in chunking.STOP}
-    return content or found
+    found = chunking.words(query)
+    content = [w for w in found if w not in chunking.STOP] or found
+    return chunking.terms(" ".join(content)) | chunking.terms(" ".join(chunking.cjk_runs(query)))
 
 
 def keyword_results(query: str, hits: Sequence[Hit], ranking: Ranking) -> list[Result]:
@@ -139,10 +139,15 @@ def mmr(results: Sequence[Result], lam: float) -> list[Result]:
 
 
 def finish(results: Sequence[Result], ranking: Ranking, *, max_results: int,
-           min_score: float, now: float | None = None) -> list[Result]:
-    """Decay, MMR, the score floor and the count limit, in that order."""
+           min_score: float, relaxed: bool = False, now: float | None = None) -> list[Result]:
+    """Decay, MMR, the score floor and the count limit, in that order. ``relaxed`` (keyword
+    ranking, as in OpenClaw): when nothing reaches ``min_score``, the best hits come back
+    anyway, since keyword scores are not calibrated the way cosine similarities are."""
     ranked = mmr(decay(results, ranking.half_life_days, now), ranking.mmr_lambda)
-    return [r for r in ranked if r.score >= min_score][:max_results]
+    strict = [r for r in ranked if r.score >= min_score]
+    if not strict and relaxed:
+        strict = [r for r in ranked if r.score > 0]
+    return strict[:max_results]
 
 
 def _result(row: Row, score: float, ranking: Ranking, *, vector_score: float = 0.0,

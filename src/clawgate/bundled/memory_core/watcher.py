@@ -67,7 +67,9 @@ class AgentWatcher:
                     await self._changed.wait()
                     await self._settle()
                     await self._sync("change")
-                await self._follow()
+                if await self._follow():
+                    # A file written before the new roots were followed would be missed.
+                    await self._sync("new roots")
         finally:
             await self._unfollow()
 
@@ -91,11 +93,11 @@ class AgentWatcher:
             self.log.error("memory %s: sync after %s failed: %s", self.memory.agent_id, reason,
                            exc)
 
-    async def _follow(self) -> None:
-        """(Re)start the root tasks when the set of existing roots changed."""
+    async def _follow(self) -> bool:
+        """(Re)start the root tasks when the set of existing roots changed; True if it did."""
         roots = await asyncio.to_thread(self.memory.files.watch_roots)
         if roots == self._roots and all(not t.done() for t in self._followers):
-            return
+            return False
         await self._unfollow()
         self._roots = roots
         relevant = _relevance(self.memory)
@@ -103,6 +105,10 @@ class AgentWatcher:
             self._followers.append(asyncio.get_running_loop().create_task(
                 self._watch(root, recursive, relevant),
                 name=f"memory-watch-{self.memory.agent_id}-{root.name}"))
+        # One turn of the loop lets each task run up to its first await; watchfiles creates
+        # its OS watches synchronously there, so changes from now on are seen.
+        await asyncio.sleep(0)
+        return True
 
     async def _unfollow(self) -> None:
         for task in self._followers:
@@ -112,12 +118,16 @@ class AgentWatcher:
 
     async def _watch(self, root: Path, recursive: bool,
                      relevant: Callable[[watchfiles.Change, str], bool]) -> None:
+        # Its own stop event: awatch sets the event it is given when it is cancelled, and a
+        # shared one would stop the followers started after it.
+        stop = asyncio.Event()
         try:
             async for batch in watchfiles.awatch(
-                    root, watch_filter=relevant, recursive=recursive, stop_event=self._stop,
+                    root, watch_filter=relevant, recursive=recursive, stop_event=stop,
                     debounce=200, step=50, ignore_permission_denied=True):
                 if batch:
                     self.changes_total += len(batch)
+                    self.memory.dirty = True
                     self._changed.set()
         except asyncio.CancelledError:
             raise
