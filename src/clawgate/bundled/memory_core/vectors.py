@@ -99,9 +99,10 @@ class Matrix:
             scores = self._rows @ _np.asarray(query, dtype=_np.float32)
             k = min(k, len(self.ids))
             best = _np.argpartition(-scores, k - 1)[:k]
-            best = best[_np.argsort(-scores[best], kind="stable")]
+            # Best score first; equal scores by chunk id, as the plain-Python path orders them.
+            best = best[_np.lexsort((self._id_array[best], -scores[best]))]
             return [(int(self._id_array[i]), float(scores[i])) for i in best]
         q = array("f", query)
-        scored = ((sum(map(operator.mul, row, q)), cid) for cid, row in zip(self.ids, self._rows,
-                                                                           strict=True))
-        return [(cid, float(score)) for score, cid in heapq.nlargest(k, scored)]
+        scored = ((sum(map(operator.mul, row, q)), -cid) for cid, row in zip(self.ids, self._rows,
+                                                                            strict=True))
+        return [(-neg, float(score)) for score, neg in heapq.nlargest(k, scored)]
