@@ -13,6 +13,7 @@ index, and :func:`cjk_grams` turns a CJK query into the trigrams that index can 
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import re
 from dataclasses import dataclass
@@ -100,7 +101,9 @@ def has_cjk(text: str) -> bool:
 
 def words(text: str) -> list[str]:
     """The lower-cased word tokens of ``text`` outside CJK runs, in order."""
-    return [w.lower() for w in _WORD.findall(_CJK_RUN.sub(" ", text))]
+    if _CJK.search(text) is not None:
+        text = _CJK_RUN.sub(" ", text)
+    return _WORD.findall(text.lower())
 
 
 def cjk_runs(text: str) -> list[str]:
@@ -115,6 +118,7 @@ def cjk_grams(run: str, n: int) -> list[str]:
     return list(dict.fromkeys(run[i:i + n] for i in range(len(run) - n + 1)))
 
 
+@functools.lru_cache(maxsize=65_536)
 def stem(word: str) -> str:
     """A light English stem (plural and tense endings), so "prefers" covers "prefer". The
     full-text index uses the porter tokenizer for the same reason."""

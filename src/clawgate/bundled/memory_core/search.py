@@ -16,8 +16,10 @@
 
 from __future__ import annotations
 
+import functools
 import math
-from collections.abc import Iterable, Sequence
+import re
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
@@ -61,20 +63,44 @@ class Ranking:
 
 
 def query_terms(query: str) -> set[str]:
-    """The terms that coverage is measured on: non-stop words and CJK characters/bigrams."""
+    """The terms that coverage is measured on: stemmed non-stop words, and CJK characters
+    with their bigrams."""
     found = chunking.words(query)
     content = [w for w in found if w not in chunking.STOP] or found
     return chunking.terms(" ".join(content)) | chunking.terms(" ".join(chunking.cjk_runs(query)))
 
 
+def _matchers(wanted: Iterable[str]) -> list[Callable[[str], bool]]:
+    """One test per query term, on lower-cased text: a word that starts with the (stemmed)
+    term, or for CJK the characters anywhere. Cheaper than tokenising every candidate."""
+    tests: list[Callable[[str], bool]] = []
+    for term in wanted:
+        if chunking.has_cjk(term):
+            tests.append(functools.partial(_contains, term))
+        else:
+            tests.append(functools.partial(_starts_word, re.compile(r"(?<![^\W_])" +
+                                                                  re.escape(term))))
+    return tests
+
+
+def _contains(term: str, text: str) -> bool:
+    return term in text
+
+
+def _starts_word(pattern: re.Pattern[str], text: str) -> bool:
+    return pattern.search(text) is not None
+
+
 def keyword_results(query: str, hits: Sequence[Hit], ranking: Ranking) -> list[Result]:
     """Keyword hits scored with coverage and path matches (see the module docstring)."""
-    wanted = query_terms(query)
+    tests = _matchers(query_terms(query))
     results = []
     for hit in hits:
         row = hit.row
-        coverage = len(wanted & chunking.terms(row.text)) / len(wanted) if wanted else 0.0
-        in_path = bool(wanted & chunking.terms(row.path.replace("/", " ")))
+        text = row.text.lower()
+        path = row.path.lower()
+        coverage = sum(test(text) for test in tests) / len(tests) if tests else 0.0
+        in_path = any(test(path) for test in tests)
         score = 0.4 * hit.score + 0.5 * coverage + 0.1 * in_path
         results.append(_result(row, score, ranking, text_score=score))
     return results
@@ -114,40 +140,41 @@ def decay(results: Iterable[Result], half_life_days: float,
     return out
 
 
-def mmr(results: Sequence[Result], lam: float) -> list[Result]:
-    """Results re-ordered by maximal marginal relevance (``lam`` >= 1 keeps score order)."""
+def mmr(results: Sequence[Result], lam: float, limit: int | None = None) -> list[Result]:
+    """Results re-ordered by maximal marginal relevance (``lam`` >= 1 keeps score order);
+    only the first ``limit`` picks are made by MMR, the rest follow in score order."""
     ordered = sorted(results, key=lambda r: -r.score)
     if lam >= 1 or len(ordered) <= 1:
         return ordered
     lam = max(0.0, lam)
-    tokens = [chunking.terms(r.text) for r in ordered]
+    picks = len(ordered) if limit is None else min(limit, len(ordered))
+    tokens = [_similarity_terms(r.text) for r in ordered]
     top, bottom = ordered[0].score, ordered[-1].score
     spread = top - bottom
+    relevance = [(r.score - bottom) / spread if spread > 0 else 1.0 for r in ordered]
+    similar = [0.0] * len(ordered)  # max similarity to anything chosen so far
     chosen: list[int] = []
     left = list(range(len(ordered)))
-    while left:
-        best, best_value = left[0], -math.inf
-        for i in left:
-            relevance = (ordered[i].score - bottom) / spread if spread > 0 else 1.0
-            similar = max((_jaccard(tokens[i], tokens[j]) for j in chosen), default=0.0)
-            value = lam * relevance - (1 - lam) * similar
-            if value > best_value:
-                best, best_value = i, value
+    while left and len(chosen) < picks:
+        best = max(left, key=lambda i: (lam * relevance[i] - (1 - lam) * similar[i], -i))
         chosen.append(best)
         left.remove(best)
-    return [ordered[i] for i in chosen]
+        for i in left:
+            similar[i] = max(similar[i], _jaccard(tokens[i], tokens[best]))
+    return [ordered[i] for i in chosen] + [ordered[i] for i in left]
 
 
 def finish(results: Sequence[Result], ranking: Ranking, *, max_results: int,
            min_score: float, relaxed: bool = False, now: float | None = None) -> list[Result]:
-    """Decay, MMR, the score floor and the count limit, in that order. ``relaxed`` (keyword
-    ranking, as in OpenClaw): when nothing reaches ``min_score``, the best hits come back
-    anyway, since keyword scores are not calibrated the way cosine similarities are."""
-    ranked = mmr(decay(results, ranking.half_life_days, now), ranking.mmr_lambda)
-    strict = [r for r in ranked if r.score >= min_score]
-    if not strict and relaxed:
-        strict = [r for r in ranked if r.score > 0]
-    return strict[:max_results]
+    """Decay, the score floor, MMR and the count limit. ``relaxed`` (keyword ranking, as in
+    OpenClaw): when nothing reaches ``min_score``, the best hits come back anyway, since
+    keyword scores are not calibrated the way cosine similarities are. (MMR only re-orders,
+    so the floor can be applied before it.)"""
+    decayed = decay(results, ranking.half_life_days, now)
+    kept = [r for r in decayed if r.score >= min_score]
+    if not kept and relaxed:
+        kept = [r for r in decayed if r.score > 0]
+    return mmr(kept, ranking.mmr_lambda, max_results)[:max_results]
 
 
 def _result(row: Row, score: float, ranking: Ranking, *, vector_score: float = 0.0,
@@ -165,6 +192,13 @@ def _timestamp(result: Result) -> float | None:
     if evergreen(result.path):
         return None
     return result.mtime
+
+
+def _similarity_terms(text: str) -> set[str]:
+    """What MMR compares: lower-cased words (cheap), or CJK terms where there are no spaces."""
+    if chunking.has_cjk(text):
+        return chunking.terms(text)
+    return set(chunking.words(text))
 
 
 def _jaccard(a: set[str], b: set[str]) -> float:

@@ -11,16 +11,22 @@ plain-Python dot product per row (correct, but slow past a few thousand chunks).
 from __future__ import annotations
 
 import heapq
+import importlib.util
 import operator
 import sqlite3
 from array import array
 from collections.abc import Sequence
 from typing import Any
 
-try:  # optional: the "memory" extra
-    import numpy as _np
-except ImportError:  # pragma: no cover - exercised where numpy is not installed
-    _np = None  # type: ignore[assignment]
+
+def _numpy() -> Any:
+    """numpy (the optional "memory" extra), imported on first use: a gateway that never
+    searches vectors does not pay its ~0.1 s import at start-up. None when not installed."""
+    try:
+        import numpy
+    except ImportError:  # pragma: no cover - exercised where numpy is not installed
+        return None
+    return numpy
 
 
 def pack(vector: Sequence[float]) -> bytes:
@@ -35,7 +41,7 @@ def unpack(blob: bytes) -> array[float]:
 
 
 def numpy_available() -> bool:
-    return _np is not None
+    return importlib.util.find_spec("numpy") is not None
 
 
 def load_sqlite_vec(conn: sqlite3.Connection) -> str | None:
@@ -72,17 +78,18 @@ class Matrix:
                                                                     numpy_available())
         self.dims = len(blobs[0]) // 4 if blobs else 0
         self._rows: Any
-        if self._numpy and blobs:
-            assert _np is not None
-            flat = _np.frombuffer(b"".join(blobs), dtype=_np.float32)
+        np = _numpy() if self._numpy else None
+        self._np = np
+        if np is not None and blobs:
+            flat = np.frombuffer(b"".join(blobs), dtype=np.float32)
             self._rows = flat.reshape(len(blobs), self.dims)
-            self._id_array = _np.asarray(self.ids, dtype=_np.int64)
+            self._id_array = np.asarray(self.ids, dtype=np.int64)
         else:
             self._rows = [unpack(b) for b in blobs]
 
     @property
     def backend(self) -> str:
-        return "numpy" if self._numpy else "python"
+        return "numpy" if self._np is not None else "python"
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -94,13 +101,13 @@ class Matrix:
         """The ``k`` best (chunk id, cosine) pairs, best first."""
         if not self.ids or k <= 0 or len(query) != self.dims:
             return []
-        if self._numpy:
-            assert _np is not None
-            scores = self._rows @ _np.asarray(query, dtype=_np.float32)
+        np = self._np
+        if np is not None:
+            scores = self._rows @ np.asarray(query, dtype=np.float32)
             k = min(k, len(self.ids))
-            best = _np.argpartition(-scores, k - 1)[:k]
+            best = np.argpartition(-scores, k - 1)[:k]
             # Best score first; equal scores by chunk id, as the plain-Python path orders them.
-            best = best[_np.lexsort((self._id_array[best], -scores[best]))]
+            best = best[np.lexsort((self._id_array[best], -scores[best]))]
             return [(int(self._id_array[i]), float(scores[i])) for i in best]
         q = array("f", query)
         scored = ((sum(map(operator.mul, row, q)), -cid) for cid, row in zip(self.ids, self._rows,
