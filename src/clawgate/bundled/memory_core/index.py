@@ -79,6 +79,8 @@ class Store:
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
         self.conn = sqlite3.connect(path, isolation_level=None, timeout=30.0)
+        # Only takes effect in a new file: lets a rebuild hand the old version's pages back.
+        self.conn.execute("PRAGMA auto_vacuum=INCREMENTAL")
         self.conn.execute("PRAGMA journal_mode=WAL")
         self.conn.execute("PRAGMA synchronous=NORMAL")
         self.conn.execute("PRAGMA busy_timeout=30000")
@@ -97,10 +99,12 @@ class Store:
                 "CREATE TABLE IF NOT EXISTS sets (id INTEGER PRIMARY KEY, identity TEXT, "
                 "dims INTEGER, vec INTEGER NOT NULL DEFAULT 0, pid INTEGER, built_at REAL, "
                 "indexed_at REAL)")
+            # A rowid table: its rows keep their vector in the page; in a WITHOUT ROWID
+            # table a 1.5 KB BLOB would spill into a mostly empty overflow page.
             self.conn.execute(
-                "CREATE TABLE IF NOT EXISTS cache (model TEXT NOT NULL, hash TEXT NOT NULL, "
-                "vector BLOB NOT NULL, used REAL NOT NULL, PRIMARY KEY (model, hash)) "
-                "WITHOUT ROWID")
+                "CREATE TABLE IF NOT EXISTS cache (id INTEGER PRIMARY KEY, model TEXT NOT NULL, "
+                "hash TEXT NOT NULL, vector BLOB NOT NULL, used REAL NOT NULL)")
+            self.conn.execute("CREATE UNIQUE INDEX IF NOT EXISTS cache_key ON cache(model, hash)")
             self.conn.execute("CREATE INDEX IF NOT EXISTS cache_used ON cache(used)")
             self.conn.execute("INSERT OR IGNORE INTO meta VALUES ('schema', ?)", (SCHEMA_VERSION,))
             if self._active() is None:
@@ -170,6 +174,10 @@ class Store:
             self.conn.execute("INSERT OR REPLACE INTO meta VALUES ('active', ?)", (str(set_id),))
             if old is not None and old != set_id:
                 self._drop_set(old)
+        # Give the dropped version's pages back and fold the WAL into the file (best effort:
+        # a reader holding an old snapshot only delays the checkpoint).
+        self.conn.execute("PRAGMA incremental_vacuum")
+        self.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
 
     def discard(self, set_id: int) -> None:
         """Drop a set that will not be published (a failed or cancelled rebuild)."""
@@ -310,13 +318,14 @@ class Store:
         """Add vectors to the cache, then evict the least recently used beyond ``limit``."""
         now = time.time()
         with self._tx():
-            self.conn.executemany("INSERT OR REPLACE INTO cache VALUES (?, ?, ?, ?)",
-                                  [(model, h, v, now) for h, v in entries])
+            self.conn.executemany(
+                "INSERT OR REPLACE INTO cache (model, hash, vector, used) VALUES (?, ?, ?, ?)",
+                [(model, h, v, now) for h, v in entries])
             count = self.conn.execute("SELECT count(*) FROM cache").fetchone()[0]
             if count > limit:
                 self.conn.execute(
-                    "DELETE FROM cache WHERE (model, hash) IN (SELECT model, hash FROM cache "
-                    "ORDER BY used LIMIT ?)", (count - limit,))
+                    "DELETE FROM cache WHERE id IN (SELECT id FROM cache ORDER BY used LIMIT ?)",
+                    (count - limit,))
 
     def cache_size(self) -> int:
         return int(self.conn.execute("SELECT count(*) FROM cache").fetchone()[0])
