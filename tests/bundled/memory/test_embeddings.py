@@ -147,3 +147,33 @@ def test_numpy_and_plain_python_cosine_agree() -> None:
     assert [i for i, _ in fast] == [i for i, _ in slow]  # equal scores: by chunk id in both
     assert all(abs(a - b) < 1e-5 for (_, a), (_, b) in zip(fast, slow, strict=True))
     assert Matrix(range(40), blobs, use_numpy=False).backend == "python"
+
+
+def _sqlite_vec_loads() -> bool:
+    import sqlite3
+
+    from clawgate.bundled.memory_core.vectors import load_sqlite_vec
+
+    conn = sqlite3.connect(":memory:")
+    try:
+        return load_sqlite_vec(conn) is None
+    finally:
+        conn.close()
+
+
+async def test_sqlite_vec_and_the_cosine_fallback_rank_alike(make_memory: Factory,
+                                                             embeddings: FakeEmbeddings,
+                                                             tmp_path) -> None:
+    files = {f"memory/n{i}.md": f"Note {i}: {'car' if i % 2 else 'cat'} and item {i * 3}.\n"
+             for i in range(30)}
+    ranked = {}
+    for backend in ("auto", "cosine"):
+        memory = await make_memory(memory={**embedding_config(embeddings),
+                                           "vector_backend": backend},
+                                   files=files, state=tmp_path / backend)
+        found = await memory.search("automobile item 21", minScore=0, maxResults=10)
+        ranked[backend] = ([r["path"] for r in found["results"]], found["backend"])
+    expected = "sqlite-vec" if _sqlite_vec_loads() else "cosine-numpy"
+    assert ranked["auto"][1] == expected
+    assert ranked["cosine"][1] == "cosine-numpy"
+    assert ranked["auto"][0] == ranked["cosine"][0]

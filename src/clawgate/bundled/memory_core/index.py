@@ -89,6 +89,7 @@ class Store:
             self.vec_error = vectors.load_sqlite_vec(self.conn)
         self._matrix: tuple[tuple[int, int], vectors.Matrix] | None = None
         self._create()
+        self._reconcile_vec()
 
     # -- schema and sets ---------------------------------------------------------------------
 
@@ -145,9 +146,29 @@ class Store:
                           (n, os.getpid(), time.time()))
 
     def _drop_set(self, set_id: int) -> None:
-        for kind in ("vec", "tri", "fts", "chunks", "files"):
+        try:
+            self.conn.execute(f"DROP TABLE IF EXISTS vec_{set_id}")
+        except sqlite3.OperationalError:  # vec0 is not loaded here: the table stays behind
+            pass
+        for kind in ("tri", "fts", "chunks", "files"):
             self.conn.execute(f"DROP TABLE IF EXISTS {kind}_{set_id}")
         self.conn.execute("DELETE FROM sets WHERE id = ?", (set_id,))
+
+    def _reconcile_vec(self) -> None:
+        """Keep the active set's vec0 mirror honest when the file moves between interpreters
+        with and without sqlite-vec: without it, writes cannot reach the mirror, so it is
+        marked unused; with it again, the mirror is rebuilt from the stored vectors."""
+        info = self.active()
+        if info.has_vec and self.vec_error is not None:
+            with self._tx():
+                self.conn.execute("UPDATE sets SET vec = 0 WHERE id = ?", (info.id,))
+        elif not info.has_vec and self.vec_error is None and info.dims and info.identity:
+            with self._tx():
+                self.conn.execute(f"DROP TABLE IF EXISTS vec_{info.id}")
+                self._ensure_vec(info.id, info.dims)
+                self.conn.execute(f"INSERT INTO vec_{info.id}(rowid, embedding) SELECT id, "
+                                  f"vector FROM chunks_{info.id} WHERE vector IS NOT NULL")
+                self.conn.execute("UPDATE sets SET vec = 1 WHERE id = ?", (info.id,))
 
     def _drop_orphans(self) -> None:
         """Drop sets left by a rebuild that died (another process's, no longer running)."""
@@ -250,10 +271,9 @@ class Store:
         self.conn.execute(
             f"INSERT INTO tri_{n}(tri_{n}, rowid, text) SELECT 'delete', id, text FROM chunks_{n} "
             "WHERE path = ? AND cjk = 1", (path,))
-        if has_vec:
-            self.conn.execute(
-                f"DELETE FROM vec_{n} WHERE rowid IN (SELECT id FROM chunks_{n} WHERE path = ?)",
-                (path,))
+        if has_vec:  # one rowid at a time: what vec0 supports for deletes
+            ids = self.conn.execute(f"SELECT id FROM chunks_{n} WHERE path = ?", (path,))
+            self.conn.executemany(f"DELETE FROM vec_{n} WHERE rowid = ?", ids.fetchall())
         self.conn.execute(f"DELETE FROM chunks_{n} WHERE path = ?", (path,))
         self.conn.execute(f"DELETE FROM files_{n} WHERE path = ?", (path,))
 
@@ -290,9 +310,10 @@ class Store:
             for cid, blob in pairs:
                 self.conn.execute(f"UPDATE chunks_{set_id} SET vector = ? WHERE id = ?",
                                   (blob, cid))
-                if info.has_vec:
-                    self.conn.execute(f"INSERT OR REPLACE INTO vec_{set_id}(rowid, embedding) "
-                                      "VALUES (?, ?)", (cid, blob))
+                if info.has_vec:  # vec0 has no INSERT OR REPLACE
+                    self.conn.execute(f"DELETE FROM vec_{set_id} WHERE rowid = ?", (cid,))
+                    self.conn.execute(f"INSERT INTO vec_{set_id}(rowid, embedding) VALUES (?, ?)",
+                                      (cid, blob))
 
     # -- embedding cache ---------------------------------------------------------------------
 
