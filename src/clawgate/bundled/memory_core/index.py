@@ -365,8 +365,9 @@ class Store:
             if content:
                 quoted = [f'"{w}"' for w in content]
                 self._match(f"fts_{set_id}", " AND ".join(quoted), limit, scores)
-                if len(scores) < limit and len(quoted) > 1:
-                    self._match(f"fts_{set_id}", " OR ".join(quoted), limit, scores)
+                if len(scores) < limit and len(quoted) > 1:  # fill up with any-term hits
+                    self._match(f"fts_{set_id}", " OR ".join(quoted), limit, scores,
+                                fill=limit - len(scores))
             for run in chunking.cjk_runs(query):
                 if len(run) >= 3:
                     grams = chunking.cjk_grams(run, 3)[:_MAX_CJK_GRAMS]
@@ -380,7 +381,10 @@ class Store:
             rows = self._rows(set_id, scores)
         return set_id, sorted((Hit(r, scores[r.id]) for r in rows), key=lambda h: -h.score)
 
-    def _match(self, table: str, expr: str, limit: int, scores: dict[int, float]) -> None:
+    def _match(self, table: str, expr: str, limit: int, scores: dict[int, float], *,
+               fill: int | None = None) -> None:
+        """Add the best ``limit`` matches of ``expr`` to ``scores``; with ``fill``, stop once
+        that many chunks not yet in ``scores`` were added."""
         try:
             found = self.conn.execute(
                 f"SELECT rowid, rank FROM {table} WHERE {table} MATCH ? ORDER BY rank LIMIT ?",
@@ -388,6 +392,10 @@ class Store:
         except sqlite3.OperationalError:  # a query FTS5 cannot parse finds nothing
             return
         for cid, rank in found:
+            if fill is not None and cid not in scores:
+                if fill <= 0:
+                    break
+                fill -= 1
             relevance = -float(rank)  # FTS5's bm25() is negative: more negative is better
             score = relevance / (1 + relevance) if relevance > 0 else 0.001
             if score > scores.get(cid, 0.0):

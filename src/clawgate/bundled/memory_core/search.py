@@ -16,10 +16,9 @@
 
 from __future__ import annotations
 
-import functools
 import math
 import re
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
@@ -70,37 +69,35 @@ def query_terms(query: str) -> set[str]:
     return chunking.terms(" ".join(content)) | chunking.terms(" ".join(chunking.cjk_runs(query)))
 
 
-def _matchers(wanted: Iterable[str]) -> list[Callable[[str], bool]]:
-    """One test per query term, on lower-cased text: a word that starts with the (stemmed)
-    term, or for CJK the characters anywhere. Cheaper than tokenising every candidate."""
-    tests: list[Callable[[str], bool]] = []
-    for term in wanted:
-        if chunking.has_cjk(term):
-            tests.append(functools.partial(_contains, term))
-        else:
-            tests.append(functools.partial(_starts_word, re.compile(r"(?<![^\W_])" +
-                                                                  re.escape(term))))
-    return tests
+class _Coverage:
+    """Which query terms a lower-cased text contains: a word that starts with the (stemmed)
+    term, or for CJK the characters anywhere. One regex scan per text, cheaper than
+    tokenising every candidate."""
 
+    def __init__(self, wanted: Iterable[str]) -> None:
+        terms = sorted(set(wanted), key=lambda t: (-len(t), t))  # longest first in the regex
+        self.count = len(terms)
+        self._cjk = [t for t in terms if chunking.has_cjk(t)]
+        words = [t for t in terms if not chunking.has_cjk(t)]
+        self._words = re.compile(r"(?<![^\W_])(" + "|".join(map(re.escape, words)) + ")") \
+            if words else None
 
-def _contains(term: str, text: str) -> bool:
-    return term in text
-
-
-def _starts_word(pattern: re.Pattern[str], text: str) -> bool:
-    return pattern.search(text) is not None
+    def found(self, text: str) -> int:
+        hits = sum(1 for t in self._cjk if t in text)
+        if self._words is not None:
+            hits += len(set(self._words.findall(text)))
+        return hits
 
 
 def keyword_results(query: str, hits: Sequence[Hit], ranking: Ranking) -> list[Result]:
     """Keyword hits scored with coverage and path matches (see the module docstring)."""
-    tests = _matchers(query_terms(query))
+    coverage_of = _Coverage(query_terms(query))
     results = []
     for hit in hits:
         row = hit.row
-        text = row.text.lower()
-        path = row.path.lower()
-        coverage = sum(test(text) for test in tests) / len(tests) if tests else 0.0
-        in_path = any(test(path) for test in tests)
+        coverage = coverage_of.found(row.text.lower()) / coverage_of.count \
+            if coverage_of.count else 0.0
+        in_path = coverage_of.count > 0 and coverage_of.found(row.path.lower()) > 0
         score = 0.4 * hit.score + 0.5 * coverage + 0.1 * in_path
         results.append(_result(row, score, ranking, text_score=score))
     return results
@@ -198,11 +195,11 @@ def _similarity_terms(text: str) -> set[str]:
     """What MMR compares: lower-cased words (cheap), or CJK terms where there are no spaces."""
     if chunking.has_cjk(text):
         return chunking.terms(text)
-    return set(chunking.words(text))
+    return set(text.lower().split())
 
 
 def _jaccard(a: set[str], b: set[str]) -> float:
     if not a and not b:
         return 1.0
-    union = len(a | b)
-    return len(a & b) / union if union else 0.0
+    common = len(a & b)
+    return common / (len(a) + len(b) - common)
