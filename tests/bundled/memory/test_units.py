@@ -73,3 +73,23 @@ def test_workspaces_come_from_the_config(tmp_path: Path) -> None:
     bare = PluginApi(manifest, config={}, root_config=None, state_dir=tmp_path,
                      hook_counter=lambda: 0)
     assert bare.workspaces() == {}
+
+
+@pytest.mark.anyio
+async def test_memory_core_fills_the_slot_by_default_and_none_turns_it_off(
+        tmp_path: Path) -> None:
+    from clawgate.plugins.host import PluginHost
+
+    for slots, loaded in (({}, True), ({"memory": "none"}, False)):
+        state = tmp_path / str(loaded)
+        settings = config.Settings(config.parse({"plugins": {"slots": slots}}), state_dir=state,
+                                   config_path=state / "clawgate.toml")
+        host = PluginHost(settings)
+        generation = await host.start(services=False)
+        try:
+            record = generation.registry.records["memory-core"]
+            assert (record.status == "loaded") is loaded, record
+            assert (generation.registry.tool("memory_search") is not None) is loaded
+            assert ("memory.status" in generation.registry.methods) is loaded
+        finally:
+            await host.aclose()

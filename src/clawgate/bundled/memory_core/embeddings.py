@@ -21,11 +21,12 @@ import math
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
-
-import httpx
+from typing import TYPE_CHECKING, Any
 
 from clawgate import ClawgateError
+
+if TYPE_CHECKING:  # imported when an embedder is made: ~5 MB a keyword-only gateway never pays
+    import httpx
 
 DEFAULT_BATCH = 64
 DEFAULT_TIMEOUT_S = 30.0
@@ -75,6 +76,9 @@ class Embedder:
 
     def __init__(self, settings: EmbeddingSettings,
                  transport: httpx.AsyncBaseTransport | None = None) -> None:
+        import httpx
+
+        self._httpx = httpx
         self.settings = settings
         headers = {"Content-Type": "application/json"}
         key = os.environ.get(settings.api_key_env) if settings.api_key_env else None
@@ -116,9 +120,9 @@ class Embedder:
             self.requests_total += 1
             try:
                 response = await self._client.post(url, json=body)
-            except httpx.HTTPError as exc:
+            except self._httpx.HTTPError as exc:
                 self.errors_total += 1
-                if attempt == 0 and not isinstance(exc, httpx.TimeoutException):
+                if attempt == 0 and not isinstance(exc, self._httpx.TimeoutException):
                     continue
                 raise EmbeddingError(f"embedding request to {url} failed: {exc!r}") from exc
             if response.status_code in _RETRY_STATUSES and attempt == 0:
