@@ -64,6 +64,7 @@ from clawgate.providers.base import (
 )
 from clawgate.providers.catalog import Catalog, parse_models
 from clawgate.providers.profiles import AuthProfiles, Credential, profile_credentials
+from clawgate.sessions.keys import session_scope
 
 __version__ = "0.1.0"
 
@@ -121,5 +122,6 @@ __all__ = [
     "__version__",
     "parse_models",
     "profile_credentials",
+    "session_scope",
     "text_of",
 ]

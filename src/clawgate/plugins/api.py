@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from clawgate.chat import Capabilities
+from clawgate.config import Config, Settings
 from clawgate.errors import RegistrationError
 from clawgate.plugins.hooks import make_handler
 from clawgate.plugins.manifest import Manifest
@@ -74,6 +75,15 @@ class PluginApi:
 
     def _refuse(self, message: str) -> RegistrationError:
         return RegistrationError(f"plugin {self.id!r}: {message}", plugin_id=self.id)
+
+    def workspaces(self) -> dict[str, Path]:
+        """Every configured agent's workspace, by agent id (read-only; computed from the config,
+        so it never touches the disk). Empty when the api carries no gateway config."""
+        if not isinstance(self.root_config, Config):
+            return {}
+        settings = Settings(config=self.root_config, state_dir=self.state_dir,
+                            config_path=self.state_dir / "clawgate.toml")
+        return {agent.id: settings.agent_workspace(agent) for agent in settings.agents()}
 
     def resolve_path(self, relative: str) -> Path:
         """A path inside the plugin's folder; one that escapes it is refused."""
