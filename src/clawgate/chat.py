@@ -227,6 +227,15 @@ class Channel(Protocol):
 
     async def probe(self, account: Account) -> dict[str, Any]: ...
 
+    # Optional, looked up with getattr by the core:
+    #   async def webhook(self, account, request: WebhookRequest, context) -> WebhookResponse
+    #       serves /channels/<id>/<account>/<path> (a platform calling us).
+    #   async def fetch(self, account, attachment: Attachment) -> tuple[bytes, str]
+    #       the bytes and MIME type of an inbound attachment (images reach models that
+    #       take images).
+    #   async def logout(self, account) -> None
+    #       forget the platform session (channels.logout).
+
 
 @dataclass(frozen=True, slots=True)
 class WebhookRequest:

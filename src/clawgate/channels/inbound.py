@@ -9,17 +9,20 @@ platform that redelivers after a crash gets ``duplicate`` for what was admitted.
 
 from __future__ import annotations
 
+import base64
 import logging
 import secrets
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Literal
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any, Literal
 
 from clawgate.agents.engine import Engine
+from clawgate.agents.roster import Agent
 from clawgate.agents.turn import Submission, Turn
 from clawgate.channels.accounts import AccountConfig
 from clawgate.channels.gating import GroupContext, dm_gate, group_gate, route
-from clawgate.chat import InboundMessage, Received, Target
+from clawgate.chat import Attachment, Channel, InboundMessage, Received, Target
 from clawgate.config import Settings
+from clawgate.providers.catalog import Catalog
 from clawgate.sessions import keys
 from clawgate.sessions.channelstore import Delivery, DuplicateMessage
 
@@ -33,6 +36,8 @@ CODE_ALPHABET = "ABCDEFGHJKLMNPQRSTUVWXYZ23456789"  # no 0/O/1/I
 CODE_LENGTH = 8
 PAIRING_TTL_MS = 3_600_000
 MAX_PENDING_PAIRINGS = 3
+MAX_ATTACHMENTS = 8
+MAX_IMAGE_BYTES = 10 * 1024 * 1024
 
 
 def pairing_code() -> str:
@@ -49,8 +54,9 @@ class Inbound:
 
     def __init__(self, settings: Settings, engine: Engine, metrics: Metrics,
                  follow: Callable[[AccountConfig, Turn, Target], None],
-                 wake: Callable[[], None]) -> None:
+                 wake: Callable[[], None], channel: Callable[[str], Channel | None]) -> None:
         self.settings = settings
+        self._channel = channel  # the plugin object of a channel id
         self.engine = engine
         self.store = engine.store
         self.metrics = metrics
@@ -89,9 +95,10 @@ class Inbound:
                                              self.engine.roster.default.id))
         key = self._session_key(account, message, agent.id)
         text = self.context.render(conversation, message, group)
+        content = await self._content(account, message, text, agent)
         try:
             turn = await self.engine.submit(Submission(
-                text, session_key=key, agent_id=agent.id, channel=channel,
+                content, session_key=key, agent_id=agent.id, channel=channel,
                 inbound=(channel, account_id, message.message_id),
                 delivery=Delivery(channel, account_id, target.dump())),
                 follow=True)
@@ -101,6 +108,57 @@ class Inbound:
             return await self._answered(account, message, target, turn)
         self._follow(account, turn, target)
         return Received("admitted", key, turn.run_id)
+
+    async def _content(self, account: AccountConfig, message: InboundMessage, text: str,
+                       agent: Agent) -> str | list[dict[str, Any]]:
+        """The user message: the text, and the attachments — images as image parts when the
+        agent's model takes images and the plugin can fetch them (``fetch``), otherwise a
+        placeholder the model can read (``[image: photo.jpg, image/jpeg]``)."""
+        if not message.attachments:
+            return text
+        fetch = self._fetcher(account)
+        images = self._takes_images(agent)
+        parts: list[dict[str, Any]] = []
+        notes: list[str] = []
+        for item in message.attachments[:MAX_ATTACHMENTS]:
+            if item.kind == "image" and images and fetch is not None and (
+                    item.size is None or item.size <= MAX_IMAGE_BYTES):
+                try:
+                    data, mime = await fetch(item)
+                except Exception as exc:  # the text still goes through
+                    log.warning("%s: could not fetch attachment %s: %r", account.channel,
+                                item.file_id, exc)
+                else:
+                    url = f"data:{mime};base64,{base64.b64encode(data).decode()}"
+                    parts.append({"type": "image_url", "image_url": {"url": url}})
+                    continue
+            what = ", ".join(x for x in (item.name, item.mime_type) if x)
+            notes.append(f"[{item.kind}{': ' + what if what else ''}]")
+        body = "\n".join(x for x in (text, *notes) if x)
+        if not parts:
+            return body
+        return [{"type": "text", "text": body}, *parts]
+
+    def _fetcher(self, account: AccountConfig) -> Callable[
+            [Attachment], Awaitable[tuple[bytes, str]]] | None:
+        channel = self._channel(account.channel)
+        fetch = getattr(channel, "fetch", None)
+        if fetch is None or account.account is None:
+            return None
+        platform = account.account
+
+        async def get(item: Attachment) -> tuple[bytes, str]:
+            data, mime = await fetch(platform, item)
+            return bytes(data), str(mime)
+
+        return get
+
+    def _takes_images(self, agent: Agent) -> bool:
+        registry = self.engine.host.current.registry
+        catalog = Catalog.of(e.provider for e in registry.providers.values())
+        ref = agent.models[0]
+        info = catalog.get(ref.provider, ref.model)
+        return info is not None and "image" in info.input
 
     def _session_key(self, account: AccountConfig, message: InboundMessage, agent: str) -> str:
         session = self.settings.config.session

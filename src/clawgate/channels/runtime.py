@@ -114,7 +114,8 @@ class ChannelRuntime:
         self.metrics = metrics
         self._schemas = SchemaCache()
         self._previews: dict[str, asyncio.Lock] = {}
-        self.inbound = Inbound(settings, engine, metrics, follow=self._follow, wake=self.wake)
+        self.inbound = Inbound(settings, engine, metrics, follow=self._follow, wake=self.wake,
+                               channel=self._channel_of)
         self.outbound = Outbound(engine.store, self.endpoint, settings.config.delivery, metrics,
                                  self._previews)
         self._live: dict[tuple[str, str], _Live] = {}
@@ -259,6 +260,11 @@ class ChannelRuntime:
             snapshot.pop("authError", None)
 
     # -- serving -----------------------------------------------------------------------------
+
+    def _channel_of(self, channel: str) -> Channel | None:
+        generation = self._generation or self.host.current
+        entry = generation.registry.channels.get(channel)
+        return None if entry is None else entry.channel
 
     def endpoint(self, channel: str, account: str) -> Endpoint | None:
         """A configured, enabled account to send through (None: deliveries wait)."""
