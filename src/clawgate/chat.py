@@ -38,6 +38,7 @@ from clawgate.errors import ClawgateError
 
 ChatType = Literal["direct", "group", "channel"]
 Markup = Literal["markdown", "html", "mrkdwn", "plain"]
+MediaKind = Literal["image", "file", "audio", "video"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,10 +126,25 @@ class Target:
 
 
 @dataclass(frozen=True, slots=True)
+class OutboundMedia:
+    """A file a reply carries (a ``MEDIA:`` token the core split out of the text and loaded):
+    its bytes always, and the URL it came from when it was one (a platform that fetches URLs
+    itself may pass that instead)."""
+
+    kind: MediaKind
+    name: str
+    mime_type: str
+    data: bytes = field(repr=False)
+    url: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class OutboundMessage:
     """One part of a reply. ``idempotency_key`` (``<intent id>:<part>``) is stable across
     retries and restarts; a platform that supports it should pass it along. ``origin`` says who
-    speaks: ``reply`` (the agent) or ``gateway`` (the gateway's own notice)."""
+    speaks: ``reply`` (the agent) or ``gateway`` (the gateway's own notice). A part with
+    ``media`` is one file (``text`` is then empty); the core sends files only to channels whose
+    capabilities say ``media``, after the text parts."""
 
     target: Target
     text: str
@@ -136,6 +152,7 @@ class OutboundMessage:
     part: int = 1
     parts: int = 1
     origin: Literal["reply", "gateway"] = "reply"
+    media: OutboundMedia | None = None
 
 
 @dataclass(frozen=True, slots=True)

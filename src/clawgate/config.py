@@ -251,6 +251,10 @@ class DeliveryConfig(_Model):
     max_attempts: int = Field(default=12, ge=1, le=1000)
     backoff_base_ms: int = Field(default=1000, ge=1, le=600_000)
     backoff_max_ms: int = Field(default=60_000, ge=1, le=86_400_000)
+    # Files replies carry (``MEDIA:`` tokens): the size cap, and local folders besides the
+    # agents' workspaces that files may be sent from (relative to the state dir).
+    media_max_mb: float = Field(default=20.0, gt=0, le=2048)
+    media_roots: tuple[str, ...] = ()
 
 
 class Config(_Model):

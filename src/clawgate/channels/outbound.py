@@ -21,6 +21,7 @@ from typing import Any
 
 from clawgate.channels.accounts import AccountConfig
 from clawgate.channels.chunker import chunk
+from clawgate.channels.media import MediaLoader, display_name, split_media
 from clawgate.chat import Channel, ChannelSendError, OutboundMessage, Target
 from clawgate.config import DeliveryConfig
 from clawgate.diagnostics.metrics import Metrics
@@ -50,8 +51,10 @@ class Outbound:
     """The worker that delivers every pending intent of the store."""
 
     def __init__(self, store: SessionStore, lookup: Lookup, config: DeliveryConfig,
-                 metrics: Metrics, previews: dict[str, asyncio.Lock]) -> None:
+                 metrics: Metrics, previews: dict[str, asyncio.Lock],
+                 media: MediaLoader) -> None:
         self._store = store
+        self._media = media
         self._lookup = lookup
         self._config = config
         self._metrics = metrics
@@ -141,28 +144,56 @@ class Outbound:
         channel, account = endpoint.channel, endpoint.account
         caps = channel.capabilities
         limit = account.policy.text_chunk_limit or caps.text_limit
-        parts = chunk(intent.text, limit, max_lines=caps.max_lines)
+        text, sources = split_media(intent.text)
+        if not caps.media:  # the platform cannot take files: links stay as text
+            text = "\n".join([text, *(f"Attachment: {display_name(s)} ({s})"
+                                     if s.lower().startswith("http") else
+                                     f"[attachment {display_name(s)} not sent: this channel "
+                                     "takes no files]" for s in sources)]).strip()
+            sources = ()
+        parts = chunk(text, limit, max_lines=caps.max_lines) if text else []
+        total = len(parts) + len(sources)
         done = await self._store.channels.receipts(intent.intent_id)
         preview = (await self._store.channels.preview(intent.run_id)
                    if intent.run_id and caps.edit else None)
         target = Target.load(intent.target)
         origin = "gateway" if intent.kind in ("notice", "pairing") else "reply"
         assert account.account is not None  # a running account has its platform config
-        for number, text in enumerate(parts, 1):
+        for number in range(1, total + 1):
             if number in done:
                 continue
             part_target = target
             if number > 1 and account.policy.reply_to_mode != "all":
                 part_target = Target(target.to, target.chat_type, target.thread, None)
-            if number == 1 and preview is not None:
-                await channel.edit(account.account, part_target, preview, text)
-                ids: list[str] = [preview]
+            key = f"{intent.intent_id}:{number}"
+            if number > len(parts):
+                message = await self._media_part(sources[number - len(parts) - 1], part_target,
+                                                 key, number, total, origin)
+            elif number == 1 and preview is not None:
+                await channel.edit(account.account, part_target, preview, parts[0])
+                await self._store.channels.commit_part(intent.intent_id, number, [preview])
+                continue
             else:
-                receipt = await channel.send(account.account, OutboundMessage(
-                    part_target, text, f"{intent.intent_id}:{number}", number, len(parts),
-                    origin))  # type: ignore[arg-type]
-                ids = list(receipt.message_ids)
-            await self._store.channels.commit_part(intent.intent_id, number, ids)
+                message = OutboundMessage(part_target, parts[number - 1], key, number, total,
+                                          origin)  # type: ignore[arg-type]
+            receipt = await channel.send(account.account, message)
+            await self._store.channels.commit_part(intent.intent_id, number,
+                                                   list(receipt.message_ids))
+
+    async def _media_part(self, source: str, target: Target, key: str, number: int,
+                          total: int, origin: str) -> OutboundMessage:
+        """The part that sends one file; a file that cannot be had for good (refused path,
+        missing, too large) becomes a one-line note instead, so the rest is still sent."""
+        try:
+            media = await self._media.load(source)
+        except ChannelSendError as exc:
+            if exc.retryable:
+                raise
+            log.warning("reply attachment not sent: %s", exc)
+            return OutboundMessage(target, f"[attachment {display_name(source)} not sent]", key,
+                                   number, total, origin)  # type: ignore[arg-type]
+        return OutboundMessage(target, "", key, number, total, origin,  # type: ignore[arg-type]
+                               media)
 
     async def _failed_attempt(self, intent: Intent, exc: ChannelSendError) -> None:
         attempts = intent.attempts + 1

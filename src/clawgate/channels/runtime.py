@@ -14,6 +14,7 @@ import contextlib
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from clawgate.agents.bus import RunEvent
@@ -21,6 +22,7 @@ from clawgate.agents.engine import Engine
 from clawgate.agents.turn import Turn
 from clawgate.channels.accounts import AccountConfig, accounts
 from clawgate.channels.inbound import Inbound
+from clawgate.channels.media import MediaLoader
 from clawgate.channels.outbound import Endpoint, Outbound
 from clawgate.channels.streaming import follow
 from clawgate.chat import (
@@ -116,8 +118,12 @@ class ChannelRuntime:
         self._previews: dict[str, asyncio.Lock] = {}
         self.inbound = Inbound(settings, engine, metrics, follow=self._follow, wake=self.wake,
                                channel=self._channel_of)
-        self.outbound = Outbound(engine.store, self.endpoint, settings.config.delivery, metrics,
-                                 self._previews)
+        delivery = settings.config.delivery
+        roots = [*settings.workspaces(), *(settings.state_dir / Path(r).expanduser()
+                                           for r in delivery.media_roots)]
+        self.media = MediaLoader(roots, max_bytes=int(delivery.media_max_mb * 1024 * 1024))
+        self.outbound = Outbound(engine.store, self.endpoint, delivery, metrics,
+                                 self._previews, self.media)
         self._live: dict[tuple[str, str], _Live] = {}
         self._problems: dict[str, str] = {}  # channel id -> why it has no accounts
         self._generation: Generation | None = None
@@ -157,6 +163,7 @@ class ChannelRuntime:
                 await asyncio.gather(owned, return_exceptions=True)
         self._worker = None
         self._listener = None
+        await self.media.close()
 
     async def flush(self, deadline_s: float) -> None:
         """Give the outbound worker up to ``deadline_s`` to send what is due (at shutdown)."""

@@ -20,6 +20,7 @@ from typing import TypeVar
 
 from clawgate.agents.turn import Turn
 from clawgate.channels.accounts import AccountConfig
+from clawgate.channels.media import split_media
 from clawgate.chat import Channel, OutboundMessage, Target
 from clawgate.sessions.store import SessionStore
 
@@ -62,7 +63,10 @@ async def follow(channel: Channel, account: AccountConfig, turn: Turn, target: T
             due = time.monotonic() - last_edit >= EDIT_INTERVAL_S
             if not due or len(text) < PREVIEW_MIN_CHARS or text == shown:
                 continue
-            visible = text if len(text) <= limit else text[:limit - 1] + "…"
+            visible = split_media(text)[0] if "MEDIA:" in text.upper() else text
+            if len(visible) < PREVIEW_MIN_CHARS:
+                continue
+            visible = visible if len(visible) <= limit else visible[:limit - 1] + "…"
             async with lock:
                 if turn.done:
                     return  # the answer is on its way: no preview now

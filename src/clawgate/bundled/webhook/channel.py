@@ -9,13 +9,15 @@ timestamp more than 5 minutes off; 400 naming the bad field; 413 over the body l
 core's).
 
 Outbound body: ``{"intent_id", "to", "conversation", "thread", "text", "reply_to", "part",
-"parts", "origin"}``; a 2xx (optionally ``{"id": "<platform id>"}``) is the receipt; 5xx, 429
+"parts", "origin", "attachment"?}`` (a file of the reply: name, mime_type, kind, url,
+data_base64); a 2xx (optionally ``{"id": "<platform id>"}``) is the receipt; 5xx, 429
 (with ``Retry-After``) and timeouts are retried; any other 4xx fails the delivery.
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import hashlib
 import hmac
 import time
@@ -62,7 +64,7 @@ class WebhookChannel:
 
     id = "webhook"
     label = "Webhook"
-    capabilities = Capabilities(chat_types=("direct", "group"), text_limit=4000)
+    capabilities = Capabilities(chat_types=("direct", "group"), text_limit=4000, media=True)
     config_schema = CONFIG_SCHEMA
     secrets = ("inbound_secret", "outbound_token")
 
@@ -122,10 +124,16 @@ class WebhookChannel:
         if token:
             headers["Authorization"] = f"Bearer {token}"
         target = message.target
-        payload = {"intent_id": intent_id, "to": target.to, "conversation": target.to,
-                   "thread": target.thread, "text": message.text, "reply_to": target.reply_to,
-                   "part": message.part, "parts": message.parts,
-                   "origin": "clawgate" if message.origin == "gateway" else "reply"}
+        payload: dict[str, Any] = {
+            "intent_id": intent_id, "to": target.to, "conversation": target.to,
+            "thread": target.thread, "text": message.text, "reply_to": target.reply_to,
+            "part": message.part, "parts": message.parts,
+            "origin": "clawgate" if message.origin == "gateway" else "reply"}
+        if message.media is not None:  # a file of the reply, inline (capped by media_max_mb)
+            media = message.media
+            payload["attachment"] = {"name": media.name, "mime_type": media.mime_type,
+                                     "kind": media.kind, "url": media.url,
+                                     "data_base64": base64.b64encode(media.data).decode()}
         try:
             response = await self._http.post(str(url), content=orjson.dumps(payload),
                                              headers=headers,
