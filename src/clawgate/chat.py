@@ -215,6 +215,11 @@ class ChannelContext(Protocol):
         for good): only then may the platform be acknowledged."""
         ...
 
+    def commands(self) -> list[dict[str, str]]:
+        """The slash commands users may send (built-in and registered by plugins), each
+        ``{"name", "description", "source"}`` — for a platform's command menu."""
+        ...
+
     def status(self, **fields: Any) -> None:
         """Update the account's status snapshot (``connected``, ``bot``, ``mode``,
         ``lastError``, ...), shown by ``channels.status``."""

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from clawgate.agents.bus import RunEvent
+from clawgate.agents.commands import catalogue
 from clawgate.agents.engine import Engine
 from clawgate.agents.turn import Turn
 from clawgate.channels.accounts import AccountConfig, accounts
@@ -40,6 +41,7 @@ from clawgate.diagnostics.metrics import Metrics
 from clawgate.errors import NotFound
 from clawgate.plugins.host import Generation, Lease, PluginHost
 from clawgate.plugins.metadata import SchemaCache
+from clawgate.plugins.registry import Command
 from clawgate.types import now_ms
 
 log = logging.getLogger("clawgate.channels")
@@ -97,6 +99,9 @@ class _Context:
     async def receive(self, message: InboundMessage) -> Received:
         self._live.snapshot["lastInboundAt"] = now_ms()
         return await self._runtime.inbound.receive(self._live.config, message)
+
+    def commands(self) -> list[dict[str, str]]:
+        return catalogue(self._runtime.registered_commands())
 
     def status(self, **fields: Any) -> None:
         self._live.snapshot.update(fields)
@@ -174,6 +179,11 @@ class ChannelRuntime:
 
     def wake(self) -> None:
         self.outbound.wake()
+
+    def registered_commands(self) -> Mapping[str, Command]:
+        """The plugins' slash commands of the generation the accounts run on."""
+        generation = self._generation or self.host.current
+        return generation.registry.commands
 
     async def _ended_runs(self) -> None:
         """Wake the outbound worker when a run that owes a channel its reply ends (its intent
