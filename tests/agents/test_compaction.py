@@ -289,3 +289,19 @@ async def test_compact_command_with_instructions(make_runtime, mock_openai):
     assert again.text.startswith("⚙️ Compaction skipped: nothing to compact")
     reply, _ = await turn(h, "next")
     assert "SUMMARY focused" in contents(mock_openai.requests[-1])[1][1] and reply.status == "ok"
+
+
+async def test_a_reset_starts_a_new_flush_cycle(make_runtime, mock_openai):
+    h = await make_runtime(mock_openai)
+    for round in ("before", "after"):
+        last = await two_turns(h, mock_openai)
+        middle = words("delta", sized(5_500, mock_openai.requests[-1], last))
+        mock_openai.plan(append_call(f"- noted {round} the reset"), Reply(SILENT_TOKEN),
+                         Reply("noted"))
+        result, events = await turn(h, middle)
+        assert result.text == "noted", round
+        assert [e.get("status") for e in compaction_events(events)] == ["start", "ok"], round
+        new = await (await h.engine.submit(Submission("/new"))).result()
+        assert new.text == "Started a new session."
+    log = daily_log(h).read_text()
+    assert "noted before the reset" in log and "noted after the reset" in log

@@ -23,6 +23,7 @@ import asyncio
 import contextlib
 import logging
 import os
+from collections import OrderedDict
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -43,6 +44,8 @@ log = logging.getLogger("clawgate.compaction")
 Trigger = Literal["threshold", "overflow", "manual", "messages"]
 FlushStatus = Literal["ok", "failed", "skipped"]
 READ_LIMIT = 5_000  # messages after the last cut a compaction reads (older ones: noted)
+FLUSHED_CACHE = 4_096
+ALREADY_FLUSHED = "the memory flush of this compaction cycle already ran"
 
 
 class Port(Protocol):
@@ -137,6 +140,9 @@ class Compactor:
         self._metrics = metrics
         self._max_iterations = max_iterations
         self._locks: dict[str, _Lock] = {}  # only sessions being compacted: bounded by them
+        # (key, transcript, compaction entry id) whose cycle's flush is known to have run, so a
+        # turn between the two thresholds does not read the store again; the newest kept.
+        self._flushed: OrderedDict[tuple[str, str | None, int | None], None] = OrderedDict()
 
     @contextlib.asynccontextmanager
     async def lock(self, key: str) -> AsyncIterator[None]:
@@ -153,20 +159,25 @@ class Compactor:
                 self._locks.pop(key, None)
 
     async def run(self, port: Port, setup: Setup, *, trigger: Trigger, estimate: int = 0,
-                  entry_id: int | None = None, instructions: str | None = None,
-                  max_lines: int | None = None) -> Outcome:
+                  session_id: str | None = None, entry_id: int | None = None,
+                  instructions: str | None = None, max_lines: int | None = None) -> Outcome:
         """Flush if due, then compact if due (always for ``overflow`` and ``manual``).
 
-        ``estimate`` is the caller's token estimate of the prompt; ``entry_id`` the id of the
-        compaction entry that prompt was built from (a different one now: another compaction
-        happened meanwhile, and the caller rebuilds instead).
+        ``estimate`` is the caller's token estimate of the prompt; ``session_id`` and
+        ``entry_id`` name the transcript and the compaction entry that prompt was built from
+        (a different entry now: another compaction happened meanwhile, and the caller
+        rebuilds instead).
         """
+        budget = setup.budget
+        if trigger == "threshold" and estimate < budget.compact_at and (
+                not self.config.memory_flush.enabled or setup.memory is None
+                or (setup.key, session_id, entry_id) in self._flushed):
+            return Outcome(False)  # only a flush is due, and it will not run: no reads
         async with self.lock(setup.key):
             view = await self._store.context(setup.key, READ_LIMIT)
             if trigger in ("threshold", "messages") and (
                     view.entry.id if view.entry else None) != entry_id:
                 return Outcome(False, "compacted meanwhile", changed=True)
-            budget = setup.budget
             estimate = max(estimate, self.estimate(setup, view))
             compact = trigger in ("overflow", "manual", "messages") or \
                 estimate >= budget.compact_at
@@ -202,8 +213,16 @@ class Compactor:
 
     # -- the memory flush ---------------------------------------------------------------------
 
+    def _remember(self, setup: Setup, view: View) -> None:
+        entry = view.entry.id if view.entry is not None else None
+        self._flushed[(setup.key, view.session_id, entry)] = None
+        while len(self._flushed) > FLUSHED_CACHE:
+            self._flushed.popitem(last=False)
+
     async def _flush(self, port: Port, setup: Setup, view: View, *, announce: bool) -> Flush:
         skip = await self._skip_flush(setup, view)
+        if skip == ALREADY_FLUSHED:
+            self._remember(setup, view)
         if skip is not None:
             if announce:  # compaction follows without a flush: say why
                 port.emit(phase="flush", status="skipped", reason=skip)
@@ -219,6 +238,7 @@ class Compactor:
         try:
             # Stored first: the record that this cycle's flush ran, even if the call fails.
             await self._store.append(setup.key, [{"role": "user", "content": prompt, **marker}])
+            self._remember(setup, view)
             convo: list[Message] = [*history, {"role": "user", "content": prompt}]
             for _ in range(self._max_iterations):
                 text, calls, finish = await port.model(system, convo, list(setup.flush_specs),
@@ -259,7 +279,7 @@ class Compactor:
             return read_only
         after = view.entry.seq if view.entry is not None else 0
         if await self._store.flushed(setup.key, view.session_id, after):
-            return "the memory flush of this compaction cycle already ran"
+            return ALREADY_FLUSHED
         return None
 
     # -- the compaction -----------------------------------------------------------------------

@@ -124,6 +124,7 @@ class _Prompt:
 
     system: str
     messages: list[Message]
+    session_id: str
     entry_id: int | None
     complete: bool  # False: more messages lie after the cut than HISTORY_LIMIT
 
@@ -280,7 +281,8 @@ class TurnRunner:
                     trigger: Trigger = "threshold" if prompt.complete else "messages"
                     outcome = await self.compactor.run(
                         port, self._setup(key, request, prompt, specs, budget), trigger=trigger,
-                        estimate=estimate, entry_id=prompt.entry_id)
+                        estimate=estimate, session_id=prompt.session_id,
+                        entry_id=prompt.entry_id)
                     if outcome.compacted or outcome.changed:
                         proactive = False
                         prompt = await self._prompt(key, request, tools, specs,
@@ -375,7 +377,8 @@ class TurnRunner:
                                           agent_id=agent.id, system_prompt=system,
                                           messages=messages, tools=list(specs))
         return _Prompt(str(built.values["system_prompt"]), list(built.values["messages"]),
-                       view.entry.id if view.entry is not None else None, view.complete)
+                       view.session_id, view.entry.id if view.entry is not None else None,
+                       view.complete)
 
     def _budget(self, refs: Sequence[ModelRef], catalog: Catalog) -> Budget:
         """The token budget of the session's primary model (its catalogue window, else
