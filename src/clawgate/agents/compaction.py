@@ -190,8 +190,7 @@ class Compactor:
                 flush = await self._flush(port, setup, view, announce=compact)
             if not compact:
                 return Outcome(False, flush=flush)
-            if flush is not None and flush.status == "ok":
-                view = await self._store.context(setup.key, READ_LIMIT)
+            # The flush's messages are silent: the view's cut and summary input are unchanged.
             outcome = await self._compact(port, setup, view, trigger, estimate,
                                           instructions=instructions, max_lines=max_lines)
             return _with_flush(outcome, flush)
