@@ -24,7 +24,7 @@ from typing import Any
 
 import orjson
 
-from clawgate.agents.bus import EventBus, RunEvent, Stream
+from clawgate.agents.bus import EventBus, MessageEvent, RunEvent, Stream
 from clawgate.agents.lanes import Run, RunResult
 from clawgate.agents.prompt import BootstrapCache, system_prompt
 from clawgate.agents.roster import Agent, ModelRef
@@ -77,6 +77,7 @@ class _Progress:
     provider: str | None = None
     first_delta_at: float | None = None
     tool_calls: list[dict[str, Any]] = field(default_factory=list)
+    announced: str | None = None  # the provider/model last published as lifecycle "model"
 
 
 class _Events:
@@ -89,6 +90,12 @@ class _Events:
         self._seq += 1
         self._bus.publish(RunEvent(self._run.run_id, self._run.session_key, stream, data,
                                    self._seq))
+
+    def stored(self, messages: Sequence[StoredMessage]) -> None:
+        """Messages of this run just committed to the transcript (live transcript feeds)."""
+        if messages:
+            self._bus.publish(MessageEvent(self._run.session_key, tuple(messages),
+                                           self._run.run_id))
 
 
 class TurnRunner:
@@ -124,7 +131,10 @@ class TurnRunner:
         try:
             history = await self._store.begin_run(run.run_id, run.session_key, run.messages,
                                                    history=HISTORY_LIMIT)
+            # The run's input is the newest part of the history read in the same transaction.
+            events.stored(history[-len(run.messages):] if run.messages else ())
             events.emit("lifecycle", phase="start", startedAt=int(time.time() * 1000))
+            events.emit("run_status", phase="preparing_context")
             await hooks.call(Hook.MESSAGE_RECEIVED, session_key=run.session_key,
                              agent_id=agent.id, message=run.messages[-1], channel=request.channel)
             async with asyncio.timeout(self._config.turn_timeout_s):
@@ -156,10 +166,13 @@ class TurnRunner:
         request: TurnRequest = run.payload
         result = RunResult(run.run_id, run.session_key, "aborted",
                            stop_reason=run.cancel_reason or "aborted")
+        events = _Events(self._bus, run)
         try:
-            await self._store.begin_run(run.run_id, run.session_key, run.messages)
-            await self._store.complete_run(run.run_id, run.session_key, [], status="aborted",
-                                           stop_reason=result.stop_reason)
+            events.stored(await self._store.begin_run(run.run_id, run.session_key, run.messages,
+                                                      history=len(run.messages)))
+            events.stored(await self._store.complete_run(
+                run.run_id, run.session_key, [], status="aborted",
+                stop_reason=result.stop_reason))
         finally:
             request.lease.release()
         return result
@@ -194,9 +207,12 @@ class TurnRunner:
             model_request = sampling_request(
                 "", ({"role": "system", "content": prompt}, *messages), tuple(specs),
                 request.sampling)
+            events.emit("run_status", phase="starting_model")
             calls, finish = await self._call_model(refs, model_request, request, events,
                                                    progress)
             progress.usage = _add(progress.usage, finish.usage)
+            if finish.usage.output > 0:  # OpenClaw's usage stream: the run's output so far
+                events.emit("usage", outputTokens=progress.usage.output)
             if not calls:
                 steered = run.take_injected()
                 if not steered:
@@ -204,8 +220,8 @@ class TurnRunner:
                 # Steer at a model boundary: keep this reply, then answer the new message(s).
                 reply = {"role": "assistant", "content": progress.text}
                 progress.text = ""
-                await self._store.append(run.session_key, [
-                    {**reply, "stop_reason": finish.reason or "stop"}, *steered])
+                events.stored(await self._store.append(run.session_key, [
+                    {**reply, "stop_reason": finish.reason or "stop"}, *steered]))
                 messages.extend([reply, *steered])
                 continue
             assistant = {"role": "assistant", "content": progress.text or None,
@@ -215,7 +231,7 @@ class TurnRunner:
             if any(c.name in client_names for c in calls):
                 # The client executes its own tools: hand the calls back and end the turn.
                 progress.tool_calls = [_wire(c) for c in calls]
-                await self._store.append(run.session_key, [assistant])
+                events.stored(await self._store.append(run.session_key, [assistant]))
                 return "tool_calls"
             results = []
             for call in calls:
@@ -223,7 +239,8 @@ class TurnRunner:
                 results.append({"role": "tool", "tool_call_id": call.id, "name": call.name,
                                 "content": content})
             injected = run.take_injected()  # steer: new user messages join at this boundary
-            await self._store.append(run.session_key, [assistant, *results, *injected])
+            events.stored(await self._store.append(run.session_key,
+                                                   [assistant, *results, *injected]))
             messages.extend([*results, *injected])
         return "max_iterations"
 
@@ -240,6 +257,9 @@ class TurnRunner:
                                         provider=ref.provider)
                 continue
             model = snapshot.normalize_model(ref.provider, ref.model) or ref.model
+            if progress.announced != f"{ref.provider}/{model}":  # OpenClaw's "model" phase
+                progress.announced = f"{ref.provider}/{model}"
+                events.emit("lifecycle", phase="model", provider=ref.provider, model=model)
             calls: list[ToolCall] = []
             finish = Finish()
             emitted = False
@@ -332,12 +352,12 @@ class TurnRunner:
                               "stop_reason": result.stop_reason})
             # Steered messages that came after the last boundary were acknowledged: keep them.
             final.extend(run.take_injected())
-            await self._store.complete_run(
+            events.stored(await self._store.complete_run(
                 run.run_id, run.session_key, final, status=result.status,
                 stop_reason=result.stop_reason, error=result.error,
                 usage=_usage_dict(progress.usage), model=progress.model,
                 provider=progress.provider, merged=run.merged_ids,
-            )
+            ))
         except Exception as exc:
             log.error("could not record the end of run %s: %s", run.run_id, exc)
         finally:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Literal, Protocol, runtime_checkable
 
 Message = dict[str, Any]
 ToolSpec = dict[str, Any]
@@ -106,6 +106,19 @@ class ModelInfo:
     id: str
     name: str | None = None
     context_window: int | None = None
+
+
+# What a provider needs to call its models: an API key it has ("api-key"), one it lacks
+# ("missing"), or nothing ("none": offline or a local endpoint). A provider may set a
+# ``credentials`` attribute; one that does not is taken to need none.
+Credentials = Literal["api-key", "missing", "none"]
+CREDENTIALS: tuple[Credentials, ...] = ("api-key", "missing", "none")
+
+
+def credentials_of(provider: object) -> Credentials:
+    """The provider's ``credentials`` attribute, or ``"none"`` when it has none (or an odd one)."""
+    value = getattr(provider, "credentials", "none")
+    return value if value in CREDENTIALS else "none"
 
 
 @runtime_checkable

@@ -120,8 +120,9 @@ def begin(c: sqlite3.Connection, run_id: str, key: str, messages: Sequence[Any],
 def complete(c: sqlite3.Connection, run_id: str, key: str, messages: Sequence[Any], now: int, *,
              status: RunStatus, stop_reason: str | None, error: str | None,
              usage: dict[str, int] | None, model: str | None, provider: str | None,
-             merged: Sequence[str]) -> None:
-    """End a run: final messages, run record, session counters — one transaction."""
+             merged: Sequence[str]) -> list[StoredMessage]:
+    """End a run: final messages, run record, session counters — one transaction. Returns the
+    messages it appended (for the transcript's live subscribers)."""
     if status not in ENDED:
         raise InvalidRequest(f"a run cannot end as {status!r}")
     new = check_messages(messages, "runs.complete")
@@ -130,7 +131,7 @@ def complete(c: sqlite3.Connection, run_id: str, key: str, messages: Sequence[An
         # Its begin never committed (cancelled while waiting for the writer): the input was
         # acknowledged, so it joins the transcript before the final messages.
         new = check_messages(loads(row[1]), "runs.complete") + new
-    append(c, key, new, now)
+    stored = append(c, key, new, now)
     c.execute(
         "UPDATE runs SET status = ?, ended_at = ?, stop_reason = ?, error = ?, usage = ?, "
         "model = ?, provider = ? WHERE run_id = ?",
@@ -151,6 +152,7 @@ def complete(c: sqlite3.Connection, run_id: str, key: str, messages: Sequence[An
         (used_in, used_out, used_in + used_out, int(status == "aborted"), model, provider, now,
          key),
     )
+    return stored
 
 
 def recover(c: sqlite3.Connection, now: int) -> int:

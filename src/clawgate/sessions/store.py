@@ -38,6 +38,7 @@ from clawgate.sessions.cronstore import CronStore
 from clawgate.sessions.listing import DisplayModel, ListQuery, ListResult
 from clawgate.sessions.schema import Run, SessionEntry, check_fields, migrate
 from clawgate.sessions.transcript import StoredMessage, check_messages, export_jsonl
+from clawgate.sessions.usage import UsageStore
 from clawgate.types import RunStatus, now_ms
 
 T = TypeVar("T")
@@ -396,11 +397,12 @@ class SessionStore:
         stop_reason: str | None = None, error: str | None = None,
         usage: dict[str, int] | None = None, model: str | None = None,
         provider: str | None = None, merged: Sequence[str] = (),
-    ) -> None:
-        """End a run: final messages, run record and session counters in one transaction."""
+    ) -> list[StoredMessage]:
+        """End a run: final messages, run record and session counters in one transaction;
+        returns the messages it appended."""
         k = keys.canonical(key)
         now = self._clock()
-        await self._write(lambda c: runs.complete(
+        return await self._write(lambda c: runs.complete(
             c, run_id, k, messages, now, status=status, stop_reason=stop_reason, error=error,
             usage=usage, model=model, provider=provider, merged=tuple(merged)))
 
@@ -447,6 +449,11 @@ class SessionStore:
             self._read_conns.append(conn)
 
     # -- cron ---------------------------------------------------------------------------------
+
+    @functools.cached_property
+    def usage(self) -> UsageStore:
+        """Token-usage reports over the runs table (``sessions.usage``), on the reader pool."""
+        return UsageStore(self._read)
 
     @functools.cached_property
     def cron(self) -> CronStore:

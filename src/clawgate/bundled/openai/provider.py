@@ -13,6 +13,7 @@ import asyncio
 import random
 from collections.abc import AsyncIterator
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 import orjson
@@ -64,6 +65,10 @@ class OpenAIProvider:
         self.id = id
         self.base_url = base_url.rstrip("/")
         self._api_key = api_key
+        # models.authStatus: a local endpoint (vLLM, Ollama, LM Studio) needs no key.
+        host = urlsplit(self.base_url).hostname or ""
+        local = host in ("localhost", "::1") or host.startswith("127.")
+        self.credentials = "api-key" if api_key else "none" if local else "missing"
         self._timeout = httpx.Timeout(
             connect=connect_timeout, read=read_timeout, write=read_timeout, pool=connect_timeout
         )

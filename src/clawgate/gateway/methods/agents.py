@@ -1,4 +1,5 @@
-"""Agent methods: ``agent`` (two responses), ``agent.wait``, ``agents.list``, ``models.list``.
+"""Agent methods: ``agent`` (two responses), ``agent.wait``, ``agents.list``, ``models.list``,
+``models.authStatus``.
 
 ``agent`` answers ``{runId, status: "accepted", acceptedAt}`` once the message is durable, then
 — with the same request id — ``{runId, status: "ok"|"error", summary, result}`` when the run
@@ -9,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import Field
 
@@ -19,6 +20,7 @@ from clawgate.gateway.methods.chat import user_content
 from clawgate.gateway.methods.sessions import find_by_session_id
 from clawgate.gateway.protocol import NoParams, Params, invalid, parse_params
 from clawgate.gateway.rpc import READ, WRITE, CallContext, CoreMethod
+from clawgate.providers.base import credentials_of
 from clawgate.types import now_ms
 
 WAIT_DEFAULT_MS = 30_000
@@ -56,7 +58,26 @@ class WaitParams(Params):
 
 
 class ModelsParams(Params):
+    agentId: Annotated[str, Field(min_length=1)] | None = None
+    sessionKey: Annotated[str, Field(min_length=1)] | None = None
+    authProfileId: Annotated[str, Field(min_length=1, max_length=256)] | None = None
+    provider: Annotated[str, Field(min_length=1)] | None = None
+    includeDetails: bool = False
+    includeProviderCapabilities: bool = False
+    includeDefaultModels: bool = False
+    preparedOnly: bool = False
+    refresh: bool = False
     view: Literal["default", "configured", "all", "provider-config"] | None = None
+
+
+class AuthStatusParams(Params):
+    agentId: Annotated[str, Field(min_length=1)] | None = None
+    refresh: bool = False
+    includeProfileIdentity: bool = False
+
+
+# A provider's credentials -> OpenClaw's auth status ("static": a non-expiring API key).
+AUTH_STATUS = {"api-key": "static", "none": "ok", "missing": "missing"}
 
 
 def final_payload(result: RunResult, duration_ms: int | None = None) -> dict[str, Any]:
@@ -128,18 +149,52 @@ async def agents_list(ctx: CallContext, raw: Any) -> dict[str, Any]:
             "scope": "per-sender", "agents": [a.describe() for a in roster]}
 
 
-async def models_list(ctx: CallContext, raw: Any) -> dict[str, Any]:
-    parse_params(ModelsParams, raw, "models.list")
+def catalogue(ctx: CallContext, provider_id: str | None = None) -> list[dict[str, Any]]:
+    """Every model of every loaded provider (OpenClaw's published catalogue rows), sorted by
+    provider and id; ``available`` says whether the provider can be called (credentials)."""
     models: list[dict[str, Any]] = []
     for entry in ctx.generation.registry.providers.values():
-        for info in entry.provider.models():
+        provider = entry.provider
+        if provider_id is not None and provider.id != provider_id.lower():
+            continue
+        available = credentials_of(provider) != "missing"
+        for info in provider.models():
             row: dict[str, Any] = {"id": info.id, "name": info.name or info.id,
-                                   "provider": entry.provider.id}
+                                   "provider": provider.id, "input": ["text"],
+                                   "available": available}
+            if not available:
+                row["unavailableReason"] = "missing credentials"
             if info.context_window is not None:
                 row["contextWindow"] = info.context_window
             models.append(row)
     models.sort(key=lambda m: (m["provider"], m["id"]))
-    return {"models": models}
+    return models
+
+
+async def models_list(ctx: CallContext, raw: Any) -> dict[str, Any]:
+    """The catalogue; ``agentId``/``sessionKey`` scope it to an agent (every agent here shares
+    the loaded providers, so they are checked, and an unknown agent is an error)."""
+    p = parse_params(ModelsParams, raw, "models.list")
+    engine = ctx.gateway.runtime.engine
+    if p.sessionKey is not None or p.agentId is not None:
+        engine.session_key(p.sessionKey, p.agentId)
+    return {"models": catalogue(ctx, p.provider)}
+
+
+async def models_auth_status(ctx: CallContext, raw: Any) -> dict[str, Any]:
+    """Which loaded providers have what they need to be called."""
+    p = parse_params(AuthStatusParams, raw, "models.authStatus")
+    if p.agentId is not None:
+        ctx.gateway.runtime.engine.roster.get(p.agentId)
+    providers: list[dict[str, Any]] = []
+    for entry in sorted(ctx.generation.registry.providers.values(),
+                        key=lambda e: e.provider.id):
+        provider = entry.provider
+        status = AUTH_STATUS[credentials_of(provider)]
+        providers.append({"provider": provider.id, "authProvider": provider.id,
+                          "displayName": provider.id, "pluginId": entry.plugin_id,
+                          "status": status, "profiles": [], "expiry": None})
+    return {"ts": now_ms(), "providers": providers, "providerCapabilities": {}}
 
 
 METHODS = (
@@ -147,4 +202,5 @@ METHODS = (
     CoreMethod("agent.wait", WRITE, agent_wait),
     CoreMethod("agents.list", READ, agents_list),
     CoreMethod("models.list", READ, models_list),
+    CoreMethod("models.authStatus", READ, models_auth_status),
 )
