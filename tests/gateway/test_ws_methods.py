@@ -166,7 +166,8 @@ async def test_sessions_resolve(server: GatewayServer, client: WsClient) -> None
 async def test_agents_and_models(client: WsClient) -> None:
     agents = await client.ok("agents.list")
     assert agents["defaultId"] == "main" and agents["mainKey"] == "main"
-    assert agents["agents"][0]["id"] == "main" and agents["agents"][0]["model"] == "echo/echo"
+    assert agents["agents"][0]["id"] == "main"
+    assert agents["agents"][0]["model"] == {"primary": "echo/echo"}
     models = await client.ok("models.list")
     assert {"id": "echo", "name": "Echo (offline)", "provider": "echo", "input": ["text"],
             "available": True} in models["models"]

@@ -15,6 +15,7 @@ from typing import Annotated, Any, Literal
 from pydantic import Field
 
 from clawgate.agents.lanes import RunResult
+from clawgate.agents.roster import Agent
 from clawgate.agents.turn import Submission
 from clawgate.gateway.methods.chat import user_content
 from clawgate.gateway.methods.sessions import find_by_session_id
@@ -146,7 +147,18 @@ async def agents_list(ctx: CallContext, raw: Any) -> dict[str, Any]:
     parse_params(NoParams, raw, "agents.list")
     roster = ctx.gateway.runtime.engine.roster
     return {"defaultId": roster.default.id, "mainKey": ctx.gateway.settings.config.session.main_key,
-            "scope": "per-sender", "agents": [a.describe() for a in roster]}
+            "scope": "per-sender", "agents": [agent_row(a) for a in roster]}
+
+
+def agent_row(agent: Agent) -> dict[str, Any]:
+    """An ``agents.list`` row; ``model`` is ``{primary, fallbacks?}`` as in OpenClaw (the
+    Control UI reads ``model.primary`` to decide whether the agent can chat)."""
+    row = agent.describe()
+    model: dict[str, Any] = {"primary": str(agent.models[0])}
+    if len(agent.models) > 1:
+        model["fallbacks"] = [str(m) for m in agent.models[1:]]
+    row["model"] = model
+    return row
 
 
 def catalogue(ctx: CallContext, provider_id: str | None = None) -> list[dict[str, Any]]:
