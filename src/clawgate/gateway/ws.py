@@ -324,12 +324,15 @@ class Connection:
         client = self.client
         if client is None or client.mode in NO_PRESENCE_MODES:
             return None
+        # OpenClaw's presence entry (a closed schema): the connection is told apart by its
+        # instanceId, the client's own or, when it sent none, this connection's id.
         entry: dict[str, Any] = {"ip": self.address, "reason": "connect",
                                  "ts": self.connected_at, "roles": [self.role],
                                  "scopes": sorted(self.scopes), "version": client.version,
                                  "platform": client.platform, "mode": client.mode,
-                                 "connId": self.conn_id}
-        for name in ("deviceFamily", "modelIdentifier", "instanceId"):
+                                 "clientId": client.id,
+                                 "instanceId": client.instanceId or self.conn_id}
+        for name in ("deviceFamily", "modelIdentifier", "timeZone"):
             if getattr(client, name):
                 entry[name] = getattr(client, name)
         if client.displayName:

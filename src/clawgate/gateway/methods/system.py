@@ -60,7 +60,7 @@ async def hello(gateway: Services, *, conn_id: str, protocol: int, role: str,
     return {
         "type": "hello-ok",
         "protocol": protocol,
-        "server": {"version": gateway.version, "connId": conn_id, "host": gateway.hub.host},
+        "server": {"version": gateway.version, "connId": conn_id},
         "features": {"methods": methods, "events": list(EVENTS),
                      "capabilities": list(CAPABILITIES)},
         "snapshot": {
