@@ -134,6 +134,7 @@ async def test_client_calls_answer_in_openclaw_shapes(server: GatewayServer) -> 
         shapes.check(shapes.UPDATE_STATUS, await client.ok("update.status", {}))
         assert await client.ok("exec.approval.list", {}) == []
         assert await client.ok("plugin.approval.list", {}) == []
+        assert await client.ok("openclaw.approval.list", {}) == []
         refused = await client.error("update.run", {})
         assert "not managed by this gateway" in refused["message"]
     finally:
@@ -259,3 +260,28 @@ async def test_log_lines_are_openclaw_jsonl(server: GatewayServer) -> None:
         assert record["time"].endswith("Z") and record["time"] == record["_meta"]["date"]
     finally:
         await client.close()
+
+
+async def test_commands_list_has_plugin_commands(tmp_path: Path) -> None:
+    root = tmp_path / "plugins" / "greeter"
+    root.mkdir(parents=True)
+    (root / "clawgate.plugin.json").write_text(orjson.dumps(
+        {"id": "greeter", "configSchema": {"type": "object"}, "entry": "plugin:register"}).decode())
+    (root / "plugin.py").write_text(
+        "def register(api):\n"
+        "    api.register_command('greet', lambda args, ctx: f'hi {args}',\n"
+        "                         description='Greet someone.')\n")
+    config = {"plugins": {"load_paths": [str(tmp_path / "plugins")]}}
+    async with serve_gateway(tmp_path / "state", config) as server:
+        client = await connect_as(server, shapes.tui_connect(TOKEN))
+        try:
+            commands = await client.ok("commands.list", {"agentId": "main", "scope": "text"})
+            shapes.check(shapes.COMMANDS_LIST, commands)
+            greet = next(c for c in commands["commands"] if c["name"] == "greet")
+            assert greet == {"name": "greet", "textAliases": ["/greet"],
+                             "description": "Greet someone.", "source": "plugin",
+                             "category": "tools", "scope": "text", "acceptsArgs": True}
+            native = await client.ok("commands.list", {"scope": "native"})
+            assert native == {"commands": []}
+        finally:
+            await client.close()

@@ -274,6 +274,7 @@ METHODS = (
     CoreMethod("diagnostics.lanes", READ, diagnostics_lanes),
     CoreMethod("exec.approval.list", APPROVALS, empty_approvals),
     CoreMethod("plugin.approval.list", APPROVALS, empty_approvals),
+    CoreMethod("openclaw.approval.list", APPROVALS, empty_approvals),
     CoreMethod("question.list", WRITE, question_list),
     CoreMethod("tasks.list", READ, tasks_list),
     CoreMethod("update.status", ADMIN, update_status),
