@@ -228,6 +228,35 @@ class SessionConfig(_Model):
     dm_scope: DmScope = "main"
 
 
+class BindingMatch(_Model):
+    """What a binding matches: a channel, and optionally one account, DM peer or group."""
+
+    channel: str | None = None
+    account: str | None = None
+    peer: str | None = None
+    group: str | None = None
+
+
+class Binding(_Model):
+    """``[[bindings]]``: messages that match go to ``agent`` (peer beats group beats account
+    beats channel)."""
+
+    agent: str = Field(min_length=1)
+    match: BindingMatch = Field(default_factory=BindingMatch)
+
+
+class DeliveryConfig(_Model):
+    """``[delivery]``: how channel replies are retried (durable outbound)."""
+
+    max_attempts: int = Field(default=12, ge=1, le=1000)
+    backoff_base_ms: int = Field(default=1000, ge=1, le=600_000)
+    backoff_max_ms: int = Field(default=60_000, ge=1, le=86_400_000)
+    # Files replies carry (``MEDIA:`` tokens): the size cap, and local folders besides the
+    # agents' workspaces that files may be sent from (relative to the state dir).
+    media_max_mb: float = Field(default=20.0, gt=0, le=2048)
+    media_roots: tuple[str, ...] = ()
+
+
 class Config(_Model):
     """The whole validated config."""
 
@@ -236,6 +265,11 @@ class Config(_Model):
     engine: EngineConfig = Field(default_factory=EngineConfig)
     gateway: GatewayConfig = Field(default_factory=GatewayConfig)
     session: SessionConfig = Field(default_factory=SessionConfig)
+    # ``[channels.<id>]``: validated when the channel runtime starts, against the common keys
+    # (``channels.accounts.Policy``) and the owning plugin's schema.
+    channels: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    bindings: tuple[Binding, ...] = ()
+    delivery: DeliveryConfig = Field(default_factory=DeliveryConfig)
     cron: CronConfig = Field(default_factory=CronConfig)
     heartbeat: HeartbeatConfig = Field(default_factory=HeartbeatConfig)
 

@@ -195,19 +195,12 @@ USAGE_COST = open_({"updatedAt": INT, "days": INT, "totals": TOTALS,
 
 SESSIONS_USAGE = open_({
     "updatedAt": INT, "startDate": STR, "endDate": STR, "totals": TOTALS,
-    "sessions": {"type": "array", "items": open_(
-        {"key": STR, "usage": {"allOf": [TOTALS, open_({
-            "firstActivity": INT, "lastActivity": INT, "durationMs": INT,
-            "messageCounts": open_({k: INT for k in ("total", "user", "assistant",
-                                                     "toolCalls", "toolResults", "errors")}),
-            "modelUsage": {"type": "array", "items": open_(
-                {"provider": STR, "model": STR, "count": INT, "totals": TOTALS})},
-            "dailyBreakdown": {"type": "array", "items": open_(
-                {"date": STR, "tokens": INT, "cost": NUM})}})]}})},
-    "aggregates": open_({"sessionCount": INT, "messages": {"type": "object"},
-                         "tools": {"type": "object"}, "byModel": {"type": "array"},
+    "sessions": {"type": "array", "items": open_({"key": STR, "usage": TOTALS})},
+    "aggregates": open_({"byModel": {"type": "array", "items": open_(
+                             {"provider": {}, "model": {}, "count": INT, "totals": TOTALS})},
                          "byProvider": {"type": "array"}, "byAgent": {"type": "array"},
-                         "daily": {"type": "array"}}),
+                         "daily": {"type": "array", "items": open_(
+                             {"date": STR, "tokens": INT, "cost": NUM})}}),
 })
 
 AUTH_STATUS = open_({"ts": INT, "providers": {"type": "array", "items": open_(

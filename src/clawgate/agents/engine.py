@@ -39,7 +39,7 @@ from clawgate.errors import InvalidRequest, QueueFullError, SessionError, Unavai
 from clawgate.plugins.hooks import Hook
 from clawgate.plugins.host import Generation, PluginHost
 from clawgate.plugins.registry import CommandContext
-from clawgate.providers.base import text_of
+from clawgate.providers.base import THINKING_LEVELS, ThinkingLevel, text_of
 from clawgate.sessions import keys
 from clawgate.sessions.listing import ListQuery, ListResult
 from clawgate.sessions.schema import SessionEntry
@@ -185,7 +185,9 @@ class Engine:
                      follow: bool) -> tuple[Run, Subscription | None, bool]:
         # One trip to the store: session ensured, send policy checked, run queued (durable).
         entry, created = await self.store.admit(run_id, key, messages, agent_id=agent.id,
-                                                channel=submission.channel)
+                                                channel=submission.channel,
+                                                inbound=submission.inbound,
+                                                delivery=submission.delivery)
         mode = submission.mode or queue_mode(entry.queue_mode) or \
             self.settings.config.engine.queue_mode
         try:
@@ -196,7 +198,8 @@ class Engine:
         override = None
         if entry.model_override:
             provider = entry.provider_override or agent.models[0].provider
-            override = ModelRef.parse(f"{provider}/{entry.model_override}")
+            override = ModelRef.parse(f"{provider}/{entry.model_override}" if provider
+                                      else entry.model_override)  # a bare alias
         request = TurnRequest(
             agent=agent,
             lease=self.host.checkout(),
@@ -206,6 +209,8 @@ class Engine:
             model=override,
             main_session=self.is_main(agent, key),
             sampling=dict(submission.sampling),
+            thinking=_thinking(entry.thinking_level),
+            delivers=submission.delivery is not None,
         )
         run = Run(run_id, key, messages, mode, payload=request)
         # Subscribed before the run enters the lanes: it cannot have published anything yet.
@@ -465,3 +470,11 @@ class Engine:
         task = asyncio.get_running_loop().create_task(call, name=f"hook:{hook}")
         self._background.add(task)
         task.add_done_callback(self._background.discard)
+
+
+def _thinking(value: str | None) -> ThinkingLevel | None:
+    """The session's thinking level (``sessions.patch thinkingLevel``), if it is a known one."""
+    for level in THINKING_LEVELS:
+        if value == level:
+            return level
+    return None

@@ -36,14 +36,17 @@ from clawgate.plugins.hooks import Hook
 from clawgate.plugins.host import Lease
 from clawgate.plugins.registry import Tool, ToolContext
 from clawgate.providers.base import (
+    Cost,
     Finish,
     ModelRequest,
     TextDelta,
+    ThinkingLevel,
     ToolCall,
     ToolSpec,
     Usage,
     sampling_request,
 )
+from clawgate.providers.catalog import Catalog, CatalogCache
 from clawgate.sessions.store import SessionStore
 from clawgate.sessions.transcript import StoredMessage
 from clawgate.types import EndStatus
@@ -64,7 +67,9 @@ class TurnRequest:
     model: ModelRef | None = None  # a session's model override
     main_session: bool = False
     sampling: dict[str, Any] = field(default_factory=dict)  # temperature, max_tokens, top_p...
+    delivers: bool = False  # a channel waits for the reply (its intent comes with the end)
     admitted_at: float = field(default_factory=time.perf_counter)
+    thinking: ThinkingLevel | None = None  # the session's thinking level
 
 
 @dataclass(slots=True)
@@ -77,6 +82,9 @@ class _Progress:
     provider: str | None = None
     first_delta_at: float | None = None
     tool_calls: list[dict[str, Any]] = field(default_factory=list)
+    cost: Cost | None = None  # None until a model with prices answered
+    extra: dict[str, Any] = field(default_factory=dict)  # Finish.extra of the final reply
+    fallbacks: list[dict[str, Any]] = field(default_factory=list)  # failed model attempts
     announced: str | None = None  # the provider/model last published as lifecycle "model"
 
 
@@ -108,6 +116,7 @@ class TurnRunner:
         self._run_sync = run_sync or asyncio.to_thread
         self._timeline = timeline
         self._bootstrap = BootstrapCache()
+        self._catalogs = CatalogCache()
         self._store = store
         self._bus = bus
         self._config = config
@@ -155,7 +164,7 @@ class TurnRunner:
             status, stop_reason, error = "error", "error", f"{type(exc).__name__}: {exc}"
         result = RunResult(
             run.run_id, run.session_key, status, progress.text, stop_reason, error,
-            _usage_dict(progress.usage), tuple(progress.tool_calls),
+            _usage_counts(progress.usage), tuple(progress.tool_calls),
         )
         # Shielded: an abort arriving now must not leave the run half-recorded.
         await asyncio.shield(self._finish(run, request, result, progress, events, started))
@@ -202,30 +211,34 @@ class TurnRunner:
         prompt, messages = str(built.values["system_prompt"]), list(built.values["messages"])
         client_names = {s.get("function", {}).get("name") for s in request.client_tools}
         context = ToolContext(run.session_key, agent.id, run.run_id, agent.workspace)
+        catalog = self._catalogs.get(registry, [e.provider for e in registry.providers.values()])
 
         for _ in range(self._config.max_iterations):
-            model_request = sampling_request(
+            model_request = replace(sampling_request(
                 "", ({"role": "system", "content": prompt}, *messages), tuple(specs),
-                request.sampling)
+                request.sampling), session_key=run.session_key, thinking=request.thinking)
             events.emit("run_status", phase="starting_model")
             calls, finish = await self._call_model(refs, model_request, request, events,
-                                                   progress)
-            progress.usage = _add(progress.usage, finish.usage)
+                                                   progress, catalog)
+            progress.usage = progress.usage + finish.usage
             if finish.usage.output > 0:  # OpenClaw's usage stream: the run's output so far
                 events.emit("usage", outputTokens=progress.usage.output)
             if not calls:
                 steered = run.take_injected()
                 if not steered:
+                    progress.extra = dict(finish.extra)
                     return finish.reason or "stop"
                 # Steer at a model boundary: keep this reply, then answer the new message(s).
-                reply = {"role": "assistant", "content": progress.text}
+                reply = {"role": "assistant", "content": progress.text, **finish.extra}
                 progress.text = ""
                 events.stored(await self._store.append(run.session_key, [
                     {**reply, "stop_reason": finish.reason or "stop"}, *steered]))
                 messages.extend([reply, *steered])
                 continue
+            # Finish.extra (e.g. signed thinking blocks) stays with the message that produced
+            # it: the next model call of the loop must see it.
             assistant = {"role": "assistant", "content": progress.text or None,
-                         "tool_calls": [_wire(c) for c in calls]}
+                         "tool_calls": [_wire(c) for c in calls], **finish.extra}
             progress.text = ""
             messages.append(assistant)
             if any(c.name in client_names for c in calls):
@@ -246,20 +259,26 @@ class TurnRunner:
 
     async def _call_model(self, refs: Sequence[ModelRef], base: ModelRequest,
                           request: TurnRequest, events: _Events,
-                          progress: _Progress) -> tuple[list[ToolCall], Finish]:
+                          progress: _Progress, catalog: Catalog) -> tuple[list[ToolCall], Finish]:
         snapshot = request.lease.generation.snapshot
         registry = request.lease.generation.registry
         failure: ProviderError | None = None
         for ref in refs:
-            provider = registry.provider(ref.provider)
+            # Aliases (``opus``, ``anthropic/opus``) and bare ids resolve through the catalogue.
+            provider_id, model_id = catalog.resolve(ref.provider, ref.model) or (
+                ref.provider, ref.model)
+            provider = registry.provider(provider_id) if provider_id else None
             if provider is None:
-                failure = ProviderError(f"no loaded plugin provides {ref.provider!r}",
-                                        provider=ref.provider)
+                failure = ProviderError(
+                    f"no loaded plugin provides {provider_id!r}" if provider_id else
+                    f"unknown model {ref.model!r}: no provider's catalogue has it or an alias",
+                    provider=provider_id)
+                progress.fallbacks.append(_attempt(str(ref), failure))
                 continue
-            model = snapshot.normalize_model(ref.provider, ref.model) or ref.model
-            if progress.announced != f"{ref.provider}/{model}":  # OpenClaw's "model" phase
-                progress.announced = f"{ref.provider}/{model}"
-                events.emit("lifecycle", phase="model", provider=ref.provider, model=model)
+            model = snapshot.normalize_model(provider_id, model_id) or model_id
+            if progress.announced != f"{provider_id}/{model}":  # OpenClaw's "model" phase
+                progress.announced = f"{provider_id}/{model}"
+                events.emit("lifecycle", phase="model", provider=provider_id, model=model)
             calls: list[ToolCall] = []
             finish = Finish()
             emitted = False
@@ -284,9 +303,13 @@ class TurnRunner:
                     raise
                 log.warning("model %s failed (%s); trying the next fallback", ref, exc)
                 self._metrics.inc("provider_failovers_total")
+                progress.fallbacks.append(_attempt(f"{provider_id}/{model}", exc))
                 failure = exc
                 continue
-            progress.provider, progress.model = ref.provider, model
+            progress.provider, progress.model = provider_id, model
+            cost = catalog.cost(provider_id, model, finish.usage)
+            if cost is not None:
+                progress.cost = cost if progress.cost is None else progress.cost + cost
             return calls, finish
         assert failure is not None
         raise failure
@@ -346,26 +369,31 @@ class TurnRunner:
             # A tool_calls stop already stored its assistant message; otherwise store the
             # reply (possibly partial, with the stop reason saying why it ended).
             final: list[dict[str, Any]] = []
+            usage = _usage_record(progress.usage, progress.cost)
             if result.stop_reason != "tool_calls":
-                final.append({"role": "assistant", "content": text,
-                              "usage": _usage_dict(progress.usage),
-                              "stop_reason": result.stop_reason})
+                final.append({"role": "assistant", "content": text, **progress.extra,
+                              "usage": usage, "stop_reason": result.stop_reason})
             # Steered messages that came after the last boundary were acknowledged: keep them.
             final.extend(run.take_injected())
             events.stored(await self._store.complete_run(
                 run.run_id, run.session_key, final, status=result.status,
-                stop_reason=result.stop_reason, error=result.error,
-                usage=_usage_dict(progress.usage), model=progress.model,
-                provider=progress.provider, merged=run.merged_ids,
+                stop_reason=result.stop_reason, error=result.error, usage=usage,
+                model=progress.model, provider=progress.provider, merged=run.merged_ids,
+                cost=None if progress.cost is None else progress.cost.total,
+                fallbacks=progress.fallbacks or None,
             ))
         except Exception as exc:
             log.error("could not record the end of run %s: %s", run.run_id, exc)
         finally:
             phase = "end" if result.status in ("ok", "aborted", "timeout") else "error"
+            ended: dict[str, Any] = {"deliver": True} if request.delivers else {}
+            if progress.fallbacks:
+                ended["fallbacks"] = progress.fallbacks
             events.emit("lifecycle", phase=phase, status=result.status, text=text,
                         stopReason=result.stop_reason, error=result.error,
-                        usage=_usage_dict(progress.usage), toolCalls=list(result.tool_calls),
-                        endedAt=int(time.time() * 1000))
+                        usage=_usage_record(progress.usage, progress.cost),
+                        toolCalls=list(result.tool_calls), endedAt=int(time.time() * 1000),
+                        **ended)
             self._metrics.inc("agent_turns_total", status=result.status)
             self._metrics.observe("agent_turn_seconds", time.perf_counter() - started)
             self._latency(run, request, progress, result)
@@ -404,10 +432,21 @@ def _wire(call: ToolCall) -> dict[str, Any]:
             "function": {"name": call.name, "arguments": call.arguments}}
 
 
-def _add(a: Usage, b: Usage) -> Usage:
-    return Usage(a.input + b.input, a.output + b.output, a.cache_read + b.cache_read,
-                 a.cache_write + b.cache_write)
+def _usage_counts(u: Usage) -> dict[str, int]:
+    return {"input": u.input, "output": u.output, "total": u.total,
+            "cache_read": u.cache_read, "cache_write": u.cache_write}
 
 
-def _usage_dict(u: Usage) -> dict[str, int]:
-    return {"input": u.input, "output": u.output, "total": u.total}
+def _usage_record(u: Usage, cost: Cost | None) -> dict[str, Any]:
+    """The usage stored on the run and its final message: counts, and the cost when the
+    models used have prices."""
+    record: dict[str, Any] = dict(_usage_counts(u))
+    if cost is not None:
+        record["cost"] = cost.as_dict()
+    return record
+
+
+def _attempt(model: str, error: ProviderError) -> dict[str, Any]:
+    """One failed model attempt as recorded on the run (why the turn fell back)."""
+    return {"model": model, "kind": error.kind, "status": error.status,
+            "error": str(error)[:300]}

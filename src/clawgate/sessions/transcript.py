@@ -271,13 +271,23 @@ def _pi_usage(u: Mapping[str, Any]) -> dict[str, Any]:
     inp = _int(u.get("input", u.get("prompt_tokens")))
     out = _int(u.get("output", u.get("completion_tokens")))
     total = u.get("total", u.get("total_tokens", u.get("totalTokens")))
+    read = _int(u.get("cache_read", u.get("cacheRead")))
+    write = _int(u.get("cache_write", u.get("cacheWrite")))
+    raw = u.get("cost")
+    cost: Mapping[str, Any] = raw if isinstance(raw, Mapping) else {}
     return {
         "input": inp, "output": out,
-        "cacheRead": _int(u.get("cache_read", u.get("cacheRead"))),
-        "cacheWrite": _int(u.get("cache_write", u.get("cacheWrite"))),
+        "cacheRead": read, "cacheWrite": write,
         "totalTokens": _int(total) if total is not None else inp + out,
-        "cost": {"input": 0, "output": 0, "cacheRead": 0, "cacheWrite": 0, "total": 0},
+        "cost": {"input": _num(cost.get("input")), "output": _num(cost.get("output")),
+                 "cacheRead": _num(cost.get("cache_read")),
+                 "cacheWrite": _num(cost.get("cache_write")),
+                 "total": _num(cost.get("total"))},
     }
+
+
+def _num(value: Any) -> float | int:
+    return value if isinstance(value, int | float) and not isinstance(value, bool) else 0
 
 
 def _int(value: Any) -> int:

@@ -1,7 +1,8 @@
 """The RPC method table of the WebSocket control plane, and the one dispatcher.
 
 Core methods live by family in ``system``, ``sessions``, ``live`` (subscriptions), ``chat``,
-``history``, ``agents``, ``meta`` (catalogues and diagnostics) and ``usage``; each module
+``history``, ``agents``, ``meta`` (catalogues and diagnostics), ``usage`` and ``channels``; each
+module
 exports a ``METHODS`` tuple built on :mod:`clawgate.gateway.rpc`. Plugin methods
 (``api.register_method``) come from the plugin generation captured when the request is admitted
 (I4) and are dispatched exactly like core ones: same scope check, same error mapping, sync
@@ -25,7 +26,17 @@ from types import MappingProxyType
 from typing import Any
 
 from clawgate.errors import ClawgateError, RpcError
-from clawgate.gateway.methods import agents, chat, history, live, meta, sessions, system, usage
+from clawgate.gateway.methods import (
+    agents,
+    channels,
+    chat,
+    history,
+    live,
+    meta,
+    sessions,
+    system,
+    usage,
+)
 from clawgate.gateway.protocol import error_shape, has_scope, invalid
 from clawgate.gateway.rpc import READ, CallContext, Caller, CoreMethod, Services
 from clawgate.plugins.host import Generation
@@ -33,7 +44,7 @@ from clawgate.plugins.registry import MethodContext
 
 log = logging.getLogger("clawgate.gateway.rpc")
 
-FAMILIES = (system, sessions, live, chat, history, agents, meta, usage)
+FAMILIES = (system, sessions, live, chat, history, agents, meta, usage, channels)
 CORE: Mapping[str, CoreMethod] = MappingProxyType(
     {m.name: m for family in FAMILIES for m in family.METHODS})
 # Names no plugin may register: every core method, and ``connect``.

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import time
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
 from pydantic import Field
 
@@ -21,7 +22,7 @@ from clawgate.gateway.methods.chat import user_content
 from clawgate.gateway.methods.sessions import find_by_session_id
 from clawgate.gateway.protocol import NoParams, Params, invalid, parse_params
 from clawgate.gateway.rpc import READ, WRITE, CallContext, CoreMethod
-from clawgate.providers.base import credentials_of
+from clawgate.providers.base import AuthAware
 from clawgate.types import now_ms
 
 WAIT_DEFAULT_MS = 30_000
@@ -77,8 +78,28 @@ class AuthStatusParams(Params):
     includeProfileIdentity: bool = False
 
 
-# A provider's credentials -> OpenClaw's auth status ("static": a non-expiring API key).
-AUTH_STATUS = {"api-key": "static", "none": "ok", "missing": "missing"}
+
+
+def auth_of(provider: object) -> tuple[str, list[dict[str, Any]]]:
+    """(OpenClaw auth status, profile rows) of a provider. A provider with auth profiles
+    (``AuthAware``) is ``static`` (OpenClaw's word for an API key) when a profile has a key,
+    else ``missing`` — unless it talks to a loopback endpoint, which needs none (``ok``); one
+    without profiles (the offline echo) needs nothing: ``ok``."""
+    if not isinstance(provider, AuthAware):
+        return "ok", []
+    profiles = [{"profileId": p["id"], "type": "api_key", "source": p["source"],
+                 "status": "static" if p["hasKey"] else "missing",
+                 **({"reasonCode": "cooldown", "cooldownUntil": p["cooldownUntil"],
+                     "cooldownRemainingMs": p["cooldownRemainingMs"]}
+                    if p["state"] == "cooldown" else {}),
+                 **({"lastUsedAt": p["lastUsed"]} if p["lastUsed"] else {}),
+                 "expiry": None}
+                for p in provider.auth_status()]
+    if any(p["status"] == "static" for p in profiles):
+        return "static", profiles
+    host = urlsplit(str(getattr(provider, "base_url", ""))).hostname or ""
+    local = host in ("localhost", "::1") or host.startswith("127.")
+    return ("ok" if local else "missing"), profiles
 
 
 def final_payload(result: RunResult, duration_ms: int | None = None) -> dict[str, Any]:
@@ -169,15 +190,21 @@ def catalogue(ctx: CallContext, provider_id: str | None = None) -> list[dict[str
         provider = entry.provider
         if provider_id is not None and provider.id != provider_id.lower():
             continue
-        available = credentials_of(provider) != "missing"
+        available = auth_of(provider)[0] != "missing"
         for info in provider.models():
             row: dict[str, Any] = {"id": info.id, "name": info.name or info.id,
-                                   "provider": provider.id, "input": ["text"],
+                                   "provider": provider.id, "input": list(info.input),
                                    "available": available}
             if not available:
                 row["unavailableReason"] = "missing credentials"
             if info.context_window is not None:
                 row["contextWindow"] = info.context_window
+            if info.max_output_tokens is not None:
+                row["maxTokens"] = info.max_output_tokens
+            if info.reasoning:
+                row["reasoning"] = True
+            if info.aliases:
+                row["aliases"] = list(info.aliases)
             models.append(row)
     models.sort(key=lambda m: (m["provider"], m["id"]))
     return models
@@ -202,10 +229,10 @@ async def models_auth_status(ctx: CallContext, raw: Any) -> dict[str, Any]:
     for entry in sorted(ctx.generation.registry.providers.values(),
                         key=lambda e: e.provider.id):
         provider = entry.provider
-        status = AUTH_STATUS[credentials_of(provider)]
+        status, profiles = auth_of(provider)
         providers.append({"provider": provider.id, "authProvider": provider.id,
                           "displayName": provider.id, "pluginId": entry.plugin_id,
-                          "status": status, "profiles": [], "expiry": None})
+                          "status": status, "profiles": profiles, "expiry": None})
     return {"ts": now_ms(), "providers": providers, "providerCapabilities": {}}
 
 
