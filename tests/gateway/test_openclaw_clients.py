@@ -165,6 +165,11 @@ async def test_usage_reports_count_stored_tokens(server: GatewayServer) -> None:
         assert per["agent:main:a"]["input"] == results[0].usage["input"] + \
             results[2].usage["input"]
         assert per["agent:main:a"]["runs"] == 2
+        assert per["agent:main:a"]["messageCounts"]["user"] == 2
+        assert per["agent:main:a"]["modelUsage"][0]["count"] == 2
+        assert per["agent:main:a"]["lastActivity"] >= per["agent:main:a"]["firstActivity"]
+        assert usage["aggregates"]["sessionCount"] == 2
+        assert usage["aggregates"]["costDaily"] == cost["daily"]
         assert usage["aggregates"]["byModel"][0]["count"] == 3
         assert usage["totals"]["totalTokens"] == sum(spent.values())
         one = await client.ok("sessions.usage", {"key": "b"})

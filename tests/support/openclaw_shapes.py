@@ -195,10 +195,25 @@ USAGE_COST = open_({"updatedAt": INT, "days": INT, "totals": TOTALS,
 
 SESSIONS_USAGE = open_({
     "updatedAt": INT, "startDate": STR, "endDate": STR, "totals": TOTALS,
-    "sessions": {"type": "array", "items": open_({"key": STR, "usage": TOTALS})},
-    "aggregates": open_({"byModel": {"type": "array", "items": open_(
+    "sessions": {"type": "array", "items": open_({"key": STR, "usage": {"allOf": [
+        TOTALS, open_({"firstActivity": INT, "lastActivity": INT, "durationMs": INT,
+                       "activityDates": {"type": "array", "items": STR},
+                       "messageCounts": open_({k: INT for k in (
+                           "total", "user", "assistant", "toolCalls", "toolResults",
+                           "errors")}),
+                       "modelUsage": {"type": "array", "items": open_(
+                           {"provider": {}, "model": {}, "count": INT, "totals": TOTALS})},
+                       "dailyBreakdown": {"type": "array", "items": open_(
+                           {"date": STR, "tokens": INT, "cost": NUM})}})]}})},
+    "aggregates": open_({"sessionCount": INT, "messages": {"type": "object"},
+                         "tools": open_({"totalCalls": INT, "uniqueTools": INT,
+                                         "tools": {"type": "array"}}),
+                         "byModel": {"type": "array", "items": open_(
                              {"provider": {}, "model": {}, "count": INT, "totals": TOTALS})},
                          "byProvider": {"type": "array"}, "byAgent": {"type": "array"},
+                         "byChannel": {"type": "array"}, "byCreator": {"type": "array"},
+                         "costDaily": {"type": "array"}, "dailyLatency": {"type": "array"},
+                         "modelDaily": {"type": "array"},
                          "daily": {"type": "array", "items": open_(
                              {"date": STR, "tokens": INT, "cost": NUM})}}),
 })

@@ -439,6 +439,13 @@ class SessionStore:
         return await self._read(
             lambda c: usage.sessions_usage(c, start_ms, end_ms, now, key=k, limit=limit))
 
+    async def session_usage_details(self, session_keys: Sequence[str], start_ms: int,
+                                    end_ms: int) -> dict[str, dict[str, Any]]:
+        """Per-session activity span, model and day splits and message counts over
+        [start, end) (``usage.session_details``)."""
+        ks = [keys.canonical(k) for k in session_keys]
+        return await self._read(lambda c: usage.session_details(c, ks, start_ms, end_ms))
+
     # -- plumbing -----------------------------------------------------------------------------
 
     async def _write(self, fn: Callable[[sqlite3.Connection], T]) -> T:

@@ -125,9 +125,29 @@ async def sessions_usage(ctx: CallContext, raw: Any) -> dict[str, Any]:
         _, key = ctx.gateway.runtime.engine.session_key(p.key, p.agentId)
     else:
         agent_scope(ctx, p.agentId, p.agentScope)
-    report = await ctx.gateway.runtime.store.sessions_usage(start, end, key=key,
-                                                            limit=min(p.limit, MAX_SESSIONS))
-    return {**report, "creatorOptions": []}
+    store = ctx.gateway.runtime.store
+    report = await store.sessions_usage(start, end, key=key, limit=min(p.limit, MAX_SESSIONS))
+    sessions = report["sessions"]
+    details = await store.session_usage_details([e["key"] for e in sessions], start, end)
+    for entry in sessions:
+        entry["usage"].update(details.get(entry["key"], {}))
+    daily = (await store.usage_cost(start, end))["daily"] if key is None else []
+    return {**report, "aggregates": {**report["aggregates"], **extras(sessions, daily)},
+            "creatorOptions": []}
+
+
+def extras(sessions: list[dict[str, Any]], daily: list[dict[str, Any]]) -> dict[str, Any]:
+    """The parts of OpenClaw's usage aggregates the store's report leaves to the caller:
+    session and message counts (of the sessions shown), per-day totals (``costDaily``), and
+    the empty lists of what clawgate does not record (tool stats, creators, latency)."""
+    counts = {"total": 0, "user": 0, "assistant": 0, "toolCalls": 0, "toolResults": 0,
+              "errors": 0}
+    for entry in sessions:
+        for name, value in entry["usage"].get("messageCounts", {}).items():
+            counts[name] = counts.get(name, 0) + value
+    return {"sessionCount": len(sessions), "messages": counts,
+            "tools": {"totalCalls": counts["toolCalls"], "uniqueTools": 0, "tools": []},
+            "byCreator": [], "costDaily": daily, "dailyLatency": [], "modelDaily": []}
 
 
 METHODS = (
