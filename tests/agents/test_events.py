@@ -25,7 +25,8 @@ def compress(events):
     """Stream/phase labels with consecutive assistant deltas folded into one."""
     labels = []
     for e in events:
-        label = e.stream if e.stream == "assistant" else f"{e.stream}:{e.data['phase']}"
+        label = e.stream if e.stream in ("assistant", "usage") else \
+            f"{e.stream}:{e.data['phase']}"
         if not (labels and label == "assistant" == labels[-1]):
             labels.append(label)
     return labels
@@ -42,8 +43,14 @@ async def test_run_events_arrive_in_order(make_engine, mock_openai):
     assert result.status == "ok"
     assert {e.run_id for e in events} == {result.run_id}
     assert [e.seq for e in events] == list(range(1, len(events) + 1))
-    assert compress(events) == ["lifecycle:start", "assistant", "tool:start", "tool:result",
-                                "assistant", "lifecycle:end"]
+    assert compress(events) == [
+        "lifecycle:start", "run_status:preparing_context", "run_status:starting_model",
+        "lifecycle:model", "assistant", "usage", "tool:start", "tool:result",
+        "run_status:starting_model", "assistant", "usage", "lifecycle:end"]
+    model = next(e.data for e in events if e.data.get("phase") == "model")
+    assert model == {"phase": "model", "provider": "openai", "model": "mock-model"}
+    usage = [e.data["outputTokens"] for e in events if e.stream == "usage"]
+    assert usage[0] > 0 and usage[1] > usage[0]  # the run's running output total
     deltas = [e.data["delta"] for e in events if e.stream == "assistant"]
     assert deltas[0] == "let me check" and "".join(deltas[1:]) == "owls hoot"
     assert len(deltas) == 4

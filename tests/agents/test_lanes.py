@@ -26,7 +26,7 @@ async def test_concurrent_turns_respect_session_lanes_and_the_global_cap(make_en
 
     def check(event: RunEvent) -> None:
         nonlocal peak, lifecycle
-        if event.stream != "lifecycle":
+        if event.stream != "lifecycle" or event.data["phase"] == "model":
             return
         lifecycle += 1
         key = event.session_key

@@ -36,6 +36,7 @@ async def test_sessions_compact_and_the_history_after_it(tmp_path: Path, mock_op
     async with serve_gateway(tmp_path, config(mock_openai)) as server, \
             open_client(server) as ws:
         engine = server.gateway.runtime.engine
+        await ws.ok("sessions.subscribe", {})  # sessions.changed goes to subscribers only
         missing = await ws.ok("sessions.compact", {"key": "main"})
         assert missing == {"key": MAIN, "ok": True, "compacted": False,
                            "reason": "no sessionId"}
@@ -52,8 +53,8 @@ async def test_sessions_compact_and_the_history_after_it(tmp_path: Path, mock_op
         assert result["summary"] == "SUMMARY of the first two"
         assert result["tokensAfter"] < result["tokensBefore"]
         changed = await ws.event("sessions.changed", lambda p: p.get("reason") == "compact")
-        assert changed["payload"] == {"sessionKey": MAIN, "reason": "compact",
-                                      "compacted": True}
+        assert changed["payload"] == {"sessionKey": MAIN, "agentId": "main", "reason": "compact",
+                                      "compacted": True, "ts": changed["payload"]["ts"]}
 
         history = await ws.ok("chat.history", {"sessionKey": "main"})
         shown = [(m["role"], m["content"][0]["text"] if m["content"] else "")

@@ -50,9 +50,13 @@ async def chat_until_done(client: WsClient, run_id: str) -> list[dict[str, Any]]
 
 async def test_chat_send_acks_then_streams_deltas_then_final(client: WsClient) -> None:
     text = "hello world from the clawgate gateway"
+    assert await client.ok("sessions.subscribe") == {"subscribed": True}
     ack = await client.ok("chat.send", send("main", text, "run-1"))
     assert ack == {"runId": "run-1", "status": "started"}
     frames = await chat_until_done(client, "run-1")
+    status = [f["payload"]["phase"] for f in frames if f["payload"]["state"] == "status"]
+    assert status == ["preparing_context", "starting_model"]
+    frames = [f for f in frames if f["payload"]["state"] != "status"]
     states = [f["payload"]["state"] for f in frames]
     assert states[-1] == "final" and set(states[:-1]) == {"delta"} and len(states) >= 2
     assert len(states) - 1 < len(text) / 3  # deltas are throttled, not one per chunk
@@ -71,9 +75,10 @@ async def test_chat_send_acks_then_streams_deltas_then_final(client: WsClient) -
     lifecycle = [f["payload"]["data"]["phase"] for f in client.events
                  if f["event"] == "agent" and f["payload"]["runId"] == "run-1"
                  and f["payload"]["stream"] == "lifecycle"]
-    assert lifecycle == ["start", "end"]
+    assert lifecycle == ["start", "model", "end"]
     changed = await client.event("sessions.changed")
-    assert changed["payload"] == {"sessionKey": "agent:main:main", "reason": "send"}
+    assert changed["payload"]["sessionKey"] == "agent:main:main"
+    assert changed["payload"]["reason"] == "send" and changed["payload"]["runId"] == "run-1"
 
 
 async def test_chat_send_repeat_after_completion_returns_the_cached_result(
@@ -101,7 +106,8 @@ async def test_chat_history_in_display_form(server: GatewayServer, client: WsCli
         await server.gateway.runtime.engine.run(
             Submission(f"message {i}", session_key="agent:main:hist"))
     out = await client.ok("chat.history", {"sessionKey": "hist", "limit": 4})
-    assert out["sessionKey"] == "agent:main:hist" and out["sessionId"]
+    assert out["sessionKey"] == "hist" and out["sessionId"]  # echoed as asked, like OpenClaw
+    assert out["sessionInfo"]["key"] == "agent:main:hist"
     messages = out["messages"]
     assert [m["role"] for m in messages] == ["user", "assistant", "user", "assistant"]
     assert messages[0]["content"] == [{"type": "text", "text": "message 1"}]

@@ -93,11 +93,26 @@ async def test_failed_attempts_are_rate_limited(server: GatewayServer) -> None:
     assert res["error"]["retryable"] is True and res["error"]["retryAfterMs"] > 0
 
 
-async def test_unknown_connect_field_is_named(server: GatewayServer) -> None:
-    client, res = await handshake(server, connect_params(bogusField=1))
+async def test_unknown_connect_fields_are_ignored(server: GatewayServer) -> None:
+    # OpenClaw's clients add connect fields from release to release: unknown ones pass.
+    params = connect_params(bogusField=1)
+    params["client"]["futureField"] = "x"
+    client, res = await handshake(server, params)
+    await client.close()
+    assert res["ok"], res
+
+
+async def test_refused_connect_names_the_field_and_the_version(server: GatewayServer) -> None:
+    params = connect_params()
+    params["client"]["buildId"] = 7  # a known field of the wrong type is still refused
+    client, res = await handshake(server, params)
+    version = server.gateway.version
     assert res["error"]["code"] == "INVALID_REQUEST"
-    assert res["error"]["message"] == "invalid connect params: bogusField: unknown field"
-    assert (await client.closed())[0] == 1008
+    assert res["error"]["message"].startswith("invalid connect params: client.buildId:")
+    assert f"clawgate {version}" in res["error"]["message"]
+    code, reason = await client.closed()
+    assert code == 1008 and reason.startswith(f"clawgate {version}: invalid connect params: "
+                                              "client.buildId")
 
 
 async def test_missing_client_is_invalid(server: GatewayServer) -> None:

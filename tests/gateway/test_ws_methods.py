@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+import orjson
 import pytest
 
 from clawgate.agents.turn import Submission
@@ -45,7 +46,9 @@ async def test_health(server: GatewayServer, client: WsClient) -> None:
     await run(server, "agent:main:one")
     health = await client.ok("health")
     assert health["ok"] is True and health["defaultAgentId"] == "main"
-    assert health["agents"] == [{"id": "main", "name": "main", "isDefault": True}]
+    agent = health["agents"][0]
+    assert (agent["agentId"], agent["name"], agent["isDefault"]) == ("main", "main", True)
+    assert agent["sessions"]["count"] == 1 and agent["heartbeat"]["enabled"] is False
     assert health["sessions"]["count"] == 1
     assert health["sessions"]["recent"][0]["key"] == "agent:main:one"
     assert isinstance(health["ts"], int) and health["durationMs"] >= 0
@@ -103,6 +106,7 @@ async def test_sessions_preview(server: GatewayServer, client: WsClient) -> None
 
 
 async def test_sessions_patch(server: GatewayServer, client: WsClient) -> None:
+    await client.ok("sessions.subscribe")
     out = await client.ok("sessions.patch", {"key": "patched", "label": "Mine",
                                              "sendPolicy": "deny", "thinkingLevel": "high",
                                              "queueMode": "collect"})
@@ -111,7 +115,8 @@ async def test_sessions_patch(server: GatewayServer, client: WsClient) -> None:
     assert entry["label"] == "Mine" and entry["sendPolicy"] == "deny"
     assert entry["thinkingLevel"] == "high" and entry["queueMode"] == "collect"
     changed = await client.event("sessions.changed")
-    assert changed["payload"] == {"sessionKey": "agent:main:patched", "reason": "patch"}
+    assert changed["payload"]["sessionKey"] == "agent:main:patched"
+    assert changed["payload"]["reason"] == "patch" and changed["payload"]["agentId"] == "main"
     refused = await client.error("chat.send", {"sessionKey": "patched", "message": "hi",
                                                "idempotencyKey": "blocked-1"})
     assert "send blocked by session policy" in refused["message"]
@@ -161,9 +166,11 @@ async def test_sessions_resolve(server: GatewayServer, client: WsClient) -> None
 async def test_agents_and_models(client: WsClient) -> None:
     agents = await client.ok("agents.list")
     assert agents["defaultId"] == "main" and agents["mainKey"] == "main"
-    assert agents["agents"][0]["id"] == "main" and agents["agents"][0]["model"] == "echo/echo"
+    assert agents["agents"][0]["id"] == "main"
+    assert agents["agents"][0]["model"] == {"primary": "echo/echo"}
     models = await client.ok("models.list")
-    assert {"id": "echo", "name": "Echo (offline)", "provider": "echo"} in models["models"]
+    assert {"id": "echo", "name": "Echo (offline)", "provider": "echo", "input": ["text"],
+            "available": True} in models["models"]
     await bad(client, "agents.list", {"x": 1}, "unknown field")
     await bad(client, "models.list", {"view": "weird"}, "view")
 
@@ -175,7 +182,7 @@ async def test_plugins_list(client: WsClient) -> None:
     await bad(client, "plugins.list", {"all": True}, "unknown field")
 
 
-async def test_config_get_redacts_secrets_and_needs_admin(server: GatewayServer,
+async def test_config_get_redacts_secrets_with_read_scope(server: GatewayServer,
                                                           client: WsClient) -> None:
     out = await client.ok("config.get")
     assert out["exists"] is False and len(out["hash"]) == 64
@@ -183,16 +190,24 @@ async def test_config_get_redacts_secrets_and_needs_admin(server: GatewayServer,
     assert out["config"]["gateway"]["auth"]["password"] is None
     assert out["config"]["session"]["main_key"] == "main"
     await bad(client, "config.get", {"path": "x"}, "unknown field")
-    async with open_client(server, scopes=READ_WRITE) as limited:
-        error = await limited.error("config.get")
-        assert error["code"] == "FORBIDDEN" and "operator.admin" in error["message"]
+    # OpenClaw's CLI asks config.get with operator.read only, and OpenClaw allows it.
+    async with open_client(server, scopes=["operator.read"]) as limited:
+        assert (await limited.ok("config.get"))["config"]["gateway"]["auth"]["token"] == \
+            "__REDACTED__"
+    async with open_client(server, scopes=["operator.approvals"]) as other:
+        error = await other.error("config.get")
+        assert error["code"] == "FORBIDDEN" and "operator.read" in error["message"]
 
 
 async def test_logs_tail_from_the_ring(client: WsClient) -> None:
     logging.getLogger("clawgate.test.ws").warning("marker %s", "one")
     out = await client.ok("logs.tail", {"limit": 50})
     assert out["file"] == "memory:clawgate"
-    assert any('"msg":"marker one"' in line for line in out["lines"])
+    line = next(line for line in out["lines"] if "marker one" in line)
+    record = orjson.loads(line)  # OpenClaw's JSONL log shape
+    assert record["message"] == record["0"] == "marker one"
+    assert record["_meta"]["logLevelName"] == "WARN"
+    assert orjson.loads(record["_meta"]["name"]) == {"subsystem": "test/ws"}
     cursor = out["cursor"]
     logging.getLogger("clawgate.test.ws").warning("marker %s", "two")
     after = await client.ok("logs.tail", {"cursor": cursor})

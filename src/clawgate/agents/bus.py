@@ -14,7 +14,12 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-Stream = Literal["lifecycle", "assistant", "tool", "compaction"]
+from clawgate.sessions.transcript import StoredMessage
+
+# ``run_status`` carries a run's start-up phase (``preparing_context``, ``starting_model``) and
+# ``usage`` its running output-token count after each model call (OpenClaw's streams).
+Stream = Literal["lifecycle", "assistant", "tool", "run_status", "usage",
+                 "compaction"]
 SessionChange = Literal["created", "send", "start", "end", "patch", "reset", "delete", "inject",
                         "command", "compact"]
 
@@ -49,7 +54,18 @@ class SessionEvent:
     ts: int = field(default_factory=lambda: int(time.time() * 1000))
 
 
-Event = RunEvent | SessionEvent
+@dataclass(frozen=True, slots=True)
+class MessageEvent:
+    """Messages just committed to a session's transcript, in transcript order (published by
+    whoever stored them, after the commit: the runner for a turn, the engine for an inject)."""
+
+    session_key: str
+    messages: tuple[StoredMessage, ...]
+    run_id: str | None = None
+    ts: int = field(default_factory=lambda: int(time.time() * 1000))
+
+
+Event = RunEvent | SessionEvent | MessageEvent
 
 
 class Subscription:
@@ -65,7 +81,7 @@ class Subscription:
         self._queue: asyncio.Queue[Event] = asyncio.Queue(maxsize)
 
     def wants(self, event: Event) -> bool:
-        if isinstance(event, SessionEvent) and not self.sessions:
+        if not isinstance(event, RunEvent) and not self.sessions:
             return False
         return (self.run_id is None or event.run_id == self.run_id) and (
             self.session_key is None or event.session_key == self.session_key
@@ -112,7 +128,7 @@ class EventBus:
     def subscribe(self, *, run_id: str | None = None, session_key: str | None = None,
                   maxsize: int = 1024, sessions: bool = False) -> Subscription:
         """A mailbox of run events (of ``run_id`` / ``session_key`` when given), and of
-        session events too with ``sessions=True``."""
+        session and message events too with ``sessions=True``."""
         sub = Subscription(self, run_id=run_id, session_key=session_key, maxsize=maxsize,
                            sessions=sessions)
         if run_id is not None:

@@ -21,7 +21,14 @@ from collections.abc import Coroutine
 from typing import Any, Literal
 
 from clawgate.agents import commands
-from clawgate.agents.bus import EventBus, RunEvent, SessionEvent, Stream, Subscription
+from clawgate.agents.bus import (
+    EventBus,
+    MessageEvent,
+    RunEvent,
+    SessionEvent,
+    Stream,
+    Subscription,
+)
 from clawgate.agents.compaction import Outcome
 from clawgate.agents.lanes import Lanes, Run, RunResult
 from clawgate.agents.roster import Agent, ModelRef, Roster
@@ -487,6 +494,7 @@ class Engine:
         stored = await self.store.append(key, [{"role": "assistant", "content": text,
                                                 "stop_reason": "injected"}])
         run_id = f"inject-{uuid.uuid4()}"
+        self.bus.publish(MessageEvent(key, tuple(stored), run_id))
         self.bus.publish(SessionEvent(key, "inject", run_id,
                                       fields={"messageId": stored[0].id,
                                               "text": text_of({"content": text})}))

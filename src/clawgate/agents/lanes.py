@@ -181,6 +181,10 @@ class Lanes:
         lane = self._lanes.get(session_key)
         return () if lane is None else tuple(lane.queue)
 
+    def keys(self) -> list[str]:
+        """Sessions that have a lane now (a run active or queued)."""
+        return list(self._lanes)
+
     def active_keys(self) -> list[str]:
         return [k for k, lane in self._lanes.items() if lane.active is not None]
 

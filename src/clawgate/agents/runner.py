@@ -25,7 +25,7 @@ from typing import Any
 import orjson
 
 from clawgate.agents.budget import Budget, message_tokens, prompt_tokens
-from clawgate.agents.bus import EventBus, RunEvent, Stream
+from clawgate.agents.bus import EventBus, MessageEvent, RunEvent, Stream
 from clawgate.agents.compaction import Compactor, Outcome, Setup, Trigger
 from clawgate.agents.lanes import Run, RunResult
 from clawgate.agents.prompt import BootstrapCache, system_prompt
@@ -91,6 +91,7 @@ class _Progress:
     cost: Cost | None = None  # None until a model with prices answered
     extra: dict[str, Any] = field(default_factory=dict)  # Finish.extra of the final reply
     fallbacks: list[dict[str, Any]] = field(default_factory=list)  # failed model attempts
+    announced: str | None = None  # the provider/model last published as lifecycle "model"
 
 
 class _Events:
@@ -103,6 +104,12 @@ class _Events:
         self._seq += 1
         self._bus.publish(RunEvent(self._run.run_id, self._run.session_key, stream, data,
                                    self._seq))
+
+    def stored(self, messages: Sequence[StoredMessage]) -> None:
+        """Messages of this run just committed to the transcript (live transcript feeds)."""
+        if messages:
+            self._bus.publish(MessageEvent(self._run.session_key, tuple(messages),
+                                           self._run.run_id))
 
 
 class _Mute(_Events):
@@ -210,7 +217,10 @@ class TurnRunner:
         try:
             history = await self._store.begin_run(run.run_id, run.session_key, run.messages,
                                                    history=HISTORY_LIMIT + 1)
+            # The run's input is the newest part of the history read in the same transaction.
+            events.stored(history[-len(run.messages):] if run.messages else ())
             events.emit("lifecycle", phase="start", startedAt=int(time.time() * 1000))
+            events.emit("run_status", phase="preparing_context")
             await hooks.call(Hook.MESSAGE_RECEIVED, session_key=run.session_key,
                              agent_id=agent.id, message=run.messages[-1], channel=request.channel)
             async with asyncio.timeout(self._config.turn_timeout_s):
@@ -242,10 +252,13 @@ class TurnRunner:
         request: TurnRequest = run.payload
         result = RunResult(run.run_id, run.session_key, "aborted",
                            stop_reason=run.cancel_reason or "aborted")
+        events = _Events(self._bus, run)
         try:
-            await self._store.begin_run(run.run_id, run.session_key, run.messages)
-            await self._store.complete_run(run.run_id, run.session_key, [], status="aborted",
-                                           stop_reason=result.stop_reason)
+            events.stored(await self._store.begin_run(run.run_id, run.session_key, run.messages,
+                                                      history=len(run.messages)))
+            events.stored(await self._store.complete_run(
+                run.run_id, run.session_key, [], status="aborted",
+                stop_reason=result.stop_reason))
         finally:
             request.lease.release()
         return result
@@ -293,6 +306,7 @@ class TurnRunner:
             model_request = replace(sampling_request(
                 "", ({"role": "system", "content": prompt.system}, *messages), tuple(specs),
                 request.sampling), session_key=key, thinking=request.thinking)
+            events.emit("run_status", phase="starting_model")
             try:
                 calls, finish = await self._call_model(refs, model_request, request, events,
                                                        progress, catalog)
@@ -317,6 +331,8 @@ class TurnRunner:
                 continue
             iterations += 1
             progress.usage = progress.usage + finish.usage
+            if finish.usage.output > 0:  # OpenClaw's usage stream: the run's output so far
+                events.emit("usage", outputTokens=progress.usage.output)
             reported, reported_at = finish.usage.input + finish.usage.output, len(messages)
             if not calls:
                 steered = run.take_injected()
@@ -326,8 +342,8 @@ class TurnRunner:
                 # Steer at a model boundary: keep this reply, then answer the new message(s).
                 reply = {"role": "assistant", "content": progress.text, **finish.extra}
                 progress.text = ""
-                await self._store.append(key, [
-                    {**reply, "stop_reason": finish.reason or "stop"}, *steered])
+                events.stored(await self._store.append(key, [
+                    {**reply, "stop_reason": finish.reason or "stop"}, *steered]))
                 messages.extend([reply, *steered])
                 continue
             # Finish.extra (e.g. signed thinking blocks) stays with the message that produced
@@ -339,7 +355,7 @@ class TurnRunner:
             if any(c.name in client_names for c in calls):
                 # The client executes its own tools: hand the calls back and end the turn.
                 progress.tool_calls = [_wire(c) for c in calls]
-                await self._store.append(key, [assistant])
+                events.stored(await self._store.append(key, [assistant]))
                 return "tool_calls"
             results = []
             for call in calls:
@@ -348,7 +364,8 @@ class TurnRunner:
                 results.append({"role": "tool", "tool_call_id": call.id, "name": call.name,
                                 "content": content})
             injected = run.take_injected()  # steer: new user messages join at this boundary
-            await self._store.append(key, [assistant, *results, *injected])
+            events.stored(await self._store.append(key,
+                                                   [assistant, *results, *injected]))
             messages.extend([*results, *injected])
         return "max_iterations"
 
@@ -437,6 +454,9 @@ class TurnRunner:
                 progress.fallbacks.append(_attempt(str(ref), failure))
                 continue
             model = snapshot.normalize_model(provider_id, model_id) or model_id
+            if progress.announced != f"{provider_id}/{model}":  # OpenClaw's "model" phase
+                progress.announced = f"{provider_id}/{model}"
+                events.emit("lifecycle", phase="model", provider=provider_id, model=model)
             calls: list[ToolCall] = []
             finish = Finish()
             emitted = False
@@ -532,13 +552,13 @@ class TurnRunner:
                               "usage": usage, "stop_reason": result.stop_reason})
             # Steered messages that came after the last boundary were acknowledged: keep them.
             final.extend(run.take_injected())
-            await self._store.complete_run(
+            events.stored(await self._store.complete_run(
                 run.run_id, run.session_key, final, status=result.status,
                 stop_reason=result.stop_reason, error=result.error, usage=usage,
                 model=progress.model, provider=progress.provider, merged=run.merged_ids,
                 cost=None if progress.cost is None else progress.cost.total,
                 fallbacks=progress.fallbacks or None,
-            )
+            ))
         except Exception as exc:
             log.error("could not record the end of run %s: %s", run.run_id, exc)
         finally:

@@ -9,6 +9,11 @@ and all connections together at most ``policy.total_buffer`` (past that the conn
 the most is closed with 1013, "try again later"). ``policy.max_connections`` caps how many may
 be open at once.
 
+Live-session subscriptions (``sessions.subscribe``, ``sessions.messages.subscribe``) are
+per-connection state the hub keeps in :class:`Subscriptions`, bounded per connection and
+dropped when the connection leaves; the relay asks it who gets a ``sessions.changed`` or
+``session.message`` and broadcasts to exactly those (still encoded once).
+
 Presence changes travel as deltas (``{"change": "joined"|"left", "presence": [entry]}``): a
 full list to every client on every connect would cost O(N²). The full list is in ``hello-ok``
 and ``system-presence``. One-shot CLI connections are not presence entries (as in OpenClaw).
@@ -30,6 +35,7 @@ from clawgate.gateway.protocol import has_scope
 from clawgate.types import now_ms
 
 UNSEQUENCED = -1  # connect.challenge goes out before the sequence starts
+MAX_WATCHED_SESSIONS = 64  # sessions.messages.subscribe keys per connection
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,6 +80,66 @@ class Peer(Protocol):
         ...
 
 
+class Subscriptions:
+    """Which connections follow session changes (``sessions.subscribe``) and which follow the
+    live transcript of which sessions (``sessions.messages.subscribe``).
+
+    Bounded: a connection follows at most ``max_keys`` transcripts (a further one is refused,
+    counted in ``ws_subscriptions_refused_total``); everything a connection held is dropped
+    when it leaves the hub, so the total is at most ``max_keys`` per open connection.
+    """
+
+    def __init__(self, metrics: Metrics, max_keys: int = MAX_WATCHED_SESSIONS) -> None:
+        self.metrics = metrics
+        self.max_keys = max_keys
+        self.sessions: set[Peer] = set()
+        self.by_key: dict[str, set[Peer]] = {}
+        self.keys_of: dict[Peer, set[str]] = {}
+
+    def follow_sessions(self, peer: Peer, on: bool = True) -> None:
+        if on:
+            self.sessions.add(peer)
+        else:
+            self.sessions.discard(peer)
+
+    def follow(self, peer: Peer, key: str) -> bool:
+        """Follow ``key``'s transcript; False (nothing changes) when ``peer`` already follows
+        ``max_keys`` others."""
+        keys = self.keys_of.setdefault(peer, set())
+        if key not in keys and len(keys) >= self.max_keys:
+            self.metrics.inc("ws_subscriptions_refused_total")
+            return False
+        keys.add(key)
+        self.by_key.setdefault(key, set()).add(peer)
+        return True
+
+    def unfollow(self, peer: Peer, key: str) -> None:
+        keys = self.keys_of.get(peer)
+        if keys is None or key not in keys:
+            return
+        keys.discard(key)
+        if not keys:
+            del self.keys_of[peer]
+        peers = self.by_key[key]
+        peers.discard(peer)
+        if not peers:
+            del self.by_key[key]
+
+    def drop(self, peer: Peer) -> None:
+        """Forget everything ``peer`` followed (it left)."""
+        self.sessions.discard(peer)
+        for key in list(self.keys_of.get(peer, ())):
+            self.unfollow(peer, key)
+
+    def session_peers(self) -> list[Peer]:
+        return list(self.sessions)
+
+    def transcript_peers(self, key: str) -> list[Peer]:
+        """Who gets ``session.message`` for ``key``: its followers and every session follower
+        (as in OpenClaw)."""
+        return list(self.sessions | self.by_key.get(key, set()))
+
+
 class Hub:
     """Connections of one gateway and everything sent to more than one of them."""
 
@@ -85,6 +151,8 @@ class Hub:
         self.started_at = now_ms()
         self.open: set[Peer] = set()  # accepted sockets, authorized or not
         self.joined: dict[Peer, dict[str, Any] | None] = {}  # authorized -> presence entry
+        self.by_id: dict[str, Peer] = {}  # authorized, by conn_id
+        self.subs = Subscriptions(metrics)
         self.versions = {"presence": 0, "health": 0}
         self.buffered = 0  # queued outbound bytes of every connection
         self.peak_buffered = 0
@@ -106,6 +174,7 @@ class Hub:
     def join(self, peer: Peer, entry: dict[str, Any] | None) -> None:
         """``peer`` passed the handshake: broadcasts reach it from now on."""
         self.joined[peer] = entry
+        self.by_id[peer.conn_id] = peer
         if entry is not None:
             self.versions["presence"] += 1
             self.broadcast("presence", {"change": "joined", "presence": [entry]},
@@ -115,6 +184,8 @@ class Hub:
         if peer not in self.joined:
             return
         entry = self.joined.pop(peer)
+        self.by_id.pop(peer.conn_id, None)
+        self.subs.drop(peer)
         if entry is not None:
             self.versions["presence"] += 1
             left = {**entry, "reason": "disconnect", "ts": now_ms()}

@@ -3,12 +3,19 @@
 :class:`LogRing` is a logging handler the gateway attaches to the ``clawgate`` logger for its
 serving lifetime (one per gateway object, removed when it stops). It keeps the newest records
 as JSON lines, numbered from 1. Records below the loggers' configured level never reach it.
+
+Lines are in OpenClaw's file-log shape (tslog JSONL) so its Logs panel and ``openclaw logs``
+show them: the message as positional field ``"0"`` and as ``message``, ``_meta`` with
+``logLevelName``/``logLevelId``, the date and ``name`` (``{"subsystem": ...}`` as JSON, which
+is where those readers take the subsystem from), and ``time``. The subsystem is the logger
+name without ``clawgate.`` and with ``/`` for ``.`` (``gateway/ws``), as OpenClaw names its own.
 """
 
 from __future__ import annotations
 
 import logging
 import re
+import socket
 from collections import deque
 from contextvars import ContextVar
 from datetime import UTC, datetime
@@ -20,6 +27,30 @@ import orjson
 REDACTED = "__REDACTED__"
 URL_USERINFO = re.compile(r"([a-zA-Z][a-zA-Z0-9+.-]*://)[^/@\s]+@")
 LOG_RING_SIZE = 2000
+# tslog's level ids, which OpenClaw's log readers understand.
+LEVEL_IDS = {"TRACE": 1, "DEBUG": 2, "INFO": 3, "WARN": 4, "ERROR": 5, "FATAL": 6}
+LEVEL_NAMES = {"WARNING": "WARN", "CRITICAL": "FATAL"}
+
+
+def subsystem(logger_name: str) -> str:
+    """``clawgate.gateway.ws`` -> ``gateway/ws`` (OpenClaw's subsystem naming)."""
+    name = logger_name.removeprefix("clawgate.") if logger_name != "clawgate" else "gateway"
+    return name.replace(".", "/")
+
+
+def log_line(record: logging.LogRecord, host: str) -> str:
+    """One record as an OpenClaw JSONL log line (credentials in URLs removed)."""
+    stamp = datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds")
+    stamp = stamp.replace("+00:00", "Z")
+    level = LEVEL_NAMES.get(record.levelname, record.levelname)
+    name = orjson.dumps({"subsystem": subsystem(record.name)}).decode()
+    message = URL_USERINFO.sub(r"\1" + REDACTED + "@", record.getMessage())
+    return orjson.dumps({
+        "0": message,
+        "_meta": {"runtime": "python", "date": stamp, "logLevelId": LEVEL_IDS.get(level, 3),
+                  "logLevelName": level, "name": name, "hostname": host},
+        "time": stamp, "hostname": host, "message": message,
+    }).decode()
 
 
 # Which gateway the current task works for: set by the gateway for its lifespan and for every
@@ -36,6 +67,7 @@ class LogRing(logging.Handler):
         self.lines: deque[tuple[int, str]] = deque(maxlen=capacity)
         self.last = 0
         self.owner = owner
+        self.host = socket.gethostname()
 
     def filter(self, record: logging.LogRecord) -> bool:
         serving = SERVING.get()
@@ -43,12 +75,7 @@ class LogRing(logging.Handler):
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
-            stamp = datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds")
-            line = orjson.dumps({"time": stamp.replace("+00:00", "Z"),
-                                 "level": record.levelname.lower(), "subsystem": record.name,
-                                 # credentials in URLs never reach a log reader
-                                 "msg": URL_USERINFO.sub(r"\1" + REDACTED + "@",
-                                                         record.getMessage())}).decode()
+            line = log_line(record, self.host)
         except Exception:
             self.handleError(record)
             return

@@ -3,7 +3,10 @@
 Frames are JSON objects, one per text frame, told apart by ``type``: ``req``, ``res`` and
 ``event`` (reference §2.1). Request parameters are closed schemas — pydantic models with
 ``extra="forbid"`` — so an unknown field is an ``INVALID_REQUEST`` naming the field, as in
-OpenClaw. Errors travel as :class:`ErrorShape`; :func:`error_shape` maps any exception to one.
+OpenClaw. ``connect`` is the exception: it accepts every field OpenClaw's clients send and
+ignores fields it does not know (OpenClaw's clients add connect fields from release to release,
+and a refused handshake locks a client out entirely), while the fields it knows keep their
+types. Errors travel as :class:`ErrorShape`; :func:`error_shape` maps any exception to one.
 This module also verifies the Ed25519 device identity a client may present in ``connect``.
 """
 
@@ -21,7 +24,8 @@ PROTOCOL_VERSIONS = (3, 4)
 DEVICE_SIGNATURE_SKEW_MS = 10 * 60_000
 
 OPERATOR_SCOPES = ("operator.read", "operator.write", "operator.admin", "operator.approvals",
-                   "operator.pairing", "operator.talk.secrets")
+                   "operator.questions", "operator.pairing", "operator.talk",
+                   "operator.talk.secrets")
 
 
 class ErrorShape(TypedDict):
@@ -76,10 +80,10 @@ class Params(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
 
-P = TypeVar("P", bound=Params)
+M = TypeVar("M", bound=BaseModel)
 
 
-def parse_params(model: type[P], params: Any, method: str) -> P:
+def parse_params(model: type[M], params: Any, method: str) -> M:
     """Validate ``params`` (absent means ``{}``); errors read ``invalid <method> params: ...``."""
     if params is None:
         params = {}
@@ -98,7 +102,13 @@ class NoParams(Params):
     """Params of a method that takes none (``{}`` or absent)."""
 
 
-class ClientInfo(Params):
+class Tolerant(BaseModel):
+    """Base of the handshake's schemas: known fields checked strictly, unknown ones ignored."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True, strict=True)
+
+
+class ClientInfo(Tolerant):
     id: str = Field(min_length=1, max_length=128)
     version: str = Field(max_length=128)
     platform: str = Field(max_length=128)
@@ -107,16 +117,20 @@ class ClientInfo(Params):
     deviceFamily: str | None = Field(default=None, max_length=128)
     modelIdentifier: str | None = Field(default=None, max_length=128)
     instanceId: str | None = Field(default=None, max_length=256)
+    buildId: str | None = Field(default=None, max_length=96)
+    timeZone: str | None = Field(default=None, max_length=64)
 
 
-class AuthParams(Params):
+class AuthParams(Tolerant):
     token: str | None = None
     password: str | None = None
     deviceToken: str | None = None
     bootstrapToken: str | None = None
+    approvalRuntimeToken: str | None = None
+    agentRuntimeIdentityToken: str | None = None
 
 
-class DeviceParams(Params):
+class DeviceParams(Tolerant):
     id: str = Field(min_length=1, max_length=256)
     publicKey: str = Field(min_length=1, max_length=4096)
     signature: str = Field(min_length=1, max_length=1024)
@@ -124,7 +138,17 @@ class DeviceParams(Params):
     nonce: str | None = Field(default=None, max_length=256)
 
 
-class ConnectParams(Params):
+class ModelCatalogRequest(Tolerant):
+    """``connect.modelCatalog``: which catalogue a ``models.snapshot`` push would describe
+    (accepted; clawgate does not push the snapshot, so it does not advertise the capability)."""
+
+    agentId: str | None = None
+    sessionKey: str | None = None
+    shortId: str | None = None
+    slugHint: str | None = None
+
+
+class ConnectParams(Tolerant):
     minProtocol: int = Field(ge=1)
     maxProtocol: int = Field(ge=1)
     client: ClientInfo
@@ -138,6 +162,9 @@ class ConnectParams(Params):
     locale: str | None = None
     userAgent: str | None = None
     pathEnv: str | None = None
+    modelCatalog: ModelCatalogRequest | None = None
+    computerUse: Any = None  # node claims (accepted, unused)
+    workerRuns: dict[str, Any] | None = None
 
 
 def negotiate(min_protocol: int, max_protocol: int) -> int | None:
@@ -159,9 +186,27 @@ class Refusal(RpcError):
     """A failed handshake: the error the ``connect`` request gets, then a close with
     ``close_code``."""
 
-    def __init__(self, close_code: int, code: RpcCode, message: str, **options: Any) -> None:
+    def __init__(self, close_code: int, code: RpcCode, message: str, *,
+                 close_reason: str | None = None, **options: Any) -> None:
         super().__init__(code, message, **options)
         self.close_code = close_code
+        self.close_reason = close_reason or message
+
+
+def close_reason(text: str) -> str:
+    """``text`` cut to what a WebSocket close frame carries (123 bytes of UTF-8)."""
+    data = text.encode()
+    return text if len(data) <= 123 else data[:120].decode(errors="ignore") + "..."
+
+
+def bad_connect(exc: RpcError, version: str) -> Refusal:
+    """A refused ``connect`` whose error and close reason name the field and our version, so a
+    client we cannot serve says why instead of "gateway unreachable"."""
+    return Refusal(1008, exc.rpc_code,
+                   f"{exc.message} (clawgate {version} speaks OpenClaw protocol "
+                   f"{min(PROTOCOL_VERSIONS)}-{max(PROTOCOL_VERSIONS)})",
+                   close_reason=close_reason(f"clawgate {version}: {exc.message}"),
+                   details={"gatewayVersion": version})
 
 
 def starting() -> Refusal:
@@ -169,8 +214,11 @@ def starting() -> Refusal:
                    details={"reason": "startup-sidecars"}, retryable=True, retry_after_ms=500)
 
 
-def protocol_mismatch(params: ConnectParams) -> Refusal:
-    return Refusal(1002, "INVALID_REQUEST", "protocol mismatch", details={
+def protocol_mismatch(params: ConnectParams, version: str = "") -> Refusal:
+    offered = f"{params.minProtocol}-{params.maxProtocol}"
+    return Refusal(1002, "INVALID_REQUEST", "protocol mismatch", close_reason=close_reason(
+        f"clawgate {version}: protocol mismatch: client speaks {offered}, gateway "
+        f"{min(PROTOCOL_VERSIONS)}-{max(PROTOCOL_VERSIONS)}"), details={
         "code": "PROTOCOL_MISMATCH", "reason": "protocol-unsupported",
         "expectedProtocol": max(PROTOCOL_VERSIONS), "supportedProtocols": list(PROTOCOL_VERSIONS),
         "minProtocol": params.minProtocol, "maxProtocol": params.maxProtocol})

@@ -2,8 +2,17 @@
 
 Run events become ``agent`` events and ``chat`` events: throttled cumulative ``delta``
 snapshots (at most one per ``DELTA_INTERVAL_S`` per run, the pending one always flushed before
-the end), then ``final``, ``aborted`` or ``error``. Session events become ``sessions.changed``.
-One relay task per gateway reads one bus subscription; every client gets the same frames.
+the end), then ``final``, ``aborted`` or ``error``; a run's start-up phases (``run_status``)
+become ``chat`` ``status`` events. ``agent`` and ``chat`` go to every ``operator.read``
+connection.
+
+Session changes go where OpenClaw sends them: ``sessions.changed`` only to connections that
+called ``sessions.subscribe`` — with ``reason`` for a send, patch, reset, delete or inject, and
+``phase`` (``start``, ``model``, ``end``, ``error``) plus the session's live status for a run —
+and ``session.message`` (each message a turn stored, in transcript order, published after the
+commit) to the followers of that session's transcript and every session subscriber.
+
+One relay task per gateway reads one bus subscription; frames are encoded once per event.
 """
 
 from __future__ import annotations
@@ -14,9 +23,11 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from clawgate.agents.bus import Event, EventBus, RunEvent, SessionEvent, Subscription
+from clawgate.agents.bus import Event, EventBus, MessageEvent, RunEvent, SessionEvent, Subscription
+from clawgate.gateway.display import assistant_message, display_message
 from clawgate.gateway.hub import Hub
 from clawgate.gateway.rpc import READ
+from clawgate.sessions.keys import agent_of
 from clawgate.types import now_ms
 
 log = logging.getLogger("clawgate.gateway.relay")
@@ -24,13 +35,17 @@ log = logging.getLogger("clawgate.gateway.relay")
 DELTA_INTERVAL_S = 0.05
 RELAY_QUEUE = 65_536
 MAX_STREAMS = 10_000
-CHANGED_REASONS = frozenset({"send", "patch", "reset", "delete", "inject", "compact"})
+CHANGED_REASONS = frozenset({"send", "patch", "reset", "delete", "inject",
+                             "compact"})
+# A run's end status -> the session status OpenClaw's session rows show.
+SESSION_STATUS = {"ok": "done", "error": "failed", "aborted": "killed", "timeout": "timeout",
+                  "interrupted": "failed"}
+STATUS_PHASES = frozenset({"preparing_context", "starting_model"})
 
 
-def assistant_message(text: str, ts: int, **extra: Any) -> dict[str, Any]:
-    """An assistant message in OpenClaw's chat shape (content parts)."""
-    content = [{"type": "text", "text": text}] if text else []
-    return {"role": "assistant", "content": content, "timestamp": ts, **extra}
+def _agent(key: str) -> dict[str, str]:
+    agent = agent_of(key)
+    return {"agentId": agent} if agent else {}
 
 
 @dataclass(slots=True)
@@ -41,6 +56,7 @@ class _Stream:
     seq: int = 0
     last_sent: float = 0.0
     ts: int = 0  # of the newest assistant event
+    started_at: int | None = None
 
     @property
     def pending(self) -> bool:
@@ -57,6 +73,9 @@ class Relay:
     def handle(self, ev: Event) -> None:
         if isinstance(ev, SessionEvent):
             self.session(ev)
+            return
+        if isinstance(ev, MessageEvent):
+            self.messages(ev)
             return
         stream = self.runs.get(ev.run_id)
         if stream is None:
@@ -75,9 +94,21 @@ class Relay:
         if stream.pending:  # text before a tool call or the end goes out first, in order
             self.delta(ev.run_id, stream)
         self.hub.broadcast("agent", ev.payload(), scope=READ)
-        if ev.stream == "lifecycle" and ev.data.get("phase") in ("end", "error"):
+        if ev.stream == "run_status" and ev.data.get("phase") in STATUS_PHASES:
+            self.hub.broadcast("chat", {"runId": ev.run_id, "sessionKey": ev.session_key,
+                                        **_agent(ev.session_key), "seq": ev.seq,
+                                        "state": "status", "phase": ev.data["phase"]},
+                               scope=READ)
+        if ev.stream != "lifecycle":
+            return
+        phase = ev.data.get("phase")
+        if phase == "start":
+            stream.started_at = int(ev.data.get("startedAt") or ev.ts)
+        if phase in ("end", "error"):
             del self.runs[ev.run_id]
             self.end(ev)
+        if phase in ("start", "model", "end", "error"):
+            self.run_changed(ev, stream)
 
     def delta(self, run_id: str, stream: _Stream) -> None:
         added = stream.text[stream.sent:]
@@ -114,6 +145,47 @@ class Relay:
                        "errorMessage": str(data.get("error") or stop or "run failed")}
         self.hub.broadcast("chat", payload, scope=READ)
 
+    def run_changed(self, ev: RunEvent, stream: _Stream) -> None:
+        """``sessions.changed`` for a run's phase, with the live status it gives the session."""
+        peers = self.hub.subs.session_peers()
+        if not peers:
+            return
+        data, phase = ev.data, ev.data.get("phase")
+        payload: dict[str, Any] = {"sessionKey": ev.session_key, **_agent(ev.session_key),
+                                   "phase": phase, "runId": ev.run_id, "ts": ev.ts}
+        if phase == "start":
+            payload.update(status="running", hasActiveRun=True, activeRunIds=[ev.run_id],
+                           startedAt=stream.started_at, endedAt=None, runtimeMs=None,
+                           abortedLastRun=False, lastRunError=None)
+        elif phase == "model":
+            payload.update(modelProvider=data.get("provider"), model=data.get("model"))
+        else:
+            status = SESSION_STATUS.get(str(data.get("status")), "failed")
+            ended = int(data.get("endedAt") or ev.ts)
+            payload.update(status=status, hasActiveRun=False, activeRunIds=[],
+                           endedAt=ended, abortedLastRun=status == "killed", lastRunId=ev.run_id,
+                           lastRunError=data.get("error") if status != "done" else None)
+            if stream.started_at is not None:
+                payload.update(startedAt=stream.started_at,
+                               runtimeMs=max(0, ended - stream.started_at))
+        self.hub.broadcast("sessions.changed", payload, scope=READ, to=peers)
+
+    def messages(self, ev: MessageEvent) -> None:
+        """``session.message`` per stored message, in transcript order."""
+        peers = self.hub.subs.transcript_peers(ev.session_key)
+        if not peers:
+            return
+        for stored in ev.messages:
+            message = display_message(stored)
+            if message is None:
+                continue
+            payload: dict[str, Any] = {"sessionKey": ev.session_key, **_agent(ev.session_key),
+                                       "message": message, "messageId": str(stored.id),
+                                       "messageSeq": stored.seq}
+            if ev.run_id:
+                payload["runId"] = ev.run_id
+            self.hub.broadcast("session.message", payload, scope=READ, to=peers)
+
     def session(self, ev: SessionEvent) -> None:
         if ev.change == "inject":
             message = assistant_message(str(ev.fields.get("text", "")), ev.ts,
@@ -122,10 +194,14 @@ class Relay:
                                         "seq": 1, "state": "final", "message": message,
                                         "stopReason": "injected"}, scope=READ)
         if ev.change in CHANGED_REASONS:
-            payload: dict[str, Any] = {"sessionKey": ev.session_key, "reason": ev.change}
+            payload: dict[str, Any] = {"sessionKey": ev.session_key, **_agent(ev.session_key),
+                                       "reason": ev.change, "ts": ev.ts}
+            if ev.run_id and ev.change == "send":
+                payload["runId"] = ev.run_id
             if ev.change == "compact":  # as OpenClaw: {reason: "compact", compacted: true}
                 payload["compacted"] = bool(ev.fields.get("compacted"))
-            self.hub.broadcast("sessions.changed", payload, scope=READ)
+            self.hub.broadcast("sessions.changed", payload, scope=READ,
+                               to=self.hub.subs.session_peers())
 
     def next_due(self) -> float | None:
         """Seconds until the earliest pending delta may go out (None: nothing pending)."""

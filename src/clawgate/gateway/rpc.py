@@ -27,6 +27,7 @@ from clawgate.runtime import Runtime
 READ, WRITE, ADMIN = "operator.read", "operator.write", "operator.admin"
 GatewayState = Literal["starting", "ready", "draining", "stopped"]
 PAIRING = "operator.pairing"
+APPROVALS = "operator.approvals"
 
 
 class Services(Protocol):

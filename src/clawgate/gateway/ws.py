@@ -211,7 +211,8 @@ class Connection:
                 await asyncio.wait_for(writer, CLOSE_TIMEOUT_S)
         if code != 1006:
             with contextlib.suppress(TimeoutError, WebSocketDisconnect, RuntimeError, OSError):
-                await asyncio.wait_for(self.websocket.close(code, reason[:120]), CLOSE_TIMEOUT_S)
+                await asyncio.wait_for(self.websocket.close(code, protocol.close_reason(reason)),
+                                       CLOSE_TIMEOUT_S)
 
     def _handshake_expired(self) -> None:
         if not self.authorized:
@@ -288,7 +289,7 @@ class Connection:
             answer = await self._connect(frame.get("params"))
         except protocol.Refusal as refused:
             self.respond_error(req_id, protocol.error_shape(refused))
-            self.request_close(refused.close_code, refused.message)
+            self.request_close(refused.close_code, refused.close_reason)
             return
         if self._closing is not None:  # timed out while we were building the answer
             return
@@ -303,10 +304,10 @@ class Connection:
         try:
             params = protocol.parse_params(protocol.ConnectParams, raw, "connect")
         except RpcError as exc:
-            raise protocol.Refusal(1008, exc.rpc_code, exc.message) from None
+            raise protocol.bad_connect(exc, gateway.version) from None
         version = protocol.negotiate(params.minProtocol, params.maxProtocol)
         if version is None:
-            raise protocol.protocol_mismatch(params)
+            raise protocol.protocol_mismatch(params, gateway.version)
         gateway.check_connect(self.address, params)
         reason = protocol.verify_device(params, nonce=self.nonce,
                                         now_ms=int(time.time() * 1000))
@@ -323,12 +324,15 @@ class Connection:
         client = self.client
         if client is None or client.mode in NO_PRESENCE_MODES:
             return None
+        # OpenClaw's presence entry (a closed schema): the connection is told apart by its
+        # instanceId, the client's own or, when it sent none, this connection's id.
         entry: dict[str, Any] = {"ip": self.address, "reason": "connect",
                                  "ts": self.connected_at, "roles": [self.role],
                                  "scopes": sorted(self.scopes), "version": client.version,
                                  "platform": client.platform, "mode": client.mode,
-                                 "connId": self.conn_id}
-        for name in ("deviceFamily", "modelIdentifier", "instanceId"):
+                                 "clientId": client.id,
+                                 "instanceId": client.instanceId or self.conn_id}
+        for name in ("deviceFamily", "modelIdentifier", "timeZone"):
             if getattr(client, name):
                 entry[name] = getattr(client, name)
         if client.displayName:

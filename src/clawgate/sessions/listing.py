@@ -16,6 +16,7 @@ from clawgate.sessions.keys import normalize_agent_id, row_kind
 from clawgate.sessions.schema import COLUMNS, decode
 
 MAX_LIMIT = 1000
+MAX_KEYS = 10_000  # a key filter is one SQL parameter per key
 DEFAULT_LIMIT = 50
 DisplayModel = Callable[[str | None, str | None], tuple[str | None, str | None]]
 # Fields the search matches (case-insensitive substring), in reference order.
@@ -40,6 +41,9 @@ class ListQuery:
     active_minutes: float | None = None
     include_global: bool = False
     include_unknown: bool = False
+    exclude_cron: bool = False
+    exclude_subagents: bool = False
+    keys: tuple[str, ...] | None = None  # only these keys (e.g. sessions with an active run)
     limit: int = DEFAULT_LIMIT
     offset: int = 0
     now_ms: int | None = None
@@ -53,6 +57,8 @@ class ListQuery:
             )
         if isinstance(self.offset, bool) or not isinstance(self.offset, int) or self.offset < 0:
             raise InvalidRequest("offset must be a non-negative integer", method="sessions.list")
+        if self.keys is not None and len(self.keys) > MAX_KEYS:
+            raise InvalidRequest(f"at most {MAX_KEYS} keys", method="sessions.list")
         if self.active_minutes is not None and not self.active_minutes > 0:
             raise InvalidRequest("activeMinutes must be positive", method="sessions.list")
 
@@ -132,6 +138,16 @@ def _where(query: ListQuery, now_ms: int) -> tuple[str, list[Any]]:
         prefix = f"agent:{normalize_agent_id(query.agent_id)}:"
         clauses.append("agent_id = ? AND substr(key, 1, ?) = ?")
         params += [normalize_agent_id(query.agent_id), len(prefix), prefix]
+    if query.exclude_cron:
+        clauses.append("NOT (key GLOB 'cron:*' OR key GLOB 'agent:*:cron:*')")
+    if query.exclude_subagents:
+        clauses.append("NOT key GLOB 'agent:*:subagent:*'")
+    if query.keys is not None:
+        if not query.keys:
+            clauses.append("0")
+        else:
+            clauses.append(f"key IN ({', '.join('?' for _ in query.keys)})")
+            params += list(query.keys)
     if query.spawned_by is not None:
         clauses.append("spawned_by = ?")
         params.append(query.spawned_by)

@@ -128,10 +128,11 @@ def complete(c: sqlite3.Connection, run_id: str, key: str, messages: Sequence[An
              status: RunStatus, stop_reason: str | None, error: str | None,
              usage: dict[str, Any] | None, model: str | None, provider: str | None,
              merged: Sequence[str], cost: float | None = None,
-             fallbacks: Sequence[dict[str, Any]] | None = None) -> None:
+             fallbacks: Sequence[dict[str, Any]] | None = None) -> list[StoredMessage]:
     """End a run: final messages, run record, session counters — one transaction (and the
     reply's send intent when the run owes a channel one). ``cost`` (USD) is added to the
-    session's; ``fallbacks`` are the failed model attempts."""
+    session's; ``fallbacks`` are the failed model attempts. Returns the messages it appended
+    (for the transcript's live subscribers)."""
     if status not in ENDED:
         raise InvalidRequest(f"a run cannot end as {status!r}")
     new = check_messages(messages, "runs.complete")
@@ -140,7 +141,7 @@ def complete(c: sqlite3.Connection, run_id: str, key: str, messages: Sequence[An
         # Its begin never committed (cancelled while waiting for the writer): the input was
         # acknowledged, so it joins the transcript before the final messages.
         new = check_messages(loads(row[1]), "runs.complete") + new
-    append(c, key, new, now)
+    stored = append(c, key, new, now)
     c.execute(
         "UPDATE runs SET status = ?, ended_at = ?, stop_reason = ?, error = ?, usage = ?, "
         "model = ?, provider = ?, cost_usd = ?, fallbacks = ? WHERE run_id = ?",
@@ -171,6 +172,7 @@ def complete(c: sqlite3.Connection, run_id: str, key: str, messages: Sequence[An
         (used_in, used_out, used_in + used_out, read, read, written, written, cost, cost,
          int(status == "aborted"), model, provider, now, key),
     )
+    return stored
 
 
 def recover(c: sqlite3.Connection, now: int) -> int:

@@ -441,12 +441,13 @@ class SessionStore:
         usage: dict[str, Any] | None = None, model: str | None = None,
         provider: str | None = None, merged: Sequence[str] = (), cost: float | None = None,
         fallbacks: Sequence[dict[str, Any]] | None = None,
-    ) -> None:
+    ) -> list[StoredMessage]:
         """End a run: final messages, run record and session counters in one transaction
-        (``cost`` in USD; ``fallbacks``: the failed model attempts, kept on the run)."""
+        (``cost`` in USD; ``fallbacks``: the failed model attempts, kept on the run); returns
+        the messages it appended (for the transcript's live subscribers)."""
         k = keys.canonical(key)
         now = self._clock()
-        await self._write(lambda c: runs.complete(
+        return await self._write(lambda c: runs.complete(
             c, run_id, k, messages, now, status=status, stop_reason=stop_reason, error=error,
             usage=usage, model=model, provider=provider, merged=tuple(merged), cost=cost,
             fallbacks=fallbacks))
@@ -475,6 +476,13 @@ class SessionStore:
         k = None if key is None else keys.canonical(key)
         return await self._read(
             lambda c: usage.sessions_usage(c, start_ms, end_ms, now, key=k, limit=limit))
+
+    async def session_usage_details(self, session_keys: Sequence[str], start_ms: int,
+                                    end_ms: int) -> dict[str, dict[str, Any]]:
+        """Per-session activity span, model and day splits and message counts over
+        [start, end) (``usage.session_details``)."""
+        ks = [keys.canonical(k) for k in session_keys]
+        return await self._read(lambda c: usage.session_details(c, ks, start_ms, end_ms))
 
     # -- plumbing -----------------------------------------------------------------------------
 

@@ -11,6 +11,7 @@ whose model had no prices.
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Sequence
 from datetime import UTC, date, datetime, timedelta
 from typing import Any, TypedDict
 
@@ -165,3 +166,52 @@ def sessions_usage(c: sqlite3.Connection, start_ms: int, end_ms: int, now_ms: in
             "sessions": entries, "totals": totals(total),
             "aggregates": {"byModel": by_model, "byProvider": by_provider, "byAgent": by_agent,
                            "byChannel": by_channel, "daily": daily}}
+
+
+def session_details(c: sqlite3.Connection, keys: Sequence[str], start_ms: int,
+                    end_ms: int) -> dict[str, dict[str, Any]]:
+    """Per session of ``keys``, what OpenClaw's usage view shows of one session besides its
+    totals: ``firstActivity``/``lastActivity``/``durationMs`` (its counted runs' span),
+    ``activityDates``, ``modelUsage`` (totals per provider and model), ``dailyBreakdown``
+    (tokens and cost per UTC day) and ``messageCounts`` (its transcript messages in the
+    window, archived ones included)."""
+    if not keys:
+        return {}
+    marks = ", ".join("?" for _ in keys)
+    where = f"{_COUNTED} AND r.key IN ({marks})"
+    params = (start_ms, end_ms, *keys)
+    out: dict[str, dict[str, Any]] = {
+        k: {"modelUsage": [], "dailyBreakdown": [], "activityDates": [],
+            "messageCounts": {"total": 0, "user": 0, "assistant": 0, "toolCalls": 0,
+                              "toolResults": 0, "errors": 0}} for k in keys}
+    for key, first, last in c.execute(
+            f"SELECT r.key, MIN(r.started_at), MAX(r.ended_at) FROM runs r WHERE {where} "
+            "GROUP BY r.key", params):
+        out[key].update(firstActivity=int(first), lastActivity=int(last),
+                        durationMs=max(0, int(last) - int(first)))
+    for r in c.execute(f"SELECT r.key, r.provider, r.model, {_SUMS} FROM runs r WHERE {where} "
+                       "GROUP BY r.key, r.provider, r.model ORDER BY r.provider, r.model",
+                       params):
+        out[r[0]]["modelUsage"].append({"provider": r[1], "model": r[2], "count": int(r[3]),
+                                        "totals": totals(tuple(r)[3:])})
+    for r in c.execute(f"SELECT r.key, r.ended_at / {DAY_MS} AS day, {_SUMS} FROM runs r "
+                       f"WHERE {where} GROUP BY r.key, day ORDER BY day", params):
+        day, sums = _day(int(r[1]) * DAY_MS), totals(tuple(r)[2:])
+        out[r[0]]["dailyBreakdown"].append({"date": day, "tokens": sums["totalTokens"],
+                                            "cost": sums["totalCost"]})
+        out[r[0]]["activityDates"].append(day)
+    for key, role, count, calls, errors in c.execute(
+            "SELECT key, role, COUNT(*), SUM(tool_calls IS NOT NULL), "
+            "SUM(stop_reason IN ('error', 'timeout', 'aborted')) FROM messages "
+            f"WHERE key IN ({marks}) AND created_at >= ? AND created_at < ? "
+            "GROUP BY key, role", (*keys, start_ms, end_ms)):
+        counts = out[key]["messageCounts"]
+        if role == "user":
+            counts["user"] = int(count)
+        elif role == "assistant":
+            counts.update(assistant=int(count), toolCalls=int(calls or 0),
+                          errors=int(errors or 0))
+        elif role == "tool":
+            counts["toolResults"] = int(count)
+        counts["total"] = counts["user"] + counts["assistant"] + counts["toolResults"]
+    return out

@@ -1,4 +1,5 @@
-"""Agent methods: ``agent`` (two responses), ``agent.wait``, ``agents.list``, ``models.list``.
+"""Agent methods: ``agent`` (two responses), ``agent.wait``, ``agents.list``, ``models.list``,
+``models.authStatus``.
 
 ``agent`` answers ``{runId, status: "accepted", acceptedAt}`` once the message is durable, then
 — with the same request id — ``{runId, status: "ok"|"error", summary, result}`` when the run
@@ -9,16 +10,19 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
 from pydantic import Field
 
 from clawgate.agents.lanes import RunResult
+from clawgate.agents.roster import Agent
 from clawgate.agents.turn import Submission
 from clawgate.gateway.methods.chat import user_content
 from clawgate.gateway.methods.sessions import find_by_session_id
 from clawgate.gateway.protocol import NoParams, Params, invalid, parse_params
 from clawgate.gateway.rpc import READ, WRITE, CallContext, CoreMethod
+from clawgate.providers.base import AuthAware
 from clawgate.types import now_ms
 
 WAIT_DEFAULT_MS = 30_000
@@ -56,7 +60,46 @@ class WaitParams(Params):
 
 
 class ModelsParams(Params):
+    agentId: Annotated[str, Field(min_length=1)] | None = None
+    sessionKey: Annotated[str, Field(min_length=1)] | None = None
+    authProfileId: Annotated[str, Field(min_length=1, max_length=256)] | None = None
+    provider: Annotated[str, Field(min_length=1)] | None = None
+    includeDetails: bool = False
+    includeProviderCapabilities: bool = False
+    includeDefaultModels: bool = False
+    preparedOnly: bool = False
+    refresh: bool = False
     view: Literal["default", "configured", "all", "provider-config"] | None = None
+
+
+class AuthStatusParams(Params):
+    agentId: Annotated[str, Field(min_length=1)] | None = None
+    refresh: bool = False
+    includeProfileIdentity: bool = False
+
+
+
+
+def auth_of(provider: object) -> tuple[str, list[dict[str, Any]]]:
+    """(OpenClaw auth status, profile rows) of a provider. A provider with auth profiles
+    (``AuthAware``) is ``static`` (OpenClaw's word for an API key) when a profile has a key,
+    else ``missing`` — unless it talks to a loopback endpoint, which needs none (``ok``); one
+    without profiles (the offline echo) needs nothing: ``ok``."""
+    if not isinstance(provider, AuthAware):
+        return "ok", []
+    profiles = [{"profileId": p["id"], "type": "api_key", "source": p["source"],
+                 "status": "static" if p["hasKey"] else "missing",
+                 **({"reasonCode": "cooldown", "cooldownUntil": p["cooldownUntil"],
+                     "cooldownRemainingMs": p["cooldownRemainingMs"]}
+                    if p["state"] == "cooldown" else {}),
+                 **({"lastUsedAt": p["lastUsed"]} if p["lastUsed"] else {}),
+                 "expiry": None}
+                for p in provider.auth_status()]
+    if any(p["status"] == "static" for p in profiles):
+        return "static", profiles
+    host = urlsplit(str(getattr(provider, "base_url", ""))).hostname or ""
+    local = host in ("localhost", "::1") or host.startswith("127.")
+    return ("ok" if local else "missing"), profiles
 
 
 def final_payload(result: RunResult, duration_ms: int | None = None) -> dict[str, Any]:
@@ -125,21 +168,72 @@ async def agents_list(ctx: CallContext, raw: Any) -> dict[str, Any]:
     parse_params(NoParams, raw, "agents.list")
     roster = ctx.gateway.runtime.engine.roster
     return {"defaultId": roster.default.id, "mainKey": ctx.gateway.settings.config.session.main_key,
-            "scope": "per-sender", "agents": [a.describe() for a in roster]}
+            "scope": "per-sender", "agents": [agent_row(a) for a in roster]}
+
+
+def agent_row(agent: Agent) -> dict[str, Any]:
+    """An ``agents.list`` row; ``model`` is ``{primary, fallbacks?}`` as in OpenClaw (the
+    Control UI reads ``model.primary`` to decide whether the agent can chat)."""
+    row = agent.describe()
+    model: dict[str, Any] = {"primary": str(agent.models[0])}
+    if len(agent.models) > 1:
+        model["fallbacks"] = [str(m) for m in agent.models[1:]]
+    row["model"] = model
+    return row
+
+
+def catalogue(ctx: CallContext, provider_id: str | None = None) -> list[dict[str, Any]]:
+    """Every model of every loaded provider (OpenClaw's published catalogue rows), sorted by
+    provider and id; ``available`` says whether the provider can be called (credentials)."""
+    models: list[dict[str, Any]] = []
+    for entry in ctx.generation.registry.providers.values():
+        provider = entry.provider
+        if provider_id is not None and provider.id != provider_id.lower():
+            continue
+        available = auth_of(provider)[0] != "missing"
+        for info in provider.models():
+            row: dict[str, Any] = {"id": info.id, "name": info.name or info.id,
+                                   "provider": provider.id, "input": list(info.input),
+                                   "available": available}
+            if not available:
+                row["unavailableReason"] = "missing credentials"
+            if info.context_window is not None:
+                row["contextWindow"] = info.context_window
+            if info.max_output_tokens is not None:
+                row["maxTokens"] = info.max_output_tokens
+            if info.reasoning:
+                row["reasoning"] = True
+            if info.aliases:
+                row["aliases"] = list(info.aliases)
+            models.append(row)
+    models.sort(key=lambda m: (m["provider"], m["id"]))
+    return models
 
 
 async def models_list(ctx: CallContext, raw: Any) -> dict[str, Any]:
-    parse_params(ModelsParams, raw, "models.list")
-    models: list[dict[str, Any]] = []
-    for entry in ctx.generation.registry.providers.values():
-        for info in entry.provider.models():
-            row: dict[str, Any] = {"id": info.id, "name": info.name or info.id,
-                                   "provider": entry.provider.id}
-            if info.context_window is not None:
-                row["contextWindow"] = info.context_window
-            models.append(row)
-    models.sort(key=lambda m: (m["provider"], m["id"]))
-    return {"models": models}
+    """The catalogue; ``agentId``/``sessionKey`` scope it to an agent (every agent here shares
+    the loaded providers, so they are checked, and an unknown agent is an error)."""
+    p = parse_params(ModelsParams, raw, "models.list")
+    engine = ctx.gateway.runtime.engine
+    if p.sessionKey is not None or p.agentId is not None:
+        engine.session_key(p.sessionKey, p.agentId)
+    return {"models": catalogue(ctx, p.provider)}
+
+
+async def models_auth_status(ctx: CallContext, raw: Any) -> dict[str, Any]:
+    """Which loaded providers have what they need to be called."""
+    p = parse_params(AuthStatusParams, raw, "models.authStatus")
+    if p.agentId is not None:
+        ctx.gateway.runtime.engine.roster.get(p.agentId)
+    providers: list[dict[str, Any]] = []
+    for entry in sorted(ctx.generation.registry.providers.values(),
+                        key=lambda e: e.provider.id):
+        provider = entry.provider
+        status, profiles = auth_of(provider)
+        providers.append({"provider": provider.id, "authProvider": provider.id,
+                          "displayName": provider.id, "pluginId": entry.plugin_id,
+                          "status": status, "profiles": profiles, "expiry": None})
+    return {"ts": now_ms(), "providers": providers, "providerCapabilities": {}}
 
 
 METHODS = (
@@ -147,4 +241,5 @@ METHODS = (
     CoreMethod("agent.wait", WRITE, agent_wait),
     CoreMethod("agents.list", READ, agents_list),
     CoreMethod("models.list", READ, models_list),
+    CoreMethod("models.authStatus", READ, models_auth_status),
 )

@@ -1,4 +1,5 @@
-"""Chat methods: ``chat.send``, ``.history``, ``.abort``, ``.inject`` (reference §2.4).
+"""Chat methods: ``chat.send``, ``.abort``, ``.inject`` (reference §2.4); history reads are in
+:mod:`.history`.
 
 ``chat.send`` answers ``{runId, status: "started"}`` as soon as the turn API admitted the
 message — it is durable by then (I9) — and the run's progress reaches every ``operator.read``
@@ -16,10 +17,9 @@ from pydantic import Field
 
 from clawgate.agents.lanes import RunResult
 from clawgate.agents.turn import Submission
+from clawgate.gateway.display import assistant_message
 from clawgate.gateway.protocol import Params, invalid, parse_params
-from clawgate.gateway.relay import assistant_message
-from clawgate.gateway.rpc import READ, WRITE, CallContext, CoreMethod
-from clawgate.sessions.transcript import StoredMessage
+from clawgate.gateway.rpc import WRITE, CallContext, CoreMethod
 from clawgate.types import QueueMode, now_ms
 
 
@@ -39,12 +39,6 @@ class SendParams(Params):
     originatingTo: str | None = None
     originatingAccountId: str | None = None
     originatingThreadId: str | int | None = None
-
-
-class HistoryParams(Params):
-    sessionKey: str = Field(min_length=1, max_length=512)
-    limit: int = Field(default=200, ge=1, le=1000)
-    maxChars: int | None = Field(default=None, ge=1)
 
 
 class AbortParams(Params):
@@ -109,64 +103,6 @@ async def chat_send(ctx: CallContext, raw: Any) -> dict[str, Any] | None:
     return None
 
 
-def display(m: StoredMessage, max_chars: int | None) -> dict[str, Any] | None:
-    """A stored message as ``chat.history`` shows it (pi-style roles and content parts)."""
-    def parts() -> list[dict[str, Any]]:
-        out: list[dict[str, Any]] = []
-        items = [{"type": "text", "text": m.content}] if isinstance(m.content, str) else (
-            m.content or [])
-        for part in items:
-            if part.get("type") in ("text", "input_text", "output_text"):
-                text = str(part.get("text", ""))
-                if max_chars is not None and len(text) > max_chars:
-                    text = "[chat.history omitted: message too large]"
-                out.append({"type": "text", "text": text})
-            else:
-                out.append({"type": "text", "text": f"[{part.get('type', 'part')}]"})
-        return out
-
-    if m.role == "system":
-        record = (m.extra or {}).get("compaction")
-        if not isinstance(record, dict):
-            return None
-        # Where a compaction happened: pi's compactionSummary message (the messages before
-        # it are all still listed; the next prompts start from this summary).
-        summary = m.content if isinstance(m.content, str) else ""
-        return {"role": "compactionSummary", "summary": summary,
-                "content": [{"type": "text", "text": summary}],
-                "tokensBefore": record.get("tokensBefore"),
-                "tokensAfter": record.get("tokensAfter"), "trigger": record.get("trigger"),
-                "firstKeptEntryId": f"{int(record.get('firstKeptId', 0)):08x}",
-                "timestamp": m.created_at}
-    if (m.extra or {}).get("silent"):
-        return None  # the memory flush turn: in the store, never shown as a chat message
-    if m.role == "tool":
-        return {"role": "toolResult", "toolCallId": m.tool_call_id or "",
-                "toolName": m.name or "", "content": parts(), "timestamp": m.created_at}
-    message: dict[str, Any] = {"role": m.role, "content": parts(), "timestamp": m.created_at}
-    for call in m.tool_calls or ():
-        fn = call.get("function") or {}
-        message["content"].append({"type": "toolCall", "id": call.get("id", ""),
-                                   "name": fn.get("name", ""),
-                                   "arguments": fn.get("arguments", "")})
-    if m.role == "assistant" and m.stop_reason:
-        message["stopReason"] = m.stop_reason
-    if m.role == "assistant" and m.usage:
-        message["usage"] = m.usage
-    return message
-
-
-async def chat_history(ctx: CallContext, raw: Any) -> dict[str, Any]:
-    p = parse_params(HistoryParams, raw, "chat.history")
-    engine = ctx.gateway.runtime.engine
-    _, key = engine.session_key(p.sessionKey)
-    entry = await engine.store.get(key)
-    rows = await engine.store.transcript(key, limit=p.limit) if entry is not None else []
-    messages = [d for d in (display(m, p.maxChars) for m in rows) if d is not None]
-    return {"sessionKey": key, "sessionId": entry.session_id if entry else None,
-            "messages": messages, "thinkingLevel": entry.thinking_level if entry else None}
-
-
 async def chat_abort(ctx: CallContext, raw: Any) -> dict[str, Any]:
     p = parse_params(AbortParams, raw, "chat.abort")
     engine = ctx.gateway.runtime.engine
@@ -189,7 +125,6 @@ async def chat_inject(ctx: CallContext, raw: Any) -> dict[str, Any]:
 
 METHODS = (
     CoreMethod("chat.send", WRITE, chat_send),
-    CoreMethod("chat.history", READ, chat_history),
     CoreMethod("chat.abort", WRITE, chat_abort),
     CoreMethod("chat.inject", WRITE, chat_inject),
 )

@@ -14,6 +14,8 @@ from typing import Any
 
 from pydantic import Field
 
+from clawgate.cron import heartbeat
+from clawgate.cron.heartbeat import Heartbeat
 from clawgate.gateway.logring import REDACTED, URL_USERINFO, tail_file, tail_ring
 from clawgate.gateway.protocol import NoParams, Params, parse_params
 from clawgate.gateway.rpc import ADMIN, READ, CallContext, CoreMethod, Services
@@ -22,7 +24,13 @@ from clawgate.sessions.listing import ListQuery
 from clawgate.types import now_ms
 
 EVENTS = ("connect.challenge", "agent", "chat", "tick", "presence", "health", "shutdown",
-          "sessions.changed")
+          "sessions.changed", "session.message")
+# features.capabilities (OpenClaw's GATEWAY_SERVER_CAPS), only for what clawgate does:
+# models.list answers the published catalogue (rows with ``available``) and takes agentId /
+# sessionKey; chat.metadata takes sessionKey; sessions.patch takes unread with
+# expectedMarkedUnreadAt. Not "model-catalog-snapshot": no models.snapshot event is pushed.
+CAPABILITIES = ("published-model-catalog", "session-scoped-chat-metadata",
+                "session-scoped-model-catalog", "session-unread-ack-contract")
 SECRET_WORDS = ("key", "token", "secret", "password", "passwd", "auth", "credential", "cookie",
                 "dsn", "session_id", "private")
 NOT_SECRET = frozenset({"main_key", "api_key_env"})  # names of things, not secrets
@@ -52,8 +60,9 @@ async def hello(gateway: Services, *, conn_id: str, protocol: int, role: str,
     return {
         "type": "hello-ok",
         "protocol": protocol,
-        "server": {"version": gateway.version, "connId": conn_id, "host": gateway.hub.host},
-        "features": {"methods": methods, "events": list(EVENTS)},
+        "server": {"version": gateway.version, "connId": conn_id},
+        "features": {"methods": methods, "events": list(EVENTS),
+                     "capabilities": list(CAPABILITIES)},
         "snapshot": {
             "presence": [*gateway.hub.presence(), *([joining] if joining else [])],
             "health": await health_summary(gateway),
@@ -72,20 +81,41 @@ async def hello(gateway: Services, *, conn_id: str, protocol: int, role: str,
     }
 
 
+def _recent(rows: tuple[dict[str, Any], ...], now: int) -> list[dict[str, Any]]:
+    return [{"key": r["key"], "updatedAt": r.get("updatedAt"),
+             "age": max(0, now - r.get("updatedAt", now))} for r in rows]
+
+
+def _heartbeat(beat: Heartbeat | None) -> dict[str, Any]:
+    """An agent's heartbeat as configured. ``enabled`` is false: heartbeat turns are not wired
+    to the gateway yet, so none runs whatever the config says."""
+    if beat is None:
+        return {"enabled": False, "every": "0m", "everyMs": None, "prompt": "",
+                "target": "none", "ackMaxChars": 0}
+    return {"enabled": False, "every": f"{beat.every_ms // 60_000}m", "everyMs": beat.every_ms,
+            "prompt": beat.prompt, "target": beat.target, "ackMaxChars": beat.ack_max_chars}
+
+
 async def health_summary(gateway: Services) -> dict[str, Any]:
     """HealthSummary (reference §2.3): reads the store only — no plugin work."""
     started = time.perf_counter()
     store, roster = gateway.runtime.store, gateway.runtime.engine.roster
-    count, page = await asyncio.gather(store.count(), store.list_sessions(ListQuery(limit=5)))
+    agents = list(roster)
+    count, page, pages = await asyncio.gather(
+        store.count(), store.list_sessions(ListQuery(limit=5)),
+        asyncio.gather(*(store.list_sessions(ListQuery(agent_id=a.id, limit=5))
+                         for a in agents)))
+    beats = heartbeat.plan(gateway.settings)
     now = now_ms()
-    recent = [{"key": r["key"], "updatedAt": r.get("updatedAt"),
-               "age": now - r.get("updatedAt", now)} for r in page.rows]
+    rows = [{"agentId": a.id, "name": a.name, "isDefault": a is roster.default,
+             "heartbeat": _heartbeat(beats.get(a.id)),
+             "sessions": {"path": str(store.path), "count": own.total,
+                          "recent": _recent(own.rows, now)}}
+            for a, own in zip(agents, pages, strict=True)]
     return {
-        "ok": True, "ts": now, "durationMs": round((time.perf_counter() - started) * 1000, 3),
-        "heartbeatSeconds": 0, "defaultAgentId": roster.default.id,
-        "agents": [{"id": a.id, "name": a.name, "isDefault": a is roster.default}
-                   for a in roster],
-        "sessions": {"path": str(store.path), "count": count, "recent": recent},
+        "ok": True, "ts": now, "durationMs": int((time.perf_counter() - started) * 1000),
+        "heartbeatSeconds": 0, "defaultAgentId": roster.default.id, "agents": rows,
+        "sessions": {"path": str(store.path), "count": count, "recent": _recent(page.rows, now)},
         "channels": {}, "channelOrder": [], "channelLabels": {},
     }
 
@@ -202,6 +232,6 @@ METHODS = (
     CoreMethod("system-presence", READ, system_presence),
     CoreMethod("plugins.list", READ, plugins_list),
     CoreMethod("plugins.reload", ADMIN, plugins_reload),
-    CoreMethod("config.get", ADMIN, config_get),
+    CoreMethod("config.get", READ, config_get),  # redacted, so read access (as in OpenClaw)
     CoreMethod("logs.tail", READ, logs_tail),
 )
