@@ -1,6 +1,7 @@
 """The RPC method table of the WebSocket control plane, and the one dispatcher.
 
-Core methods live by family in ``system``, ``sessions``, ``chat``, ``agents`` and ``channels``;
+Core methods live by family in ``system``, ``sessions``, ``chat``, ``agents``, ``channels`` and
+``cron``;
 each module
 exports a ``METHODS`` tuple built on :mod:`clawgate.gateway.rpc`. Plugin methods
 (``api.register_method``) come from the plugin generation captured when the request is admitted
@@ -25,7 +26,7 @@ from types import MappingProxyType
 from typing import Any
 
 from clawgate.errors import ClawgateError, RpcError
-from clawgate.gateway.methods import agents, channels, chat, sessions, system
+from clawgate.gateway.methods import agents, channels, chat, cron, sessions, system
 from clawgate.gateway.protocol import error_shape, has_scope, invalid
 from clawgate.gateway.rpc import READ, CallContext, Caller, CoreMethod, Services
 from clawgate.plugins.host import Generation
@@ -34,7 +35,7 @@ from clawgate.plugins.registry import MethodContext
 log = logging.getLogger("clawgate.gateway.rpc")
 
 CORE: Mapping[str, CoreMethod] = MappingProxyType(
-    {m.name: m for family in (system, sessions, chat, agents, channels)
+    {m.name: m for family in (system, sessions, chat, agents, channels, cron)
      for m in family.METHODS})
 # Names no plugin may register: every core method, and ``connect``.
 RESERVED = frozenset(CORE) | {"connect"}

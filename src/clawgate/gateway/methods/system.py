@@ -14,6 +14,7 @@ from typing import Any
 
 from pydantic import Field
 
+from clawgate.errors import Unavailable
 from clawgate.gateway.logring import REDACTED, URL_USERINFO, tail_file, tail_ring
 from clawgate.gateway.protocol import NoParams, Params, parse_params
 from clawgate.gateway.rpc import ADMIN, READ, CallContext, CoreMethod, Services
@@ -22,7 +23,7 @@ from clawgate.sessions.listing import ListQuery
 from clawgate.types import now_ms
 
 EVENTS = ("connect.challenge", "agent", "chat", "tick", "presence", "health", "shutdown",
-          "sessions.changed")
+          "sessions.changed", "cron", "heartbeat")
 SECRET_WORDS = ("key", "token", "secret", "password", "passwd", "auth", "credential", "cookie",
                 "dsn", "session_id", "private")
 NOT_SECRET = frozenset({"main_key", "api_key_env"})  # names of things, not secrets
@@ -82,12 +83,20 @@ async def health_summary(gateway: Services) -> dict[str, Any]:
                "age": now - r.get("updatedAt", now)} for r in page.rows]
     return {
         "ok": True, "ts": now, "durationMs": round((time.perf_counter() - started) * 1000, 3),
-        "heartbeatSeconds": 0, "defaultAgentId": roster.default.id,
+        "heartbeatSeconds": _heartbeat_seconds(gateway), "defaultAgentId": roster.default.id,
         "agents": [{"id": a.id, "name": a.name, "isDefault": a is roster.default}
                    for a in roster],
         "sessions": {"path": str(store.path), "count": count, "recent": recent},
         "channels": {}, "channelOrder": [], "channelLabels": {},
     }
+
+
+def _heartbeat_seconds(gateway: Services) -> int:
+    cron = gateway.runtime.cron
+    try:
+        return 0 if cron is None else cron.heartbeats.seconds()
+    except Unavailable:  # not started yet (or stopped)
+        return 0
 
 
 async def health(ctx: CallContext, raw: Any) -> dict[str, Any]:
