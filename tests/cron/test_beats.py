@@ -15,7 +15,7 @@ from tests.channels.support import message, post, texts
 from tests.cron.conftest import FakeClock
 from tests.cron.support import MINUTE, cron_gateway
 from tests.support.fakes.webhook import WebhookReceiver
-from tests.support.mock_openai import MockOpenAI, Reply
+from tests.support.mock_openai import Fail, MockOpenAI, Reply
 from tests.support.poll import until
 from tests.support.ws_client import WsClient, open_client
 
@@ -214,3 +214,29 @@ async def test_target_last_and_a_busy_session(tmp_path: Path, clock: FakeClock,
         assert texts(hook)[1] == "Backup failed: " + LONG.strip()
         assert hook.bodies("/hook")[1]["to"] == "bob"  # type: ignore[index]
         assert hook.duplicates() == {}
+
+
+async def test_a_failed_heartbeat_tells_the_gateway_not_the_chat(
+        tmp_path: Path, clock: FakeClock, mock_openai: MockOpenAI) -> None:
+    mock_openai.plan(Reply("hello bob"), Fail(400))
+    config = model(mock_openai, target="webhook", to="alice")
+    async with WebhookReceiver() as hook, cron_gateway(tmp_path, clock, config,
+                                                        hook=hook) as server, \
+            open_client(server) as ws, server.client(token=None) as http:
+        tasks(tmp_path)
+        reply = await post(http, message("hi", sender="bob"))  # bob is the last route
+        assert reply.status_code == 202, reply.text
+        await until(lambda: texts(hook) == ["hello bob"], within=20)
+        clock.advance(EVERY)
+        event = await beat(ws)
+        assert event["status"] == "failed" and event["indicatorType"] == "error", event
+        assert texts(hook) == ["hello bob"]  # no "could not be completed" notice to alice
+        # A heartbeat's own target does not become the session's last route.
+        job = await ws.ok("cron.add", {
+            "name": "to last", "schedule": {"kind": "every", "everyMs": EVERY},
+            "payload": {"kind": "agentTurn", "message": "x"},
+            "delivery": {"mode": "announce", "channel": "last"}})
+        mock_openai.plan(Reply("for bob"))
+        entry = (await ws.ok("cron.run", {"id": job["id"]}, within=20))["entry"]
+        assert entry["deliveryStatus"] == "delivered", entry
+        assert hook.bodies("/hook")[-1]["to"] == "bob"  # type: ignore[index]

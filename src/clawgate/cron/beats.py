@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -187,9 +188,10 @@ class Heartbeats:
             return
         route, unrouted = await self._target(agent, beat)
         started = self._clock.now_ms()
-        turn = await self.engine.submit(Submission(
-            beat.prompt, session_key=key, agent_id=agent, delivery=route,
-            reply=self._filters[agent], commands=False))
+        turn = await self.engine.submit(Submission(  # a failed tick sends the chat no notice
+            beat.prompt, session_key=key, agent_id=agent, commands=False,
+            delivery=None if route is None else replace(route, notices=False),
+            reply=self._filters[agent]))
         result = await turn.result()
         self._metrics.inc("heartbeat_runs_total", status=result.status)
         took = {"durationMs": max(0, self._clock.now_ms() - started)}

@@ -85,13 +85,16 @@ class CronService:
         heartbeats = Heartbeats(self.engine, self.courier, clock=self.clock,
                                 metrics=self.metrics,
                                 emit=lambda event: self._emit("heartbeat", event))
-        await scheduler.start()
+        # Heartbeats first: a main job due at start-up may ask for one at once.
+        await heartbeats.start()
+        self._heartbeats = heartbeats
         try:
-            await heartbeats.start()
+            await scheduler.start()
         except BaseException:
-            await scheduler.stop()
+            self._heartbeats = None
+            await heartbeats.stop()
             raise
-        self._scheduler, self._heartbeats = scheduler, heartbeats
+        self._scheduler = scheduler
 
     async def stop(self) -> None:
         """Stop the heartbeats and the scheduler (runs in progress are recorded as

@@ -74,7 +74,8 @@ def admit(c: sqlite3.Connection, run_id: str, key: str, messages: Sequence[Any],
     row = c.execute("SELECT * FROM sessions WHERE key = ?", (key,)).fetchone()
     check(row)
     queue(c, run_id, key, messages, now, delivery)
-    if delivery is not None:  # the session's last route: where a heartbeat's "last" goes
+    if delivery is not None and inbound is not None:
+        # A channel message's route is the session's last route (a heartbeat's "last").
         target = delivery.target
         c.execute("UPDATE sessions SET last_channel = ?, last_account_id = ?, last_to = ?, "
                   "last_thread_id = ? WHERE key = ?",
