@@ -87,7 +87,8 @@ class Engine:
         self._admissions: dict[str, asyncio.Future[Any]] = {}  # by run id
         self._background: set[asyncio.Task[Any]] = set()  # session hooks; awaited on close
         self._runs: dict[str, Run] = {}
-        self.system_events = SystemEvents()
+        self.system_events = SystemEvents(
+            on_drop=lambda: self.metrics.inc("system_events_dropped_total"))
 
     async def start(self) -> None:
         """Create missing workspaces and close out runs a killed process left open."""

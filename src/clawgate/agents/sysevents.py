@@ -9,13 +9,15 @@ that message, durable in its run record like any acknowledged input.
 
 The queue itself lives in memory, as in OpenClaw (``system events are ephemeral``): a gateway
 that stops before the next turn drops what was still queued. It is bounded per session
-(:data:`PER_SESSION`, the oldest dropped) and in total (:data:`SESSIONS`, a new session refused).
+(:data:`PER_SESSION`, the oldest dropped and counted through ``on_drop``, the engine's
+``system_events_dropped_total``) and in total (:data:`SESSIONS`, a new session refused with
+QueueFullError).
 """
 
 from __future__ import annotations
 
 from collections import OrderedDict, deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from clawgate.errors import QueueFullError
@@ -29,11 +31,12 @@ PREFIX = "System: "
 class SystemEvents:
     """The queued system events of one engine, by session key."""
 
-    def __init__(self, *, per_session: int = PER_SESSION, sessions: int = SESSIONS) -> None:
+    def __init__(self, *, per_session: int = PER_SESSION, sessions: int = SESSIONS,
+                 on_drop: Callable[[], None] | None = None) -> None:
         self._queues: OrderedDict[str, deque[str]] = OrderedDict()
         self._per_session = per_session
         self._sessions = sessions
-        self.dropped = 0  # events pushed out by newer ones (per-session bound)
+        self._on_drop = on_drop  # an event was pushed out by a newer one
 
     def add(self, key: str, text: str) -> int:
         """Queue ``text`` (one line, trimmed, at most :data:`MAX_TEXT` characters) on ``key``;
@@ -47,8 +50,8 @@ class SystemEvents:
                 raise QueueFullError(f"system events wait on {self._sessions} sessions already",
                                      session_key=key)
             queue = self._queues[key] = deque(maxlen=self._per_session)
-        if len(queue) == queue.maxlen:
-            self.dropped += 1
+        if len(queue) == queue.maxlen and self._on_drop is not None:
+            self._on_drop()
         queue.append(line)
         return len(queue)
 

@@ -46,7 +46,6 @@ class ReplyFilter:
 
     final: Callable[[str], str | None]
     preview: Callable[[str], str]
-    kind: str = "filtered"
 
 
 @dataclass(frozen=True, slots=True)

@@ -248,7 +248,7 @@ def _filter(beat: Heartbeat) -> ReplyFilter:
         decision = suppress(text, ack)
         return decision.text if decision.deliver else None
 
-    return ReplyFilter(final=final, preview=lambda text: preview(text, ack), kind="heartbeat")
+    return ReplyFilter(final=final, preview=lambda text: preview(text, ack))
 
 
 def _read(path: Path) -> str | None:
