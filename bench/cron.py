@@ -13,6 +13,11 @@ called, so the figures are the scheduler's and the store's own. Measured:
 - ``lateness``: 100 one-shots due at the same instant: how late each ``run_job`` call starts
   after that instant (p50/p99/max), with ``max_concurrent_runs`` 1 (the default) and 8, and the
   throughput of those runs (claim, run, record: two store transactions each).
+- ``wired``: the same 100 one-shots through the gateway's cron service (``CronService`` over a
+  real runtime and engine, echo provider): each run is an isolated agent turn on a fresh
+  session, so lateness is measured at the turn's start (its ``lifecycle`` start event) and the
+  throughput is of whole turns (admission, run, record). Informative (no budget): it is the
+  engine's cost per turn that sets it, serialized by ``max_concurrent_runs``.
 
 Prints one JSON document, then a ``verdict:`` line. Run: ``.venv/bin/python bench/cron.py
 [--quick]`` (``--quick``: 2,000 jobs).
@@ -32,10 +37,12 @@ from pathlib import Path
 from typing import Any
 
 import common
-from clawgate.config import CronConfig
+from clawgate.agents.bus import RunEvent
+from clawgate.config import CronConfig, Settings, parse
 from clawgate.cron.jobs import CronJob, RunOutcome, next_run_at
 from clawgate.cron.schedule import iso_ms
 from clawgate.cron.scheduler import RunContext, Scheduler
+from clawgate.runtime import Runtime
 from clawgate.sessions.store import SessionStore
 
 LATENESS_P99_BUDGET_MS = 1_000.0
@@ -178,6 +185,59 @@ async def measure_lateness(root: Path, background: int, concurrency: int) -> dic
             "runs_per_s": round(count[0] / max(1e-9, done - due_ms / 1000), 1)}
 
 
+async def measure_wired(root: Path, concurrency: int) -> dict[str, Any]:
+    state = root / f"wired-{concurrency}"
+    settings = Settings(parse({"heartbeat": {"every": "0m"},
+                               "cron": {"max_concurrent_runs": concurrency}}), state,
+                        state / "clawgate.toml")
+    started: list[int] = []
+    finished = asyncio.Event()
+    done: list[str] = []
+    once: set[str] = set()
+
+    def on_event(name: str, event: dict[str, Any]) -> None:
+        if name == "cron" and event["action"] == "finished" and event["jobId"] in once:
+            done.append(event["jobId"])
+            if len(done) == DUE_AT_ONCE:
+                finished.set()
+
+    async with Runtime.open(settings, cron=True) as runtime:
+        cron = runtime.cron
+        assert cron is not None
+        cron.listen(on_event)
+        sub = runtime.engine.bus.subscribe(maxsize=65_536)
+
+        async def starts() -> None:
+            while True:
+                event = await sub.get()
+                if isinstance(event, RunEvent) and event.stream == "lifecycle" and \
+                        event.data.get("phase") == "start" and ":cron:" in event.session_key:
+                    started.append(event.ts)
+
+        reader = asyncio.create_task(starts())
+        try:
+            due_ms = (time.time_ns() // 1_000_000) + 1_500
+            added = await asyncio.gather(*(cron.scheduler.add({
+                "name": f"turn {i}", "schedule": {"kind": "at", "at": iso_ms(due_ms)},
+                "payload": {"kind": "agentTurn", "message": f"report {i}"}})
+                for i in range(DUE_AT_ONCE)))
+            once.update(job.id for job in added)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(finished.wait(), 120)
+            end = time.time()
+        finally:
+            reader.cancel()
+            await asyncio.gather(reader, return_exceptions=True)
+            sub.close()
+    late = [max(0.0, float(ts - due_ms)) for ts in started]
+    return {"max_concurrent_runs": concurrency, "due_at_once": DUE_AT_ONCE,
+            "turns_started": len(started), "finished": len(done),
+            "turn_start_lateness_ms": {"p50": round(common.percentile(late, 50), 2),
+                                       "p99": round(common.percentile(late, 99), 2),
+                                       "max": round(max(late, default=0.0), 2)},
+            "runs_per_s": round(len(done) / max(1e-9, end - due_ms / 1000), 1)}
+
+
 async def main(quick: bool) -> None:
     count = 2_000 if quick else 10_000
     load_start = round(os.getloadavg()[0], 2)
@@ -186,6 +246,7 @@ async def main(quick: bool) -> None:
         load = await measure_load_and_memory(root, count)
         serial = await measure_lateness(root, count - DUE_AT_ONCE, 1)
         parallel = await measure_lateness(root, count - DUE_AT_ONCE, 8)
+        wired = [await measure_wired(root, 1), await measure_wired(root, 8)]
     document = {
         "benchmark": "cron",
         "mode": "quick" if quick else "full",
@@ -193,6 +254,7 @@ async def main(quick: bool) -> None:
                         "loadavg_1m_at_end": round(os.getloadavg()[0], 2)},
         "load": load,
         "lateness": [serial, parallel],
+        "wired": wired,
     }
     memory = load["memory"]["scheduler_retained_mb"]
     tick = load["tick"]["loop_pass_ms"]["p95"]

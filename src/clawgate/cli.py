@@ -12,7 +12,7 @@ from typing import Any
 
 import orjson
 
-from clawgate import cli_memory
+from clawgate import cli_memory, crontab
 from clawgate import config as config_module
 from clawgate.errors import ClawgateError, ConfigError
 from clawgate.plugins.host import Generation, PluginHost
@@ -111,6 +111,7 @@ def _parser() -> argparse.ArgumentParser:
                        help="ask the running gateway instead of opening the store")
     slist.set_defaults(handler=_sessions_list)
     cli_memory.add_parser(commands)
+    crontab.register(commands)  # clawgate cron ..., clawgate system event
     return parser
 
 

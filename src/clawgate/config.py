@@ -151,6 +151,11 @@ class CronConfig(_Strict):
     run_history: int = Field(default=200, ge=1, le=10_000)
     max_jobs: int = Field(default=10_000, ge=1, le=1_000_000)
     run_timeout_s: float = Field(default=3600.0, gt=0, le=7 * 86_400)
+    # How long a run waits for its announcement's receipt before recording it as pending.
+    delivery_timeout_s: float = Field(default=60.0, gt=0, le=86_400)
+    # Sent as ``Authorization: Bearer <token>`` with webhook deliveries (OpenClaw's
+    # ``cron.webhookToken``).
+    webhook_token: str | None = Field(default=None, min_length=1)
 
 
 class AgentConfig(_Model):

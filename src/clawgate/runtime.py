@@ -1,14 +1,16 @@
-"""The runtime: the one place that wires plugin host -> store -> engine (-> channels), for every
-caller.
+"""The runtime: the one place that wires plugin host -> store -> engine (-> channels, cron),
+for every caller.
 
 The gateway, the CLI, the tests and the benchmarks all build the runtime the same way::
 
     async with Runtime.open(settings) as runtime:
         turn = await runtime.engine.submit(Submission("hello"))
 
-Start-up order is host, store, engine (workspaces, crash recovery); shutdown is the reverse
-(drain turns, stop plugin services, close the store). A Runtime is built once and started
-once; construction is synchronous, so an owner (the Gateway) can hold one before it serves.
+Start-up order is host, store, engine (workspaces, crash recovery), then — where a gateway
+serves — channels and cron; shutdown is the reverse (cron first, so no job starts a turn while
+the engine drains; then drain turns, stop plugin services, close the store). A Runtime is
+built once and started once; construction is synchronous, so an owner (the Gateway) can hold
+one before it serves.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from typing import Any
 from clawgate.agents.engine import Engine
 from clawgate.channels.runtime import ChannelRuntime
 from clawgate.config import Settings
+from clawgate.cron.service import CronService
 from clawgate.diagnostics.metrics import Metrics
 from clawgate.diagnostics.timeline import Timeline
 from clawgate.errors import Unavailable
@@ -38,7 +41,8 @@ class Runtime:
                  metrics: Metrics | None = None, timeline: Timeline | None = None,
                  reserved_methods: frozenset[str] = frozenset(),
                  reserved_paths: tuple[str, ...] = (), services: bool = True,
-                 channels: bool = False, drain_deadline_s: float = 10.0) -> None:
+                 channels: bool = False, cron: bool = False,
+                 drain_deadline_s: float = 10.0) -> None:
         self.settings = settings
         self.metrics = metrics or Metrics(COUNTERS)
         self.timeline = timeline or Timeline.from_env(env or {})
@@ -51,6 +55,9 @@ class Runtime:
         # serves; a CLI command has no business polling Telegram.
         self.channels = ChannelRuntime(settings, self.host, self.engine, self.metrics,
                                        env or {}) if channels else None
+        # Jobs and heartbeats run only where a gateway serves, like the channels.
+        self.cron = CronService(self.engine, channels=self.channels,
+                                metrics=self.metrics) if cron else None
         self.drain_deadline_s = drain_deadline_s
         self._services = services
         self._stack: contextlib.AsyncExitStack | None = None
@@ -79,10 +86,19 @@ class Runtime:
             if self.channels is not None:
                 await self.channels.start()
                 stack.push_async_callback(self.channels.aclose)
+            if self.cron is not None:
+                await self.cron.start()
+                stack.push_async_callback(self.cron.stop)
         except BaseException:
             await stack.aclose()
             raise
         self._stack = stack
+
+    async def stop_schedules(self) -> None:
+        """Stop cron jobs and heartbeats now (the first step of a shutdown: nothing new may be
+        started while the engine drains)."""
+        if self.cron is not None:
+            await self.cron.stop()
 
     async def aclose(self) -> None:
         """Drain and stop everything, in reverse order of start (safe to call twice)."""

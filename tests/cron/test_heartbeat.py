@@ -42,8 +42,10 @@ EXACT = "y" * 300
     (f"HEARTBEAT_OK {LONG}", True, LONG),  # over it: delivered without the token
     (f"{LONG} HEARTBEAT_OK", True, LONG),
     (f"Disk almost full:\n{LONG}\nHEARTBEAT_OK", True, f"Disk almost full:\n{LONG}"),
-    ("I wrote HEARTBEAT_OK in the log for you", True,  # in the middle: ordinary text
-     "I wrote HEARTBEAT_OK in the log for you"),
+    ("I wrote HEARTBEAT_OK in the log for you", True,  # in the middle: no ack, but cut out
+     "I wrote in the log for you"),
+    ("Backup failed.\n**HEARTBEAT_OK** was wrong, sorry", True,
+     "Backup failed.\nwas wrong, sorry"),
     ("The server is down!", True, "The server is down!"),
     ("", False, ""),
     (None, False, ""),
@@ -62,6 +64,9 @@ def test_ack_max_chars_is_the_limit() -> None:
 def test_outside_a_heartbeat_only_the_token_is_removed() -> None:
     assert suppress("HEARTBEAT_OK done", mode="message") == Decision(True, "done", True)
     assert suppress("HEARTBEAT_OK", mode="message") == Decision(False, "", True)
+    # Outside a heartbeat a token in the middle is the model's text.
+    assert suppress("so HEARTBEAT_OK then", mode="message") == Decision(
+        True, "so HEARTBEAT_OK then", False)
 
 
 @pytest.mark.parametrize("reply", [

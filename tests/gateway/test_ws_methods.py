@@ -48,7 +48,9 @@ async def test_health(server: GatewayServer, client: WsClient) -> None:
     assert health["ok"] is True and health["defaultAgentId"] == "main"
     agent = health["agents"][0]
     assert (agent["agentId"], agent["name"], agent["isDefault"]) == ("main", "main", True)
-    assert agent["sessions"]["count"] == 1 and agent["heartbeat"]["enabled"] is False
+    # The default agent's heartbeat runs every 30 minutes (the default).
+    assert agent["sessions"]["count"] == 1 and agent["heartbeat"]["enabled"] is True
+    assert agent["heartbeat"]["everyMs"] == 1_800_000 and health["heartbeatSeconds"] == 1800
     assert health["sessions"]["count"] == 1
     assert health["sessions"]["recent"][0]["key"] == "agent:main:one"
     assert isinstance(health["ts"], int) and health["durationMs"] >= 0

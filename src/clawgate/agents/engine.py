@@ -7,6 +7,10 @@ run to the lanes. Only then does it return the :class:`~clawgate.agents.turn.Tur
 then may the surface acknowledge the message. The engine also owns what changes a session
 outside a turn (reset, delete, patch, inject), so every change reaches the event bus and the
 session hooks from one place.
+
+System events (``system_event``: a cron job's text for the main session, the ``wake`` RPC) wait
+in a bounded queue per session and join the next message admitted there, ahead of its text
+(``agents/sysevents.py``).
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ from clawgate.agents.compaction import Outcome
 from clawgate.agents.lanes import Lanes, Run, RunResult
 from clawgate.agents.roster import Agent, ModelRef, Roster
 from clawgate.agents.runner import TurnRequest, TurnRunner
+from clawgate.agents.sysevents import SystemEvents, prepend
 from clawgate.agents.turn import Submission, Turn, finished
 from clawgate.config import Settings
 from clawgate.diagnostics.metrics import Metrics
@@ -91,6 +96,8 @@ class Engine:
         self._admissions: dict[str, asyncio.Future[Any]] = {}  # by run id
         self._background: set[asyncio.Task[Any]] = set()  # session hooks; awaited on close
         self._runs: dict[str, Run] = {}
+        self.system_events = SystemEvents(
+            on_drop=lambda: self.metrics.inc("system_events_dropped_total"))
 
     async def start(self) -> None:
         """Create missing workspaces and close out runs a killed process left open."""
@@ -122,6 +129,21 @@ class Engine:
 
     def is_main(self, agent: Agent, key: str) -> bool:
         return key == keys.main_key(agent.id, self.settings.config.session.main_key)
+
+    def busy(self, session_key: str) -> bool:
+        """True while the session has a run, or a live queued one."""
+        return self.lanes.active(session_key) is not None or any(
+            run.cancel_reason is None for run in self.lanes.queued(session_key))
+
+    def system_event(self, text: str, *, agent_id: str | None = None,
+                     session_key: str | None = None) -> str:
+        """Queue ``text`` for the next message of a session (default: the agent's main
+        session); returns the session key. Empty text is refused."""
+        if not text.strip():
+            raise InvalidRequest("text is empty")
+        _agent, key = self.session_key(session_key, agent_id)
+        self.system_events.add(key, text)
+        return key
 
     # -- the turn API ------------------------------------------------------------------------
 
@@ -185,17 +207,26 @@ class Engine:
     async def _admit(self, run_id: str, key: str, agent: Agent, messages: list[dict[str, Any]],
                      submission: Submission,
                      follow: bool) -> tuple[Run, Subscription | None, bool]:
+        # Queued system events join the message (a refused admission gives them back).
+        events = self.system_events.take(key) if submission.content is not None else ()
+        if events:
+            messages[-1] = prepend(messages[-1], events)
         # One trip to the store: session ensured, send policy checked, run queued (durable).
-        entry, created = await self.store.admit(run_id, key, messages, agent_id=agent.id,
-                                                channel=submission.channel,
-                                                inbound=submission.inbound,
-                                                delivery=submission.delivery)
+        try:
+            entry, created = await self.store.admit(run_id, key, messages, agent_id=agent.id,
+                                                    channel=submission.channel,
+                                                    inbound=submission.inbound,
+                                                    delivery=submission.delivery)
+        except BaseException:
+            self.system_events.restore(key, events)
+            raise
         mode = submission.mode or queue_mode(entry.queue_mode) or \
             self.settings.config.engine.queue_mode
         try:
             self._check_capacity(key, mode)
         except QueueFullError:
             await self.store.discard_run(run_id)  # refused: its record must not survive
+            self.system_events.restore(key, events)
             raise
         request = TurnRequest(
             agent=agent,
@@ -208,6 +239,7 @@ class Engine:
             sampling=dict(submission.sampling),
             thinking=_thinking(entry.thinking_level),
             delivers=submission.delivery is not None,
+            reply=submission.reply,
         )
         run = Run(run_id, key, messages, mode, payload=request)
         # Subscribed before the run enters the lanes: it cannot have published anything yet.
@@ -221,6 +253,7 @@ class Engine:
             if sub is not None:
                 sub.close()
             await self.store.discard_run(run_id)
+            self.system_events.restore(key, events)
             raise
         self._runs[run_id] = run
         run.done.add_done_callback(lambda _done: self._ended(run, request))

@@ -28,7 +28,8 @@ from clawgate.types import QueueMode, RunStatus
 
 @dataclass(frozen=True, slots=True)
 class RunResult:
-    """How a run ended."""
+    """How a run ended. ``suppressed``: the turn's reply filter dropped a non-empty reply (an
+    acknowledged heartbeat), so ``text`` is empty on purpose."""
 
     run_id: str
     session_key: str
@@ -39,6 +40,7 @@ class RunResult:
     usage: dict[str, int] = field(default_factory=dict)
     tool_calls: tuple[dict[str, Any], ...] = ()
     merged_into: str | None = None
+    suppressed: bool = False
 
 
 @dataclass(eq=False)

@@ -9,6 +9,10 @@ providers, tools, hooks and model-id policies. What reaches the store:
 - the final assistant message, usage and the run's end status in one transaction — also on
   timeout, abort or error, with the partial text and the stop reason, so the transcript is
   always consistent.
+
+A turn with a reply filter (``Submission.reply``, a heartbeat's) publishes only the deltas its
+``preview`` allows and stores and publishes only the text its ``final`` allows; when ``final``
+drops the reply, the run's messages are archived with its end (see ``agents/turn.py``).
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ from clawgate.agents.compaction import Compactor, Outcome, Setup, Trigger
 from clawgate.agents.lanes import Run, RunResult
 from clawgate.agents.prompt import BootstrapCache, system_prompt
 from clawgate.agents.roster import Agent, ModelRef
+from clawgate.agents.turn import ReplyFilter
 from clawgate.config import EngineConfig
 from clawgate.diagnostics.metrics import Metrics, rss_bytes
 from clawgate.diagnostics.timeline import Timeline
@@ -76,6 +81,7 @@ class TurnRequest:
     delivers: bool = False  # a channel waits for the reply (its intent comes with the end)
     admitted_at: float = field(default_factory=time.perf_counter)
     thinking: ThinkingLevel | None = None  # the session's thinking level
+    reply: ReplyFilter | None = None  # what of the reply may be seen (a heartbeat's)
 
 
 @dataclass(slots=True)
@@ -92,6 +98,11 @@ class _Progress:
     extra: dict[str, Any] = field(default_factory=dict)  # Finish.extra of the final reply
     fallbacks: list[dict[str, Any]] = field(default_factory=list)  # failed model attempts
     announced: str | None = None  # the provider/model last published as lifecycle "model"
+    streamed: str = ""  # a filtered turn: every text delta of the run so far
+    shown: str = ""  # a filtered turn: what of it was published
+    steered: bool = False  # other messages joined this run (its transcript is not only its own)
+    suppressed: bool = False  # the reply filter dropped the reply
+    first_seq: int | None = None  # transcript seq of the run's first message
 
 
 class _Events:
@@ -217,8 +228,13 @@ class TurnRunner:
         try:
             history = await self._store.begin_run(run.run_id, run.session_key, run.messages,
                                                    history=HISTORY_LIMIT + 1)
-            # The run's input is the newest part of the history read in the same transaction.
-            events.stored(history[-len(run.messages):] if run.messages else ())
+            if history and len(history) >= len(run.messages):  # they end with the run's input
+                progress.first_seq = history[-len(run.messages)].seq
+                # The run's input is the newest part of the history read in the same
+                # transaction. A filtered turn (a heartbeat) shows nothing live: its prompt
+                # names the token and its reply may be dropped.
+                if request.reply is None:
+                    events.stored(history[-len(run.messages):])
             events.emit("lifecycle", phase="start", startedAt=int(time.time() * 1000))
             events.emit("run_status", phase="preparing_context")
             await hooks.call(Hook.MESSAGE_RECEIVED, session_key=run.session_key,
@@ -239,9 +255,14 @@ class TurnRunner:
         except Exception as exc:  # a bug must end the run cleanly, not wedge the lane
             log.exception("turn %s failed", run.run_id)
             status, stop_reason, error = "error", "error", f"{type(exc).__name__}: {exc}"
+        if request.reply is not None:  # decided once, on the final text, before anything sees it
+            kept = request.reply.final(progress.text)
+            progress.suppressed = kept is None and bool(progress.text.strip())
+            progress.text = kept or ""
         result = RunResult(
             run.run_id, run.session_key, status, progress.text, stop_reason, error,
             _usage_counts(progress.usage), tuple(progress.tool_calls),
+            suppressed=progress.suppressed,
         )
         # Shielded: an abort arriving now must not leave the run half-recorded.
         await asyncio.shield(self._finish(run, request, result, progress, events, started))
@@ -340,7 +361,9 @@ class TurnRunner:
                     progress.extra = dict(finish.extra)
                     return finish.reason or "stop"
                 # Steer at a model boundary: keep this reply, then answer the new message(s).
-                reply = {"role": "assistant", "content": progress.text, **finish.extra}
+                progress.steered = True
+                reply = {"role": "assistant", "content": _seen(request, progress.text) or "",
+                         **finish.extra}
                 progress.text = ""
                 events.stored(await self._store.append(key, [
                     {**reply, "stop_reason": finish.reason or "stop"}, *steered]))
@@ -348,7 +371,7 @@ class TurnRunner:
                 continue
             # Finish.extra (e.g. signed thinking blocks) stays with the message that produced
             # it: the next model call of the loop must see it.
-            assistant = {"role": "assistant", "content": progress.text or None,
+            assistant = {"role": "assistant", "content": _seen(request, progress.text) or None,
                          "tool_calls": [_wire(c) for c in calls], **finish.extra}
             progress.text = ""
             messages.append(assistant)
@@ -364,8 +387,8 @@ class TurnRunner:
                 results.append({"role": "tool", "tool_call_id": call.id, "name": call.name,
                                 "content": content})
             injected = run.take_injected()  # steer: new user messages join at this boundary
-            events.stored(await self._store.append(key,
-                                                   [assistant, *results, *injected]))
+            progress.steered = progress.steered or bool(injected)
+            events.stored(await self._store.append(key, [assistant, *results, *injected]))
             messages.extend([*results, *injected])
         return "max_iterations"
 
@@ -471,7 +494,10 @@ class TurnRunner:
                         progress.text += event.text
                         # Only the new piece: a cumulative copy per event would make every
                         # mailbox hold O(reply²) bytes. The end event carries the full text.
-                        events.emit("assistant", delta=event.text)
+                        if request.reply is None:
+                            events.emit("assistant", delta=event.text)
+                        else:
+                            _preview(request.reply, progress, events, event.text)
                     elif isinstance(event, ToolCall):
                         calls.append(event)
                     elif isinstance(event, Finish):
@@ -547,17 +573,23 @@ class TurnRunner:
             # reply (possibly partial, with the stop reason saying why it ended).
             final: list[dict[str, Any]] = []
             usage = _usage_record(progress.usage, progress.cost)
-            if result.stop_reason != "tool_calls":
+            late = run.take_injected()
+            # A dropped reply (an acknowledged heartbeat) leaves no trace: the run's messages
+            # are archived instead — unless other messages joined the run.
+            archive = progress.suppressed and progress.first_seq is not None and not (
+                late or progress.steered or run.merged_ids)
+            if result.stop_reason != "tool_calls" and not archive:
                 final.append({"role": "assistant", "content": text, **progress.extra,
                               "usage": usage, "stop_reason": result.stop_reason})
             # Steered messages that came after the last boundary were acknowledged: keep them.
-            final.extend(run.take_injected())
+            final.extend(late)
             events.stored(await self._store.complete_run(
                 run.run_id, run.session_key, final, status=result.status,
                 stop_reason=result.stop_reason, error=result.error, usage=usage,
                 model=progress.model, provider=progress.provider, merged=run.merged_ids,
                 cost=None if progress.cost is None else progress.cost.total,
                 fallbacks=progress.fallbacks or None,
+                archive_from=progress.first_seq if archive else None,
             ))
         except Exception as exc:
             log.error("could not record the end of run %s: %s", run.run_id, exc)
@@ -612,6 +644,21 @@ def _memory_plugin(registry: Registry) -> str | None:
 
 def _ms(seconds: float) -> float:
     return round(seconds * 1000, 3)
+
+
+def _preview(reply: ReplyFilter, progress: _Progress, events: _Events, piece: str) -> None:
+    """Publish what the filter lets the stream show, as the delta past what was shown."""
+    progress.streamed += piece
+    shown = reply.preview(progress.streamed)
+    if len(shown) > len(progress.shown) and shown.startswith(progress.shown):
+        events.emit("assistant", delta=shown[len(progress.shown):])
+        progress.shown = shown
+
+
+def _seen(request: TurnRequest, text: str) -> str | None:
+    """Text of an intermediate assistant message as it may be stored (a filtered turn's
+    through its final filter)."""
+    return text if request.reply is None or not text else request.reply.final(text)
 
 
 def _wire(call: ToolCall) -> dict[str, Any]:

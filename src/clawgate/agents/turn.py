@@ -9,6 +9,12 @@ re-implements submit-and-follow (I10).
 A turn is *admitted* when ``submit`` returns: its message is durable in the store (I9). A slash
 command answered without the model (``/status``, a plugin command) and a message a plugin
 claimed are turns too, already finished, so every surface handles them the same way.
+
+A turn whose reply some readers must not see verbatim (a heartbeat, whose ``HEARTBEAT_OK``
+acknowledgement must reach nobody) carries a :class:`ReplyFilter`. The runner applies it at the
+source — to every assistant delta it publishes and to the final text before the run is stored —
+so the event stream, the transcript, the WebSocket relay and a channel's durable intent all see
+the same filtered text, and no surface needs a special case.
 """
 
 from __future__ import annotations
@@ -28,6 +34,21 @@ Content = str | list[dict[str, Any]] | None
 
 
 @dataclass(frozen=True, slots=True)
+class ReplyFilter:
+    """What of a turn's reply may be seen.
+
+    ``final`` maps the finished reply to the text that is stored, published and delivered, or
+    to None when nothing may be: then the run's messages are archived (an acknowledged
+    heartbeat leaves the transcript as it was) and its result says ``suppressed``. ``preview``
+    maps the text streamed so far to what may be shown now; it should only grow (a preview
+    that is not an extension of what was already shown holds the rest back until the end).
+    """
+
+    final: Callable[[str], str | None]
+    preview: Callable[[str], str]
+
+
+@dataclass(frozen=True, slots=True)
 class Submission:
     """One message for the engine, as a surface received it.
 
@@ -35,6 +56,8 @@ class Submission:
     session's previous run handed back; they join the transcript ahead of ``content``, which may
     then be None. ``commands`` lets slash commands (``/new``, ``/stop``, plugin commands) be
     answered before the model; a surface that forwards raw text (the OpenAI API) turns it off.
+    ``delivery`` is where a channel expects the reply (its durable intent comes with the run's
+    end); ``reply`` filters what of the reply anyone sees (see :class:`ReplyFilter`).
     """
 
     content: Content
@@ -50,6 +73,7 @@ class Submission:
     commands: bool = True
     inbound: tuple[str, str, str] | None = None
     delivery: Delivery | None = None
+    reply: ReplyFilter | None = None
 
 
 class Turn:

@@ -25,6 +25,7 @@ from clawgate.channels.media import MediaLoader, display_name, split_media
 from clawgate.chat import Channel, ChannelSendError, OutboundMessage, Target
 from clawgate.config import DeliveryConfig
 from clawgate.diagnostics.metrics import Metrics
+from clawgate.errors import Unavailable
 from clawgate.sessions.channelstore import Intent
 from clawgate.sessions.store import SessionStore
 from clawgate.types import now_ms
@@ -34,6 +35,7 @@ log = logging.getLogger("clawgate.channels.outbound")
 BATCH = 64
 PRUNE_EVERY_S = 3600.0
 KEEP_MS = 7 * 86_400_000  # dedupe rows and finished intents older than this are forgotten
+MAX_WATCHED = 10_000  # intents whose end someone awaits at once (cron announcements)
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,6 +65,27 @@ class Outbound:
         self.idle = asyncio.Event()  # set while nothing is due and nothing is being sent
         self._busy: dict[tuple[str, str], asyncio.Task[None]] = {}
         self._last_prune = 0.0
+        self._watchers: dict[str, set[asyncio.Event]] = {}  # intent id -> who awaits its end
+
+    def watch(self, intent_id: str) -> asyncio.Event:
+        """An event set each time an attempt at ``intent_id`` ends (sent, failed or retried
+        later); the caller reads the intent's status and calls ``unwatch`` when done."""
+        if len(self._watchers) >= MAX_WATCHED and intent_id not in self._watchers:
+            raise Unavailable(f"{MAX_WATCHED} deliveries are awaited already")
+        event = asyncio.Event()
+        self._watchers.setdefault(intent_id, set()).add(event)
+        return event
+
+    def unwatch(self, intent_id: str, event: asyncio.Event) -> None:
+        watchers = self._watchers.get(intent_id)
+        if watchers is not None:
+            watchers.discard(event)
+            if not watchers:
+                del self._watchers[intent_id]
+
+    def _attempted(self, intent_id: str) -> None:
+        for event in self._watchers.get(intent_id, ()):
+            event.set()
 
     def wake(self) -> None:
         """A new intent exists (or an account came up): look now."""
@@ -123,6 +146,7 @@ class Outbound:
         if endpoint is None:
             await self._failed_attempt(intent, ChannelSendError(
                 f"no running account {intent.channel}/{intent.account}"))
+            self._attempted(intent.intent_id)
             return
         preview_lock = self._previews.get(intent.run_id or "")
         if preview_lock is not None:
@@ -139,6 +163,8 @@ class Outbound:
         else:
             await self._store.channels.finish(intent.intent_id, "sent")
             self._metrics.inc("channel_outbound_total", channel=intent.channel, status="sent")
+        finally:
+            self._attempted(intent.intent_id)
 
     async def _send(self, endpoint: Endpoint, intent: Intent) -> None:
         channel, account = endpoint.channel, endpoint.account

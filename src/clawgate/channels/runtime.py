@@ -5,6 +5,10 @@ generation), one monitor task per enabled account (restarted with exponential ba
 fails, slowly when the platform refused its credentials), the inbound pipeline, the outbound
 worker, the followers of running turns (typing, previews), and each account's status snapshot.
 A plugin reload restarts the monitors on the new generation; pending deliveries carry on.
+
+Messages the gateway starts itself (a cron job's announcement, a heartbeat's reply) go out the
+same durable way: ``route`` checks where they go (naming what is missing), ``announce`` makes
+the intent, ``settle`` awaits its outcome with a deadline.
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ from clawgate.chat import (
     Account,
     Channel,
     ChannelAuthError,
+    ChatType,
     InboundMessage,
     Received,
     Target,
@@ -42,6 +47,7 @@ from clawgate.errors import NotFound
 from clawgate.plugins.host import Generation, Lease, PluginHost
 from clawgate.plugins.metadata import SchemaCache
 from clawgate.plugins.registry import Command
+from clawgate.sessions.channelstore import Delivery, Intent, IntentKind
 from clawgate.types import now_ms
 
 log = logging.getLogger("clawgate.channels")
@@ -293,6 +299,60 @@ class ChannelRuntime:
     def account(self, channel: str, account: str) -> AccountConfig | None:
         live = self._live.get((channel, account))
         return None if live is None else live.config
+
+    # -- messages the gateway starts (cron, heartbeat) ---------------------------------------
+
+    def route(self, channel: str, to: str, *, account_id: str | None = None,
+              thread: str | None = None, chat_type: ChatType = "direct") -> Delivery:
+        """Where a message the gateway starts goes: an enabled account of ``channel`` (its
+        ``default`` account, else the first, when ``account_id`` is None) and the recipient
+        ``to``. NotFound names what is missing."""
+        mine = {aid: live for (cid, aid), live in self._live.items() if cid == channel}
+        if not mine:
+            why = self._problems.get(channel) or f"no account of channel {channel!r} is " \
+                "configured"
+            raise NotFound(f"delivery.channel: {why}")
+        if account_id is None:
+            account_id = "default" if "default" in mine else sorted(mine)[0]
+        live = mine.get(account_id)
+        if live is None:
+            raise NotFound(f"delivery.accountId: channel {channel!r} has no account "
+                           f"{account_id!r}")
+        if not live.config.enabled or live.config.account is None:
+            raise NotFound(f"delivery.accountId: account {channel}/{account_id} is not enabled"
+                           + (f" ({live.config.error})" if live.config.error else ""))
+        if not to.strip():
+            raise NotFound("delivery.to: no recipient")
+        return Delivery(channel, account_id, Target(to.strip(), chat_type, thread).dump())
+
+    async def announce(self, route: Delivery, text: str, *,
+                       kind: IntentKind = "announce") -> str:
+        """Make ``text`` a durable intent for ``route`` (chunked, sent and receipted by the
+        outbound worker like any reply); returns the intent id."""
+        intent_id = await self.engine.store.channels.add_intent(
+            channel=route.channel, account=route.account, target=route.target, text=text,
+            kind=kind)
+        self.wake()
+        return intent_id
+
+    async def settle(self, intent_id: str, deadline_s: float) -> Intent | None:
+        """The intent once it is ``sent`` or ``failed``, or as it stands (``pending``) when
+        ``deadline_s`` passes first; None for an unknown intent."""
+        store = self.engine.store.channels
+        attempted = self.outbound.watch(intent_id)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + deadline_s
+        try:
+            while True:
+                attempted.clear()
+                intent = await store.intent(intent_id)
+                left = deadline - loop.time()
+                if intent is None or intent.status != "pending" or left <= 0:
+                    return intent
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(attempted.wait(), left)
+        finally:
+            self.outbound.unwatch(intent_id, attempted)
 
     async def webhook(self, channel: str, account: str,
                       request: WebhookRequest) -> WebhookResponse:

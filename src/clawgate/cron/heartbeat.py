@@ -13,7 +13,9 @@ module decides, without I/O:
   :data:`BUSY_RETRY_MS`). A missing ``HEARTBEAT.md`` still runs: the model decides.
 - :func:`suppress`: the one place that decides what a *final* reply may deliver. ``HEARTBEAT_OK``
   at the start or the end is stripped; what remains is dropped when it is at most
-  ``ack_max_chars`` long; the token in the middle is ordinary text. Everything that sends or
+  ``ack_max_chars`` long. A token in the middle does not make the reply an acknowledgement
+  (OpenClaw's rule), but a heartbeat's delivered text never carries it: it is cut out there too
+  (OpenClaw would send it — its users' most reported heartbeat leak). Everything that sends or
   shows a heartbeat reply — channels, the UI, previews — uses this decision (or :func:`preview`
   while the reply streams), so the token never reaches anyone.
 
@@ -51,6 +53,9 @@ _TRAILING_TOKEN = re.compile(re.escape(HEARTBEAT_TOKEN) + r"[^\w]{0,4}$", re.A)
 _TAG = re.compile(r"<[^>]*>")
 _NBSP = re.compile(r"&nbsp;", re.I)
 _EDGE_MARKS = (re.compile(r"^[*`~_]+"), re.compile(r"[*`~_]+$"))
+_INNER_TOKEN = re.compile(r"(?:<[^>]*>|[*`~_])*" + re.escape(HEARTBEAT_TOKEN) +
+                          r"(?:</[^>]*>|[*`~_])*")
+_SPACES = re.compile(r"[ \t]{2,}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -165,7 +170,7 @@ def suppress(reply: str | None, ack_max_chars: int = 300,
              mode: Literal["heartbeat", "message"] = "heartbeat") -> Decision:
     """Decide what a final reply delivers (see the module docstring). In ``message`` mode (a
     stray token outside a heartbeat) the token is stripped and only a token-only reply is
-    dropped."""
+    dropped; a token in the middle stays."""
     trimmed = (reply or "").strip()
     if not trimmed:
         return Decision(False, "", False)
@@ -176,7 +181,12 @@ def suppress(reply: str | None, ack_max_chars: int = 300,
     if not (did and text):
         text, did = _strip_edges(normalized)
     if not did:
-        return Decision(True, trimmed, False)
+        if mode == "message":
+            return Decision(True, trimmed, False)
+        inner = _strip_inner(trimmed)
+        return Decision(bool(inner), inner, True)
+    if mode == "heartbeat":
+        text = _strip_inner(text)
     if not text:
         return Decision(False, "", True)
     if mode == "heartbeat" and len(" ".join(text.split())) <= max(0, ack_max_chars):
@@ -230,6 +240,15 @@ def _strip_edges(raw: str) -> tuple[str, bool]:
             text = (current[:at].rstrip() + current[at + len(HEARTBEAT_TOKEN):]).rstrip()
             did = changed = True
     return text.strip(), did
+
+
+def _strip_inner(text: str) -> str:
+    """``text`` without any token left inside it (and the markup around one)."""
+    if HEARTBEAT_TOKEN not in text:
+        return text
+    lines = [_SPACES.sub(" ", _INNER_TOKEN.sub("", line)).strip()
+             if HEARTBEAT_TOKEN in line else line for line in text.split("\n")]
+    return "\n".join(lines).strip()
 
 
 def _unmark(text: str) -> str:

@@ -29,14 +29,16 @@ import hashlib
 import os
 import re
 from datetime import UTC, datetime, timedelta, tzinfo
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from croniter import CroniterBadDateError, CroniterError, croniter
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 from pydantic.alias_generators import to_camel
 
 from clawgate.errors import InvalidRequest
+
+if TYPE_CHECKING:  # croniter is imported when the first expression is evaluated (gateway memory)
+    from croniter import croniter
 
 DEFAULT_TOP_OF_HOUR_STAGGER_MS = 5 * 60 * 1000
 MIN_EVERY_MS = 1_000  # a shorter interval would keep the scheduler busy doing nothing else
@@ -211,6 +213,8 @@ def check_expr(value: str) -> str:
         raise ValueError("must be a cron expression")
     if not (len(fields) in (5, 6) or (len(fields) == 1 and expr.lower() in _ALIASES)):
         raise ValueError(f"{value!r} needs 5 fields (6 with seconds first)")
+    from croniter import CroniterBadDateError, CroniterError
+
     try:
         _iterator(expr, datetime(2026, 1, 1)).get_next(datetime)
     except CroniterBadDateError:
@@ -285,6 +289,8 @@ def next_run(schedule: AtSchedule | EverySchedule | CronSchedule, after_ms: int,
 def cron_next(expr: str, tz: tzinfo, after_ms: int) -> int | None:
     """The first instant strictly after ``after_ms`` whose wall time in ``tz`` matches ``expr``,
     with the DST rules in the module docstring. None when it never matches again."""
+    from croniter import CroniterBadDateError
+
     both = _hour_field(expr).startswith("*")
     after = from_ms(after_ms)
     local = after.astimezone(tz)
@@ -368,5 +374,7 @@ def _hour_field(expr: str) -> str:
 
 
 def _iterator(expr: str, start: datetime) -> croniter:
+    from croniter import croniter
+
     return croniter(expr, start, second_at_beginning=True,
                     max_years_between_matches=_MAX_YEARS_BETWEEN_MATCHES)

@@ -40,7 +40,7 @@ from clawgate.gateway.methods import RESERVED
 from clawgate.gateway.methods.system import health_summary
 from clawgate.gateway.policy import WsPolicy
 from clawgate.gateway.relay import relay
-from clawgate.gateway.rpc import GatewayState
+from clawgate.gateway.rpc import READ, GatewayState
 from clawgate.gateway.ws import endpoint as ws_endpoint
 from clawgate.plugins.hooks import Hook
 from clawgate.plugins.host import COUNTERS, Generation
@@ -77,9 +77,11 @@ class Gateway:
         self.metrics = Metrics(GATEWAY_COUNTERS)
         self.runtime = Runtime(settings, env=self.env, metrics=self.metrics,
                                reserved_methods=RESERVED, reserved_paths=RESERVED_PATHS,
-                               channels=True, drain_deadline_s=drain_deadline_s)
+                               channels=True, cron=True, drain_deadline_s=drain_deadline_s)
         self.policy = WsPolicy.from_config(settings.config.gateway.ws, self.env)
         self.hub = Hub(self.policy, self.metrics, version=__version__)
+        if self.runtime.cron is not None:  # cron and heartbeat events reach READ clients
+            self.runtime.cron.listen(self._cron_event)
         self.log_ring = LogRing(owner=self)
         self.log_file = log_file
         self.limiter = FailureLimiter()
@@ -90,6 +92,9 @@ class Gateway:
         self._tasks: asyncio.TaskGroup | None = None
         self.check_bind()
         self.app = self._build_app()
+
+    def _cron_event(self, event: str, payload: dict[str, Any]) -> None:
+        self.hub.broadcast(event, payload, scope=READ)
 
     def check_bind(self) -> None:
         """Refuse to listen beyond loopback without authentication."""
@@ -222,6 +227,7 @@ class Gateway:
     async def _shutdown(self) -> None:
         self._announce_shutdown()
         await self._hook(Hook.GATEWAY_STOP, gateway=self, reason="shutdown")
+        await self.runtime.stop_schedules()  # no job or heartbeat starts a turn while draining
         await self.runtime.engine.aclose(self.drain_deadline_s)
         if self.runtime.channels is not None:  # the replies of drained runs, while we can
             await self.runtime.channels.flush(CHANNEL_FLUSH_S)
@@ -321,6 +327,7 @@ class Gateway:
         async def drain() -> None:
             # uvicorn closes WebSockets before the lifespan ends: say goodbye while they listen.
             self._announce_shutdown()
+            await self.runtime.stop_schedules()
             await self.runtime.engine.aclose(self.drain_deadline_s)
             server.should_exit = True
 

@@ -46,22 +46,29 @@ class Submit(Protocol):
 
 @dataclass(frozen=True, slots=True)
 class Delivery:
-    """Where a run's reply goes: stored with the run at admission (``runs.delivery``)."""
+    """Where a run's reply goes: stored with the run at admission (``runs.delivery``).
+    ``notices`` False: a run that fails owes the target no notice (a heartbeat's failure is
+    the gateway's business, not the chat's)."""
 
     channel: str
     account: str
     target: Mapping[str, Any]
+    notices: bool = True
 
     def dump(self) -> str:
-        return dumps({"channel": self.channel, "account": self.account,
-                      "target": dict(self.target)})
+        data: dict[str, Any] = {"channel": self.channel, "account": self.account,
+                                "target": dict(self.target)}
+        if not self.notices:
+            data["notices"] = False
+        return dumps(data)
 
     @classmethod
     def load(cls, text: str | None) -> Delivery | None:
         data = loads(text)
         if not isinstance(data, dict):
             return None
-        return cls(str(data["channel"]), str(data["account"]), dict(data["target"]))
+        return cls(str(data["channel"]), str(data["account"]), dict(data["target"]),
+                   bool(data.get("notices", True)))
 
 
 @dataclass(frozen=True, slots=True)
@@ -169,7 +176,7 @@ def intent_for_run(c: sqlite3.Connection, run_id: str, text: str, status: str,
         return None
     if status == "ok" and text.strip():
         body, kind = text, "reply"
-    elif status in ("error", "timeout", "interrupted"):
+    elif status in ("error", "timeout", "interrupted") and delivery.notices:
         why = error or status
         body, kind = f"⚠️ The reply could not be completed ({why}).", "notice"
     else:

@@ -75,6 +75,13 @@ def admit(c: sqlite3.Connection, run_id: str, key: str, messages: Sequence[Any],
     row = c.execute("SELECT * FROM sessions WHERE key = ?", (key,)).fetchone()
     check(row)
     queue(c, run_id, key, messages, now, delivery)
+    if delivery is not None and inbound is not None:
+        # A channel message's route is the session's last route (a heartbeat's "last").
+        target = delivery.target
+        c.execute("UPDATE sessions SET last_channel = ?, last_account_id = ?, last_to = ?, "
+                  "last_thread_id = ? WHERE key = ?",
+                  (delivery.channel, delivery.account, target.get("to"), target.get("thread"),
+                   key))
     return row, created
 
 
@@ -128,11 +135,15 @@ def complete(c: sqlite3.Connection, run_id: str, key: str, messages: Sequence[An
              status: RunStatus, stop_reason: str | None, error: str | None,
              usage: dict[str, Any] | None, model: str | None, provider: str | None,
              merged: Sequence[str], cost: float | None = None,
-             fallbacks: Sequence[dict[str, Any]] | None = None) -> list[StoredMessage]:
+             fallbacks: Sequence[dict[str, Any]] | None = None,
+             archive_from: int | None = None) -> list[StoredMessage]:
     """End a run: final messages, run record, session counters — one transaction (and the
     reply's send intent when the run owes a channel one). ``cost`` (USD) is added to the
-    session's; ``fallbacks`` are the failed model attempts. Returns the messages it appended
-    (for the transcript's live subscribers)."""
+    session's; ``fallbacks`` are the failed model attempts. ``archive_from`` (the ``seq`` of the
+    run's first message): the run leaves no trace in the transcript (an acknowledged
+    heartbeat) — its messages are archived and the session's ``updated_at`` goes back to its
+    newest remaining message. Returns the messages it appended and kept (for the
+    transcript's live subscribers)."""
     if status not in ENDED:
         raise InvalidRequest(f"a run cannot end as {status!r}")
     new = check_messages(messages, "runs.complete")
@@ -172,7 +183,20 @@ def complete(c: sqlite3.Connection, run_id: str, key: str, messages: Sequence[An
         (used_in, used_out, used_in + used_out, read, read, written, written, cost, cost,
          int(status == "aborted"), model, provider, now, key),
     )
+    if archive_from is not None:
+        _archive_run(c, key, archive_from)
+        return []  # archived: no subscriber ever sees them
     return stored
+
+
+def _archive_run(c: sqlite3.Connection, key: str, first_seq: int) -> None:
+    # The lane runs one turn per session at a time, so what the session stored from the run's
+    # first message on is this run's (a note injected meanwhile by chat.inject stays).
+    sid = current_session_id(c, key)
+    c.execute("UPDATE messages SET archived = 1 WHERE session_id = ? AND seq >= ? "
+              "AND archived = 0 AND COALESCE(stop_reason, '') != 'injected'", (sid, first_seq))
+    c.execute("UPDATE sessions SET updated_at = COALESCE((SELECT MAX(created_at) FROM messages "
+              "WHERE session_id = ? AND archived = 0), updated_at) WHERE key = ?", (sid, key))
 
 
 def recover(c: sqlite3.Connection, now: int) -> int:

@@ -440,17 +440,18 @@ class SessionStore:
         stop_reason: str | None = None, error: str | None = None,
         usage: dict[str, Any] | None = None, model: str | None = None,
         provider: str | None = None, merged: Sequence[str] = (), cost: float | None = None,
-        fallbacks: Sequence[dict[str, Any]] | None = None,
+        fallbacks: Sequence[dict[str, Any]] | None = None, archive_from: int | None = None,
     ) -> list[StoredMessage]:
         """End a run: final messages, run record and session counters in one transaction
-        (``cost`` in USD; ``fallbacks``: the failed model attempts, kept on the run); returns
-        the messages it appended (for the transcript's live subscribers)."""
+        (``cost`` in USD; ``fallbacks``: the failed model attempts, kept on the run;
+        ``archive_from``: the run's messages are archived, see ``runs.complete``); returns the
+        messages it appended and kept (for the transcript's live subscribers)."""
         k = keys.canonical(key)
         now = self._clock()
         return await self._write(lambda c: runs.complete(
             c, run_id, k, messages, now, status=status, stop_reason=stop_reason, error=error,
             usage=usage, model=model, provider=provider, merged=tuple(merged), cost=cost,
-            fallbacks=fallbacks))
+            fallbacks=fallbacks, archive_from=archive_from))
 
     async def recover_runs(self) -> int:
         """Close runs left open by a killed process; returns how many were closed."""

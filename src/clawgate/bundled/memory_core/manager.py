@@ -320,8 +320,10 @@ class AgentMemory:
         resync = self.options.resync_after_s
         outdated = (resync is not None and self.synced_at is not None
                     and time.time() - self.synced_at > resync)
-        if self.synced_at is None or self.dirty or outdated:
-            # Read your writes: a file changed a moment ago is searched, not its old version.
+        if self.synced_at is None or ((self.dirty or outdated) and not self._lock.locked()):
+            # Read your writes: a file changed a moment ago is searched, not its old version —
+            # unless a sync or rebuild is under way: then the active version answers at once
+            # (a long rebuild must not stall searches), and ``dirty`` stays set for the next.
             await self.sync("search")
         options = self.options
         candidates = max(1, min(200, max_results * options.candidate_multiplier))

@@ -2,8 +2,9 @@
 
 Core methods live by family in ``system``, ``sessions``, ``compact``, ``live``
 (subscriptions), ``chat``, ``history``, ``agents``, ``meta`` (catalogues and diagnostics),
-``usage`` and ``channels``; each module exports a ``METHODS`` tuple built on
-:mod:`clawgate.gateway.rpc`. Plugin methods (``api.register_method``) come from the plugin generation captured when the request is admitted
+``usage``, ``channels`` and ``cron``; each module exports a ``METHODS`` tuple built on
+:mod:`clawgate.gateway.rpc`. Plugin methods (``api.register_method``) come from the plugin
+generation captured when the request is admitted
 (I4) and are dispatched exactly like core ones: same scope check, same error mapping, sync
 handlers on the plugin pool.
 
@@ -30,6 +31,7 @@ from clawgate.gateway.methods import (
     channels,
     chat,
     compact,
+    cron,
     history,
     live,
     meta,
@@ -44,9 +46,13 @@ from clawgate.plugins.registry import MethodContext
 
 log = logging.getLogger("clawgate.gateway.rpc")
 
-FAMILIES = (system, sessions, compact, live, chat, history, agents, meta, usage, channels)
+FAMILIES = (system, sessions, compact, live, chat, history, agents, meta, usage, channels,
+            cron)
 CORE: Mapping[str, CoreMethod] = MappingProxyType(
     {m.name: m for family in FAMILIES for m in family.METHODS})
+# Two families must never answer the same method (the later one would win silently).
+if len(CORE) != sum(len(f.METHODS) for f in FAMILIES):
+    raise RuntimeError("a core method is defined by two families")
 # Names no plugin may register: every core method, and ``connect``.
 RESERVED = frozenset(CORE) | {"connect"}
 

@@ -1,7 +1,7 @@
-"""What clients show around a chat: ``agent.identity.get``, ``commands.list``,
-``chat.metadata``, ``system.info``, ``config.schema``, ``last-heartbeat`` and
-``diagnostics.lanes``; and the methods of concepts clawgate does not have yet (approvals,
-questions, tasks, updates), which answer the empty truth in OpenClaw's shapes.
+"""What clients show around a chat: ``agent.identity.get``, ``commands.list``, ``chat.metadata``,
+``system.info``, ``config.schema`` and ``diagnostics.lanes``; and the methods of concepts
+clawgate does not have yet (approvals, questions, tasks, updates), which answer the empty truth
+in OpenClaw's shapes.
 
 Everything here is read from the gateway as it is: the roster, the plugin generation captured
 for the request, the engine's lanes, the machine. Blocking reads (``/proc``, disk usage) run in
@@ -206,14 +206,7 @@ async def config_schema(ctx: CallContext, raw: Any) -> dict[str, Any]:
             .replace("+00:00", "Z")}
 
 
-# -- heartbeats and lanes --------------------------------------------------------------------
-
-async def last_heartbeat(ctx: CallContext, raw: Any) -> None:
-    """The newest heartbeat event: none yet (heartbeat turns are not wired to the gateway),
-    which OpenClaw also answers with ``null``."""
-    parse_params(NoParams, raw, "last-heartbeat")
-    return None
-
+# -- lanes -----------------------------------------------------------------------------------
 
 async def diagnostics_lanes(ctx: CallContext, raw: Any) -> dict[str, Any]:
     """The engine's lanes as they are now: the global lane (``max_concurrent``) and the
@@ -270,7 +263,6 @@ METHODS = (
     CoreMethod("chat.metadata", READ, chat_metadata),
     CoreMethod("system.info", READ, system_info),
     CoreMethod("config.schema", READ, config_schema),
-    CoreMethod("last-heartbeat", READ, last_heartbeat),
     CoreMethod("diagnostics.lanes", READ, diagnostics_lanes),
     CoreMethod("exec.approval.list", APPROVALS, empty_approvals),
     CoreMethod("plugin.approval.list", APPROVALS, empty_approvals),

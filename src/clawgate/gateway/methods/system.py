@@ -16,6 +16,7 @@ from pydantic import Field
 
 from clawgate.cron import heartbeat
 from clawgate.cron.heartbeat import Heartbeat
+from clawgate.errors import Unavailable
 from clawgate.gateway.logring import REDACTED, URL_USERINFO, tail_file, tail_ring
 from clawgate.gateway.protocol import NoParams, Params, parse_params
 from clawgate.gateway.rpc import ADMIN, READ, CallContext, CoreMethod, Services
@@ -24,7 +25,7 @@ from clawgate.sessions.listing import ListQuery
 from clawgate.types import now_ms
 
 EVENTS = ("connect.challenge", "agent", "chat", "tick", "presence", "health", "shutdown",
-          "sessions.changed", "session.message")
+          "sessions.changed", "session.message", "cron", "heartbeat")
 # features.capabilities (OpenClaw's GATEWAY_SERVER_CAPS), only for what clawgate does:
 # models.list answers the published catalogue (rows with ``available``) and takes agentId /
 # sessionKey; chat.metadata takes sessionKey; sessions.patch takes unread with
@@ -86,14 +87,15 @@ def _recent(rows: tuple[dict[str, Any], ...], now: int) -> list[dict[str, Any]]:
              "age": max(0, now - r.get("updatedAt", now))} for r in rows]
 
 
-def _heartbeat(beat: Heartbeat | None) -> dict[str, Any]:
-    """An agent's heartbeat as configured. ``enabled`` is false: heartbeat turns are not wired
-    to the gateway yet, so none runs whatever the config says."""
+def _heartbeat(beat: Heartbeat | None, running: bool) -> dict[str, Any]:
+    """An agent's heartbeat as configured; ``enabled`` says whether it runs now (a gateway
+    with heartbeats on — ``set-heartbeats`` — and an interval for this agent)."""
     if beat is None:
         return {"enabled": False, "every": "0m", "everyMs": None, "prompt": "",
                 "target": "none", "ackMaxChars": 0}
-    return {"enabled": False, "every": f"{beat.every_ms // 60_000}m", "everyMs": beat.every_ms,
-            "prompt": beat.prompt, "target": beat.target, "ackMaxChars": beat.ack_max_chars}
+    return {"enabled": running, "every": f"{beat.every_ms // 60_000}m",
+            "everyMs": beat.every_ms, "prompt": beat.prompt, "target": beat.target,
+            "ackMaxChars": beat.ack_max_chars}
 
 
 async def health_summary(gateway: Services) -> dict[str, Any]:
@@ -106,18 +108,28 @@ async def health_summary(gateway: Services) -> dict[str, Any]:
         asyncio.gather(*(store.list_sessions(ListQuery(agent_id=a.id, limit=5))
                          for a in agents)))
     beats = heartbeat.plan(gateway.settings)
+    running = gateway.runtime.cron is not None and gateway.runtime.cron.heartbeats.enabled
     now = now_ms()
     rows = [{"agentId": a.id, "name": a.name, "isDefault": a is roster.default,
-             "heartbeat": _heartbeat(beats.get(a.id)),
+             "heartbeat": _heartbeat(beats.get(a.id), running),
              "sessions": {"path": str(store.path), "count": own.total,
                           "recent": _recent(own.rows, now)}}
             for a, own in zip(agents, pages, strict=True)]
     return {
         "ok": True, "ts": now, "durationMs": int((time.perf_counter() - started) * 1000),
-        "heartbeatSeconds": 0, "defaultAgentId": roster.default.id, "agents": rows,
+        "heartbeatSeconds": _heartbeat_seconds(gateway), "defaultAgentId": roster.default.id,
+        "agents": rows,
         "sessions": {"path": str(store.path), "count": count, "recent": _recent(page.rows, now)},
         "channels": {}, "channelOrder": [], "channelLabels": {},
     }
+
+
+def _heartbeat_seconds(gateway: Services) -> int:
+    cron = gateway.runtime.cron
+    try:
+        return 0 if cron is None else cron.heartbeats.seconds()
+    except Unavailable:  # not started yet (or stopped)
+        return 0
 
 
 async def health(ctx: CallContext, raw: Any) -> dict[str, Any]:
