@@ -404,10 +404,17 @@ class SessionStore:
             c, run_id, k, messages, now, status=status, stop_reason=stop_reason, error=error,
             usage=usage, model=model, provider=provider, merged=tuple(merged)))
 
-    async def recover_runs(self) -> int:
-        """Close runs left open by a killed process; returns how many were closed."""
+    async def recover_runs(self, *, rerun: bool = False) -> tuple[int, list[runs.Resumable]]:
+        """Close runs left open by a killed process. Returns how many were marked
+        ``interrupted`` and, with ``rerun``, the queued runs (never started) left queued so the
+        engine runs them again: ``(run_id, key, input messages)``."""
         now = self._clock()
-        return await self._write(lambda c: runs.recover(c, now))
+        return await self._write(lambda c: runs.recover(c, now, rerun=rerun))
+
+    async def interrupt_run(self, run_id: str) -> None:
+        """Mark one open run ``interrupted`` (its input joins the transcript if it had not)."""
+        now = self._clock()
+        await self._write(lambda c: runs.interrupt(c, run_id, now))
 
     async def get_run(self, run_id: str) -> Run | None:
         """The run with that id, or None."""

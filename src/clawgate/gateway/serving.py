@@ -1,0 +1,147 @@
+"""How a Gateway is put on a socket: the bound listener, uvicorn's per-connection knobs and the
+read timeouts that keep unauthenticated connections from being held forever.
+
+``bind()`` takes the port before anything is announced, so a port in use or out of range is
+one clear error. ``uvicorn_config()`` is the one place the server's knobs are set, for
+``clawgate gateway`` and for the tests' servers alike:
+
+- proxy headers (``X-Forwarded-For``) are honoured only from ``gateway.trusted_proxies``; with
+  none configured the client address is the socket peer (uvicorn would otherwise trust
+  loopback, so anything on the machine could choose the address that lockouts key on);
+- ``timed_protocol()`` closes a connection that has not sent a complete request head (request
+  line and headers, WebSocket upgrades included) within ``gateway.header_timeout_s``, from its
+  first byte or from the moment it connected: uvicorn's own keep-alive timer only runs between
+  requests, so a client trickling headers (slowloris) or a half-sent upgrade was held forever;
+- WebSocket: no per-message compression unless ``gateway.ws.compression`` (a zlib context pair
+  costs ~300 KB per connection), a small inbound queue, no protocol pings (the gateway ticks).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import socket
+from collections.abc import Callable, Iterator
+from typing import Any, Literal
+
+import uvicorn
+from starlette.types import ASGIApp
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+from clawgate.config import GatewayConfig
+from clawgate.errors import ConfigError
+
+WS_MAX_QUEUE = 4  # inbound frames uvicorn buffers per connection before it stops reading
+
+
+def bind(host: str, port: int) -> socket.socket:
+    """A TCP socket bound to (host, port), not yet listening; ConfigError when it cannot be."""
+    if not 0 <= port <= 65535:
+        raise ConfigError(f"port {port} is out of range (0-65535)", path="gateway.port")
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror as exc:
+        raise ConfigError(f"cannot resolve bind address {host!r}: {exc.strerror}",
+                          path="gateway.bind") from None
+    family, kind, proto, _, address = infos[0]
+    sock = socket.socket(family, kind, proto)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # accepted sockets inherit it
+    try:
+        sock.bind(address)
+    except OSError as exc:
+        sock.close()
+        if exc.errno == errno.EADDRINUSE:
+            raise ConfigError(f"{host}:{port} is already in use (another gateway?); stop it or "
+                              "choose another port with --port", path="gateway.port") from None
+        raise ConfigError(f"cannot listen on {host}:{port}: {exc.strerror or exc}",
+                          path="gateway.bind") from None
+    sock.set_inheritable(True)
+    return sock
+
+
+def timed_protocol(header_timeout_s: float) -> type[HttpToolsProtocol]:
+    """uvicorn's httptools protocol with a deadline on every request head."""
+
+    class TimedHttpProtocol(HttpToolsProtocol):
+        _head_timer: asyncio.TimerHandle | None = None
+
+        def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+            super().connection_made(transport)
+            self._arm()
+
+        def on_message_begin(self) -> None:
+            super().on_message_begin()
+            self._arm()
+
+        def on_headers_complete(self) -> None:
+            self._disarm()
+            super().on_headers_complete()
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            self._disarm()
+            super().connection_lost(exc)
+
+        def _arm(self) -> None:
+            if self._head_timer is None:
+                self._head_timer = self.loop.call_later(header_timeout_s, self._expired)
+
+        def _disarm(self) -> None:
+            if self._head_timer is not None:
+                self._head_timer.cancel()
+                self._head_timer = None
+
+        def _expired(self) -> None:
+            self._head_timer = None
+            # Only a connection still reading a request head is cut: one whose request is
+            # being served (the cycle is running) keeps going.
+            if self.cycle is None or self.cycle.response_complete:
+                if not self.transport.is_closing():
+                    self.transport.close()
+
+    return TimedHttpProtocol
+
+
+def uvicorn_config(app: ASGIApp, config: GatewayConfig, *, max_frame: int,
+                   drain_deadline_s: float, lifespan: Literal["on", "off"] = "off",
+                   **overrides: Any) -> uvicorn.Config:
+    """The uvicorn config of a gateway's ``app``: the one place its server knobs are set
+    (``Gateway.server_config`` fills in its own values)."""
+    trusted = list(config.trusted_proxies)
+    options: dict[str, Any] = {
+        "lifespan": lifespan, "log_level": "warning", "access_log": False,
+        "http": timed_protocol(config.header_timeout_s),
+        "ws": "websockets-sansio",
+        "ws_max_size": max_frame,
+        "ws_max_queue": WS_MAX_QUEUE,
+        "ws_ping_interval": None,
+        "ws_per_message_deflate": config.ws.compression,
+        "proxy_headers": bool(trusted),
+        "forwarded_allow_ips": trusted or [],
+        "server_header": False,
+        "timeout_keep_alive": 5,
+        "timeout_graceful_shutdown": int(drain_deadline_s) + 5,
+        **overrides,
+    }
+    return uvicorn.Config(app, **options)
+
+
+class Server(uvicorn.Server):
+    """uvicorn without its own signal capture (it re-raises the signal after a graceful
+    shutdown, which would turn a clean SIGTERM drain into a non-zero exit); ``on_started``
+    runs once it accepts connections."""
+
+    def __init__(self, config: uvicorn.Config,
+                 on_started: Callable[[], None] | None = None) -> None:
+        super().__init__(config)
+        self._on_started = on_started
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets=sockets)
+        if self.started and self._on_started is not None:
+            self._on_started()
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
