@@ -12,7 +12,9 @@ from typing import Any
 
 import orjson
 
+from clawgate import __version__
 from clawgate import config as config_module
+from clawgate.client import GatewayUnreachable
 from clawgate.errors import ClawgateError, ConfigError
 from clawgate.plugins.host import Generation, PluginHost
 
@@ -29,7 +31,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     try:
         return handler(args)
+    except GatewayUnreachable as exc:
+        print(f"clawgate: {exc}", file=sys.stderr)
+        return 2
     except ClawgateError as exc:
+        print(f"clawgate: error: {exc}", file=sys.stderr)
+        return 1
+    except OSError as exc:  # a file or socket the command needed: one line, not a traceback
         print(f"clawgate: error: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
@@ -38,6 +46,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="clawgate", description="Self-hosted AI gateway.")
+    parser.add_argument("--version", action="version", version=f"clawgate {__version__}")
     commands = parser.add_subparsers(metavar="COMMAND")
 
     plugins = commands.add_parser("plugins", help="inspect the plugin runtime")
@@ -49,12 +58,16 @@ def _parser() -> argparse.ArgumentParser:
     inspect.add_argument("plugin_id")
     inspect.set_defaults(handler=_plugins_inspect)
     reload = sub.add_parser("reload", help="ask the running gateway to reload its plugins")
+    reload.add_argument("--force", action="store_true",
+                        help="accept a generation that loses plugins the running one has")
+    _remote_options(reload)
     reload.set_defaults(handler=_plugins_reload)
     doctor = sub.add_parser("doctor", help="diagnostics; exits 1 when something is broken")
     doctor.add_argument("--json", action="store_true", help="print JSON")
     doctor.set_defaults(handler=_plugins_doctor)
     gateway = commands.add_parser("gateway", help="run the gateway (HTTP + WebSocket on one port)")
-    gateway.add_argument("--port", type=int, help="port (default 18789, or CLAWGATE_GATEWAY_PORT)")
+    gateway.add_argument("--port", type=_port,
+                         help="port (default 18789, or CLAWGATE_GATEWAY_PORT)")
     gateway.add_argument("--bind", help="address to bind (default 127.0.0.1)")
     gateway.set_defaults(handler=_gateway)
 
@@ -67,16 +80,19 @@ def _parser() -> argparse.ArgumentParser:
 
     status = commands.add_parser("status", help="ask the running gateway how it is")
     status.add_argument("--json", action="store_true", help="print JSON")
+    _remote_options(status)
     status.set_defaults(handler=_status)
 
     call = commands.add_parser("call", help="call an RPC method of the running gateway")
     call.add_argument("method", help="e.g. health, sessions.list, chat.history")
     call.add_argument("--params", default="{}", help="JSON object of parameters")
+    _remote_options(call)
     call.set_defaults(handler=_call)
 
     chat = commands.add_parser("chat", help="send one message through the running gateway")
     chat.add_argument("-m", "--message", required=True, help="the user message")
     chat.add_argument("--session", default="main", help="session key (default: main)")
+    _remote_options(chat)
     chat.set_defaults(handler=_chat)
 
     sessions = commands.add_parser("sessions", help="sessions in the store")
@@ -88,8 +104,38 @@ def _parser() -> argparse.ArgumentParser:
     slist.add_argument("--limit", type=int, default=50, help="page size (default 50)")
     slist.add_argument("--remote", action="store_true",
                        help="ask the running gateway instead of opening the store")
+    _remote_options(slist)
     slist.set_defaults(handler=_sessions_list)
     return parser
+
+
+def _remote_options(parser: argparse.ArgumentParser) -> None:
+    """--url, --port and --token for commands that talk to a running gateway."""
+    parser.add_argument("--url", help="the gateway's WebSocket URL (default: "
+                                      "CLAWGATE_GATEWAY_URL, else ws://<bind>:<port> from the "
+                                      "config)")
+    parser.add_argument("--port", type=_port, help="the local gateway's port (default: "
+                                                   "CLAWGATE_GATEWAY_PORT, else the config's)")
+    parser.add_argument("--token", help="the gateway token or password (default: "
+                                        "CLAWGATE_GATEWAY_TOKEN, the config, "
+                                        "<state>/gateway.token)")
+
+
+def _remote(args: argparse.Namespace) -> tuple[str, str | None]:
+    """The URL and credentials a client command uses."""
+    from clawgate.client import gateway_token, gateway_url
+
+    return (gateway_url(url=args.url, port=args.port), args.token or gateway_token())
+
+
+def _port(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port number") from None
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"{value} is out of range (0-65535)")
+    return value
 
 
 def _gateway(args: argparse.Namespace) -> int:
@@ -100,18 +146,19 @@ def _gateway(args: argparse.Namespace) -> int:
         raise ConfigError(f"CLAWGATE_LOG_LEVEL={level!r} is not a log level "
                           "(DEBUG, INFO, WARNING, ERROR)")
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    # Files the gateway creates (store, WAL, token, workspaces) are the owner's alone.
+    os.umask(0o077)
     settings = config_module.load()
     gateway = Gateway(settings, host=args.bind, port=args.port)
-    print(f"clawgate: gateway listening on http://{gateway.bind}:{gateway.port} "
-          f"(state {settings.state_dir})", flush=True)
-    asyncio.run(gateway.serve())
+    asyncio.run(gateway.serve())  # announces "listening on ..." once the port is bound
     return 0
 
 
 def _status(args: argparse.Namespace) -> int:
     from clawgate.client import call_remote
 
-    result = call_remote("status", {})
+    url, token = _remote(args)
+    result = call_remote("status", {}, url=url, token=token)
     if args.json:
         _print_json(result)
         return 0
@@ -132,17 +179,20 @@ def _call(args: argparse.Namespace) -> int:
     if not isinstance(params, dict):
         print("clawgate: error: --params must be a JSON object", file=sys.stderr)
         return 2
-    _print_json(call_remote(args.method, params))
+    url, token = _remote(args)
+    _print_json(call_remote(args.method, params, url=url, token=token))
     return 0
 
 
 def _chat(args: argparse.Namespace) -> int:
     import uuid
 
-    from clawgate.client import GatewayClient, gateway_token, gateway_url
+    from clawgate.client import GatewayClient
+
+    url, token = _remote(args)
 
     async def run() -> int:
-        async with GatewayClient(gateway_url(), gateway_token()) as client:
+        async with GatewayClient(url, token) as client:
             run_id = str(uuid.uuid4())
             await client.call("chat.send", {"sessionKey": args.session, "message": args.message,
                                             "idempotencyKey": run_id})
@@ -226,7 +276,8 @@ def _sessions_list(args: argparse.Namespace) -> int:
             params["agentId"] = args.agent
         if args.search:
             params["search"] = args.search
-        result = call_remote("sessions.list", params)
+        url, token = _remote(args)
+        result = call_remote("sessions.list", params, url=url, token=token)
         rows = result.get("sessions", [])
         total = result.get("totalCount", len(rows))
     else:
@@ -314,7 +365,9 @@ def _plugins_inspect(args: argparse.Namespace) -> int:
 def _plugins_reload(args: argparse.Namespace) -> int:
     from clawgate.client import call_remote
 
-    result = call_remote("plugins.reload", {})
+    url, token = _remote(args)
+    result = call_remote("plugins.reload", {"force": True} if args.force else {}, url=url,
+                         token=token)
     state = "reloaded" if result["changed"] else "unchanged"
     print(f"plugins {state}: generation {result['generation']}")
     for row in result["plugins"]:

@@ -10,13 +10,12 @@ the lifespan. The lifecycle is one value, ``state``: starting -> ready -> draini
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
 import ipaddress
 import logging
 import os
 import signal
-from collections.abc import AsyncIterator, Iterator, Mapping
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -31,7 +30,14 @@ from clawgate import config as config_module
 from clawgate.config import Settings
 from clawgate.diagnostics.metrics import Metrics
 from clawgate.errors import AuthError, ClawgateError, ConfigError, RateLimited
-from clawgate.gateway import endpoints, openai_api, openai_chat, openai_responses, protocol
+from clawgate.gateway import (
+    endpoints,
+    openai_api,
+    openai_chat,
+    openai_responses,
+    protocol,
+    serving,
+)
 from clawgate.gateway.auth import Credentials, FailureLimiter, resolve_credentials
 from clawgate.gateway.http import RESERVED_PATHS, OriginGuard, bearer, client_address
 from clawgate.gateway.hub import Hub
@@ -126,31 +132,39 @@ class Gateway:
     # -- authentication ----------------------------------------------------------------------
 
     def authorize(self, request: Request) -> None:
-        """An HTTP request must carry the gateway's credentials as a bearer token."""
+        """An HTTP request must carry the gateway's credentials as a bearer token.
+
+        The right token always passes, lockout or not; a missing one is refused without
+        counting; a wrong one counts toward its address's lockout (``FailureLimiter``).
+        """
+        presented = bearer(request)
+        if self.credentials.check(presented):
+            return
+        if not presented:
+            raise AuthError("missing or invalid bearer token" if request.headers.get(
+                "authorization") else "authentication required: send 'Authorization: Bearer "
+                "<token>'")
         address = client_address(request)
         wait = self.limiter.retry_after(address)
         if wait > 0:
             raise RateLimited("too many failed authentication attempts", retry_after_s=wait)
-        presented = bearer(request)
-        if self.credentials.check(presented):
-            self.limiter.succeeded(address)
-            return
-        self.limiter.failed(address)
-        raise AuthError("missing or invalid bearer token" if request.headers.get(
-            "authorization") else "authentication required: send 'Authorization: Bearer <token>'")
+        self.limiter.failed(address, presented)
+        raise AuthError("missing or invalid bearer token")
 
     def check_connect(self, address: str, params: protocol.ConnectParams) -> None:
-        """A WebSocket ``connect`` must present the gateway's token or password."""
+        """A WebSocket ``connect`` must present the gateway's token or password (the same
+        rules as ``authorize``: the right secret always passes, a missing one never counts)."""
         if self.credentials.mode == "none":
             return
-        wait = self.limiter.retry_after(address)
-        if wait > 0:
-            raise protocol.rate_limited(wait)
         kind, presented = protocol.presented_secret(params, self.credentials.mode)
-        if not self.credentials.check(presented):
-            self.limiter.failed(address)
-            raise protocol.unauthorized(kind, presented)
-        self.limiter.succeeded(address)
+        if self.credentials.check(presented):
+            return
+        if presented:
+            wait = self.limiter.retry_after(address)
+            if wait > 0:
+                raise protocol.rate_limited(wait)
+            self.limiter.failed(address, presented)
+        raise protocol.unauthorized(kind, presented)
 
     # -- the route table ---------------------------------------------------------------------
 
@@ -274,25 +288,56 @@ class Gateway:
 
     # -- serving -----------------------------------------------------------------------------
 
+    def server_config(self, **overrides: Any) -> uvicorn.Config:
+        """uvicorn's config for this gateway (``serving.uvicorn_config``): what ``serve()``
+        runs, and what the tests' servers run."""
+        return serving.uvicorn_config(
+            self.app, self.settings.config.gateway, max_frame=self.policy.max_payload + 1024,
+            drain_deadline_s=self.drain_deadline_s, **overrides)
+
     async def serve(self) -> None:
-        """Run under uvicorn until SIGINT/SIGTERM; drain in-flight turns, then return."""
-        config = uvicorn.Config(
-            self.app, host=self.bind, port=self.port, lifespan="on", log_level="warning",
-            ws_max_size=self.policy.max_payload + 1024, ws_ping_interval=None,
-            timeout_graceful_shutdown=int(self.drain_deadline_s) + 5, access_log=False,
-        )
-        server = _Server(config)
+        """Bind, start, announce, serve until SIGINT/SIGTERM, drain in-flight turns, return.
+
+        The port is taken first (a port in use is a ConfigError before anything starts), then
+        the runtime starts (a failure raises its ClawgateError), then "listening on" is printed.
+        A signal during start-up stops the start and returns (exit 0).
+        """
+        sock = serving.bind(self.bind, self.port)
+        self.port = int(sock.getsockname()[1])
+        server = serving.Server(self.server_config(), on_started=self._announce)
         loop = asyncio.get_running_loop()
-        # Our handlers first drain the engine (in-flight turns finish and their streams end),
-        # then ask uvicorn to exit; a second signal forces the exit.
+        main = asyncio.current_task()
+        aborted = False
+
+        def on_signal() -> None:
+            nonlocal aborted
+            if self.state == "starting" and main is not None:
+                # Plugins may still be loading: stop the start itself (probes are killed).
+                if not aborted:
+                    aborted = True
+                    log.warning("signal received during start-up: stopping")
+                    main.cancel()
+                return
+            self._request_exit(server)
+
         for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, lambda: self._request_exit(server))
+            loop.add_signal_handler(sig, on_signal)
         loop.add_signal_handler(signal.SIGHUP, self._request_reload)
         try:
-            await server.serve()
+            async with self.lifespan():
+                await server.serve(sockets=[sock])
+        except asyncio.CancelledError:
+            if not aborted or main is None:
+                raise
+            main.uncancel()
         finally:
             for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
                 loop.remove_signal_handler(sig)
+            sock.close()
+
+    def _announce(self) -> None:
+        print(f"clawgate: gateway listening on http://{self.bind}:{self.port} "
+              f"(state {self.settings.state_dir})", flush=True)
 
     def _request_reload(self) -> None:
         """SIGHUP: reload plugins in the background task group; a bad config is logged."""
@@ -321,12 +366,3 @@ class Gateway:
             self._tasks.create_task(drain(), name="gateway-drain")
         else:
             server.should_exit = True
-
-
-class _Server(uvicorn.Server):
-    """uvicorn without its own signal capture (it re-raises the signal after a graceful
-    shutdown, which would turn a clean SIGTERM drain into a non-zero exit)."""
-
-    @contextlib.contextmanager
-    def capture_signals(self) -> Iterator[None]:
-        yield

@@ -7,6 +7,7 @@ table itself is built by the composition root (``gateway/app.py``).
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import Any
 from urllib.parse import urlsplit
@@ -23,6 +24,7 @@ from clawgate.errors import (
     MethodNotAllowed,
     PayloadTooLarge,
     RateLimited,
+    RequestTimeout,
     UnsupportedMediaType,
     kind_of,
 )
@@ -65,9 +67,10 @@ def client_address(request: Request) -> str:
     return request.client.host if request.client else "unknown"
 
 
-async def read_json(request: Request, limit: int) -> Any:
-    """The request body as JSON: refused when its Content-Type says it is something else, or
-    over ``limit`` bytes (before it is read to the end)."""
+async def read_json(request: Request, limit: int, timeout_s: float = 30.0) -> Any:
+    """The request body as JSON: refused when its Content-Type says it is something else,
+    over ``limit`` bytes (before it is read to the end), or not all there within
+    ``timeout_s`` (a client trickling its body must not hold the connection)."""
     media = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if media and media != "application/json" and not (
             media.startswith("application/") and media.endswith("+json")):
@@ -78,11 +81,16 @@ async def read_json(request: Request, limit: int) -> Any:
         raise PayloadTooLarge(f"request body is {declared} bytes; the limit is {limit}")
     chunks: list[bytes] = []
     size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise PayloadTooLarge(f"request body exceeds the limit of {limit} bytes")
-        chunks.append(chunk)
+    try:
+        async with asyncio.timeout(timeout_s):
+            async for chunk in request.stream():
+                size += len(chunk)
+                if size > limit:
+                    raise PayloadTooLarge(f"request body exceeds the limit of {limit} bytes")
+                chunks.append(chunk)
+    except TimeoutError:
+        raise RequestTimeout(f"request body not received within {timeout_s:g} s "
+                             "(gateway.body_timeout_s)") from None
     body = b"".join(chunks)
     if not body:
         raise InvalidRequest("request body is empty; expected a JSON object")

@@ -76,7 +76,8 @@ def flag(body: Mapping[str, Any], name: str) -> bool:
 
 async def read_body(gateway: Services, request: Request) -> dict[str, Any]:
     """The JSON object body, within the gateway's body limit."""
-    body = await read_json(request, gateway.settings.config.gateway.max_body_bytes)
+    limits = gateway.settings.config.gateway
+    body = await read_json(request, limits.max_body_bytes, limits.body_timeout_s)
     if not isinstance(body, dict):
         raise InvalidRequest(f"request body must be a JSON object, not {type(body).__name__}")
     return body
