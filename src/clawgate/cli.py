@@ -8,7 +8,7 @@ import logging
 import os
 import sys
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, NoReturn
 
 import orjson
 
@@ -44,13 +44,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse whose usage errors are one line (the usage is one ``--help`` away)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="clawgate", description="Self-hosted AI gateway.")
+    parser = _Parser(prog="clawgate", description="Self-hosted AI gateway.")
     parser.add_argument("--version", action="version", version=f"clawgate {__version__}")
-    commands = parser.add_subparsers(metavar="COMMAND")
+    commands = parser.add_subparsers(metavar="COMMAND", parser_class=_Parser)
 
     plugins = commands.add_parser("plugins", help="inspect the plugin runtime")
-    sub = plugins.add_subparsers(metavar="ACTION")
+    sub = plugins.add_subparsers(metavar="ACTION", parser_class=_Parser)
     listing = sub.add_parser("list", help="every plugin found, with status and reason")
     listing.add_argument("--json", action="store_true", help="print JSON")
     listing.set_defaults(handler=_plugins_list)
@@ -96,7 +103,7 @@ def _parser() -> argparse.ArgumentParser:
     chat.set_defaults(handler=_chat)
 
     sessions = commands.add_parser("sessions", help="sessions in the store")
-    ssub = sessions.add_subparsers(metavar="ACTION")
+    ssub = sessions.add_subparsers(metavar="ACTION", parser_class=_Parser)
     slist = ssub.add_parser("list", help="list sessions, newest first")
     slist.add_argument("--json", action="store_true", help="print JSON")
     slist.add_argument("--agent", help="only this agent's sessions")
@@ -106,6 +113,9 @@ def _parser() -> argparse.ArgumentParser:
                        help="ask the running gateway instead of opening the store")
     _remote_options(slist)
     slist.set_defaults(handler=_sessions_list)
+    scheck = ssub.add_parser("check", help="integrity check of the session store; exits 1 "
+                                           "when it is damaged")
+    scheck.set_defaults(handler=_sessions_check)
     return parser
 
 
@@ -310,6 +320,22 @@ def _sessions_list(args: argparse.Namespace) -> int:
         print(f"{row['key']:<48}  {when:<19}  {row.get('model') or '-'}")
     print(f"{len(rows)} of {total} session(s)")
     return 0
+
+
+def _sessions_check(args: argparse.Namespace) -> int:
+    from clawgate.runtime import DB_FILE
+    from clawgate.sessions.store import check_file
+
+    path = config_module.load().state_dir / DB_FILE
+    problems = check_file(path)
+    if not problems:
+        print(f"{path}: ok")
+        return 0
+    print(f"{path}: database corrupt ({len(problems)} problem(s)); move it aside or restore a "
+          "backup", file=sys.stderr)
+    for problem in problems[:20]:
+        print(f"  {problem}", file=sys.stderr)
+    return 1
 
 
 def _fmt_ms(ms: int) -> str:

@@ -175,6 +175,9 @@ CREATE TABLE cron_runs (
 CREATE INDEX cron_runs_job ON cron_runs (job_id, id);
 CREATE INDEX cron_runs_open ON cron_runs (status) WHERE status = 'running';
 """),
+    Migration(5, "scratch table of the store's write probe (/ready after a storage failure)", """
+CREATE TABLE store_probe (data BLOB NOT NULL);
+"""),
 )
 SCHEMA_VERSION = MIGRATIONS[-1].version
 
