@@ -235,3 +235,24 @@ def test_sighup_reloads_plugins_and_keeps_serving(spawn: type[GatewayProcess]) -
     reloaded = subprocess.run([CLAWGATE, "plugins", "reload"], capture_output=True, text=True,
                               env=env, timeout=60)
     assert reloaded.returncode == 0 and "unchanged" in reloaded.stdout
+
+
+def test_sighup_and_cli_report_a_refused_reload(spawn: type[GatewayProcess]) -> None:
+    gateway = spawn()
+    gateway.wait_ready()
+    (gateway.state / "clawgate.toml").write_text('[plugins.entries.echo.config]\ndelay_ms = "x"\n')
+    env = {**os.environ, "CLAWGATE_STATE_DIR": str(gateway.state)}
+    env.pop("CLAWGATE_CONFIG", None)
+    cli = subprocess.run([CLAWGATE, "plugins", "reload", "--port", str(gateway.port)], env=env,
+                         capture_output=True, text=True, timeout=30)
+    assert cli.returncode == 1
+    assert "reload refused" in cli.stderr and "plugins.entries.echo.config.delay_ms" in cli.stderr
+    gateway.proc.send_signal(signal.SIGHUP)
+    reply = httpx.post(f"{gateway.url}/v1/chat/completions", headers=gateway.headers(),
+                       json={"model": "clawgate", "messages": [{"role": "user",
+                                                                "content": "after"}]}, timeout=30)
+    assert reply.status_code == 200, reply.text
+    gateway.proc.send_signal(signal.SIGTERM)
+    out, _ = gateway.proc.communicate(timeout=20)
+    assert "plugin reload refused, keeping the running plugins" in out
+    assert "plugins.entries.echo.config.delay_ms" in out

@@ -266,7 +266,9 @@ class Gateway:
         changed. Work already admitted finishes on the generation it started with (I2).
 
         Only the plugin side is hot: ``[plugins]`` and plugin files. Agents, engine and gateway
-        settings need a restart. An invalid config raises ConfigError and changes nothing.
+        settings need a restart. An invalid config, or a new generation that would lose a
+        plugin the running one has loaded, raises ConfigError and changes nothing (``force``
+        accepts a partial generation).
         """
         settings = await asyncio.to_thread(
             config_module.load, self.env, path=self.settings.config_path)
@@ -274,7 +276,8 @@ class Gateway:
         before = host.current
         plugins_only = host.settings.config.model_copy(
             update={"plugins": settings.config.plugins})
-        generation = await host.reload(dataclasses.replace(host.settings, config=plugins_only))
+        generation = await host.reload(dataclasses.replace(host.settings, config=plugins_only),
+                                       force=force)
         changed = generation is not before
         if changed:
             log.info("plugins reloaded: generation %d -> %d", before.id, generation.id)

@@ -32,7 +32,7 @@ from typing import Any, TypeVar
 from clawgate.config import Settings
 from clawgate.diagnostics.metrics import Metrics
 from clawgate.diagnostics.timeline import Timeline
-from clawgate.errors import PluginError, Unavailable
+from clawgate.errors import ConfigError, PluginError, Unavailable
 from clawgate.plugins import discovery
 from clawgate.plugins.loader import build_registry, purge_modules
 from clawgate.plugins.metadata import MetadataSnapshot, SchemaCache, build_snapshot
@@ -269,19 +269,49 @@ class PluginHost:
 
     # -- reload and shutdown -------------------------------------------------------------------
 
-    async def reload(self, settings: Settings | None = None) -> Generation:
-        """Rescan (with new settings if given); build and swap if the plan changed."""
+    async def reload(self, settings: Settings | None = None, *, force: bool = False) -> Generation:
+        """Rescan (with new settings if given); build and swap if the plan changed.
+
+        A new generation that would lose a plugin the running one has loaded (its config no
+        longer validates, it is gone, its import or ``register()`` now fails) is refused as a
+        whole: ConfigError naming the plugin and the JSON path, and the running generation
+        (and the settings it was built from) stay. ``force`` accepts the partial generation.
+        """
         async with self._reload_lock:
+            kept = (self.settings, self._inventory, self._snapshot, self._roots)
             if settings is not None:
                 self.settings = settings
-            snapshot = await self._scan(force=True)
-            plan = derive_plan(snapshot)
-            old = self._current
-            if old is not None and old.plan == plan:
-                return old
-            generation = next((g for g in self._live.values() if g.plan == plan), None)
-            if generation is None:
-                generation = await self._build(plan, snapshot)
+            try:
+                snapshot = await self._scan(force=True)
+                plan = derive_plan(snapshot)
+                old = self._current
+                if old is not None and old.plan == plan:
+                    return old
+                if old is not None and not force:
+                    # Lost: still wanted but broken (config, gates), or gone from disk. A
+                    # plugin the config now disables, denies or leaves out is not lost.
+                    present = {m.id for m in snapshot.plugins if m.id}
+                    broken = {m.id: m.reason for m in snapshot.plugins
+                              if m.id and m.status in ("error", "blocked")}
+                    gone = {pid: "no longer found" for pid in old.registry.records
+                            if pid not in present}
+                    _refuse_losses(old, {**gone, **broken})
+                generation = next((g for g in self._live.values() if g.plan == plan), None)
+                built = generation is None
+                if generation is None:
+                    generation = await self._build(plan, snapshot)
+                if old is not None and not force:
+                    try:
+                        _refuse_losses(old, {i: r.reason for i, r in
+                                             generation.registry.records.items()
+                                             if r.status == "error"})
+                    except ConfigError:
+                        if built:
+                            self._retire_later(generation)
+                        raise
+            except BaseException:
+                self.settings, self._inventory, self._snapshot, self._roots = kept
+                raise
             if generation.id not in self._started_services:
                 await self._start_services(generation)
             self._publish(generation)
@@ -449,6 +479,22 @@ class PluginHost:
             log.error("service %s of plugin %r failed to %s: %s", service.id, service.plugin_id,
                       what, exc)
             return False
+
+
+def _refuse_losses(old: Generation, missing: dict[str, str]) -> None:
+    """Raise ConfigError when a plugin loaded in ``old`` is among ``missing`` (id -> reason)."""
+    lost = [(pid, missing[pid]) for pid, record in old.registry.records.items()
+            if record.status == "loaded" and pid in missing]
+    if not lost:
+        return
+    pid, reason = lost[0]
+    path = f"plugins.entries.{pid}"
+    if reason.startswith("invalid config at $"):  # "invalid config at $.delay_ms: ..."
+        path += ".config" + reason.removeprefix("invalid config at $").split(":", 1)[0]
+    names = ", ".join(repr(p) for p, _ in lost)
+    raise ConfigError(f"reload refused: it would lose plugin {pid!r} ({reason}); the running "
+                      f"plugins stay (lost: {names}; --force accepts a partial generation)",
+                      path=path)
 
 
 def _roots(settings: Settings) -> tuple[object, ...]:
