@@ -15,16 +15,15 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
-import functools
 import inspect
 import logging
 import secrets
 import time
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib.metadata import EntryPoint
 from pathlib import Path
 from typing import Any, TypeVar
@@ -61,6 +60,7 @@ class Generation:
     registry: Registry
     modules: tuple[str, ...]
     built_at: float
+    owners: Mapping[str, str] = field(default_factory=dict)  # module prefix -> plugin id
 
     @property
     def key(self) -> str:
@@ -109,7 +109,7 @@ class PluginHost:
         reserved_methods: frozenset[str] = frozenset(),
         reserved_paths: tuple[str, ...] = (),
         keep: int = 4,
-        plugin_threads: int = 8,
+        plugin_threads: int | None = None,
         stop_deadline_s: float = 5.0,
         drain_deadline_s: float = 30.0,
     ) -> None:
@@ -146,8 +146,13 @@ class PluginHost:
         self._reload_lock = asyncio.Lock()
         # Plugin code that blocks (sync tools, RPC methods, routes) runs here, not on the default
         # pool that core file reads use: a hung plugin can exhaust only its own threads.
-        self._executor = ThreadPoolExecutor(max_workers=plugin_threads,
+        plugins = settings.config.plugins
+        self._pool_size = plugins.pool_threads if plugin_threads is None else plugin_threads
+        self._stuck_after = plugins.stuck_call_s
+        self._running: dict[object, tuple[float, str]] = {}  # calls on a worker: (start, what)
+        self._executor = ThreadPoolExecutor(max_workers=self._pool_size,
                                             thread_name_prefix="clawgate-plugin")
+        self.metrics.gauge("plugin_pool_stuck_workers", lambda: len(self._stuck_calls()))
 
     # -- reading -------------------------------------------------------------------------------
 
@@ -167,10 +172,54 @@ class PluginHost:
 
     async def run_sync(self, fn: Callable[..., T], *args: Any) -> T:
         """Run a plugin's synchronous callable on the plugin thread pool, in a copy of the
-        caller's context (as ``asyncio.to_thread`` does), so what it logs stays attributed."""
+        caller's context (as ``asyncio.to_thread`` does), so what it logs stays attributed.
+
+        The pool has ``plugins.pool_threads`` workers. A call running longer than
+        ``plugins.stuck_call_s`` is a stuck worker (gauge ``plugin_pool_stuck_workers``); a
+        thread cannot be killed, so when every worker is stuck new calls are refused at once
+        (Unavailable naming the oldest call) instead of queueing behind them forever.
+        """
+        stuck = self._stuck_calls()
+        if len(stuck) >= self._pool_size:
+            started, label = min(stuck)
+            raise Unavailable(
+                f"all {self._pool_size} plugin worker threads are stuck in calls that have not "
+                f"returned (the oldest: {label}, running for {time.monotonic() - started:.0f} "
+                "s); synchronous plugin calls are refused until one returns",
+                reason="plugin_pool_exhausted")
         loop = asyncio.get_running_loop()
-        call = functools.partial(contextvars.copy_context().run, fn, *args)
+        context = contextvars.copy_context()
+        label = self.describe_callable(fn)
+
+        def call() -> T:
+            token = object()
+            self._running[token] = (time.monotonic(), label)
+            try:
+                return context.run(fn, *args)
+            finally:
+                del self._running[token]
+
         return await loop.run_in_executor(self._executor, call)
+
+    def describe_callable(self, fn: Callable[..., Any]) -> str:
+        """``plugin 'x' fn`` for plugin code, else the callable's qualified name."""
+        name = getattr(fn, "__qualname__", None) or repr(fn)
+        owner = self.owner_of(getattr(fn, "__module__", "") or "")
+        return f"plugin {owner!r} {name}" if owner else name
+
+    def owner_of(self, module: str) -> str | None:
+        """The id of the plugin whose private module ``module`` is, or None."""
+        if not module.startswith("_clawgate_"):
+            return None
+        for generation in tuple(self._live.values()):
+            for prefix, plugin_id in generation.owners.items():
+                if module == prefix or module.startswith(prefix + "."):
+                    return plugin_id
+        return None
+
+    def _stuck_calls(self) -> list[tuple[float, str]]:
+        limit = time.monotonic() - self._stuck_after
+        return [call for call in list(self._running.values()) if call[0] <= limit]
 
     def live(self) -> tuple[Generation, ...]:
         return tuple(self._live.values())
@@ -404,7 +453,7 @@ class PluginHost:
             )
             self.metrics.inc("plugin_generation_builds_total")
             generation = Generation(generation_id, plan, snapshot, result.registry,
-                                    result.modules, time.time())
+                                    result.modules, time.time(), result.owners)
             future.set_result(generation)
             return generation
         except BaseException as exc:

@@ -32,6 +32,7 @@ from clawgate.plugins.registry import Phase, PluginRecord, Registry, RegistryBui
 class BuildResult:
     registry: Registry
     modules: tuple[str, ...]
+    owners: dict[str, str]  # private module prefix -> plugin id
 
 
 def build_registry(
@@ -50,6 +51,7 @@ def build_registry(
     builder.diagnostics.extend(snapshot.diagnostics)
     planned = plan.ids
     modules: list[str] = []
+    owners: dict[str, str] = {}
     order = count()
     for meta in snapshot.plugins:
         if meta.id is None:
@@ -61,10 +63,11 @@ def build_registry(
             continue
         safe_id = "".join(c if c.isalnum() else f"_{ord(c):02x}" for c in meta.id)
         prefix = f"_clawgate_{namespace}g{generation}_{safe_id}"
+        owners[prefix] = meta.id
         record = _load_one(meta, prefix, builder, root_config, state_dir, lambda: next(order))
         builder.records[meta.id] = record
         modules.extend(m for m in list(sys.modules) if m == prefix or m.startswith(prefix + "."))
-    return BuildResult(builder.build(), tuple(modules))
+    return BuildResult(builder.build(), tuple(modules), owners)
 
 
 def purge_modules(names: tuple[str, ...]) -> None:
