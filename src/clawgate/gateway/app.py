@@ -28,6 +28,7 @@ from starlette.routing import BaseRoute, Route, WebSocketRoute
 from clawgate import __version__
 from clawgate import config as config_module
 from clawgate.config import Settings
+from clawgate.diagnostics.lag import LagMonitor
 from clawgate.diagnostics.metrics import Metrics
 from clawgate.errors import AuthError, ClawgateError, ConfigError, RateLimited
 from clawgate.gateway import (
@@ -88,6 +89,8 @@ class Gateway:
         self.log_ring = LogRing(owner=self)
         self.log_file = log_file
         self.limiter = FailureLimiter()
+        self.lag = LagMonitor(self.metrics, self.runtime.timeline,
+                              describe=self.runtime.host.describe_frame)
         self.credentials = Credentials("token", None)
         self.state: GatewayState = "starting"
         self.started_at = now_ms()
@@ -213,6 +216,7 @@ class Gateway:
                     self._tasks = tasks
                     tasks.create_task(self._tick(), name="gateway-tick")
                     tasks.create_task(self._relay(), name="gateway-relay")
+                    tasks.create_task(self.lag.run(self._stop), name="gateway-loop-lag")
                     self.state = "ready"
                     await self._hook(Hook.GATEWAY_START, gateway=self)
                     try:

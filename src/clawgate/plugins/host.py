@@ -26,6 +26,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from importlib.metadata import EntryPoint
 from pathlib import Path
+from types import FrameType
 from typing import Any, TypeVar
 
 from clawgate.config import Settings
@@ -216,6 +217,37 @@ class PluginHost:
                 if module == prefix or module.startswith(prefix + "."):
                     return plugin_id
         return None
+
+    def describe_frame(self, frame: FrameType) -> str | None:
+        """What plugin code a (blocked) stack is in: ``hook <name> of plugin 'x' (fn, file:line)``,
+        ``tool <name> of plugin 'x' (...)`` or ``plugin 'x' fn (file:line)``; None when no
+        plugin code is on it. Used by the event-loop watchdog from its own thread."""
+        current: FrameType | None = frame
+        while current is not None:
+            owner = self.owner_of(str(current.f_globals.get("__name__", "")))
+            if owner is not None:
+                break
+            current = current.f_back
+        if current is None or owner is None:
+            return None
+        where = (f"{current.f_code.co_qualname}, {Path(current.f_code.co_filename).name}:"
+                 f"{current.f_lineno}")
+        inner: FrameType | None = current
+        while inner is not None:  # the outermost plugin frame is the registered callable
+            code = inner.f_code
+            generation = self._current
+            if generation is not None:
+                for handler in generation.registry.hooks.all():
+                    if getattr(handler.fn, "__code__", None) is code:
+                        return f"hook {handler.hook} of plugin {owner!r} ({where})"
+                for tool in generation.registry.tools.values():
+                    if getattr(tool.handler, "__code__", None) is code:
+                        return f"tool {tool.name} of plugin {owner!r} ({where})"
+            inner = inner.f_back
+            if inner is not None and self.owner_of(
+                    str(inner.f_globals.get("__name__", ""))) is None:
+                break
+        return f"plugin {owner!r} ({where})"
 
     def _stuck_calls(self) -> list[tuple[float, str]]:
         limit = time.monotonic() - self._stuck_after
