@@ -66,8 +66,10 @@ class Runtime:
             await self.store.open()
             stack.push_async_callback(self.store.close)
             stack.callback(self.timeline.close)
-            await self.host.start(services=self._services)
+            # Closed even when its start is interrupted (a signal while plugins load): the
+            # start task, and any probe child it runs, end with it.
             stack.push_async_callback(self.host.aclose)
+            await self.host.start(services=self._services)
             await self.engine.start()
             stack.push_async_callback(self.engine.aclose, self.drain_deadline_s)
         except BaseException:

@@ -37,6 +37,7 @@ from clawgate.plugins import discovery
 from clawgate.plugins.loader import build_registry, purge_modules
 from clawgate.plugins.metadata import MetadataSnapshot, SchemaCache, build_snapshot
 from clawgate.plugins.plan import LoadPlan, derive_plan
+from clawgate.plugins.probe import Prober
 from clawgate.plugins.registry import Registry, Service, ServiceContext
 
 log = logging.getLogger("clawgate.plugins")
@@ -145,6 +146,7 @@ class PluginHost:
         self._next_id = 1
         self._started = False
         self._reload_lock = asyncio.Lock()
+        self._prober = Prober(settings.state_dir, timeout_s=settings.config.plugins.probe_timeout_s)
         # Plugin code that blocks (sync tools, RPC methods, routes) runs here, not on the default
         # pool that core file reads use: a hung plugin can exhaust only its own threads.
         plugins = settings.config.plugins
@@ -477,11 +479,13 @@ class PluginHost:
         try:
             generation_id = self._next_id
             self._next_id += 1
+            refused = await self._probe(plan, snapshot)
             result = await asyncio.to_thread(
                 build_registry, plan, snapshot, generation=generation_id,
                 namespace=self._namespace,
                 root_config=self.settings.config, state_dir=self.settings.state_dir,
                 reserved_methods=self._reserved_methods, reserved_paths=self._reserved_paths,
+                refused=refused,
             )
             self.metrics.inc("plugin_generation_builds_total")
             generation = Generation(generation_id, plan, snapshot, result.registry,
@@ -494,6 +498,30 @@ class PluginHost:
             raise
         finally:
             del self._building[plan.digest]
+
+    async def _probe(self, plan: LoadPlan, snapshot: MetadataSnapshot) -> dict[str, str]:
+        """Probe the plan's plugins from outside the package (``plugins.probe``): the ids
+        whose probe crashed, exited or timed out, with the reason. Bundled plugins are part of
+        the package and are trusted as it is."""
+        entries = [e for e in plan.entries if e.origin != "bundled"]
+        if not entries:
+            return {}
+        self._prober.timeout_s = self.settings.config.plugins.probe_timeout_s
+        metas = {e.id: snapshot.by_id[e.id] for e in entries}
+        before = self._prober.probed
+        started = time.perf_counter()
+        with self.timeline.span("plugins.probe", plugins=len(entries)):
+            verdicts = await self._prober.check(
+                entries, metas, root_config=self.settings.config.model_dump(mode="json"),
+                starting=lambda n: log.info("probing %d new or changed plugin(s) in a child "
+                                            "process", n))
+        if self._prober.probed > before:
+            log.info("probed %d plugin(s) in %.0f ms", self._prober.probed - before,
+                     (time.perf_counter() - started) * 1000)
+        refused = {pid: v.reason for pid, v in verdicts.items() if not v.ok}
+        for pid, reason in refused.items():
+            log.error("plugin %r is not loaded: %s", pid, reason)
+        return refused
 
     def _remember(self, generation: Generation) -> None:
         self._live[generation.key] = generation
