@@ -2,8 +2,9 @@
 first in a short-lived child process, so a plugin that exits the process (``os._exit``),
 crashes the interpreter or never returns from ``register()`` costs a child, not the gateway.
 
-Parent side: :class:`Prober` runs ``python -m clawgate.plugins.probe`` with the plugins to try
-as JSON on stdin, reads one JSON verdict per plugin from stdout, and gives each plugin
+Parent side: :class:`Prober` starts a child (forked from a fork server that has the plugin API
+imported, so a probe costs a fork rather than an interpreter start) with the plugins to try,
+reads one JSON verdict per plugin from a pipe, and gives each plugin
 ``plugins.probe_timeout_s``. A child that dies or overruns is killed; its plugin gets its
 verdict (``exited``, ``timed out``) and a fresh child carries on with the rest. Verdicts are
 remembered in ``<state>/plugin-probes.json`` by a digest of everything that decides what
@@ -11,24 +12,25 @@ loading does (clawgate version, plugin id, origin, root, manifest, code and conf
 an unchanged plugin is never probed again and start-up stays fast. Bundled plugins are part of
 the package and are not probed.
 
-Child side (``main``): the same loader rules as the gateway (``loader.import_entry`` under a
-private module name) and a real :class:`~clawgate.plugins.api.PluginApi`. Plugin output on
-stdout is sent to stderr, so only verdicts reach the parent.
+Child side (``_child_main``): the same loader rules as the gateway (``loader.import_entry``
+under a private module name) and a real :class:`~clawgate.plugins.api.PluginApi`. Plugin
+output on stdout is sent to stderr.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import itertools
 import logging
+import multiprocessing
+import multiprocessing.context
 import os
-import sys
 import tempfile
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
@@ -113,15 +115,15 @@ class Prober:
         """One child for ``entries``: how many of them got a verdict (at least one)."""
         request = {"state_dir": str(self.path.parent), "root_config": root_config,
                    "plugins": [_item(metas[e.id]) for e in entries]}
-        proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "clawgate.plugins.probe", stdin=asyncio.subprocess.PIPE,
-            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL)
-        assert proc.stdin is not None and proc.stdout is not None
+        context = _context()
+        ours, theirs = context.Pipe(duplex=False)
+        proc = context.Process(target=_child_main, args=(theirs, orjson.dumps(request)),
+                               name="clawgate-plugin-probe", daemon=True)
         done = 0
         try:
-            proc.stdin.write(orjson.dumps(request))
-            proc.stdin.close()
-            started = await _line(proc.stdout, CHILD_START_S)
+            await asyncio.to_thread(proc.start)
+            theirs.close()
+            started = await _receive(ours, CHILD_START_S)
             if started is None or started.get("ready") is not True:
                 # The probe itself could not start: nothing is known of these plugins.
                 for entry in entries:
@@ -129,7 +131,7 @@ class Prober:
                 return len(entries)
             for entry in entries:
                 try:
-                    answer = await _line(proc.stdout, self.timeout_s)
+                    answer = await _receive(ours, self.timeout_s)
                 except TimeoutError:
                     found[entry.id] = Verdict(False, (
                         f"probe: import and register() did not finish within "
@@ -137,7 +139,8 @@ class Prober:
                         "loaded"))
                     return done + 1
                 if answer is None:
-                    code = await proc.wait()
+                    await asyncio.to_thread(proc.join, 5)
+                    code = proc.exitcode or 0
                     how = f"killed by signal {-code}" if code < 0 else f"exit status {code}"
                     found[entry.id] = Verdict(False, (
                         f"probe: the plugin ended the process ({how}) during import or "
@@ -147,10 +150,12 @@ class Prober:
                 done += 1
             return done
         finally:
-            if proc.returncode is None:
-                with contextlib.suppress(ProcessLookupError):
+            ours.close()
+            if proc.pid is not None:
+                if proc.is_alive():
                     proc.kill()
-            await proc.wait()
+                proc.join(5)  # just killed (or already ended): returns at once
+                proc.close()
 
     def _load(self) -> OrderedDict[str, dict[str, Any]]:
         try:
@@ -179,22 +184,46 @@ def _item(meta: PluginMeta) -> dict[str, Any]:
     return {"id": meta.id, "manifest": str(meta.manifest.path), "config": dict(meta.config)}
 
 
-async def _line(stream: asyncio.StreamReader, within: float) -> dict[str, Any] | None:
-    """The next JSON line, or None at end of stream; TimeoutError after ``within`` s."""
-    raw = await asyncio.wait_for(stream.readline(), within)
-    if not raw:
+def _context() -> multiprocessing.context.ForkServerContext | multiprocessing.context.SpawnContext:
+    """Probe children come from a fork server (started once per process, with the plugin API
+    already imported), so a probe costs a fork, not an interpreter start. Where fork servers
+    do not exist, a fresh interpreter per child."""
+    if "forkserver" in multiprocessing.get_all_start_methods():
+        context = multiprocessing.get_context("forkserver")
+        context.set_forkserver_preload(["clawgate.plugins.probe", "clawgate.plugins.loader",
+                                        "clawgate.plugins.api"])
+        return context
+    return multiprocessing.get_context("spawn")
+
+
+async def _receive(conn: Connection, within: float) -> dict[str, Any] | None:
+    """The next message from the child, or None when it ended; TimeoutError after ``within``
+    seconds."""
+    loop = asyncio.get_running_loop()
+    readable = loop.create_future()
+
+    def ready() -> None:
+        if not readable.done():
+            readable.set_result(None)
+
+    loop.add_reader(conn.fileno(), ready)
+    try:
+        await asyncio.wait_for(readable, within)
+    finally:
+        loop.remove_reader(conn.fileno())
+    try:
+        value = orjson.loads(conn.recv_bytes())
+    except (EOFError, OSError):
         return None
-    value = orjson.loads(raw)
     return value if isinstance(value, dict) else {}
 
 
 # -- the child ------------------------------------------------------------------------------------
 
-def main() -> int:
-    """Probe the plugins described on stdin; one JSON verdict per line on (the real) stdout."""
-    out = os.fdopen(os.dup(1), "wb", buffering=0)
-    os.dup2(2, 1)  # what plugins print goes to stderr, never into the verdicts
-    request = orjson.loads(sys.stdin.buffer.read())
+def _child_main(conn: Connection, raw: bytes) -> None:
+    """The child: probe the plugins of the request; one JSON verdict per message."""
+    os.dup2(2, 1)  # what plugins print goes to stderr
+    request = orjson.loads(raw)
     from clawgate.config import parse
     from clawgate.plugins import loader
     from clawgate.plugins.api import PluginApi
@@ -202,7 +231,7 @@ def main() -> int:
 
     root_config = parse(request["root_config"])
     state_dir = Path(request["state_dir"])
-    out.write(orjson.dumps({"ready": True}) + b"\n")
+    conn.send_bytes(orjson.dumps({"ready": True}))
     order = itertools.count()
     for n, item in enumerate(request["plugins"]):
         verdict: dict[str, Any]
@@ -221,9 +250,5 @@ def main() -> int:
             verdict = {"ok": True}
         except (Exception, SystemExit) as exc:  # the gateway's loader reports these itself
             verdict = {"ok": True, "note": loader.describe(exc)}
-        out.write(orjson.dumps({"id": item["id"], **verdict}) + b"\n")
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
+        conn.send_bytes(orjson.dumps({"id": item["id"], **verdict}))
+    conn.close()
