@@ -412,13 +412,20 @@ def _plugins_doctor(args: argparse.Namespace) -> int:
          "reason": m.reason}
         for m in generation.snapshot.plugins if m.status in ("blocked", "overridden", "error")
     ]
+    # Every enabled plugin from outside the package: trusted code (docs/plugins.md).
+    trusted = [{"pluginId": r.id, "origin": r.origin, "root": r.root, "status": r.status}
+               for r in registry.records.values()
+               if r.origin != "bundled" and r.status in ("loaded", "error")]
     ok = not broken and not any(d["level"] == "error" for d in diagnostics)
     if args.json:
         _print_json({"ok": ok, "broken": broken, "refused": refused, "diagnostics": diagnostics,
-                     "warnings": warnings})
+                     "warnings": warnings, "trusted": trusted})
     else:
         loaded = sum(r.status == "loaded" for r in registry.records.values())
         print(f"{loaded} plugin(s) loaded, {len(broken)} broken, {len(refused)} refused")
+        for entry in trusted:
+            print(f"  trusted  {entry['pluginId']} ({entry['origin']} {entry['root']}): "
+                  f"{entry['status']}, runs in the gateway process with its rights")
         for item in refused:
             print(f"  refused  {item['pluginId'] or '?'} ({item['origin']} {item['root']}): "
                   f"{item['reason']}")

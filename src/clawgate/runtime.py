@@ -77,6 +77,30 @@ class Runtime:
             raise
         self._stack = stack
 
+    def problems(self) -> list[str]:
+        """What start-up warns about, one line each: plugin diagnostics (bad config, an
+        unknown id in ``plugins.entries``, a ``load_paths`` folder that does not exist, a
+        plugin that failed to load), discovery warnings, and agents whose model needs a
+        provider that no loaded plugin provides."""
+        generation = self.host.current
+        lines = [d.message for d in generation.registry.diagnostics]
+        lines += list(generation.snapshot.warnings)
+        for agent in self.engine.roster:
+            missing = dict.fromkeys(ref.provider for ref in agent.models
+                                    if generation.registry.provider(ref.provider) is None)
+            for provider in missing:
+                refs = ", ".join(str(r) for r in agent.models if r.provider == provider)
+                lines.append(f"agent {agent.id!r}: no loaded plugin provides {provider!r} "
+                             f"(needed by {refs})")
+        return list(dict.fromkeys(lines))
+
+    def trusted(self) -> list[str]:
+        """Loaded plugins from outside the package (``id (origin path)``): trusted code that
+        runs in this process with the gateway's rights (docs/plugins.md, trust model)."""
+        records = self.host.current.registry.records.values()
+        return [f"{r.id} ({r.origin} {r.root})" for r in records
+                if r.origin != "bundled" and r.status == "loaded"]
+
     async def aclose(self) -> None:
         """Drain and stop everything, in reverse order of start (safe to call twice)."""
         stack, self._stack = self._stack, None

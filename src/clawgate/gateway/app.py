@@ -212,6 +212,12 @@ class Gateway:
         self.log_ring.attach()
         try:
             async with self.runtime:
+                for problem in self.runtime.problems():
+                    log.warning("start-up: %s", problem)
+                trusted = self.runtime.trusted()
+                if trusted:
+                    log.info("plugins from outside the package, running as trusted code in "
+                             "this process: %s", "; ".join(trusted))
                 async with asyncio.TaskGroup() as tasks:
                     self._tasks = tasks
                     tasks.create_task(self._tick(), name="gateway-tick")
