@@ -256,3 +256,26 @@ def test_sighup_and_cli_report_a_refused_reload(spawn: type[GatewayProcess]) -> 
     out, _ = gateway.proc.communicate(timeout=20)
     assert "plugin reload refused, keeping the running plugins" in out
     assert "plugins.entries.echo.config.delay_ms" in out
+
+
+def test_a_request_during_the_sigterm_drain_gets_503(spawn: type[GatewayProcess]) -> None:
+    gateway = spawn(config=SLOW_ECHO)
+    gateway.wait_ready()
+    body = {"model": "clawgate", "stream": True, "user": "drain",
+            "messages": [{"role": "user", "content": "drain me please"}]}
+    with httpx.stream("POST", f"{gateway.url}/v1/chat/completions", headers=gateway.headers(),
+                      json=body, timeout=30) as response:
+        lines = response.iter_lines()
+        next(line for line in lines if line.startswith("data: "))
+        gateway.proc.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + 10
+        while httpx.get(f"{gateway.url}/ready", timeout=5).status_code == 200:
+            assert time.monotonic() < deadline
+        late = httpx.post(f"{gateway.url}/v1/chat/completions", headers=gateway.headers(),
+                          json={"model": "clawgate", "messages": [
+                              {"role": "user", "content": "too late"}]}, timeout=10)
+        assert late.status_code == 503, late.text
+        assert late.json()["error"]["type"] == "api_error"
+        assert "shutting down" in late.json()["error"]["message"]
+        assert [line for line in lines if line.startswith("data: ")][-1] == "data: [DONE]"
+    assert gateway.proc.wait(30) == 0

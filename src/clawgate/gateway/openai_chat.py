@@ -251,8 +251,15 @@ def sampling(body: Mapping[str, Any], max_tokens: tuple[str, ...] = (
         chosen["max_tokens"] = limit
     seed = body.get("seed")
     if seed is not None:
+        if isinstance(seed, float) and seed.is_integer() and abs(seed) >= 2 ** 63:
+            # JSON has no size limit on integers; the parser hands bigger ones over as floats.
+            raise InvalidRequest("`seed` is out of range: it must be an integer from -2^63 to "
+                                 "2^63 - 1")
         if isinstance(seed, bool) or not isinstance(seed, int):
             raise InvalidRequest("`seed` must be an integer")
+        if not -2 ** 63 <= seed < 2 ** 63:
+            raise InvalidRequest("`seed` is out of range: it must be an integer from -2^63 to "
+                                 "2^63 - 1")
         chosen["seed"] = seed
     stop = body.get("stop")
     if stop is not None:

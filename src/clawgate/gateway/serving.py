@@ -28,6 +28,7 @@ from typing import Any, Literal
 import uvicorn
 from starlette.types import ASGIApp
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 
 from clawgate.config import GatewayConfig
 from clawgate.errors import ConfigError
@@ -103,6 +104,22 @@ def timed_protocol(header_timeout_s: float) -> type[HttpToolsProtocol]:
     return TimedHttpProtocol
 
 
+class WsProtocol(WebSocketsSansIOProtocol):
+    """uvicorn's sans-I/O WebSocket protocol, with a text frame that is not valid UTF-8 closed
+    with 1007 and a reason that says so (uvicorn logs a traceback and closes without one)."""
+
+    def send_receive_event_to_app(self) -> None:
+        if self.curr_msg_data_type == "text" and not self.close_sent:
+            try:
+                b"".join(self.frames).decode()
+            except UnicodeDecodeError:
+                self.frames = []
+                self.conn.send_close(1007, "text frame is not valid UTF-8")
+                self.handle_parser_exception()
+                return
+        super().send_receive_event_to_app()
+
+
 def uvicorn_config(app: ASGIApp, config: GatewayConfig, *, max_frame: int,
                    drain_deadline_s: float, lifespan: Literal["on", "off"] = "off",
                    **overrides: Any) -> uvicorn.Config:
@@ -112,7 +129,7 @@ def uvicorn_config(app: ASGIApp, config: GatewayConfig, *, max_frame: int,
     options: dict[str, Any] = {
         "lifespan": lifespan, "log_level": "warning", "access_log": False,
         "http": timed_protocol(config.header_timeout_s),
-        "ws": "websockets-sansio",
+        "ws": WsProtocol,
         "ws_max_size": max_frame,
         "ws_max_queue": WS_MAX_QUEUE,
         "ws_ping_interval": None,

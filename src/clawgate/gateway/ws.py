@@ -227,7 +227,7 @@ class Connection:
                 try:
                     text = bytes(message.get("bytes") or b"").decode()
                 except UnicodeDecodeError:
-                    self.request_close(1007, "frames must be UTF-8 JSON")
+                    self.request_close(1007, "binary frame is not valid UTF-8 JSON")
                     return
             size = len(text) if text.isascii() else len(text.encode())
             if not self.authorized:
