@@ -232,6 +232,9 @@ class GatewayConfig(_Model):
     header_timeout_s: float = Field(default=10.0, gt=0, le=3600)
     # A request body must arrive within this time.
     body_timeout_s: float = Field(default=30.0, gt=0, le=3600)
+    # Kernel send buffer of each accepted socket (0: the OS sizes it, up to 4 MiB per socket
+    # on Linux for a client that stops reading).
+    send_buffer_bytes: int = Field(default=262_144, ge=0, le=67_108_864)
     ws: WsConfig = Field(default_factory=WsConfig)
 
     @field_validator("trusted_proxies")

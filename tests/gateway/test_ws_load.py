@@ -60,7 +60,7 @@ async def test_slow_consumer_is_disconnected_with_bounded_memory(tmp_path: Path)
                 assert [c.client_id for c in gateway.hub.connections] == ["test"]
         finally:
             slow.ws.transport.abort()  # it never reads: don't wait for a close handshake
-        await until(lambda: conn._finished.is_set())
+        await until(lambda: conn.ended)
 
 
 def metric(text: str, name: str) -> float:

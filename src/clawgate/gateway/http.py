@@ -140,11 +140,13 @@ def host_allowed(host: str | None, *, loopback_bind: bool, allowed: tuple[str, .
 
 class OriginGuard:
     """Refuses HTTP requests and WebSocket upgrades from browser origins that are not allowed
-    (403 before any route runs), and marks the request's task as working for ``owner``."""
+    (403 before any route runs), and marks the request's task as working for ``owner``.
+    WebSocket connections to ``/`` go straight to ``websocket`` (the control plane)."""
 
     def __init__(self, app: ASGIApp, *, owner: object, allowed: tuple[str, ...],
-                 loopback_bind: bool) -> None:
+                 loopback_bind: bool, websocket: ASGIApp | None = None) -> None:
         self.app = app
+        self.websocket = websocket  # serves WebSocket connections to "/" directly
         self.owner = owner
         self.allowed = allowed
         # The Host rule matters only without credentials: with a token, a rebinding page
@@ -169,5 +171,9 @@ class OriginGuard:
                     return
                 response = error_response(Forbidden(message, reason="origin_not_allowed"))
                 await response(scope, receive, send)
+                return
+            if scope["type"] == "websocket" and self.websocket is not None \
+                    and scope.get("path") == "/":
+                await self.websocket(scope, receive, send)
                 return
         await self.app(scope, receive, send)
