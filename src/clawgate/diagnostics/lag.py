@@ -28,6 +28,7 @@ from clawgate.diagnostics.timeline import Timeline
 log = logging.getLogger("clawgate.loop")
 
 Describe = Callable[[FrameType], str | None]
+IDLE = "nothing (the loop was waiting for I/O)"
 
 
 class LagMonitor:
@@ -72,11 +73,15 @@ class LagMonitor:
 
     def _stalled(self, lag: float) -> None:
         culprit, self._culprit = self._culprit or "unknown code", None
+        if culprit == IDLE:  # nothing of ours ran: the process did not get the CPU
+            log.info("event loop woke %.0f ms late while idle (the machine is busy)",
+                     lag * 1000)
+            return
         self.metrics.inc("event_loop_stalls_total")
-        log.warning("event loop blocked for %.0f ms by %s (blocking calls in async code stall "
-                    "every client; run them in a thread)", lag * 1000, culprit)
         self.timeline.event("diagnostic.event", "event_loop.stall",
                             attributes={"lagMs": round(lag * 1000, 1), "running": culprit})
+        log.warning("event loop blocked for %.0f ms by %s (blocking calls in async code stall "
+                    "every client; run them in a thread)", lag * 1000, culprit)
 
     def _watch(self, loop_thread: int) -> None:
         step = min(self.threshold_s / 2, 0.05)
@@ -90,6 +95,9 @@ class LagMonitor:
                     self._culprit = self._name(frame)
 
     def _name(self, frame: FrameType) -> str:
+        if frame.f_code.co_name == "select" and frame.f_code.co_filename.endswith(
+                "selectors.py"):
+            return IDLE  # the loop is waiting for I/O: late only because it was not scheduled
         described = None
         if self._describe is not None:
             try:

@@ -2,9 +2,9 @@
 first in a short-lived child process, so a plugin that exits the process (``os._exit``),
 crashes the interpreter or never returns from ``register()`` costs a child, not the gateway.
 
-Parent side: :class:`Prober` starts a child (forked from a fork server that has the plugin API
-imported, so a probe costs a fork rather than an interpreter start) with the plugins to try,
-reads one JSON verdict per plugin from a pipe, and gives each plugin
+Parent side: :class:`Prober` has a child forked (by :class:`ForkServer`, a helper process that
+has the plugin API imported, so a probe costs a fork rather than an interpreter start) for the
+plugins to try, reads one JSON verdict per plugin, and gives each plugin
 ``plugins.probe_timeout_s``. A child that dies or overruns is killed; its plugin gets its
 verdict (``exited``, ``timed out``) and a fresh child carries on with the rest. Verdicts are
 remembered in ``<state>/plugin-probes.json`` by a digest of everything that decides what
@@ -12,27 +12,30 @@ loading does (clawgate version, plugin id, origin, root, manifest, code and conf
 an unchanged plugin is never probed again and start-up stays fast. Bundled plugins are part of
 the package and are not probed.
 
-Child side (``_child_main``): the same loader rules as the gateway (``loader.import_entry``
-under a private module name) and a real :class:`~clawgate.plugins.api.PluginApi`. Plugin
-output on stdout is sent to stderr.
+Child side (``_child_main``, forked by ``serve``): the same loader rules as the gateway
+(``loader.import_entry`` under a private module name) and a real
+:class:`~clawgate.plugins.api.PluginApi`. Plugin output on stdout is sent to stderr.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import logging
-import multiprocessing
-import multiprocessing.context
 import os
+import select
+import signal
+import subprocess
+import sys
 import tempfile
+import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from multiprocessing.connection import Connection
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import orjson
 
@@ -115,47 +118,35 @@ class Prober:
         """One child for ``entries``: how many of them got a verdict (at least one)."""
         request = {"state_dir": str(self.path.parent), "root_config": root_config,
                    "plugins": [_item(metas[e.id]) for e in entries]}
-        context = _context()
-        ours, theirs = context.Pipe(duplex=False)
-        proc = context.Process(target=_child_main, args=(theirs, orjson.dumps(request)),
-                               name="clawgate-plugin-probe", daemon=True)
-        done = 0
+        attempt = _Attempt(len(entries), self.timeout_s)
         try:
-            await asyncio.to_thread(proc.start)
-            theirs.close()
-            started = await _receive(ours, CHILD_START_S)
-            if started is None or started.get("ready") is not True:
-                # The probe itself could not start: nothing is known of these plugins.
-                for entry in entries:
-                    found[entry.id] = Verdict(False, "probe: the probe process did not start")
-                return len(entries)
-            for entry in entries:
-                try:
-                    answer = await _receive(ours, self.timeout_s)
-                except TimeoutError:
-                    found[entry.id] = Verdict(False, (
-                        f"probe: import and register() did not finish within "
-                        f"{self.timeout_s:g} s (plugins.probe_timeout_s); the plugin was not "
-                        "loaded"))
-                    return done + 1
-                if answer is None:
-                    await asyncio.to_thread(proc.join, 5)
-                    code = proc.exitcode or 0
-                    how = f"killed by signal {-code}" if code < 0 else f"exit status {code}"
-                    found[entry.id] = Verdict(False, (
-                        f"probe: the plugin ended the process ({how}) during import or "
-                        "register(); the plugin was not loaded"))
-                    return done + 1
-                found[entry.id] = Verdict(bool(answer.get("ok")), str(answer.get("reason", "")))
-                done += 1
+            await asyncio.to_thread(FORK_SERVER.run, orjson.dumps(request), attempt)
+        except BaseException:
+            attempt.cancelled = True  # cancelled (a signal during start-up): the child goes too
+            attempt.kill()
+            raise
+        for entry, answer in zip(entries, attempt.answers, strict=False):
+            found[entry.id] = Verdict(bool(answer.get("ok")), str(answer.get("reason", "")))
+        done = len(attempt.answers)
+        if done == len(entries):
             return done
-        finally:
-            ours.close()
-            if proc.pid is not None:
-                if proc.is_alive():
-                    proc.kill()
-                proc.join(5)  # just killed (or already ended): returns at once
-                proc.close()
+        entry = entries[done]
+        if attempt.outcome == "timeout":
+            found[entry.id] = Verdict(False, (
+                f"probe: import and register() did not finish within {self.timeout_s:g} s "
+                "(plugins.probe_timeout_s); the plugin was not loaded"))
+        elif attempt.outcome == "no-start":
+            for rest in entries[done:]:  # nothing is known of these plugins
+                found[rest.id] = Verdict(False, f"probe: the probe process did not start "
+                                                f"({attempt.detail})")
+            return len(entries)
+        else:
+            code = attempt.exit_code
+            how = f"killed by signal {-code}" if code < 0 else f"exit status {code}"
+            found[entry.id] = Verdict(False, (
+                f"probe: the plugin ended the process ({how}) during import or register(); "
+                "the plugin was not loaded"))
+        return done + 1
 
     def _load(self) -> OrderedDict[str, dict[str, Any]]:
         try:
@@ -184,45 +175,183 @@ def _item(meta: PluginMeta) -> dict[str, Any]:
     return {"id": meta.id, "manifest": str(meta.manifest.path), "config": dict(meta.config)}
 
 
-def _context() -> multiprocessing.context.ForkServerContext | multiprocessing.context.SpawnContext:
-    """Probe children come from a fork server (started once per process, with the plugin API
-    already imported), so a probe costs a fork, not an interpreter start. Where fork servers
-    do not exist, a fresh interpreter per child."""
-    if "forkserver" in multiprocessing.get_all_start_methods():
-        context = multiprocessing.get_context("forkserver")
-        context.set_forkserver_preload(["clawgate.plugins.probe", "clawgate.plugins.loader",
-                                        "clawgate.plugins.api"])
-        return context
-    return multiprocessing.get_context("spawn")
-
-
-async def _receive(conn: Connection, within: float) -> dict[str, Any] | None:
-    """The next message from the child, or None when it ended; TimeoutError after ``within``
-    seconds."""
-    loop = asyncio.get_running_loop()
-    readable = loop.create_future()
-
-    def ready() -> None:
-        if not readable.done():
-            readable.set_result(None)
-
-    loop.add_reader(conn.fileno(), ready)
-    try:
-        await asyncio.wait_for(readable, within)
-    finally:
-        loop.remove_reader(conn.fileno())
-    try:
-        value = orjson.loads(conn.recv_bytes())
-    except (EOFError, OSError):
-        return None
-    return value if isinstance(value, dict) else {}
-
-
 # -- the child ------------------------------------------------------------------------------------
 
-def _child_main(conn: Connection, raw: bytes) -> None:
-    """The child: probe the plugins of the request; one JSON verdict per message."""
-    os.dup2(2, 1)  # what plugins print goes to stderr
+class _Attempt:
+    """One child's progress, shared between the reading thread and the event loop."""
+
+    def __init__(self, expected: int, timeout_s: float) -> None:
+        self.expected = expected
+        self.timeout_s = timeout_s
+        self.answers: list[dict[str, Any]] = []
+        self.outcome: Literal["done", "timeout", "exited", "no-start"] = "done"
+        self.exit_code = 0
+        self.detail = ""
+        self.child: int | None = None
+        self.cancelled = False  # set from the event loop: the thread kills the child
+
+    def kill(self) -> None:
+        if self.child is not None:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(self.child, signal.SIGKILL)
+
+
+class ForkServer:
+    """A helper process (``python -m clawgate.plugins.probe --serve``) with the plugin API
+    imported, which forks one child per probe request, so a probe costs a fork, not an
+    interpreter start. One per process, like multiprocessing's fork server (and, unlike that
+    one, it never re-imports the caller's ``__main__``); it holds no gateway state, serves one
+    request at a time and ends when this process does (its stdin closes)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._buffer = b""
+
+    def run(self, request: bytes, attempt: _Attempt) -> None:
+        """Probe in a fresh child; blocking (run it in a thread)."""
+        with self._lock:
+            try:
+                proc = self._started()
+                assert proc.stdin is not None
+                proc.stdin.write(request.replace(b"\n", b" ") + b"\n")
+                proc.stdin.flush()
+            except OSError as exc:
+                self._stop()
+                attempt.outcome, attempt.detail = "no-start", str(exc)
+                return
+            ready = killed = False
+            deadline = time.monotonic() + CHILD_START_S
+            while True:
+                # Until the child is killed, a cancellation interrupts the wait.
+                message = self._message(proc, deadline, None if killed else attempt)
+                if attempt.cancelled and not killed:
+                    attempt.kill()
+                    killed = True
+                    deadline = time.monotonic() + CHILD_START_S
+                if message is None:  # the helper itself died
+                    attempt.kill()
+                    self._stop()
+                    if attempt.outcome == "done":
+                        attempt.outcome = "exited" if ready else "no-start"
+                        attempt.exit_code, attempt.detail = -signal.SIGKILL, "no answer"
+                    return
+                if "child" in message:
+                    attempt.child = int(message["child"])
+                    if killed or attempt.cancelled:
+                        attempt.kill()
+                elif "end" in message:
+                    attempt.child = None
+                    if len(attempt.answers) < attempt.expected and attempt.outcome == "done":
+                        attempt.outcome = "exited" if ready else "no-start"
+                        attempt.exit_code = int(message["end"])
+                        attempt.detail = f"exit status {attempt.exit_code}"
+                    return
+                elif message.get("ready"):
+                    ready = True
+                    deadline = time.monotonic() + attempt.timeout_s
+                elif "id" in message:
+                    attempt.answers.append(message)
+                    deadline = time.monotonic() + attempt.timeout_s
+                elif time.monotonic() >= deadline:  # nothing in time
+                    if killed:  # not even the end of a killed child: give up on the helper
+                        self._stop()
+                        return
+                    attempt.outcome = "timeout" if ready else "no-start"
+                    attempt.detail = "no answer"
+                    attempt.kill()  # the helper reports the end next
+                    killed = True
+                    deadline = time.monotonic() + CHILD_START_S
+
+    def _message(self, proc: subprocess.Popen[bytes], deadline: float,
+                 attempt: _Attempt | None) -> dict[str, Any] | None:
+        """The helper's next line; {} at ``deadline`` or on cancellation; None when the
+        helper is gone."""
+        assert proc.stdout is not None
+        fd = proc.stdout.fileno()
+        while b"\n" not in self._buffer:
+            left = deadline - time.monotonic()
+            if left <= 0 or (attempt is not None and attempt.cancelled):
+                return {}
+            readable, _, _ = select.select([fd], [], [], min(left, 0.1))
+            if not readable:
+                continue
+            chunk = os.read(fd, 65536)
+            if not chunk:
+                return None
+            self._buffer += chunk
+        line, self._buffer = self._buffer.split(b"\n", 1)
+        try:
+            value = orjson.loads(line)
+        except orjson.JSONDecodeError:
+            return {}
+        return value if isinstance(value, dict) else {}
+
+    def _started(self) -> subprocess.Popen[bytes]:
+        if self._proc is None or self._proc.poll() is not None:
+            self._buffer = b""
+            self._proc = subprocess.Popen(
+                [sys.executable, "-m", "clawgate.plugins.probe", "--serve"],
+                stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                close_fds=True)
+        return self._proc
+
+    def _stop(self) -> None:
+        if self._proc is not None:
+            with contextlib.suppress(OSError):
+                self._proc.kill()
+            self._proc.wait()
+            self._proc = None
+
+
+FORK_SERVER = ForkServer()
+
+
+# -- the helper and its children ------------------------------------------------------------------
+
+def serve() -> int:
+    """The helper: one JSON request per stdin line, each probed in a forked child."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # it ends when its parent does (stdin EOF)
+    from clawgate.config import parse  # noqa: F401  (imported once, here, for every child)
+    from clawgate.plugins import api, loader, manifest  # noqa: F401
+
+    out = sys.stdout.buffer
+    inbox = sys.stdin.buffer
+    for line in inbox:
+        out.flush()
+        pid = os.fork()
+        if pid == 0:
+            try:
+                _child_main(line)
+            finally:
+                os._exit(0)
+        out.write(orjson.dumps({"child": pid}) + b"\n")
+        out.flush()
+        while True:
+            done, status = os.waitpid(pid, os.WNOHANG)
+            if done:
+                break
+            # The parent sends nothing while a child runs: readable stdin means it is gone
+            # (EOF), and then so is the child, whatever it was doing.
+            readable, _, _ = select.select([inbox], [], [], 0.1)
+            if readable:
+                os.kill(pid, signal.SIGKILL)
+                os.waitpid(pid, 0)
+                return 0
+        out.write(orjson.dumps({"end": os.waitstatus_to_exitcode(status)}) + b"\n")
+        out.flush()
+    return 0
+
+
+def _child_main(raw: bytes) -> None:
+    """A child: probe the plugins of the request; one JSON verdict per line."""
+    out = os.fdopen(os.dup(1), "wb", buffering=0)
+    os.dup2(2, 1)  # what plugins print goes to stderr, never into the verdicts
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+    def send(value: dict[str, Any]) -> None:
+        out.write(orjson.dumps(value) + b"\n")
+
     request = orjson.loads(raw)
     from clawgate.config import parse
     from clawgate.plugins import loader
@@ -231,7 +360,7 @@ def _child_main(conn: Connection, raw: bytes) -> None:
 
     root_config = parse(request["root_config"])
     state_dir = Path(request["state_dir"])
-    conn.send_bytes(orjson.dumps({"ready": True}))
+    send({"ready": True})
     order = itertools.count()
     for n, item in enumerate(request["plugins"]):
         verdict: dict[str, Any]
@@ -250,5 +379,8 @@ def _child_main(conn: Connection, raw: bytes) -> None:
             verdict = {"ok": True}
         except (Exception, SystemExit) as exc:  # the gateway's loader reports these itself
             verdict = {"ok": True, "note": loader.describe(exc)}
-        conn.send_bytes(orjson.dumps({"id": item["id"], **verdict}))
-    conn.close()
+        send({"id": item["id"], **verdict})
+
+
+if __name__ == "__main__":
+    raise SystemExit(serve() if sys.argv[1:] == ["--serve"] else 2)
