@@ -229,6 +229,13 @@ def test_disk_full_is_503_store_unavailable_and_not_ready(tmp_path: Path) -> Non
         assert ready.status_code == 503
         assert "disk full" in ready.json()["reason"]
         assert httpx.get(f"{url}/health", timeout=5).status_code == 200  # alive, not ready
+        from clawgate.client import GatewayError, call_remote
+
+        with pytest.raises(GatewayError) as refused:  # the control plane says the same
+            call_remote("chat.send", {"sessionKey": "main", "message": "x" * 1000,
+                                      "idempotencyKey": "full-1"},
+                        url=f"ws://127.0.0.1:{port}", token=TOKEN)
+        assert refused.value.code == "UNAVAILABLE" and "disk full" in str(refused.value)
     finally:
         stop(proc)
     assert sys.platform.startswith("linux")
