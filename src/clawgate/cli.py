@@ -12,7 +12,7 @@ from typing import Any, NoReturn
 
 import orjson
 
-from clawgate import __version__
+from clawgate import __version__, cli_memory
 from clawgate import config as config_module
 from clawgate.client import GatewayUnreachable
 from clawgate.errors import ClawgateError, ConfigError
@@ -102,6 +102,29 @@ def _parser() -> argparse.ArgumentParser:
     _remote_options(chat)
     chat.set_defaults(handler=_chat)
 
+    channels = commands.add_parser("channels", help="chat channels of the running gateway")
+    csub = channels.add_subparsers(metavar="ACTION")
+    cstatus = csub.add_parser("status", help="every channel account: connected, last error, ...")
+    cstatus.add_argument("--probe", action="store_true", help="ask each platform too")
+    cstatus.add_argument("--json", action="store_true", help="print JSON")
+    _remote_options(cstatus)
+    cstatus.set_defaults(handler=_channels_status)
+
+    pairing = commands.add_parser("pairing", help="approve or deny unknown DM senders")
+    psub = pairing.add_subparsers(metavar="ACTION")
+    plist = psub.add_parser("list", help="pending pairing requests")
+    plist.add_argument("channel", nargs="?", help="only this channel")
+    plist.add_argument("--json", action="store_true", help="print JSON")
+    _remote_options(plist)
+    plist.set_defaults(handler=_pairing_list)
+    for action, text in (("approve", "let the sender talk to the agent"),
+                         ("deny", "refuse the sender's request")):
+        decide = psub.add_parser(action, help=text)
+        decide.add_argument("channel", help="e.g. telegram")
+        decide.add_argument("code", help="the 8-character code the sender got")
+        _remote_options(decide)
+        decide.set_defaults(handler=_pairing_decide, approve=action == "approve")
+
     sessions = commands.add_parser("sessions", help="sessions in the store")
     ssub = sessions.add_subparsers(metavar="ACTION", parser_class=_Parser)
     slist = ssub.add_parser("list", help="list sessions, newest first")
@@ -116,6 +139,7 @@ def _parser() -> argparse.ArgumentParser:
     scheck = ssub.add_parser("check", help="integrity check of the session store; exits 1 "
                                            "when it is damaged")
     scheck.set_defaults(handler=_sessions_check)
+    cli_memory.add_parser(commands)
     return parser
 
 
@@ -336,6 +360,65 @@ def _sessions_check(args: argparse.Namespace) -> int:
     for problem in problems[:20]:
         print(f"  {problem}", file=sys.stderr)
     return 1
+def _channels_status(args: argparse.Namespace) -> int:
+    from clawgate.client import call_remote
+
+    url, token = _remote(args)
+    result = call_remote("channels.status", {"probe": args.probe}, url=url, token=token)
+    if args.json:
+        _print_json(result)
+        return 0
+    for cid in result.get("channelOrder", []):
+        label = result.get("channelLabels", {}).get(cid, cid)
+        summary = result.get("channels", {}).get(cid, {})
+        rows = result.get("channelAccounts", {}).get(cid, [])
+        print(f"{label} ({cid}): {len(rows)} account(s)"
+              + (f" — {summary['error']}" if summary.get("error") else ""))
+        for row in rows:
+            state = "connected" if row.get("connected") else (
+                "running" if row.get("running") else "stopped")
+            line = f"  {row.get('accountId')}: {state}"
+            if row.get("pendingDeliveries") or row.get("failedDeliveries"):
+                line += (f", deliveries pending {row.get('pendingDeliveries', 0)}"
+                         f" failed {row.get('failedDeliveries', 0)}")
+            if row.get("lastError"):
+                line += f" — {row['lastError']}"
+            print(line)
+            if "probe" in row:
+                print(f"    probe: {orjson.dumps(row['probe']).decode()}")
+    return 0
+
+
+def _pairing_list(args: argparse.Namespace) -> int:
+    from clawgate.client import call_remote
+
+    params = {"channel": args.channel} if args.channel else {}
+    url, token = _remote(args)
+    requests = call_remote("channels.pairing.list", params, url=url,
+                           token=token).get("requests", [])
+    if args.json:
+        _print_json({"requests": requests})
+        return 0
+    if not requests:
+        print("no pending pairing requests")
+    for r in requests:
+        who = f"{r['id']}" + (f" ({r['name']})" if r.get("name") else "")
+        print(f"{r['channel']}/{r['accountId']}  {r['code']}  {who}  expires "
+              f"{_fmt_ms(int(r['expiresAt']))}")
+    return 0
+
+
+def _pairing_decide(args: argparse.Namespace) -> int:
+    from clawgate.client import call_remote
+
+    method = "channels.pairing.approve" if args.approve else "channels.pairing.deny"
+    url, token = _remote(args)
+    result = call_remote(method, {"channel": args.channel, "code": args.code}, url=url,
+                         token=token)
+    request = result.get("request", {})
+    verb = "approved" if args.approve else "denied"
+    print(f"{verb} {request.get('id')} on {request.get('channel')}/{request.get('accountId')}")
+    return 0
 
 
 def _fmt_ms(ms: int) -> str:

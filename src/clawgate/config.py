@@ -171,6 +171,38 @@ class AgentConfig(_Model):
     default: bool = False
     identity: IdentityConfig = Field(default_factory=IdentityConfig)
     heartbeat: HeartbeatConfig | None = None
+    # "ro": the agent may not write its workspace (no memory flush, no memory_append).
+    workspace_access: Literal["rw", "ro"] = "rw"
+
+
+class MemoryFlushConfig(_Strict):
+    """``[engine.compaction.memory_flush]``: the silent turn that asks the agent to write what
+    matters to its memory files before a compaction (OpenClaw's
+    ``agents.defaults.compaction.memoryFlush``)."""
+
+    enabled: bool = True
+    # The flush runs once the prompt estimate reaches
+    # context window - reserve_tokens - soft_threshold_tokens, below the compaction threshold.
+    soft_threshold_tokens: int = Field(default=4000, ge=0, le=10_000_000)
+    # The flush turn's user message and the text added to its system prompt (None: built-in).
+    prompt: str | None = Field(default=None, min_length=1, max_length=20_000)
+    system_prompt: str | None = Field(default=None, min_length=1, max_length=20_000)
+
+
+class CompactionConfig(_Strict):
+    """``[engine.compaction]``: summarising the older turns of a session that outgrows its
+    model's context window (OpenClaw's ``agents.defaults.compaction``)."""
+
+    enabled: bool = True
+    # Compaction runs once the prompt estimate reaches context window - reserve_tokens.
+    reserve_tokens: int = Field(default=20_000, ge=0, le=10_000_000)
+    # The newest turns kept verbatim after a compaction (at most this many tokens).
+    keep_recent_tokens: int = Field(default=20_000, ge=0, le=10_000_000)
+    # The summariser: a provider/model ref; None means the session's own model (and fallbacks).
+    model: str | None = Field(default=None, min_length=1, max_length=256)
+    # The window assumed for a model whose catalogue entry has no context_window.
+    default_context_window: int = Field(default=200_000, ge=1_000, le=100_000_000)
+    memory_flush: MemoryFlushConfig = Field(default_factory=MemoryFlushConfig)
 
 
 class EngineConfig(_Model):
@@ -190,6 +222,7 @@ class EngineConfig(_Model):
     collect_window_ms: int = Field(default=500, ge=0, le=60_000)
     max_iterations: int = Field(default=8, ge=1, le=100)
     turn_timeout_s: float = Field(default=600.0, gt=0, le=86_400)
+    compaction: CompactionConfig = Field(default_factory=CompactionConfig)
     # After a crash: "rerun" runs the acknowledged messages that had not started again (so they
     # get a reply); "mark" records them as interrupted, unanswered.
     resume_interrupted: Literal["rerun", "mark"] = "rerun"
@@ -255,6 +288,35 @@ class SessionConfig(_Model):
     dm_scope: DmScope = "main"
 
 
+class BindingMatch(_Model):
+    """What a binding matches: a channel, and optionally one account, DM peer or group."""
+
+    channel: str | None = None
+    account: str | None = None
+    peer: str | None = None
+    group: str | None = None
+
+
+class Binding(_Model):
+    """``[[bindings]]``: messages that match go to ``agent`` (peer beats group beats account
+    beats channel)."""
+
+    agent: str = Field(min_length=1)
+    match: BindingMatch = Field(default_factory=BindingMatch)
+
+
+class DeliveryConfig(_Model):
+    """``[delivery]``: how channel replies are retried (durable outbound)."""
+
+    max_attempts: int = Field(default=12, ge=1, le=1000)
+    backoff_base_ms: int = Field(default=1000, ge=1, le=600_000)
+    backoff_max_ms: int = Field(default=60_000, ge=1, le=86_400_000)
+    # Files replies carry (``MEDIA:`` tokens): the size cap, and local folders besides the
+    # agents' workspaces that files may be sent from (relative to the state dir).
+    media_max_mb: float = Field(default=20.0, gt=0, le=2048)
+    media_roots: tuple[str, ...] = ()
+
+
 class Config(_Model):
     """The whole validated config."""
 
@@ -263,6 +325,11 @@ class Config(_Model):
     engine: EngineConfig = Field(default_factory=EngineConfig)
     gateway: GatewayConfig = Field(default_factory=GatewayConfig)
     session: SessionConfig = Field(default_factory=SessionConfig)
+    # ``[channels.<id>]``: validated when the channel runtime starts, against the common keys
+    # (``channels.accounts.Policy``) and the owning plugin's schema.
+    channels: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    bindings: tuple[Binding, ...] = ()
+    delivery: DeliveryConfig = Field(default_factory=DeliveryConfig)
     cron: CronConfig = Field(default_factory=CronConfig)
     heartbeat: HeartbeatConfig = Field(default_factory=HeartbeatConfig)
 

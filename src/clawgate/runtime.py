@@ -1,4 +1,5 @@
-"""The runtime: the one place that wires plugin host -> store -> engine, for every caller.
+"""The runtime: the one place that wires plugin host -> store -> engine (-> channels), for every
+caller.
 
 The gateway, the CLI, the tests and the benchmarks all build the runtime the same way::
 
@@ -19,6 +20,7 @@ from types import TracebackType
 from typing import Any
 
 from clawgate.agents.engine import Engine
+from clawgate.channels.runtime import ChannelRuntime
 from clawgate.config import Settings
 from clawgate.diagnostics.metrics import Metrics
 from clawgate.diagnostics.timeline import Timeline
@@ -36,7 +38,7 @@ class Runtime:
                  metrics: Metrics | None = None, timeline: Timeline | None = None,
                  reserved_methods: frozenset[str] = frozenset(),
                  reserved_paths: tuple[str, ...] = (), services: bool = True,
-                 drain_deadline_s: float = 10.0) -> None:
+                 channels: bool = False, drain_deadline_s: float = 10.0) -> None:
         self.settings = settings
         self.metrics = metrics or Metrics(COUNTERS)
         self.timeline = timeline or Timeline.from_env(env or {})
@@ -45,6 +47,10 @@ class Runtime:
         self.store = SessionStore(settings.state_dir / DB_FILE)
         self.engine = Engine(settings, self.host, self.store, metrics=self.metrics,
                              timeline=self.timeline)
+        # The channel runtime (accounts, monitors, durable delivery): only where a gateway
+        # serves; a CLI command has no business polling Telegram.
+        self.channels = ChannelRuntime(settings, self.host, self.engine, self.metrics,
+                                       env or {}) if channels else None
         self.drain_deadline_s = drain_deadline_s
         self._services = services
         self._stack: contextlib.AsyncExitStack | None = None
@@ -72,6 +78,9 @@ class Runtime:
             await self.host.start(services=self._services)
             await self.engine.start()
             stack.push_async_callback(self.engine.aclose, self.drain_deadline_s)
+            if self.channels is not None:
+                await self.channels.start()
+                stack.push_async_callback(self.channels.aclose)
         except BaseException:
             await stack.aclose()
             raise

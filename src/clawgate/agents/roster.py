@@ -20,20 +20,27 @@ STARTER = Path(__file__).resolve().parent / "starter"
 
 @dataclass(frozen=True, slots=True)
 class ModelRef:
-    """A ``provider/model`` reference."""
+    """A ``provider/model`` reference, or a bare alias / model id (``provider`` empty) that the
+    turn resolves through the providers' model catalogue (``opus``)."""
 
     provider: str
     model: str
 
     @classmethod
     def parse(cls, ref: str) -> ModelRef:
-        provider, sep, model = ref.strip().partition("/")
-        if not sep or not provider or not model:
-            raise InvalidRequest(f"model ref {ref!r} must look like 'provider/model'")
+        text = ref.strip()
+        provider, sep, model = text.partition("/")
+        if not sep:
+            if not text:
+                raise InvalidRequest("a model ref must not be empty")
+            return cls("", text)
+        if not provider or not model:
+            raise InvalidRequest(f"model ref {ref!r} must look like 'provider/model' or "
+                                 "be a model alias")
         return cls(provider.lower(), model)
 
     def __str__(self) -> str:
-        return f"{self.provider}/{self.model}"
+        return f"{self.provider}/{self.model}" if self.provider else self.model
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,6 +53,7 @@ class Agent:
     models: tuple[ModelRef, ...]  # primary first, then fallbacks
     default: bool
     identity: dict[str, str]
+    workspace_access: str = "rw"  # "ro": the workspace is not to be written (config)
 
     def describe(self) -> dict[str, object]:
         """The ``agents.list`` row."""
@@ -75,6 +83,7 @@ class Roster:
             models=tuple(ModelRef.parse(r) for r in refs),
             default=config.default,
             identity=identity,
+            workspace_access=config.workspace_access,
         )
 
     def get(self, agent_id: str | None) -> Agent:

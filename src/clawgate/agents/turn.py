@@ -14,13 +14,14 @@ claimed are turns too, already finished, so every surface handles them the same 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from clawgate.agents.bus import RunEvent, Subscription
 from clawgate.agents.lanes import RunResult
 from clawgate.providers.base import Message, ToolSpec
+from clawgate.sessions.channelstore import Delivery
 from clawgate.types import QueueMode
 
 Content = str | list[dict[str, Any]] | None
@@ -47,6 +48,8 @@ class Submission:
     tool_results: tuple[Message, ...] = ()
     sampling: Mapping[str, Any] = field(default_factory=dict)
     commands: bool = True
+    inbound: tuple[str, str, str] | None = None
+    delivery: Delivery | None = None
 
 
 class Turn:
@@ -98,7 +101,7 @@ class Turn:
             return False
         return self._abort()
 
-    async def events(self) -> AsyncIterator[RunEvent]:
+    async def events(self) -> AsyncGenerator[RunEvent, None]:
         """The run's events in order, from admission to its end.
 
         The iterator ends after the lifecycle ``end``/``error`` event, or when the run ended

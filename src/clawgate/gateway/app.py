@@ -63,6 +63,7 @@ GATEWAY_COUNTERS = (*COUNTERS, "ws_connections_total", "ws_requests_total",
 PROBE = ["GET", "HEAD"]
 TRIM_CHECK_S = 2.0
 TRIM_AFTER_CLOSED = 256  # connections gone since the last look that make a heap trim worth it
+CHANNEL_FLUSH_S = 5.0
 ANY_METHOD = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
 OPENAI_ROUTES: tuple[tuple[str, tuple[str, ...], endpoints.Handler], ...] = (
     ("/chat/completions", ("POST",), openai_chat.completions),
@@ -87,7 +88,7 @@ class Gateway:
         self.metrics = Metrics(GATEWAY_COUNTERS)
         self.runtime = Runtime(settings, env=self.env, metrics=self.metrics,
                                reserved_methods=RESERVED, reserved_paths=RESERVED_PATHS,
-                               drain_deadline_s=drain_deadline_s)
+                               channels=True, drain_deadline_s=drain_deadline_s)
         self.policy = WsPolicy.from_config(settings.config.gateway.ws, self.env)
         self.hub = Hub(self.policy, self.metrics, version=__version__)
         self.log_ring = LogRing(owner=self)
@@ -188,6 +189,8 @@ class Gateway:
             # OriginGuard serves WebSocket connections to "/" before the router (see there);
             # the route stays in the table, which is what the gateway serves.
             WebSocketRoute("/", ws_endpoint(self)),
+            Route("/channels/{channel}/{account}/{path:path}", endpoints.channel_webhooks(
+                self, self.settings.config.gateway.max_body_bytes), methods=ANY_METHOD),
         ]
         for prefix in ("/v1", "/openclaw/v1"):
             routes += [Route(prefix + path, endpoints.openai(self, prefix + path, methods,
@@ -252,6 +255,8 @@ class Gateway:
         self._announce_shutdown()
         await self._hook(Hook.GATEWAY_STOP, gateway=self, reason="shutdown")
         await self.runtime.engine.aclose(self.drain_deadline_s)
+        if self.runtime.channels is not None:  # the replies of drained runs, while we can
+            await self.runtime.channels.flush(CHANNEL_FLUSH_S)
         for connection in list(self.hub.open):
             await connection.close(1012, "gateway shutting down")
         self._stop.set()
@@ -312,6 +317,8 @@ class Gateway:
         changed = generation is not before
         if changed:
             log.info("plugins reloaded: generation %d -> %d", before.id, generation.id)
+            if self.runtime.channels is not None:
+                await self.runtime.channels.reload()
         return generation, changed
 
     async def _hook(self, hook: Hook, **values: Any) -> None:

@@ -14,8 +14,9 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 
+from clawgate.chat import WebhookRequest
 from clawgate.errors import ClawgateError, MethodNotAllowed, NotFound
-from clawgate.gateway.http import CORE_PATHS, error_response, internal_error
+from clawgate.gateway.http import CORE_PATHS, error_response, internal_error, read_body
 from clawgate.gateway.rpc import Services
 
 log = logging.getLogger("clawgate.gateway.http")
@@ -130,5 +131,32 @@ def plugin_routes(gateway: Services) -> Endpoint:
         if not isinstance(response, Response):
             return error_response(ClawgateError(f"plugin route {path} returned no response"))
         return response
+
+    return serve
+
+
+def channel_webhooks(gateway: Services, limit: int) -> Endpoint:
+    """``/channels/<channel>/<account>/<path>``: a platform calling a channel plugin (Telegram's
+    webhook, Slack's Events API, the webhook channel's inbound). The plugin authenticates the
+    request itself (a signature, a secret header); the core reads the body within ``limit``."""
+
+    async def serve(request: Request) -> Response:
+        channels = gateway.runtime.channels
+        try:
+            if channels is None:
+                raise NotFound("this gateway runs no channels")
+            body = await read_body(request, limit,
+                                   gateway.settings.config.gateway.body_timeout_s)
+            answer = await channels.webhook(
+                str(request.path_params["channel"]), str(request.path_params["account"]),
+                WebhookRequest(request.method, str(request.path_params.get("path", "")),
+                               {k.lower(): v for k, v in request.headers.items()}, body,
+                               dict(request.query_params)))
+        except ClawgateError as exc:
+            return error_response(exc)
+        except Exception:
+            log.exception("channel webhook %s failed", request.url.path)
+            return internal_error()
+        return JSONResponse(answer.body, status_code=answer.status, headers=dict(answer.headers))
 
     return serve

@@ -34,8 +34,9 @@ log = logging.getLogger("clawgate.gateway.http")
 
 CORE_PATHS = frozenset({"/health", "/healthz", "/ready", "/readyz", "/startup", "/startupz",
                         "/metrics"})
-# What plugins may not register: the core paths, the WebSocket root, the OpenAI API trees.
-RESERVED_PATHS = ("/", *sorted(CORE_PATHS), "/v1/", "/openclaw/v1/")
+# What plugins may not register: the core paths, the WebSocket root, the OpenAI API trees and
+# the channel webhooks.
+RESERVED_PATHS = ("/", *sorted(CORE_PATHS), "/v1/", "/openclaw/v1/", "/channels/")
 LOOPBACK_HOSTS = frozenset({"localhost", "127.0.0.1", "::1", "[::1]"})
 
 
@@ -76,6 +77,20 @@ async def read_json(request: Request, limit: int, timeout_s: float = 30.0) -> An
             media.startswith("application/") and media.endswith("+json")):
         raise UnsupportedMediaType(f"Content-Type {media!r} is not supported; send "
                                    "application/json")
+    body = await read_body(request, limit, timeout_s)
+    if not body:
+        raise InvalidRequest("request body is empty; expected a JSON object")
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        if _bad_utf8(body):
+            raise InvalidRequest("request body is not valid UTF-8") from None
+        raise InvalidRequest(f"request body is not valid JSON: {exc}") from None
+
+
+async def read_body(request: Request, limit: int, timeout_s: float = 30.0) -> bytes:
+    """The raw request body, refused (413) when over ``limit`` bytes, before it is read to the
+    end when the length is declared, and (408) when it is not all there within ``timeout_s``."""
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
         raise PayloadTooLarge(f"request body is {declared} bytes; the limit is {limit}")
@@ -91,15 +106,7 @@ async def read_json(request: Request, limit: int, timeout_s: float = 30.0) -> An
     except TimeoutError:
         raise RequestTimeout(f"request body not received within {timeout_s:g} s "
                              "(gateway.body_timeout_s)") from None
-    body = b"".join(chunks)
-    if not body:
-        raise InvalidRequest("request body is empty; expected a JSON object")
-    try:
-        return orjson.loads(body)
-    except orjson.JSONDecodeError as exc:
-        if _bad_utf8(body):
-            raise InvalidRequest("request body is not valid UTF-8") from None
-        raise InvalidRequest(f"request body is not valid JSON: {exc}") from None
+    return b"".join(chunks)
 
 
 def _bad_utf8(body: bytes) -> bool:

@@ -30,7 +30,7 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 
 from clawgate.agents.lanes import RunResult
 from clawgate.agents.turn import Turn
-from clawgate.errors import ClawgateError, InvalidRequest
+from clawgate.errors import InvalidRequest
 from clawgate.gateway.openai_api import (
     DONE,
     SSE_HEADERS,
@@ -44,6 +44,7 @@ from clawgate.gateway.openai_api import (
     remainder,
     require_str,
     resolve_target,
+    run_error,
     sse,
     submit,
 )
@@ -326,9 +327,9 @@ async def completions(gateway: Services, request: Request) -> Response:
                         else tools, stream=stream, sampling=sampling(body))
     if not stream:
         result = await turn.result()
-        message = failure(result)
-        if message is not None:
-            raise ClawgateError(message)
+        error = run_error(gateway, result)
+        if error is not None:
+            raise error
         return JSONResponse(completion(result, model))
     chunks = _chunks(turn, model, usage=bool(options.get("include_usage")))
     return StreamingResponse(chunks, media_type="text/event-stream", headers=SSE_HEADERS)

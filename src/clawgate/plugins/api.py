@@ -15,6 +15,8 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, Literal
 
+from clawgate.chat import Capabilities
+from clawgate.config import Config, Settings
 from clawgate.errors import RegistrationError
 from clawgate.plugins.hooks import make_handler
 from clawgate.plugins.manifest import Manifest
@@ -73,6 +75,15 @@ class PluginApi:
 
     def _refuse(self, message: str) -> RegistrationError:
         return RegistrationError(f"plugin {self.id!r}: {message}", plugin_id=self.id)
+
+    def workspaces(self) -> dict[str, Path]:
+        """Every configured agent's workspace, by agent id (read-only; computed from the config,
+        so it never touches the disk). Empty when the api carries no gateway config."""
+        if not isinstance(self.root_config, Config):
+            return {}
+        settings = Settings(config=self.root_config, state_dir=self.state_dir,
+                            config_path=self.state_dir / "clawgate.toml")
+        return {agent.id: settings.agent_workspace(agent) for agent in settings.agents()}
 
     def resolve_path(self, relative: str) -> Path:
         """A path inside the plugin's folder; one that escapes it is refused."""
@@ -158,7 +169,8 @@ class PluginApi:
         self._staged.providers.append(provider)
 
     def register_channel(self, channel: Any) -> None:
-        """Register a chat channel; its id must be listed in the manifest's ``channels``."""
+        """Register a chat channel (``clawgate.Channel``); its id must be listed in the
+        manifest's ``channels``."""
         self._open("register_channel")
         cid = getattr(channel, "id", None)
         if not isinstance(cid, str) or cid not in self._manifest.channels:
@@ -166,6 +178,17 @@ class PluginApi:
                 f"channel {cid!r} is not declared in the manifest's channels "
                 f"{list(self._manifest.channels)}"
             )
+        for attr in ("monitor", "send", "edit", "typing", "probe"):
+            if not inspect.iscoroutinefunction(getattr(channel, attr, None)):
+                raise self._refuse(f"channel {cid!r}: {attr}() must be an async method")
+        if not isinstance(getattr(channel, "capabilities", None), Capabilities):
+            raise self._refuse(f"channel {cid!r}: capabilities must be a clawgate.Capabilities")
+        schema = getattr(channel, "config_schema", None)
+        if not isinstance(schema, Mapping) or schema.get("type") != "object":
+            raise self._refuse(f"channel {cid!r}: config_schema must be a JSON Schema object")
+        secrets = getattr(channel, "secrets", ())
+        if not isinstance(secrets, tuple) or not all(isinstance(n, str) for n in secrets):
+            raise self._refuse(f"channel {cid!r}: secrets must be a tuple of key names")
         self._staged.channels.append(channel)
 
     def register_method(

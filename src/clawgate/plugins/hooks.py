@@ -281,7 +281,10 @@ class HookCaller:
         try:
             outcome = handler.fn(**handler.kwargs(values))
             if inspect.isawaitable(outcome):
-                outcome = await asyncio.wait_for(outcome, handler.timeout_s)
+                # asyncio.timeout, not wait_for: on Python 3.11, wait_for swallows a
+                # cancellation (an abort) that arrives as the handler finishes.
+                async with asyncio.timeout(handler.timeout_s):
+                    outcome = await outcome
             return outcome, None
         except TimeoutError:
             return None, self._fail(handler, f"timed out after {handler.timeout_s} s")

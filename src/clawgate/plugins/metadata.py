@@ -174,19 +174,25 @@ def _validate_config(
     meta: PluginMeta, plugins: PluginsConfig, schemas: SchemaCache, out: list[Diagnostic]
 ) -> PluginMeta:
     assert meta.manifest is not None and meta.id is not None
-    schema = meta.manifest.config_schema
-    raw = copy.deepcopy(plugins.entry(meta.id).config)
+    raw, reason = apply_schema(meta.manifest.config_schema, plugins.entry(meta.id).config, schemas)
+    if reason is not None:
+        out.append(Diagnostic("error", f"plugins.entries.{meta.id}.config: {reason}", meta.id))
+        return replace(meta, status="error", reason=reason)
+    return replace(meta, config=MappingProxyType(raw), config_digest=digest(raw))
+
+
+def apply_schema(schema: Mapping[str, Any], value: Mapping[str, Any],
+                 schemas: SchemaCache) -> tuple[dict[str, Any], str | None]:
+    """``value`` with the schema's top-level defaults filled in, and the first validation
+    error as ``"invalid config at $.path: message"`` (None when it is valid)."""
+    raw = copy.deepcopy(dict(value))
     # Fill top-level defaults so plugins see the documented values without repeating them.
     for name, prop in schema.get("properties", {}).items():
         if isinstance(prop, dict) and "default" in prop and name not in raw:
             raw[name] = copy.deepcopy(prop["default"])
     error = next(iter(sorted(schemas.validator(schema).iter_errors(raw), key=str)), None)
-    if error is not None:
-        path = "$" + "".join(
-            f"[{p}]" if isinstance(p, int) else f".{p}" for p in error.absolute_path
-        )
-        reason = f"invalid config at {path}: {error.message}"
-        out.append(Diagnostic("error", f"plugins.entries.{meta.id}.config: {reason}", meta.id))
-        return replace(meta, status="error", reason=reason)
-    return replace(meta, config=MappingProxyType(raw), config_digest=digest(raw))
+    if error is None:
+        return raw, None
+    path = "$" + "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in error.absolute_path)
+    return raw, f"invalid config at {path}: {error.message}"
 

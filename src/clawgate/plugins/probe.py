@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib.metadata
 import itertools
 import logging
 import os
@@ -39,7 +40,6 @@ from typing import Any, Literal
 
 import orjson
 
-from clawgate import __version__
 from clawgate.config import digest
 from clawgate.plugins.metadata import PluginMeta
 from clawgate.plugins.plan import PlanEntry
@@ -47,6 +47,12 @@ from clawgate.plugins.plan import PlanEntry
 log = logging.getLogger("clawgate.plugins")
 
 CACHE_FILE = "plugin-probes.json"
+# The installed version (read from the distribution, not the root package: that one is the
+# plugin author's API and sits above the layers).
+try:
+    VERSION = importlib.metadata.version("clawgate")
+except importlib.metadata.PackageNotFoundError:  # running from a source tree
+    VERSION = "0"
 MAX_VERDICTS = 512
 CHILD_START_S = 30.0  # the child's own start (interpreter and imports), before any plugin
 
@@ -61,7 +67,7 @@ class Verdict:
 
 def probe_key(entry: PlanEntry) -> str:
     """The digest a verdict is remembered by."""
-    return digest([__version__, entry.id, entry.origin, entry.root, entry.manifest_digest,
+    return digest([VERSION, entry.id, entry.origin, entry.root, entry.manifest_digest,
                    entry.entry_file, entry.code_digest, entry.config_digest])
 
 

@@ -36,6 +36,7 @@ KeyKind = Literal[
 ]
 DmScope = Literal["main", "per-peer", "per-channel-peer", "per-account-channel-peer"]
 RowKind = Literal["global", "unknown", "group", "direct"]
+Scope = Literal["main", "direct", "group"]
 
 MAX_KEY_LENGTH = 512
 DEFAULT_AGENT_ID = "main"
@@ -331,6 +332,24 @@ def row_kind(key: str, chat_type: str | None = None) -> RowKind:
         return "unknown"
     if chat_type in ("group", "channel") or ":group:" in key or ":channel:" in key:
         return "group"
+    return "direct"
+
+
+def session_scope(key: str, main: str = DEFAULT_MAIN_KEY) -> Scope:
+    """Who may read a session's conversation: ``"main"`` for an agent's main (private) session,
+    ``"group"`` for a group or channel shared with others, ``"direct"`` for one peer, an API
+    user, cron or a sub-agent. A global, unknown or malformed key counts as ``"group"``: when
+    the audience is not known, private memory stays out."""
+    try:
+        parsed = parse(key)
+    except SessionKeyError:
+        return "group"
+    if parsed.kind == "main":
+        return "main" if parsed.main == (_norm(main, DEFAULT_MAIN_KEY) or "main") else "direct"
+    if parsed.kind in ("group", "channel", "global", "unknown"):
+        return "group"
+    if parsed.kind == "other" and (":group:" in key or ":channel:" in key):
+        return "group"  # a user-chosen key that still names a group: treat it as one
     return "direct"
 
 

@@ -17,12 +17,15 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from clawgate.errors import InvalidRequest, SessionNotFound
+from clawgate.sessions import compaction
+from clawgate.sessions.channelstore import Delivery, insert_inbound, intent_for_run
 from clawgate.sessions.schema import dumps, loads
 from clawgate.sessions.transcript import NewMessage, StoredMessage, check_messages
 from clawgate.types import RUN_STATUSES, RunStatus
 
-# A run to run again after a restart: (run id, session key, its input messages).
-Resumable = tuple[str, str, list[dict[str, Any]]]
+# A run to run again after a restart: (run id, session key, its input messages, where its
+# reply goes: the stored delivery, or None).
+Resumable = tuple[str, str, list[dict[str, Any]], str | None]
 
 ENDED: tuple[RunStatus, ...] = tuple(s for s in RUN_STATUSES if s not in ("queued", "running"))
 
@@ -58,11 +61,16 @@ def append(c: sqlite3.Connection, key: str, new: Sequence[NewMessage],
 
 
 def admit(c: sqlite3.Connection, run_id: str, key: str, messages: Sequence[Any], now: int, *,
-          session: dict[str, Any],
-          check: Callable[[sqlite3.Row], None]) -> tuple[sqlite3.Row, bool]:
-    """Admission in one transaction: create the session if missing (``session`` holds its
-    columns), let ``check`` refuse by raising (e.g. a deny send policy), queue the run.
-    Returns the session row and whether this admission created the session."""
+          session: dict[str, Any], check: Callable[[sqlite3.Row], None],
+          inbound: tuple[str, str, str] | None = None,
+          delivery: Delivery | None = None) -> tuple[sqlite3.Row, bool]:
+    """Admission in one transaction: record a channel message's dedupe row (``inbound``:
+    channel, account, platform message id — DuplicateMessage when it was seen), create the
+    session if missing (``session`` holds its columns), let ``check`` refuse by raising (e.g. a
+    deny send policy), queue the run with where its reply goes (``delivery``). Returns the
+    session row and whether this admission created the session."""
+    if inbound is not None:
+        insert_inbound(c, *inbound, now, "admitted", key, run_id)
     names = ", ".join(session)
     marks = ", ".join("?" for _ in session)
     created = c.execute(
@@ -70,20 +78,21 @@ def admit(c: sqlite3.Connection, run_id: str, key: str, messages: Sequence[Any],
         list(session.values())).rowcount > 0
     row = c.execute("SELECT * FROM sessions WHERE key = ?", (key,)).fetchone()
     check(row)
-    queue(c, run_id, key, messages, now)
+    queue(c, run_id, key, messages, now, delivery)
     return row, created
 
 
 def queue(c: sqlite3.Connection, run_id: str, key: str, messages: Sequence[Any],
-          now: int) -> None:
+          now: int, delivery: Delivery | None = None) -> None:
     """Record an admitted run with its input messages (the acknowledgement point)."""
     check_messages(messages, "runs.queue")
     sid = current_session_id(c, key)
     try:
         c.execute(
-            "INSERT INTO runs (run_id, key, session_id, status, started_at, queued_at, input) "
-            "VALUES (?, ?, ?, 'queued', ?, ?, ?)",
-            (run_id, key, sid, now, now, dumps(list(messages))),
+            "INSERT INTO runs (run_id, key, session_id, status, started_at, queued_at, input, "
+            "delivery) VALUES (?, ?, ?, 'queued', ?, ?, ?, ?)",
+            (run_id, key, sid, now, now, dumps(list(messages)),
+             None if delivery is None else delivery.dump()),
         )
     except sqlite3.IntegrityError:
         raise InvalidRequest(f"run {run_id!r} already exists") from None
@@ -99,8 +108,9 @@ def begin(c: sqlite3.Connection, run_id: str, key: str, messages: Sequence[Any],
           now: int, history: int = 0) -> list[StoredMessage]:
     """Start a run: its messages join the transcript and the record says running.
 
-    Returns the newest ``history`` messages of the transcript (oldest first), read in the same
-    transaction, so the turn needs no second trip to the store for its context.
+    Returns the turn's context, read in the same transaction so the turn needs no second trip
+    to the store: the latest compaction entry, if any, then the newest ``history`` messages
+    from its cut on (oldest first; see :func:`clawgate.sessions.compaction.context`).
     """
     new = check_messages(messages, "runs.begin")
     sid = current_session_id(c, key)
@@ -115,16 +125,17 @@ def begin(c: sqlite3.Connection, run_id: str, key: str, messages: Sequence[Any],
     append(c, key, new, now)
     if history <= 0:
         return []
-    rows = c.execute("SELECT * FROM messages WHERE session_id = ? AND archived = 0 "
-                     "ORDER BY seq DESC LIMIT ?", (sid, history)).fetchall()
-    return [StoredMessage.from_row(r) for r in reversed(rows)]
+    return compaction.context(c, sid, history)
 
 
 def complete(c: sqlite3.Connection, run_id: str, key: str, messages: Sequence[Any], now: int, *,
              status: RunStatus, stop_reason: str | None, error: str | None,
-             usage: dict[str, int] | None, model: str | None, provider: str | None,
-             merged: Sequence[str]) -> None:
-    """End a run: final messages, run record, session counters — one transaction."""
+             usage: dict[str, Any] | None, model: str | None, provider: str | None,
+             merged: Sequence[str], cost: float | None = None,
+             fallbacks: Sequence[dict[str, Any]] | None = None) -> None:
+    """End a run: final messages, run record, session counters — one transaction (and the
+    reply's send intent when the run owes a channel one). ``cost`` (USD) is added to the
+    session's; ``fallbacks`` are the failed model attempts."""
     if status not in ENDED:
         raise InvalidRequest(f"a run cannot end as {status!r}")
     new = check_messages(messages, "runs.complete")
@@ -136,23 +147,33 @@ def complete(c: sqlite3.Connection, run_id: str, key: str, messages: Sequence[An
     append(c, key, new, now)
     c.execute(
         "UPDATE runs SET status = ?, ended_at = ?, stop_reason = ?, error = ?, usage = ?, "
-        "model = ?, provider = ? WHERE run_id = ?",
+        "model = ?, provider = ?, cost_usd = ?, fallbacks = ? WHERE run_id = ?",
         (status, now, stop_reason, error, None if usage is None else dumps(usage), model,
-         provider, run_id),
+         provider, cost, dumps(list(fallbacks)) if fallbacks else None, run_id),
     )
     for other in merged:
         c.execute("UPDATE runs SET status = ?, ended_at = ?, merged_into = ? "
                   "WHERE run_id = ? AND status IN ('queued', 'running')",
                   (status, now, run_id, other))
-    used_in = int((usage or {}).get("input", 0))
-    used_out = int((usage or {}).get("output", 0))
+    final = next((m for m in reversed(new) if m.role == "assistant"), None)
+    text = final.content if final is not None and isinstance(final.content, str) else ""
+    intent_for_run(c, run_id, text, status, error, now)
+    used = usage or {}
+    used_in, used_out = int(used.get("input", 0)), int(used.get("output", 0))
+    read, written = int(used.get("cache_read", 0)), int(used.get("cache_write", 0))
     c.execute(
         "UPDATE sessions SET input_tokens = input_tokens + ?, output_tokens = output_tokens + ?, "
-        "total_tokens = total_tokens + ?, aborted_last_run = ?, "
+        "total_tokens = total_tokens + ?, "
+        "cache_read_tokens = CASE WHEN ? > 0 THEN COALESCE(cache_read_tokens, 0) + ? "
+        "ELSE cache_read_tokens END, "
+        "cache_write_tokens = CASE WHEN ? > 0 THEN COALESCE(cache_write_tokens, 0) + ? "
+        "ELSE cache_write_tokens END, "
+        "cost_usd = CASE WHEN ? IS NULL THEN cost_usd ELSE COALESCE(cost_usd, 0) + ? END, "
+        "aborted_last_run = ?, "
         "model = COALESCE(?, model), model_provider = COALESCE(?, model_provider), "
         "updated_at = ? WHERE key = ?",
-        (used_in, used_out, used_in + used_out, int(status == "aborted"), model, provider, now,
-         key),
+        (used_in, used_out, used_in + used_out, read, read, written, written, cost, cost,
+         int(status == "aborted"), model, provider, now, key),
     )
 
 
@@ -160,17 +181,17 @@ def recover(c: sqlite3.Connection, now: int, *,
             rerun: bool = False) -> tuple[int, list[Resumable]]:
     """Close runs a killed process left open. Returns how many were marked interrupted and,
     with ``rerun``, the queued ones (left queued, to run again)."""
-    rows = c.execute("SELECT run_id, key, status, input FROM runs "
+    rows = c.execute("SELECT run_id, key, status, input, delivery FROM runs "
                      "WHERE status IN ('queued', 'running') ORDER BY queued_at, started_at"
                      ).fetchall()
     resumable: list[Resumable] = []
     closed = 0
-    for run_id, key, status, raw in rows:
+    for run_id, key, status, raw, delivery in rows:
         if rerun and status == "queued" and raw:
             try:
                 messages = loads(raw)
                 check_messages(messages, "runs.recover")
-                resumable.append((run_id, key, list(messages)))
+                resumable.append((run_id, key, list(messages), delivery))
                 continue
             except Exception:  # an unreadable input cannot run again: mark it below
                 pass
@@ -196,3 +217,4 @@ def _interrupt(c: sqlite3.Connection, run_id: str, key: str, status: str, raw: A
             pass
     c.execute("UPDATE runs SET status = 'interrupted', ended_at = ?, "
               "stop_reason = 'gateway restarted' WHERE run_id = ?", (now, run_id))
+    intent_for_run(c, run_id, "", "interrupted", "the gateway restarted", now)

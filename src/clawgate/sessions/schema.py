@@ -18,7 +18,7 @@ import orjson
 from clawgate.errors import ClawgateError, InvalidRequest
 from clawgate.types import QUEUE_MODES, RunStatus
 
-ColumnType = Literal["text", "int", "bool", "json"]
+ColumnType = Literal["text", "int", "real", "bool", "json"]
 
 
 class SchemaTooNew(ClawgateError):
@@ -175,7 +175,93 @@ CREATE TABLE cron_runs (
 CREATE INDEX cron_runs_job ON cron_runs (job_id, id);
 CREATE INDEX cron_runs_open ON cron_runs (status) WHERE status = 'running';
 """),
-    Migration(5, "scratch table of the store's write probe (/ready after a storage failure)", """
+    Migration(5, "channels: inbound dedupe, durable outbound intents and receipts, pairing", """
+ALTER TABLE runs ADD COLUMN delivery TEXT;
+CREATE TABLE channel_inbound (
+    channel     TEXT NOT NULL,
+    account     TEXT NOT NULL,
+    message_id  TEXT NOT NULL,
+    received_at INTEGER NOT NULL,
+    outcome     TEXT NOT NULL,
+    session_key TEXT,
+    run_id      TEXT,
+    PRIMARY KEY (channel, account, message_id)
+);
+CREATE INDEX channel_inbound_age ON channel_inbound (received_at);
+CREATE TABLE channel_intents (
+    intent_id       TEXT PRIMARY KEY,
+    run_id          TEXT,
+    channel         TEXT NOT NULL,
+    account         TEXT NOT NULL,
+    target          TEXT NOT NULL,
+    text            TEXT NOT NULL,
+    kind            TEXT NOT NULL CHECK (kind IN ('reply', 'notice', 'pairing', 'command',
+                                                  'announce')),
+    status          TEXT NOT NULL CHECK (status IN ('pending', 'sent', 'failed')),
+    attempts        INTEGER NOT NULL DEFAULT 0,
+    next_attempt_at INTEGER NOT NULL,
+    last_error      TEXT,
+    preview_id      TEXT,
+    created_at      INTEGER NOT NULL,
+    updated_at      INTEGER NOT NULL
+);
+CREATE UNIQUE INDEX channel_intents_run ON channel_intents (run_id) WHERE run_id IS NOT NULL;
+CREATE INDEX channel_intents_due ON channel_intents (next_attempt_at) WHERE status = 'pending';
+CREATE INDEX channel_intents_account ON channel_intents (channel, account, status);
+CREATE TABLE channel_receipts (
+    intent_id    TEXT NOT NULL,
+    part         INTEGER NOT NULL,
+    message_ids  TEXT NOT NULL,
+    sent_at      INTEGER NOT NULL,
+    PRIMARY KEY (intent_id, part)
+);
+CREATE TABLE channel_pairing (
+    channel     TEXT NOT NULL,
+    account     TEXT NOT NULL,
+    code        TEXT NOT NULL,
+    sender      TEXT NOT NULL,
+    sender_name TEXT,
+    target      TEXT NOT NULL,
+    created_at  INTEGER NOT NULL,
+    expires_at  INTEGER NOT NULL,
+    status      TEXT NOT NULL CHECK (status IN ('pending', 'approved', 'denied')),
+    PRIMARY KEY (channel, account, code)
+);
+CREATE INDEX channel_pairing_sender ON channel_pairing (channel, account, sender, status);
+CREATE TABLE channel_allow (
+    channel     TEXT NOT NULL,
+    account     TEXT NOT NULL,
+    sender      TEXT NOT NULL,
+    source      TEXT NOT NULL,
+    created_at  INTEGER NOT NULL,
+    PRIMARY KEY (channel, account, sender)
+);
+CREATE TABLE channel_state (
+    channel     TEXT NOT NULL,
+    account     TEXT NOT NULL,
+    name        TEXT NOT NULL,
+    value       TEXT NOT NULL,
+    updated_at  INTEGER NOT NULL,
+    PRIMARY KEY (channel, account, name)
+);
+CREATE TABLE channel_previews (
+    run_id      TEXT PRIMARY KEY,
+    message_id  TEXT NOT NULL,
+    created_at  INTEGER NOT NULL
+);
+"""),
+    Migration(6, "model costs and cache tokens; fallback attempts on runs", """
+ALTER TABLE runs ADD COLUMN cost_usd REAL;
+ALTER TABLE runs ADD COLUMN fallbacks TEXT;
+ALTER TABLE sessions ADD COLUMN cache_read_tokens INTEGER;
+ALTER TABLE sessions ADD COLUMN cache_write_tokens INTEGER;
+ALTER TABLE sessions ADD COLUMN cost_usd REAL;
+CREATE INDEX runs_ended ON runs (ended_at) WHERE ended_at IS NOT NULL;
+"""),
+    Migration(7, "compaction entries found without scanning the transcript", """
+CREATE INDEX messages_system ON messages (session_id, seq) WHERE role = 'system';
+"""),
+    Migration(8, "scratch table of the store's write probe (/ready after a storage failure)", """
 CREATE TABLE store_probe (data BLOB NOT NULL);
 """),
 )
@@ -226,17 +312,20 @@ class Column:
     settable: bool = True
     listed: bool = True
     choices: tuple[str, ...] = ()
+    wire_name: str | None = None  # when OpenClaw's name is not the camelCase of ours
 
     @property
     def wire(self) -> str:
+        if self.wire_name is not None:
+            return self.wire_name
         head, *rest = self.name.split("_")
         return head + "".join(part.title() for part in rest)
 
 
 def _col(type: ColumnType, default: Any = None, *, settable: bool = True, listed: bool = True,
-         choices: tuple[str, ...] = ()) -> Any:
+         choices: tuple[str, ...] = (), wire: str | None = None) -> Any:
     """A SessionEntry field that is also a ``sessions`` column (its name filled in below)."""
-    column = Column("", type, settable, listed, choices)
+    column = Column("", type, settable, listed, choices, wire)
     if default is _REQUIRED:
         return field(metadata={"column": column})
     return field(default=default, metadata={"column": column})
@@ -292,6 +381,10 @@ class SessionEntry:
     last_thread_id: str | None = _col("text", listed=False)
     aborted_last_run: bool = _col("bool", False)
     extra: dict[str, Any] | None = _col("json", listed=False)
+    # None until a run used the prompt cache / a priced model (rows then omit them).
+    cache_read_tokens: int | None = _col("int", settable=False, wire="cacheRead")
+    cache_write_tokens: int | None = _col("int", settable=False, wire="cacheWrite")
+    cost_usd: float | None = _col("real", settable=False, wire="estimatedCostUsd")
 
     @classmethod
     def from_row(cls, row: sqlite3.Row) -> SessionEntry:
@@ -326,6 +419,12 @@ class Run:
     stop_reason: str | None = None
     error: str | None = None
     usage: dict[str, Any] | None = None
+    model: str | None = None
+    provider: str | None = None
+    cost_usd: float | None = None
+    # Failed model attempts before the one that answered (or all, when none did):
+    # [{"model", "kind", "status", "error"}].
+    fallbacks: list[dict[str, Any]] | None = None
 
     @classmethod
     def from_row(cls, row: sqlite3.Row) -> Run:
@@ -340,6 +439,10 @@ class Run:
             stop_reason=row["stop_reason"],
             error=row["error"],
             usage=loads(row["usage"]),
+            model=row["model"],
+            provider=row["provider"],
+            cost_usd=row["cost_usd"],
+            fallbacks=loads(row["fallbacks"]),
         )
 
 
@@ -378,6 +481,12 @@ def _encode(col: Column, value: Any, method: str) -> Any:
                 f"session field {col.name!r} must be a non-negative integer", method=method
             )
         return value
+    if col.type == "real":
+        if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
+            raise InvalidRequest(
+                f"session field {col.name!r} must be a non-negative number", method=method
+            )
+        return float(value)
     if col.type == "bool":
         if not isinstance(value, bool):
             raise InvalidRequest(f"session field {col.name!r} must be a boolean", method=method)

@@ -36,7 +36,9 @@ from typing import Any, TypeVar
 
 from clawgate.errors import InvalidRequest, SessionError, SessionNotFound, Unavailable
 from clawgate.providers.base import Message
-from clawgate.sessions import keys, listing, runs
+from clawgate.sessions import compaction, keys, listing, runs, usage
+from clawgate.sessions.channelstore import ChannelStore, Delivery
+from clawgate.sessions.compaction import View
 from clawgate.sessions.cronstore import CronStore
 from clawgate.sessions.listing import DisplayModel, ListQuery, ListResult
 from clawgate.sessions.schema import Run, SessionEntry, check_fields, migrate
@@ -317,8 +319,8 @@ class SessionStore:
             c.execute("UPDATE messages SET archived = 1 WHERE session_id = ?", (old.session_id,))
             c.execute(
                 "UPDATE sessions SET session_id = ?, started_at = ?, updated_at = ?, "
-                "input_tokens = 0, output_tokens = 0, total_tokens = 0, aborted_last_run = 0 "
-                "WHERE key = ?",
+                "input_tokens = 0, output_tokens = 0, total_tokens = 0, cache_read_tokens = NULL, "
+                "cache_write_tokens = NULL, cost_usd = NULL, aborted_last_run = 0 WHERE key = ?",
                 (sid, now, now, k),
             )
             return _must(c, k)
@@ -385,6 +387,43 @@ class SessionStore:
 
         return await self._read(read)
 
+    async def context(self, key: str, limit: int) -> View:
+        """What the session's next prompt is built from: its latest compaction entry and up to
+        ``limit`` messages after its cut (:class:`~clawgate.sessions.compaction.View`)."""
+        k = keys.canonical(key)
+
+        def read(c: sqlite3.Connection) -> View:
+            c.execute("BEGIN")  # the session id and its messages from one snapshot
+            try:
+                sid = _must(c, k).session_id
+                return View.of(sid, compaction.context(c, sid, limit + 1), limit)
+            finally:
+                c.execute("COMMIT")
+
+        return await self._read(read)
+
+    async def flushed(self, key: str, session_id: str, after_seq: int) -> bool:
+        """True when the memory flush of the compaction cycle that began after message
+        ``after_seq`` of transcript ``session_id`` has run (its prompt is stored)."""
+        return await self._read(lambda c: compaction.flushed(c, session_id, after_seq))
+
+    async def compact(self, key: str, session_id: str, message: Message) -> StoredMessage:
+        """Append a compaction entry to transcript ``session_id`` of ``key``; SessionError when
+        the session was reset meanwhile or the entry's cut points at no message of it."""
+        k = keys.canonical(key)
+        new = check_messages([message], "sessions.compact")
+        record = (new[0].extra or {}).get(compaction.COMPACTION)
+        if new[0].role != "system" or not isinstance(record, dict):
+            raise InvalidRequest("a compaction entry is a system message with a compaction "
+                                 "record", method="sessions.compact")
+        now = self._clock()
+
+        def job(c: sqlite3.Connection) -> StoredMessage:
+            compaction.check_cut(c, k, session_id, record)
+            return runs.append(c, k, new, now)[0]
+
+        return await self._write(job)
+
     async def export_jsonl(self, key: str, *, cwd: str = "") -> str:
         """The current transcript in OpenClaw's pi JSONL format (reference §4.4)."""
         k = keys.canonical(key)
@@ -416,11 +455,15 @@ class SessionStore:
         return await self._write(lambda c: runs.begin(c, run_id, k, messages, now, history))
 
     async def admit(self, run_id: str, key: str, messages: Sequence[Message], *,
-                    agent_id: str | None = None,
-                    channel: str | None = None) -> tuple[SessionEntry, bool]:
+                    agent_id: str | None = None, channel: str | None = None,
+                    inbound: tuple[str, str, str] | None = None,
+                    delivery: Delivery | None = None) -> tuple[SessionEntry, bool]:
         """Ensure the session and queue the run in one transaction (one trip to the writer);
         returns the session and whether this admission created it. A session whose send
-        policy is ``deny`` refuses the message and nothing is stored."""
+        policy is ``deny`` refuses the message and nothing is stored. ``inbound`` (channel,
+        account, platform message id) dedupes a channel message in the same transaction
+        (DuplicateMessage when it was seen); ``delivery`` is where the run's reply goes (its
+        intent is created when the run completes)."""
         k = keys.canonical(key)
         agent = _agent_for(k, agent_id)
         values = check_fields({"channel": channel} if channel else {}, "sessions.ensure")
@@ -434,21 +477,25 @@ class SessionStore:
                 raise SessionError("send blocked by session policy", session_key=k)
 
         row, created = await self._write(lambda c: runs.admit(
-            c, run_id, k, messages, now, session=session, check=refuse_denied))
+            c, run_id, k, messages, now, session=session, check=refuse_denied,
+            inbound=inbound, delivery=delivery))
         return SessionEntry.from_row(row), created
 
     async def complete_run(
         self, run_id: str, key: str, messages: Sequence[Message], *, status: RunStatus,
         stop_reason: str | None = None, error: str | None = None,
-        usage: dict[str, int] | None = None, model: str | None = None,
-        provider: str | None = None, merged: Sequence[str] = (),
+        usage: dict[str, Any] | None = None, model: str | None = None,
+        provider: str | None = None, merged: Sequence[str] = (), cost: float | None = None,
+        fallbacks: Sequence[dict[str, Any]] | None = None,
     ) -> None:
-        """End a run: final messages, run record and session counters in one transaction."""
+        """End a run: final messages, run record and session counters in one transaction
+        (``cost`` in USD; ``fallbacks``: the failed model attempts, kept on the run)."""
         k = keys.canonical(key)
         now = self._clock()
         await self._write(lambda c: runs.complete(
             c, run_id, k, messages, now, status=status, stop_reason=stop_reason, error=error,
-            usage=usage, model=model, provider=provider, merged=tuple(merged)))
+            usage=usage, model=model, provider=provider, merged=tuple(merged), cost=cost,
+            fallbacks=fallbacks))
 
     async def recover_runs(self, *, rerun: bool = False) -> tuple[int, list[runs.Resumable]]:
         """Close runs left open by a killed process. Returns how many were marked
@@ -465,6 +512,22 @@ class SessionStore:
     async def get_run(self, run_id: str) -> Run | None:
         """The run with that id, or None."""
         return await self._read(lambda c: _run(c, run_id))
+
+    # -- usage reports ------------------------------------------------------------------------
+
+    async def usage_cost(self, start_ms: int, end_ms: int) -> dict[str, Any]:
+        """``usage.cost``: tokens and costs of the runs that ended in [start, end), by UTC day
+        (see :mod:`clawgate.sessions.usage`)."""
+        now = self._clock()
+        return await self._read(lambda c: usage.cost_summary(c, start_ms, end_ms, now))
+
+    async def sessions_usage(self, start_ms: int, end_ms: int, *, key: str | None = None,
+                             limit: int = 100) -> dict[str, Any]:
+        """``sessions.usage``: per-session totals and aggregates over [start, end)."""
+        now = self._clock()
+        k = None if key is None else keys.canonical(key)
+        return await self._read(
+            lambda c: usage.sessions_usage(c, start_ms, end_ms, now, key=k, limit=limit))
 
     # -- plumbing -----------------------------------------------------------------------------
 
@@ -504,6 +567,14 @@ class SessionStore:
         self._local.conn = conn
         with self._lock:
             self._read_conns.append(conn)
+
+    # -- channels -----------------------------------------------------------------------------
+
+    @functools.cached_property
+    def channels(self) -> ChannelStore:
+        """Inbound dedupe, outbound intents and receipts, pairing and per-account state
+        (``sessions.channelstore``), on this store's threads."""
+        return ChannelStore(self._write, self._read, self._clock)
 
     # -- cron ---------------------------------------------------------------------------------
 

@@ -1,11 +1,10 @@
-"""The OpenAI-compatible provider plugin. The API key is read from the environment variable the
-config names, so secrets never sit in the config file."""
+"""The OpenAI provider plugin. API keys are read from the environment variables the config
+names (``api_key_env``, or one per entry of ``profiles``), so secrets never sit in the config
+file."""
 
 from __future__ import annotations
 
-import os
-
-from clawgate import ModelInfo, PluginApi
+from clawgate import PluginApi, parse_models, profile_credentials
 
 from .provider import OpenAIProvider
 
@@ -16,10 +15,12 @@ def register(api: PluginApi) -> None:
         OpenAIProvider(
             "openai",
             base_url=str(config["base_url"]).rstrip("/"),
-            api_key=os.environ.get(str(config["api_key_env"])) or None,
+            profiles=profile_credentials(config, "openai"),
+            api=config["api"],
             connect_timeout=float(config["connect_timeout_s"]),
             read_timeout=float(config["read_timeout_s"]),
             max_retries=int(config["max_retries"]),
-            models=[ModelInfo(m) for m in config["models"]],
+            cooldowns=tuple(float(s) for s in config["cooldowns_s"]),
+            models=parse_models(config["models"], provider="openai"),
         )
     )

@@ -1,0 +1,250 @@
+"""Channel benchmark: a platform message in, the agent's reply out, through a real
+`clawgate gateway` process and the loopback fakes of the platforms.
+
+Rows (one per channel): a platform message -> durable admission -> echo turn -> the reply
+received by the platform fake. For each: the gateway's time per message (inbound sent to reply
+received, one conversation, p50/p99), messages per second with 50 conversations at once, and a
+long run where every message must be answered exactly once (0 lost, 0 doubled).
+
+- `webhook`: a signed inbound POST; the reply POSTed to a receiver.
+
+Prints one JSON document, then a `verdict:` line. `--quick` sends fewer messages; `--rows`
+picks rows.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import signal
+import socket
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import orjson
+
+import common
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))  # the platform fakes live with the tests
+
+from tests.support.fakes.webhook import WebhookReceiver, sign  # noqa: E402
+
+CLAWGATE = str(Path(sys.executable).with_name("clawgate"))
+SECRET = "bench-secret-of-the-webhook-channel"
+P50_BUDGET_MS = 5.0
+RATE_BUDGETS = {"webhook": 500.0}  # messages/s at 50 conversations
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass
+class Gateway:
+    proc: asyncio.subprocess.Process
+    url: str
+
+
+def prepare(state: Path, config: str) -> None:
+    state.mkdir(parents=True, exist_ok=True)
+    (state / "clawgate.toml").write_text(config)
+
+
+async def start_gateway(state: Path, config: str) -> Gateway:
+    await asyncio.to_thread(prepare, state, config)
+    port = free_port()
+    env = {**os.environ, "CLAWGATE_STATE_DIR": str(state), "CLAWGATE_GATEWAY_PORT": str(port),
+           "CLAWGATE_LOG_LEVEL": "WARNING"}
+    env.pop("CLAWGATE_CONFIG", None)
+    log = await asyncio.to_thread(open, state / "gateway.log", "wb")  # the child's output
+    proc = await asyncio.create_subprocess_exec(CLAWGATE, "gateway", env=env,
+                                                stdout=log, stderr=log)
+    log.close()
+    url = f"http://127.0.0.1:{port}"
+    async with httpx.AsyncClient() as client:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                if (await client.get(f"{url}/ready")).status_code == 200:
+                    return Gateway(proc, url)
+            except httpx.TransportError:
+                pass
+            await asyncio.sleep(0.02)
+    proc.kill()
+    raise RuntimeError("the gateway did not become ready")
+
+
+async def stop_gateway(gateway: Gateway) -> None:
+    gateway.proc.send_signal(signal.SIGTERM)
+    try:
+        await asyncio.wait_for(gateway.proc.wait(), 30)
+    except TimeoutError:
+        gateway.proc.kill()
+        await gateway.proc.wait()
+
+
+class Replies:
+    """Waiters for replies, by their text (every message of a run is unique)."""
+
+    def __init__(self) -> None:
+        self.waiting: dict[str, asyncio.Future[float]] = {}
+        self.seen: dict[str, int] = {}
+
+    def expect(self, text: str) -> asyncio.Future[float]:
+        future: asyncio.Future[float] = asyncio.get_running_loop().create_future()
+        self.waiting[text] = future
+        return future
+
+    def arrived(self, text: str) -> None:
+        self.seen[text] = self.seen.get(text, 0) + 1
+        future = self.waiting.pop(text, None)
+        if future is not None and not future.done():
+            future.set_result(time.perf_counter())
+
+
+# -- a row: how to send one message and be told of its reply ---------------------------------
+
+Send = Callable[[str, str], Awaitable[None]]  # (conversation, text)
+
+
+async def drive(send: Send, replies: Replies, *, sequential: int, parallel: int,
+                per_conversation: int, long_run: int) -> dict[str, Any]:
+    """The measurements every row shares."""
+    # Latency: one conversation, one message at a time.
+    samples = []
+    for n in range(sequential):
+        text = f"latency {n} {uuid.uuid4().hex[:6]}"
+        waiter = replies.expect(text)
+        started = time.perf_counter()
+        await send("solo", text)
+        samples.append((await asyncio.wait_for(waiter, 30)) - started)
+    # Throughput: `parallel` conversations, each sending as soon as its last reply arrived.
+    async def conversation(c: int, count: int) -> None:
+        for n in range(count):
+            text = f"rate {c}.{n} {uuid.uuid4().hex[:6]}"
+            waiter = replies.expect(text)
+            await send(f"conv-{c}", text)
+            await asyncio.wait_for(waiter, 60)
+
+    started = time.perf_counter()
+    await asyncio.gather(*(conversation(c, per_conversation) for c in range(parallel)))
+    rate = parallel * per_conversation / (time.perf_counter() - started)
+    # Exactly once: `long_run` messages, then every reply counted.
+    texts = [f"once {n} {uuid.uuid4().hex[:6]}" for n in range(long_run)]
+    batch = 50
+    for start in range(0, long_run, batch):
+        chunk = texts[start:start + batch]
+        waiters = [replies.expect(t) for t in chunk]
+        await asyncio.gather(*(send(f"long-{i % parallel}", t) for i, t in enumerate(chunk)))
+        await asyncio.wait_for(asyncio.gather(*waiters), 120)
+    await asyncio.sleep(0.5)  # a late duplicate would arrive now
+    lost = sum(1 for t in texts if replies.seen.get(t, 0) == 0)
+    doubled = sum(1 for t in texts if replies.seen.get(t, 0) > 1)
+    ms = [s * 1000 for s in samples]
+    return {"latency_ms": {"p50": round(common.percentile(ms, 50), 3),
+                           "p99": round(common.percentile(ms, 99), 3), "n": len(ms)},
+            "messages_per_s": round(rate, 1), "parallel_conversations": parallel,
+            "long_run": {"messages": long_run, "lost": lost, "doubled": doubled}}
+
+
+async def webhook_row(workdir: Path, sizes: dict[str, int]) -> dict[str, Any]:
+    replies = Replies()
+    async with WebhookReceiver() as hook:
+        def on_post(call: Any) -> None:
+            body = WebhookReceiver.json(call)
+            if isinstance(body, dict):
+                replies.arrived(str(body.get("text", "")))
+            return None
+
+        hook.responder = lambda call: on_post(call)  # type: ignore[func-returns-value]
+        config = f"""
+[engine]
+max_concurrent = 64
+
+[session]
+dm_scope = "per-channel-peer"
+
+[channels.webhook]
+inbound_secret = "{SECRET}"
+outbound_url = "{hook.url}/hook"
+dm_policy = "open"
+allow_from = ["*"]
+"""
+        gateway = await start_gateway(workdir / "webhook", config)
+        try:
+            async with httpx.AsyncClient(base_url=gateway.url, timeout=30,
+                                         limits=httpx.Limits(max_connections=64)) as http:
+                async def send(conversation: str, text: str) -> None:
+                    raw = orjson.dumps({"id": uuid.uuid4().hex, "from": conversation,
+                                        "text": text})
+                    for attempt in range(3):  # a pooled connection the server just closed
+                        try:
+                            r = await http.post("/channels/webhook/default/inbound",
+                                                content=raw, headers=sign(SECRET, raw))
+                            break
+                        except (httpx.ReadError, httpx.RemoteProtocolError):
+                            if attempt == 2:
+                                raise
+                    # A retried POST of the same id is a duplicate (200): still one message.
+                    if r.status_code not in (200, 202):
+                        raise RuntimeError(f"inbound refused: {r.status_code} {r.text}")
+
+                result = await drive(send, replies, **sizes)
+        finally:
+            await stop_gateway(gateway)
+        result["duplicate_keys"] = len(hook.duplicates())
+    return result
+
+
+ROWS: dict[str, Callable[[Path, dict[str, int]], Awaitable[dict[str, Any]]]] = {
+    "webhook": webhook_row,
+}
+
+
+def budgets(rows: dict[str, dict[str, Any]]) -> list[common.Budget]:
+    out = []
+    for name, row in rows.items():
+        p50 = row["latency_ms"]["p50"]
+        out.append(common.Budget(f"{name}: gateway time per message p50 (ms)",
+                                 f"< {P50_BUDGET_MS:g}", p50, p50 < P50_BUDGET_MS))
+        rate = row["messages_per_s"]
+        want = RATE_BUDGETS.get(name, 300.0)
+        out.append(common.Budget(f"{name}: messages/s at {row['parallel_conversations']} "
+                                 "conversations", f">= {want:g}", rate, rate >= want))
+        long = row["long_run"]
+        clean = long["lost"] == 0 and long["doubled"] == 0 and row.get("duplicate_keys", 0) == 0
+        out.append(common.Budget(f"{name}: {long['messages']} messages lost/doubled",
+                                 "0/0", f"{long['lost']}/{long['doubled']}", clean))
+    return out
+
+
+async def main(quick: bool, names: list[str]) -> None:
+    sizes = ({"sequential": 100, "parallel": 50, "per_conversation": 10, "long_run": 1000}
+             if quick else
+             {"sequential": 500, "parallel": 50, "per_conversation": 40, "long_run": 10_000})
+    rows: dict[str, dict[str, Any]] = {}
+    with tempfile.TemporaryDirectory(prefix="clawgate-bench-channels-") as tmp:
+        for name in names:
+            rows[name] = await ROWS[name](Path(tmp), sizes)
+    common.report({"benchmark": "channels", "mode": "quick" if quick else "full",
+                   "environment": common.environment(), "load": os.getloadavg(),
+                   "rows": rows}, budgets(rows))
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="fewer messages")
+    parser.add_argument("--rows", nargs="*", default=list(ROWS), choices=list(ROWS))
+    args = parser.parse_args()
+    asyncio.run(main(args.quick, args.rows))

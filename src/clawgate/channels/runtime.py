@@ -1,0 +1,397 @@
+"""The channel runtime: every configured account of every channel plugin, supervised.
+
+It owns, for one gateway: the accounts (built from ``[channels]`` and the current plugin
+generation), one monitor task per enabled account (restarted with exponential backoff when it
+fails, slowly when the platform refused its credentials), the inbound pipeline, the outbound
+worker, the followers of running turns (typing, previews), and each account's status snapshot.
+A plugin reload restarts the monitors on the new generation; pending deliveries carry on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from clawgate.agents.bus import RunEvent
+from clawgate.agents.commands import catalogue
+from clawgate.agents.engine import Engine
+from clawgate.agents.turn import Turn
+from clawgate.channels.accounts import AccountConfig, accounts
+from clawgate.channels.inbound import Inbound
+from clawgate.channels.media import MediaLoader
+from clawgate.channels.outbound import Endpoint, Outbound
+from clawgate.channels.streaming import follow
+from clawgate.chat import (
+    Account,
+    Channel,
+    ChannelAuthError,
+    InboundMessage,
+    Received,
+    Target,
+    WebhookRequest,
+    WebhookResponse,
+)
+from clawgate.config import Settings
+from clawgate.diagnostics.metrics import Metrics
+from clawgate.errors import NotFound
+from clawgate.plugins.host import Generation, Lease, PluginHost
+from clawgate.plugins.metadata import SchemaCache
+from clawgate.plugins.registry import Command
+from clawgate.types import now_ms
+
+log = logging.getLogger("clawgate.channels")
+
+BACKOFF_START_S = 1.0
+BACKOFF_MAX_S = 60.0
+AUTH_BACKOFF_S = 300.0  # a refused token is not fixed by hammering the platform
+HEALTHY_AFTER_S = 60.0  # a monitor that ran this long starts its next backoff from the start
+MAX_FOLLOWERS = 10_000
+RUN_EVENTS = 65_536  # the run-end listener's mailbox (it reads fast: one check per event)
+
+
+class _State:
+    """The durable per-account values a plugin keeps (``context.state``)."""
+
+    def __init__(self, runtime: ChannelRuntime, channel: str, account: str) -> None:
+        self._store = runtime.engine.store.channels
+        self._channel, self._account = channel, account
+
+    async def get(self, name: str) -> Any:
+        return await self._store.get_state(self._channel, self._account, name)
+
+    async def set(self, name: str, value: Any) -> None:
+        await self._store.set_state(self._channel, self._account, name, value)
+
+
+@dataclass(eq=False)
+class _Live:
+    """One account: its config, its channel, its monitor and its status snapshot."""
+
+    channel: Channel
+    config: AccountConfig
+    snapshot: dict[str, Any] = field(default_factory=dict)
+    task: asyncio.Task[None] | None = None
+
+
+class _Context:
+    """The ``ChannelContext`` of one account."""
+
+    def __init__(self, runtime: ChannelRuntime, live: _Live) -> None:
+        assert live.config.account is not None
+        self._account = live.config.account
+        self._state = _State(runtime, live.config.channel, live.config.account_id)
+        self._runtime = runtime
+        self._live = live
+
+    @property
+    def account(self) -> Account:
+        return self._account
+
+    @property
+    def state(self) -> _State:
+        return self._state
+
+    async def receive(self, message: InboundMessage) -> Received:
+        self._live.snapshot["lastInboundAt"] = now_ms()
+        return await self._runtime.inbound.receive(self._live.config, message)
+
+    def commands(self) -> list[dict[str, str]]:
+        return catalogue(self._runtime.registered_commands())
+
+    def status(self, **fields: Any) -> None:
+        self._live.snapshot.update(fields)
+        if fields.get("connected") is True:
+            self._live.snapshot["lastConnectedAt"] = now_ms()
+
+
+class ChannelRuntime:
+    """Channels of one gateway."""
+
+    def __init__(self, settings: Settings, host: PluginHost, engine: Engine, metrics: Metrics,
+                 env: Mapping[str, str]) -> None:
+        self.settings = settings
+        self.host = host
+        self.engine = engine
+        self.env = env
+        self.metrics = metrics
+        self._schemas = SchemaCache()
+        self._previews: dict[str, asyncio.Lock] = {}
+        self.inbound = Inbound(settings, engine, metrics, follow=self._follow, wake=self.wake,
+                               channel=self._channel_of)
+        delivery = settings.config.delivery
+        roots = [*settings.workspaces(), *(settings.state_dir / Path(r).expanduser()
+                                           for r in delivery.media_roots)]
+        self.media = MediaLoader(roots, max_bytes=int(delivery.media_max_mb * 1024 * 1024))
+        self.outbound = Outbound(engine.store, self.endpoint, delivery, metrics,
+                                 self._previews, self.media)
+        self._live: dict[tuple[str, str], _Live] = {}
+        self._problems: dict[str, str] = {}  # channel id -> why it has no accounts
+        self._generation: Generation | None = None
+        self._lease: Lease | None = None
+        self._worker: asyncio.Task[None] | None = None
+        self._listener: asyncio.Task[None] | None = None
+        self._followers: set[asyncio.Task[None]] = set()
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Build the accounts of the current generation, start their monitors and the
+        outbound worker (which sends what a previous run of the gateway still owed)."""
+        self._start_accounts(self.host.current)
+        loop = asyncio.get_running_loop()
+        self._worker = loop.create_task(self.outbound.run(), name="channels-outbound")
+        self._listener = loop.create_task(self._ended_runs(), name="channels-runs")
+
+    async def reload(self) -> None:
+        """Restart every monitor on the current generation (after a plugin reload)."""
+        if self.host.current is self._generation:
+            return
+        await self._stop_accounts()
+        self._start_accounts(self.host.current)
+        self.wake()
+
+    async def aclose(self) -> None:
+        """Stop the monitors, the followers and the outbound worker (pending deliveries stay
+        in the store for the next start)."""
+        await self._stop_accounts()
+        for task in list(self._followers):
+            task.cancel()
+        await asyncio.gather(*self._followers, return_exceptions=True)
+        for owned in (self._listener, self._worker):
+            if owned is not None:
+                owned.cancel()
+                await asyncio.gather(owned, return_exceptions=True)
+        self._worker = None
+        self._listener = None
+        await self.media.close()
+
+    async def flush(self, deadline_s: float) -> None:
+        """Give the outbound worker up to ``deadline_s`` to send what is due (at shutdown)."""
+        self.outbound.idle.clear()
+        self.wake()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.outbound.idle.wait(), deadline_s)
+
+    def wake(self) -> None:
+        self.outbound.wake()
+
+    def registered_commands(self) -> Mapping[str, Command]:
+        """The plugins' slash commands of the generation the accounts run on."""
+        generation = self._generation or self.host.current
+        return generation.registry.commands
+
+    async def _ended_runs(self) -> None:
+        """Wake the outbound worker when a run that owes a channel its reply ends (its intent
+        was committed with the end)."""
+        bus = self.engine.bus
+        sub = bus.subscribe(maxsize=RUN_EVENTS)
+        try:
+            while True:
+                event = await sub.get()
+                if sub.overflowed:  # missed some ends: resubscribe and look anyway
+                    sub.close()
+                    sub = bus.subscribe(maxsize=RUN_EVENTS)
+                    self.wake()
+                elif isinstance(event, RunEvent) and event.stream == "lifecycle" \
+                        and event.data.get("deliver"):
+                    self.wake()
+        finally:
+            sub.close()
+
+    def _start_accounts(self, generation: Generation) -> None:
+        self._generation = generation
+        self._lease = self.host.checkout(generation)
+        configured = self.settings.config.channels
+        registered = {cid: entry.channel for cid, entry in generation.registry.channels.items()}
+        self._problems = {cid: f"no loaded plugin provides channel {cid!r}"
+                          for cid in configured if cid not in registered}
+        for problem in self._problems.values():
+            log.warning("channels: %s", problem)
+        loop = asyncio.get_running_loop()
+        for cid, channel in registered.items():
+            if cid not in configured:
+                continue
+            for config in accounts(channel, configured[cid], self.env, self._schemas):
+                live = _Live(channel, config, {"accountId": config.account_id,
+                                               "enabled": config.policy.enabled,
+                                               "configured": config.error is None,
+                                               "running": False, "connected": False,
+                                               "reconnectAttempts": 0,
+                                               "dmPolicy": config.policy.dm_policy,
+                                               "allowFrom": list(config.policy.allow_from)})
+                if config.error is not None:
+                    live.snapshot["lastError"] = config.error
+                    log.warning("channels: %s", config.error)
+                self._live[(cid, config.account_id)] = live
+                if config.enabled:
+                    live.task = loop.create_task(self._supervise(live),
+                                                 name=f"channel:{cid}/{config.account_id}")
+
+    async def _stop_accounts(self) -> None:
+        tasks = [live.task for live in self._live.values() if live.task is not None]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        self._live.clear()
+        if self._lease is not None:
+            self._lease.release()
+            self._lease = None
+
+    async def _supervise(self, live: _Live) -> None:
+        """Run the account's monitor for ever, restarting it with backoff."""
+        loop = asyncio.get_running_loop()
+        delay = BACKOFF_START_S
+        context = _Context(self, live)
+        snapshot = live.snapshot
+        while True:
+            started = loop.time()
+            snapshot.update(running=True, lastStartAt=now_ms())
+            try:
+                await live.channel.monitor(context.account, context)
+                reason = "the monitor returned"
+            except asyncio.CancelledError:
+                snapshot.update(running=False, connected=False, lastStopAt=now_ms())
+                raise
+            except ChannelAuthError as exc:
+                reason = f"{exc}" + (f" — {exc.fix}" if exc.fix else "")
+                snapshot.update(lastError=reason, authError=True)
+                delay = AUTH_BACKOFF_S
+            except Exception as exc:  # a broken monitor must not take the gateway down
+                reason = f"{type(exc).__name__}: {exc}"
+                snapshot["lastError"] = reason
+            log.warning("channel %s/%s stopped (%s); restarting in %.0f s", live.config.channel,
+                        live.config.account_id, reason, delay)
+            snapshot.update(running=False, connected=False, lastStopAt=now_ms(),
+                            reconnectAttempts=snapshot.get("reconnectAttempts", 0) + 1)
+            self.metrics.inc("channel_monitor_restarts_total", channel=live.config.channel)
+            await asyncio.sleep(delay)
+            if loop.time() - started > HEALTHY_AFTER_S and not snapshot.get("authError"):
+                delay = BACKOFF_START_S
+            else:
+                delay = min(BACKOFF_MAX_S, delay * 2) if delay < AUTH_BACKOFF_S else delay
+            snapshot.pop("authError", None)
+
+    # -- serving -----------------------------------------------------------------------------
+
+    def _channel_of(self, channel: str) -> Channel | None:
+        generation = self._generation or self.host.current
+        entry = generation.registry.channels.get(channel)
+        return None if entry is None else entry.channel
+
+    def endpoint(self, channel: str, account: str) -> Endpoint | None:
+        """A configured, enabled account to send through (None: deliveries wait)."""
+        live = self._live.get((channel, account))
+        if live is None or not live.config.enabled:
+            return None
+        return Endpoint(live.channel, live.config)
+
+    def account(self, channel: str, account: str) -> AccountConfig | None:
+        live = self._live.get((channel, account))
+        return None if live is None else live.config
+
+    async def webhook(self, channel: str, account: str,
+                      request: WebhookRequest) -> WebhookResponse:
+        """An HTTP request for ``/channels/<channel>/<account>/...``, handed to the plugin."""
+        live = self._live.get((channel, account))
+        handler = getattr(live.channel, "webhook", None) if live is not None else None
+        if live is None or not live.config.enabled or handler is None:
+            raise NotFound(f"no webhook for channel account {channel}/{account}")
+        response: WebhookResponse = await handler(live.config.account, request,
+                                                  _Context(self, live))
+        return response
+
+    def _follow(self, account: AccountConfig, turn: Turn, target: Target) -> None:
+        live = self._live.get((account.channel, account.account_id))
+        caps = live.channel.capabilities if live is not None else None
+        if live is None or caps is None or not (caps.typing or caps.edit) \
+                or len(self._followers) >= MAX_FOLLOWERS:
+            turn.close()
+            return
+        lock = self._previews.setdefault(turn.run_id, asyncio.Lock())
+        task = asyncio.get_running_loop().create_task(
+            follow(live.channel, account, turn, target, self.engine.store, lock),
+            name=f"follow:{turn.run_id}")
+        self._followers.add(task)
+
+        def done(_task: asyncio.Task[None]) -> None:
+            self._followers.discard(task)
+            self._previews.pop(turn.run_id, None)
+
+        task.add_done_callback(done)
+
+    # -- status ----------------------------------------------------------------------------
+
+    async def status(self, *, probe: bool = False, timeout_s: float = 10.0) -> dict[str, Any]:
+        """``channels.status`` in OpenClaw's shape."""
+        generation = self.host.current
+        channels = {cid: e.channel for cid, e in generation.registry.channels.items()}
+        order = sorted(channels)
+        accounts_out: dict[str, list[dict[str, Any]]] = {}
+        summaries: dict[str, dict[str, Any]] = {}
+        store = self.engine.store.channels
+        for cid in order:
+            rows = []
+            for (channel, account_id), live in self._live.items():
+                if channel != cid:
+                    continue
+                row = dict(live.snapshot)
+                stats = await store.stats(cid, account_id)
+                row.update(lastInboundAt=stats.last_inbound_at or row.get("lastInboundAt"),
+                           lastOutboundAt=stats.last_outbound_at,
+                           pendingDeliveries=stats.pending, failedDeliveries=stats.failed)
+                if stats.last_failure:
+                    row["lastDeliveryError"] = stats.last_failure
+                if probe and live.config.enabled and live.config.account is not None:
+                    row["probe"] = await self._probe(live, timeout_s)
+                    row["lastProbeAt"] = now_ms()
+                rows.append(row)
+            accounts_out[cid] = rows
+            summaries[cid] = {"configured": cid in self.settings.config.channels,
+                              "running": any(r.get("running") for r in rows),
+                              "accounts": len(rows)}
+        for cid, problem in self._problems.items():
+            summaries[cid] = {"configured": True, "running": False, "accounts": 0,
+                              "error": problem}
+            accounts_out.setdefault(cid, [])
+        labels = {cid: getattr(channels[cid], "label", cid) for cid in order}
+        labels.update({cid: cid for cid in self._problems})
+        ids = order + sorted(self._problems)
+        return {"ts": now_ms(), "channelOrder": ids, "channelLabels": labels,
+                "channelMeta": [{"id": cid, "label": labels[cid], "detailLabel": labels[cid]}
+                                for cid in ids],
+                "channels": summaries, "channelAccounts": accounts_out,
+                "channelDefaultAccountId": {cid: (rows[0]["accountId"] if rows else "default")
+                                            for cid, rows in accounts_out.items()}}
+
+    async def _probe(self, live: _Live, timeout_s: float) -> dict[str, Any]:
+        assert live.config.account is not None
+        try:
+            return await asyncio.wait_for(live.channel.probe(live.config.account), timeout_s)
+        except TimeoutError:
+            return {"ok": False, "error": f"probe timed out after {timeout_s:g} s"}
+        except Exception as exc:
+            return {"ok": False, "error": f"{type(exc).__name__}: {exc}"}
+
+    async def logout(self, channel: str, account: str | None) -> dict[str, Any]:
+        """Stop an account's monitor and forget its session on the platform side when the
+        plugin can (``channels.logout``)."""
+        matches = [live for (cid, aid), live in self._live.items()
+                   if cid == channel and (account is None or aid == account)]
+        if not matches:
+            raise NotFound(f"no channel account {channel}/{account or '*'}")
+        for live in matches:
+            if live.task is not None:
+                live.task.cancel()
+                await asyncio.gather(live.task, return_exceptions=True)
+                live.task = None
+            logout = getattr(live.channel, "logout", None)
+            if logout is not None and live.config.account is not None:
+                await logout(live.config.account)
+            live.snapshot.update(running=False, connected=False, loggedOut=True)
+        return {"channel": channel, "accountId": account or matches[0].config.account_id,
+                "cleared": True}

@@ -1,0 +1,90 @@
+"""Channel methods: ``channels.status``, ``channels.logout`` and DM pairing
+(``channels.pairing.list``, ``.approve``, ``.deny``), in OpenClaw's shapes (reference §A.2)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import Field
+
+from clawgate.channels.runtime import ChannelRuntime
+from clawgate.errors import Unavailable
+from clawgate.gateway.protocol import Params, invalid, parse_params
+from clawgate.gateway.rpc import ADMIN, PAIRING, READ, CallContext, CoreMethod
+from clawgate.types import now_ms
+
+APPROVED_TEXT = "You're approved: you can talk to me now."
+
+
+class StatusParams(Params):
+    probe: bool = False
+    timeoutMs: int = Field(default=10_000, ge=100, le=120_000)
+
+
+class LogoutParams(Params):
+    channel: str = Field(min_length=1, max_length=64)
+    accountId: str | None = Field(default=None, min_length=1, max_length=128)
+
+
+class PairingListParams(Params):
+    channel: str | None = Field(default=None, min_length=1, max_length=64)
+
+
+class PairingDecideParams(Params):
+    channel: str = Field(min_length=1, max_length=64)
+    code: str = Field(min_length=1, max_length=32)
+    notify: bool = True
+
+
+def _channels(ctx: CallContext) -> ChannelRuntime:
+    channels = ctx.gateway.runtime.channels
+    if channels is None:
+        raise Unavailable("this gateway runs no channels")
+    return channels
+
+
+async def channels_status(ctx: CallContext, raw: Any) -> dict[str, Any]:
+    p = parse_params(StatusParams, raw, "channels.status")
+    return await _channels(ctx).status(probe=p.probe, timeout_s=p.timeoutMs / 1000)
+
+
+async def channels_logout(ctx: CallContext, raw: Any) -> dict[str, Any]:
+    p = parse_params(LogoutParams, raw, "channels.logout")
+    return await _channels(ctx).logout(p.channel, p.accountId)
+
+
+async def pairing_list(ctx: CallContext, raw: Any) -> dict[str, Any]:
+    p = parse_params(PairingListParams, raw, "channels.pairing.list")
+    requests = await ctx.gateway.runtime.store.channels.pairing_requests(p.channel)
+    return {"ts": now_ms(), "requests": [r.wire() for r in requests]}
+
+
+async def _decide(ctx: CallContext, raw: Any, method: str, approve: bool) -> dict[str, Any]:
+    p = parse_params(PairingDecideParams, raw, method)
+    notify = APPROVED_TEXT if approve and p.notify else None
+    request = await ctx.gateway.runtime.store.channels.decide_pairing(
+        p.channel, p.code, approve, notify)
+    if request is None:
+        raise invalid(f"no pending pairing request {p.code!r} for channel {p.channel!r} "
+                      "(it may have expired)")
+    channels = ctx.gateway.runtime.channels
+    if channels is not None and notify:
+        channels.wake()
+    return {"ok": True, "approved": approve, "request": request.wire()}
+
+
+async def pairing_approve(ctx: CallContext, raw: Any) -> dict[str, Any]:
+    return await _decide(ctx, raw, "channels.pairing.approve", True)
+
+
+async def pairing_deny(ctx: CallContext, raw: Any) -> dict[str, Any]:
+    return await _decide(ctx, raw, "channels.pairing.deny", False)
+
+
+METHODS = (
+    CoreMethod("channels.status", READ, channels_status),
+    CoreMethod("channels.logout", ADMIN, channels_logout),
+    CoreMethod("channels.pairing.list", PAIRING, pairing_list),
+    CoreMethod("channels.pairing.approve", PAIRING, pairing_approve),
+    CoreMethod("channels.pairing.deny", PAIRING, pairing_deny),
+)
