@@ -44,7 +44,7 @@ async def test_incomplete_request_heads_are_cut(tmp_path: Path) -> None:
 
 async def test_a_complete_request_is_not_cut(tmp_path: Path) -> None:
     config = {"gateway": {"header_timeout_s": 0.5},
-              "plugins": {"entries": {"echo": {"config": {"delay_ms": 1200}}}}}
+              "plugins": {"entries": {"echo": {"config": {"delay_ms": 800}}}}}
     async with serve_gateway(tmp_path, config) as server, server.client() as http:
         r = await http.post("/v1/chat/completions", json={
             "model": "clawgate", "messages": [{"role": "user", "content": "slow reply"}]})

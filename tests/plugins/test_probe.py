@@ -80,7 +80,7 @@ def test_adding_an_exiting_plugin_by_sighup_keeps_the_gateway_and_its_turns(
         tmp_path: Path) -> None:
     state = tmp_path / "state"
     state.mkdir(mode=0o700)
-    slow = "[plugins.entries.echo.config]\ndelay_ms = 1500\n"
+    slow = "[plugins.entries.echo.config]\ndelay_ms = 700\n"
     write_config(state, ["good_tool"], slow)
     port = free_port()
     proc = start(state, port)
