@@ -8,12 +8,13 @@ import logging
 import os
 import sys
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, NoReturn
 
 import orjson
 
-from clawgate import cli_memory, crontab
+from clawgate import __version__, cli_memory, crontab
 from clawgate import config as config_module
+from clawgate.client import GatewayUnreachable
 from clawgate.errors import ClawgateError, ConfigError
 from clawgate.plugins.host import Generation, PluginHost
 
@@ -30,19 +31,33 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     try:
         return handler(args)
+    except GatewayUnreachable as exc:
+        print(f"clawgate: {exc}", file=sys.stderr)
+        return 2
     except ClawgateError as exc:
+        print(f"clawgate: error: {exc}", file=sys.stderr)
+        return 1
+    except OSError as exc:  # a file or socket the command needed: one line, not a traceback
         print(f"clawgate: error: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         return 130
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse whose usage errors are one line (the usage is one ``--help`` away)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="clawgate", description="Self-hosted AI gateway.")
-    commands = parser.add_subparsers(metavar="COMMAND")
+    parser = _Parser(prog="clawgate", description="Self-hosted AI gateway.")
+    parser.add_argument("--version", action="version", version=f"clawgate {__version__}")
+    commands = parser.add_subparsers(metavar="COMMAND", parser_class=_Parser)
 
     plugins = commands.add_parser("plugins", help="inspect the plugin runtime")
-    sub = plugins.add_subparsers(metavar="ACTION")
+    sub = plugins.add_subparsers(metavar="ACTION", parser_class=_Parser)
     listing = sub.add_parser("list", help="every plugin found, with status and reason")
     listing.add_argument("--json", action="store_true", help="print JSON")
     listing.set_defaults(handler=_plugins_list)
@@ -50,12 +65,16 @@ def _parser() -> argparse.ArgumentParser:
     inspect.add_argument("plugin_id")
     inspect.set_defaults(handler=_plugins_inspect)
     reload = sub.add_parser("reload", help="ask the running gateway to reload its plugins")
+    reload.add_argument("--force", action="store_true",
+                        help="accept a generation that loses plugins the running one has")
+    _remote_options(reload)
     reload.set_defaults(handler=_plugins_reload)
     doctor = sub.add_parser("doctor", help="diagnostics; exits 1 when something is broken")
     doctor.add_argument("--json", action="store_true", help="print JSON")
     doctor.set_defaults(handler=_plugins_doctor)
     gateway = commands.add_parser("gateway", help="run the gateway (HTTP + WebSocket on one port)")
-    gateway.add_argument("--port", type=int, help="port (default 18789, or CLAWGATE_GATEWAY_PORT)")
+    gateway.add_argument("--port", type=_port,
+                         help="port (default 18789, or CLAWGATE_GATEWAY_PORT)")
     gateway.add_argument("--bind", help="address to bind (default 127.0.0.1)")
     gateway.set_defaults(handler=_gateway)
 
@@ -68,16 +87,19 @@ def _parser() -> argparse.ArgumentParser:
 
     status = commands.add_parser("status", help="ask the running gateway how it is")
     status.add_argument("--json", action="store_true", help="print JSON")
+    _remote_options(status)
     status.set_defaults(handler=_status)
 
     call = commands.add_parser("call", help="call an RPC method of the running gateway")
     call.add_argument("method", help="e.g. health, sessions.list, chat.history")
     call.add_argument("--params", default="{}", help="JSON object of parameters")
+    _remote_options(call)
     call.set_defaults(handler=_call)
 
     chat = commands.add_parser("chat", help="send one message through the running gateway")
     chat.add_argument("-m", "--message", required=True, help="the user message")
     chat.add_argument("--session", default="main", help="session key (default: main)")
+    _remote_options(chat)
     chat.set_defaults(handler=_chat)
 
     channels = commands.add_parser("channels", help="chat channels of the running gateway")
@@ -85,6 +107,7 @@ def _parser() -> argparse.ArgumentParser:
     cstatus = csub.add_parser("status", help="every channel account: connected, last error, ...")
     cstatus.add_argument("--probe", action="store_true", help="ask each platform too")
     cstatus.add_argument("--json", action="store_true", help="print JSON")
+    _remote_options(cstatus)
     cstatus.set_defaults(handler=_channels_status)
 
     pairing = commands.add_parser("pairing", help="approve or deny unknown DM senders")
@@ -92,16 +115,18 @@ def _parser() -> argparse.ArgumentParser:
     plist = psub.add_parser("list", help="pending pairing requests")
     plist.add_argument("channel", nargs="?", help="only this channel")
     plist.add_argument("--json", action="store_true", help="print JSON")
+    _remote_options(plist)
     plist.set_defaults(handler=_pairing_list)
     for action, text in (("approve", "let the sender talk to the agent"),
                          ("deny", "refuse the sender's request")):
         decide = psub.add_parser(action, help=text)
         decide.add_argument("channel", help="e.g. telegram")
         decide.add_argument("code", help="the 8-character code the sender got")
+        _remote_options(decide)
         decide.set_defaults(handler=_pairing_decide, approve=action == "approve")
 
     sessions = commands.add_parser("sessions", help="sessions in the store")
-    ssub = sessions.add_subparsers(metavar="ACTION")
+    ssub = sessions.add_subparsers(metavar="ACTION", parser_class=_Parser)
     slist = ssub.add_parser("list", help="list sessions, newest first")
     slist.add_argument("--json", action="store_true", help="print JSON")
     slist.add_argument("--agent", help="only this agent's sessions")
@@ -109,10 +134,43 @@ def _parser() -> argparse.ArgumentParser:
     slist.add_argument("--limit", type=int, default=50, help="page size (default 50)")
     slist.add_argument("--remote", action="store_true",
                        help="ask the running gateway instead of opening the store")
+    _remote_options(slist)
     slist.set_defaults(handler=_sessions_list)
+    scheck = ssub.add_parser("check", help="integrity check of the session store; exits 1 "
+                                           "when it is damaged")
+    scheck.set_defaults(handler=_sessions_check)
     cli_memory.add_parser(commands)
     crontab.register(commands)  # clawgate cron ..., clawgate system event
     return parser
+
+
+def _remote_options(parser: argparse.ArgumentParser) -> None:
+    """--url, --port and --token for commands that talk to a running gateway."""
+    parser.add_argument("--url", help="the gateway's WebSocket URL (default: "
+                                      "CLAWGATE_GATEWAY_URL, else ws://<bind>:<port> from the "
+                                      "config)")
+    parser.add_argument("--port", type=_port, help="the local gateway's port (default: "
+                                                   "CLAWGATE_GATEWAY_PORT, else the config's)")
+    parser.add_argument("--token", help="the gateway token or password (default: "
+                                        "CLAWGATE_GATEWAY_TOKEN, the config, "
+                                        "<state>/gateway.token)")
+
+
+def _remote(args: argparse.Namespace) -> tuple[str, str | None]:
+    """The URL and credentials a client command uses."""
+    from clawgate.client import gateway_token, gateway_url
+
+    return (gateway_url(url=args.url, port=args.port), args.token or gateway_token())
+
+
+def _port(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port number") from None
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"{value} is out of range (0-65535)")
+    return value
 
 
 def _gateway(args: argparse.Namespace) -> int:
@@ -123,18 +181,19 @@ def _gateway(args: argparse.Namespace) -> int:
         raise ConfigError(f"CLAWGATE_LOG_LEVEL={level!r} is not a log level "
                           "(DEBUG, INFO, WARNING, ERROR)")
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    # Files the gateway creates (store, WAL, token, workspaces) are the owner's alone.
+    os.umask(0o077)
     settings = config_module.load()
     gateway = Gateway(settings, host=args.bind, port=args.port)
-    print(f"clawgate: gateway listening on http://{gateway.bind}:{gateway.port} "
-          f"(state {settings.state_dir})", flush=True)
-    asyncio.run(gateway.serve())
+    asyncio.run(gateway.serve())  # announces "listening on ..." once the port is bound
     return 0
 
 
 def _status(args: argparse.Namespace) -> int:
     from clawgate.client import call_remote
 
-    result = call_remote("status", {})
+    url, token = _remote(args)
+    result = call_remote("status", {}, url=url, token=token)
     if args.json:
         _print_json(result)
         return 0
@@ -155,17 +214,20 @@ def _call(args: argparse.Namespace) -> int:
     if not isinstance(params, dict):
         print("clawgate: error: --params must be a JSON object", file=sys.stderr)
         return 2
-    _print_json(call_remote(args.method, params))
+    url, token = _remote(args)
+    _print_json(call_remote(args.method, params, url=url, token=token))
     return 0
 
 
 def _chat(args: argparse.Namespace) -> int:
     import uuid
 
-    from clawgate.client import GatewayClient, gateway_token, gateway_url
+    from clawgate.client import GatewayClient
+
+    url, token = _remote(args)
 
     async def run() -> int:
-        async with GatewayClient(gateway_url(), gateway_token()) as client:
+        async with GatewayClient(url, token) as client:
             run_id = str(uuid.uuid4())
             await client.call("chat.send", {"sessionKey": args.session, "message": args.message,
                                             "idempotencyKey": run_id})
@@ -249,7 +311,8 @@ def _sessions_list(args: argparse.Namespace) -> int:
             params["agentId"] = args.agent
         if args.search:
             params["search"] = args.search
-        result = call_remote("sessions.list", params)
+        url, token = _remote(args)
+        result = call_remote("sessions.list", params, url=url, token=token)
         rows = result.get("sessions", [])
         total = result.get("totalCount", len(rows))
     else:
@@ -284,10 +347,25 @@ def _sessions_list(args: argparse.Namespace) -> int:
     return 0
 
 
+def _sessions_check(args: argparse.Namespace) -> int:
+    from clawgate.runtime import DB_FILE
+    from clawgate.sessions.store import check_file
+
+    path = config_module.load().state_dir / DB_FILE
+    problems = check_file(path)
+    if not problems:
+        print(f"{path}: ok")
+        return 0
+    print(f"{path}: database corrupt ({len(problems)} problem(s)); move it aside or restore a "
+          "backup", file=sys.stderr)
+    for problem in problems[:20]:
+        print(f"  {problem}", file=sys.stderr)
+    return 1
 def _channels_status(args: argparse.Namespace) -> int:
     from clawgate.client import call_remote
 
-    result = call_remote("channels.status", {"probe": args.probe})
+    url, token = _remote(args)
+    result = call_remote("channels.status", {"probe": args.probe}, url=url, token=token)
     if args.json:
         _print_json(result)
         return 0
@@ -316,7 +394,9 @@ def _pairing_list(args: argparse.Namespace) -> int:
     from clawgate.client import call_remote
 
     params = {"channel": args.channel} if args.channel else {}
-    requests = call_remote("channels.pairing.list", params).get("requests", [])
+    url, token = _remote(args)
+    requests = call_remote("channels.pairing.list", params, url=url,
+                           token=token).get("requests", [])
     if args.json:
         _print_json({"requests": requests})
         return 0
@@ -333,7 +413,9 @@ def _pairing_decide(args: argparse.Namespace) -> int:
     from clawgate.client import call_remote
 
     method = "channels.pairing.approve" if args.approve else "channels.pairing.deny"
-    result = call_remote(method, {"channel": args.channel, "code": args.code})
+    url, token = _remote(args)
+    result = call_remote(method, {"channel": args.channel, "code": args.code}, url=url,
+                         token=token)
     request = result.get("request", {})
     verb = "approved" if args.approve else "denied"
     print(f"{verb} {request.get('id')} on {request.get('channel')}/{request.get('accountId')}")
@@ -393,7 +475,9 @@ def _plugins_inspect(args: argparse.Namespace) -> int:
 def _plugins_reload(args: argparse.Namespace) -> int:
     from clawgate.client import call_remote
 
-    result = call_remote("plugins.reload", {})
+    url, token = _remote(args)
+    result = call_remote("plugins.reload", {"force": True} if args.force else {}, url=url,
+                         token=token)
     state = "reloaded" if result["changed"] else "unchanged"
     print(f"plugins {state}: generation {result['generation']}")
     for row in result["plugins"]:
@@ -412,13 +496,20 @@ def _plugins_doctor(args: argparse.Namespace) -> int:
          "reason": m.reason}
         for m in generation.snapshot.plugins if m.status in ("blocked", "overridden", "error")
     ]
+    # Every enabled plugin from outside the package: trusted code (docs/plugins.md).
+    trusted = [{"pluginId": r.id, "origin": r.origin, "root": r.root, "status": r.status}
+               for r in registry.records.values()
+               if r.origin != "bundled" and r.status in ("loaded", "error")]
     ok = not broken and not any(d["level"] == "error" for d in diagnostics)
     if args.json:
         _print_json({"ok": ok, "broken": broken, "refused": refused, "diagnostics": diagnostics,
-                     "warnings": warnings})
+                     "warnings": warnings, "trusted": trusted})
     else:
         loaded = sum(r.status == "loaded" for r in registry.records.values())
         print(f"{loaded} plugin(s) loaded, {len(broken)} broken, {len(refused)} refused")
+        for entry in trusted:
+            print(f"  trusted  {entry['pluginId']} ({entry['origin']} {entry['root']}): "
+                  f"{entry['status']}, runs in the gateway process with its rights")
         for item in refused:
             print(f"  refused  {item['pluginId'] or '?'} ({item['origin']} {item['root']}): "
                   f"{item['reason']}")

@@ -14,7 +14,7 @@ from typing import Any
 
 import orjson
 
-from clawgate.client import GatewayError, call_remote, gateway_url
+from clawgate.client import GatewayError, GatewayUnreachable, call_remote, gateway_url
 
 MAX_RESULTS = 50  # memory_search's own cap
 
@@ -62,6 +62,8 @@ def _call(method: str, params: dict[str, Any]) -> dict[str, Any] | None:
     """The method's result, or None after printing a one-line error."""
     try:
         return call_remote(method, params)
+    except GatewayUnreachable:
+        raise  # the one line every client command prints (exit 2), from cli.main
     except GatewayError as exc:
         if exc.code == "INVALID_REQUEST" and "unknown method" in str(exc):
             _error(f"the gateway has no memory plugin loaded ({method} is unknown); "

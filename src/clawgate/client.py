@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import socket
 import sys
 import uuid
 from collections.abc import AsyncIterator, Mapping
@@ -28,7 +29,7 @@ from typing import Any
 
 import orjson
 from websockets.asyncio.client import ClientConnection, connect
-from websockets.exceptions import ConnectionClosed
+from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
 
 from clawgate import __version__
 from clawgate import config as config_module
@@ -37,7 +38,8 @@ from clawgate.gateway.auth import TOKEN_FILE
 from clawgate.gateway.policy import PROTOCOL_MAX_PAYLOAD as MAX_PAYLOAD
 from clawgate.gateway.protocol import OPERATOR_SCOPES
 
-__all__ = ["Event", "GatewayClient", "GatewayError", "call_remote", "gateway_token", "gateway_url"]
+__all__ = ["Event", "GatewayClient", "GatewayError", "GatewayUnreachable", "call_remote",
+           "gateway_token", "gateway_url"]
 
 
 class GatewayError(ClawgateError):
@@ -55,6 +57,18 @@ class GatewayError(ClawgateError):
         shape = error if isinstance(error, dict) else {}
         return cls(str(shape.get("code", "UNAVAILABLE")), str(shape.get("message", "error")),
                    details=shape.get("details"), retry_after_ms=shape.get("retryAfterMs"))
+
+
+class GatewayUnreachable(GatewayError):
+    """No gateway answers at the URL (refused, unresolvable, timed out, not a gateway)."""
+
+    def __init__(self, url: str, why: str) -> None:
+        self.url = url
+        self.code = "UNAVAILABLE"
+        self.details = None
+        self.retry_after_ms = None
+        ClawgateError.__init__(self, f"no gateway at {url}: {why}; start one with "
+                                     "`clawgate gateway`", reason="gateway_unreachable")
 
 
 class Event(tuple[str, Any]):
@@ -114,7 +128,21 @@ class GatewayClient:
 
     async def connect(self) -> dict[str, Any]:
         """Open the socket and do the handshake; returns the ``hello-ok`` payload."""
-        ws = await connect(self.url, max_size=MAX_PAYLOAD, open_timeout=self.timeout)
+        try:
+            ws = await connect(self.url, max_size=MAX_PAYLOAD, open_timeout=self.timeout)
+        except ConnectionRefusedError:
+            raise GatewayUnreachable(self.url, "connection refused") from None
+        except socket.gaierror as exc:
+            raise GatewayUnreachable(self.url, f"cannot resolve the host ({exc.strerror})") \
+                from None
+        except TimeoutError:
+            raise GatewayUnreachable(self.url, "no answer (timed out)") from None
+        except OSError as exc:
+            raise GatewayUnreachable(self.url, exc.strerror or str(exc)) from None
+        except InvalidURI:
+            raise GatewayUnreachable(self.url, "not a ws:// or wss:// URL") from None
+        except InvalidHandshake as exc:
+            raise GatewayUnreachable(self.url, f"not a clawgate gateway ({exc})") from None
         self._ws = ws
         try:
             async with asyncio.timeout(self.timeout):
@@ -239,15 +267,24 @@ class GatewayClient:
                 self._events.get_nowait()  # drop the oldest: an unread stream stays bounded
 
 
-def gateway_url(env: Mapping[str, str] | None = None) -> str:
-    """The local gateway's WebSocket URL, from the config (and ``CLAWGATE_GATEWAY_PORT``)."""
-    settings = config_module.load(os.environ if env is None else env)
+def gateway_url(env: Mapping[str, str] | None = None, *, url: str | None = None,
+                port: int | None = None) -> str:
+    """The gateway's WebSocket URL: ``url``, else ``CLAWGATE_GATEWAY_URL``, else the local
+    config's bind address with ``port`` (else ``CLAWGATE_GATEWAY_PORT``, else the config's)."""
+    env = os.environ if env is None else env
+    chosen = url or env.get("CLAWGATE_GATEWAY_URL")
+    if chosen:
+        chosen = chosen.strip().rstrip("/")
+        if chosen.startswith(("http://", "https://")):  # the address the gateway announces
+            chosen = "ws" + chosen[4:]
+        return chosen
+    settings = config_module.load(env)
     host = settings.config.gateway.bind
     if host in ("", "0.0.0.0", "::"):
         host = "127.0.0.1"
     if ":" in host:
         host = f"[{host}]"
-    return f"ws://{host}:{settings.config.gateway.port}"
+    return f"ws://{host}:{settings.config.gateway.port if port is None else port}"
 
 
 def gateway_token(env: Mapping[str, str] | None = None) -> str | None:

@@ -8,6 +8,7 @@ defaults. Unknown keys are refused with their dotted path, so a typo never passe
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 import os
 import re
 import tomllib
@@ -64,6 +65,13 @@ class PluginsConfig(_Model):
     load_paths: tuple[str, ...] = ()
     slots: PluginSlots = Field(default_factory=PluginSlots)
     entries: dict[str, PluginEntryConfig] = Field(default_factory=dict)
+    # New or changed plugin code from outside the package is first imported and registered in
+    # a child process (the probe) that must answer within this many seconds.
+    probe_timeout_s: float = Field(default=10.0, gt=0, le=600)
+    # Threads that run plugins' synchronous code (tools, methods, routes); a call running
+    # longer than stuck_call_s counts as a stuck worker.
+    pool_threads: int = Field(default=8, ge=1, le=256)
+    stuck_call_s: float = Field(default=60.0, gt=0, le=86_400)
 
     @field_validator("allow", "deny")
     @classmethod
@@ -171,12 +179,6 @@ class AgentConfig(_Model):
     # "ro": the agent may not write its workspace (no memory flush, no memory_append).
     workspace_access: Literal["rw", "ro"] = "rw"
 
-    @field_validator("model", mode="before")
-    @classmethod
-    def _model_ref(cls, value: Any) -> Any:
-        # A bare string is the primary model, as OpenClaw allows.
-        return {"primary": value} if isinstance(value, str) else value
-
 
 class MemoryFlushConfig(_Strict):
     """``[engine.compaction.memory_flush]``: the silent turn that asks the agent to write what
@@ -226,6 +228,9 @@ class EngineConfig(_Model):
     max_iterations: int = Field(default=8, ge=1, le=100)
     turn_timeout_s: float = Field(default=600.0, gt=0, le=86_400)
     compaction: CompactionConfig = Field(default_factory=CompactionConfig)
+    # After a crash: "rerun" runs the acknowledged messages that had not started again (so they
+    # get a reply); "mark" records them as interrupted, unanswered.
+    resume_interrupted: Literal["rerun", "mark"] = "rerun"
 
 
 class AuthConfig(_Model):
@@ -245,6 +250,8 @@ class WsConfig(_Model):
     max_payload_bytes: int = Field(default=26_214_400, ge=1024, le=268_435_456)
     tick_interval_ms: int = Field(default=15_000, ge=10, le=3_600_000)
     handshake_timeout_ms: int | None = Field(default=None, ge=10, le=600_000)
+    # permessage-deflate: a zlib context pair costs ~300 KB per connection, so it is off.
+    compression: bool = False
 
 
 class GatewayConfig(_Model):
@@ -256,7 +263,27 @@ class GatewayConfig(_Model):
     # Browser origins allowed besides the gateway's own (same host) and loopback pages.
     allowed_origins: tuple[str, ...] = ()
     max_body_bytes: int = Field(default=20 * 1024 * 1024, ge=1024)
+    # Peers whose X-Forwarded-For is believed (addresses or CIDR networks); none by default,
+    # so the client address is the socket peer.
+    trusted_proxies: tuple[str, ...] = ()
+    # A connection must send a whole request head (or WebSocket upgrade) within this time.
+    header_timeout_s: float = Field(default=10.0, gt=0, le=3600)
+    # A request body must arrive within this time.
+    body_timeout_s: float = Field(default=30.0, gt=0, le=3600)
+    # Kernel send buffer of each accepted socket (0: the OS sizes it, up to 4 MiB per socket
+    # on Linux for a client that stops reading).
+    send_buffer_bytes: int = Field(default=262_144, ge=0, le=67_108_864)
     ws: WsConfig = Field(default_factory=WsConfig)
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _proxies(cls, values: tuple[str, ...]) -> tuple[str, ...]:
+        for value in values:
+            try:
+                ipaddress.ip_network(value, strict=False)
+            except ValueError:
+                raise ValueError(f"{value!r} is not an IP address or network") from None
+        return values
 
 
 class SessionConfig(_Model):
@@ -373,9 +400,22 @@ def load(env: Mapping[str, str] | None = None, *, path: Path | None = None) -> S
 
 
 def parse(data: Mapping[str, Any], *, file: str | None = None) -> Config:
-    """Validate a config mapping; the error names the dotted path of the first bad key."""
+    """Validate a config mapping; the error names the dotted path of the first bad key.
+
+    Types are strict: ``"4"`` is not an integer and ``1`` is not a boolean (the mapping is
+    validated as the JSON it would be, so TOML arrays still fill tuple fields).
+    """
+    agents = data.get("agents")
+    if isinstance(agents, list | tuple):  # a bare string model is the primary (as OpenClaw)
+        data = {**data, "agents": [
+            {**a, "model": {"primary": a["model"]}}
+            if isinstance(a, dict) and isinstance(a.get("model"), str) else a for a in agents]}
     try:
-        config = Config.model_validate(data)
+        raw = orjson.dumps(data, option=orjson.OPT_NON_STR_KEYS)
+    except TypeError as exc:
+        raise ConfigError(f"not a config value: {exc}", file=file) from None
+    try:
+        config = Config.model_validate_json(raw, strict=True)
     except ValidationError as exc:
         first = exc.errors()[0]
         dotted = ".".join(str(p) for p in first["loc"])

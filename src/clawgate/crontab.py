@@ -337,7 +337,8 @@ def _event(args: argparse.Namespace) -> int:
 
 
 def _guarded(handler: Handler) -> Handler:
-    """Usage errors as one line (exit 2); an unreachable gateway as one line (exit 1)."""
+    """Usage errors as one line (exit 2); an unreachable gateway is cli.main's one line (exit
+    2); another socket error one line (exit 1)."""
 
     def run(args: argparse.Namespace) -> int:
         try:

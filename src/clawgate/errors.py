@@ -23,7 +23,8 @@ context a reader needs (which plugin, which session, which method). :func:`kind_
     │   ├── NotFound             the request names something that does not exist
     │   ├── MethodNotAllowed     an HTTP method the route does not serve (.allow)
     │   ├── PayloadTooLarge      a body over the limit
-    │   └── UnsupportedMediaType a body that is not JSON
+    │   ├── UnsupportedMediaType a body that is not JSON
+    │   └── RequestTimeout       a body that did not arrive in time
     ├── AuthError                missing or wrong credentials
     ├── Forbidden                authenticated or not, this caller may not do that
     ├── RateLimited              too many attempts; try again later (.retry_after_s)
@@ -218,6 +219,12 @@ class UnsupportedMediaType(InvalidRequest):
     reason = "unsupported_media_type"
 
 
+class RequestTimeout(InvalidRequest):
+    """A request body did not arrive within the gateway's body timeout."""
+
+    reason = "request_timeout"
+
+
 class AuthError(ClawgateError):
     """Missing or wrong credentials."""
 
@@ -283,6 +290,7 @@ ERROR_TABLE: dict[type[ClawgateError], ErrorKind] = {
     MethodNotAllowed: ErrorKind("INVALID_REQUEST", 405, "invalid_request_error"),
     PayloadTooLarge: ErrorKind("INVALID_REQUEST", 413, "invalid_request_error"),
     UnsupportedMediaType: ErrorKind("INVALID_REQUEST", 415, "invalid_request_error"),
+    RequestTimeout: ErrorKind("INVALID_REQUEST", 408, "invalid_request_error"),
     AuthError: ErrorKind("FORBIDDEN", 401, "authentication_error"),
     Forbidden: ErrorKind("FORBIDDEN", 403, "permission_error"),
     RateLimited: ErrorKind("UNAVAILABLE", 429, "rate_limit_error"),

@@ -79,8 +79,10 @@ class Runtime:
             await self.store.open()
             stack.push_async_callback(self.store.close)
             stack.callback(self.timeline.close)
-            await self.host.start(services=self._services)
+            # Closed even when its start is interrupted (a signal while plugins load): the
+            # start task, and any probe child it runs, end with it.
             stack.push_async_callback(self.host.aclose)
+            await self.host.start(services=self._services)
             await self.engine.start()
             stack.push_async_callback(self.engine.aclose, self.drain_deadline_s)
             if self.channels is not None:
@@ -99,6 +101,29 @@ class Runtime:
         started while the engine drains)."""
         if self.cron is not None:
             await self.cron.stop()
+    def problems(self) -> list[str]:
+        """What start-up warns about, one line each: plugin diagnostics (bad config, an
+        unknown id in ``plugins.entries``, a ``load_paths`` folder that does not exist, a
+        plugin that failed to load), discovery warnings, and agents whose model needs a
+        provider that no loaded plugin provides."""
+        generation = self.host.current
+        lines = [d.message for d in generation.registry.diagnostics]
+        lines += list(generation.snapshot.warnings)
+        for agent in self.engine.roster:
+            missing = dict.fromkeys(ref.provider for ref in agent.models
+                                    if generation.registry.provider(ref.provider) is None)
+            for provider in missing:
+                refs = ", ".join(str(r) for r in agent.models if r.provider == provider)
+                lines.append(f"agent {agent.id!r}: no loaded plugin provides {provider!r} "
+                             f"(needed by {refs})")
+        return list(dict.fromkeys(lines))
+
+    def trusted(self) -> list[str]:
+        """Loaded plugins from outside the package (``id (origin path)``): trusted code that
+        runs in this process with the gateway's rights (docs/plugins.md, trust model)."""
+        records = self.host.current.registry.records.values()
+        return [f"{r.id} ({r.origin} {r.root})" for r in records
+                if r.origin != "bundled" and r.status == "loaded"]
 
     async def aclose(self) -> None:
         """Drain and stop everything, in reverse order of start (safe to call twice)."""

@@ -18,6 +18,7 @@ import pytest
 
 from clawgate.agents.turn import Submission
 from tests.agents.conftest import MAIN, texts
+from tests.support.poll import until
 
 pytestmark = pytest.mark.anyio
 REPO = Path(__file__).resolve().parents[2]
@@ -91,7 +92,8 @@ async def test_acked_running_and_queued_messages_survive_sigkill(make_engine, tm
     assert lines == ["acked run-0", "started run-0", "acked run-1"]
     state = tmp_path / "state"
 
-    h = await make_engine(state=state)  # engine.start() recovers the open runs
+    # engine.start() recovers the open runs; "mark" is the behaviour without resuming.
+    h = await make_engine(state=state, engine={"resume_interrupted": "mark"})
 
     assert texts(await h.store.transcript(MAIN)) == [
         ("user", "first message"), ("user", "second message")]
@@ -99,7 +101,7 @@ async def test_acked_running_and_queued_messages_survive_sigkill(make_engine, tm
         record = await h.store.get_run(run_id)
         assert record is not None and record.status == "interrupted"
     assert await asyncio.to_thread(integrity, state / "clawgate.db") == "ok"
-    assert await h.store.recover_runs() == 0  # nothing left open
+    assert await h.store.recover_runs() == (0, [])  # nothing left open
 
     result = await h.engine.run(Submission("after the restart"))  # the session works again
     assert (result.status, result.text) == ("ok", "after the restart")
@@ -109,7 +111,7 @@ async def test_message_killed_right_after_its_ack_survives(make_engine, tmp_path
     lines = await run_child_and_kill(tmp_path, "nowait", ["only message"])
     assert lines == ["acked run-0"]
 
-    h = await make_engine(state=tmp_path / "state")
+    h = await make_engine(state=tmp_path / "state", engine={"resume_interrupted": "mark"})
 
     assert texts(await h.store.transcript(MAIN)) == [("user", "only message")]
     record = await h.store.get_run("run-0")
@@ -124,5 +126,29 @@ async def test_recovery_keeps_admission_order_within_one_millisecond(tmp_path, a
         await store.ensure(MAIN)
         for run_id, text in (("zzz", "first"), ("mmm", "second"), ("aaa", "third")):
             await store.admit(run_id, MAIN, [{"role": "user", "content": text}])
-        assert await store.recover_runs() == 3
+        assert await store.recover_runs() == (3, [])
         assert [m.content for m in await store.transcript(MAIN)] == ["first", "second", "third"]
+
+
+async def test_rerun_answers_the_acknowledged_messages_that_had_not_started(make_engine,
+                                                                            tmp_path):
+    """``resume_interrupted = "rerun"`` (the default): the queued message is run again after
+    the restart and gets its reply; the one that was running is marked interrupted."""
+    lines = await run_child_and_kill(tmp_path, "wait", ["first message", "second message",
+                                                        "third message"])
+    assert lines == ["acked run-0", "started run-0", "acked run-1", "acked run-2"]
+    state = tmp_path / "state"
+
+    h = await make_engine(state=state)
+
+    async def answered() -> bool:
+        runs = [await h.store.get_run(f"run-{n}") for n in (1, 2)]
+        return all(r is not None and r.status == "ok" for r in runs)
+
+    await until(answered)
+    record = await h.store.get_run("run-0")
+    assert record is not None and record.status == "interrupted"
+    assert texts(await h.store.transcript(MAIN)) == [
+        ("user", "first message"), ("user", "second message"), ("assistant", "second message"),
+        ("user", "third message"), ("assistant", "third message")]
+    assert await asyncio.to_thread(integrity, state / "clawgate.db") == "ok"

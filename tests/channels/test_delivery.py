@@ -29,9 +29,12 @@ async def test_receiver_down_then_back(tmp_path: Path) -> None:
             assert len(hook.calls_of("POST /hook")) == 7  # six 503s, then the delivery
             assert hook.duplicates() == {}
             async with open_client(server) as ws:
-                status = await ws.ok("channels.status")
-                row = status["channelAccounts"]["webhook"][0]
-                assert row["pendingDeliveries"] == 0 and row["failedDeliveries"] == 0
+                async def settled() -> bool:  # the receipt is committed just after the 2xx
+                    status = await ws.ok("channels.status")
+                    row = status["channelAccounts"]["webhook"][0]
+                    return bool(row["pendingDeliveries"] == 0 and row["failedDeliveries"] == 0)
+
+                await until(settled, within=10)
 
 
 async def test_429_honours_retry_after(tmp_path: Path) -> None:

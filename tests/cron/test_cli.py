@@ -135,4 +135,4 @@ async def test_what_the_gateway_refuses_names_the_field(tmp_path: Path, clock: F
         assert rc == 2 and "nothing to change" in err
         assert await server.gateway.runtime.store.cron.count() == 0
     rc, _, err = await cli(server, tmp_path, "cron", "list")  # the gateway has stopped
-    assert rc == 1 and err.startswith("clawgate: error: cannot reach the gateway")
+    assert rc == 2 and err.startswith("clawgate: no gateway at ") and err.count("\n") == 1

@@ -167,21 +167,23 @@ async def test_session_header_and_reserved_prefixes(server: GatewayApp) -> None:
 
 
 async def test_auth_failures_are_401_then_429(server: GatewayApp) -> None:
-    server.gateway.limiter = FailureLimiter(max_attempts=3, window_s=60, lockout_s=60)
+    server.gateway.limiter = FailureLimiter(max_attempts=3, window_s=60, base_lockout_s=60)
     async with server.client(token=None) as anonymous:
         r = await anonymous.post("/v1/chat/completions", json=chat("hi"))
         assert r.status_code == 401
         assert r.json()["error"]["type"] == "authentication_error"
         assert r.json()["error"]["message"]
-        for _ in range(2):
+        for n in range(3):
             r = await anonymous.post("/v1/chat/completions", json=chat("hi"),
-                                     headers={"Authorization": "Bearer wrong"})
+                                     headers={"Authorization": f"Bearer wrong-{n}"})
             assert r.status_code == 401
-        r = await anonymous.get("/v1/models", headers={"Authorization": "Bearer wrong"})
+        r = await anonymous.get("/v1/models", headers={"Authorization": "Bearer wrong-3"})
         assert r.status_code == 429 and int(r.headers["retry-after"]) > 0
         assert r.json()["error"]["type"] == "rate_limit_error"
-    async with server.client() as http:  # locked out: even the right token waits
-        assert (await http.get("/v1/models")).status_code == 429
+        # A request without credentials is not a guess: it is told to authenticate.
+        assert (await anonymous.get("/v1/models")).status_code == 401
+    async with server.client() as http:  # locked out, but the right token is never refused
+        assert (await http.get("/v1/models")).status_code == 200
 
 
 async def test_bad_bodies_are_400_and_the_server_keeps_serving(server: GatewayApp) -> None:

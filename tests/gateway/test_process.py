@@ -235,3 +235,47 @@ def test_sighup_reloads_plugins_and_keeps_serving(spawn: type[GatewayProcess]) -
     reloaded = subprocess.run([CLAWGATE, "plugins", "reload"], capture_output=True, text=True,
                               env=env, timeout=60)
     assert reloaded.returncode == 0 and "unchanged" in reloaded.stdout
+
+
+def test_sighup_and_cli_report_a_refused_reload(spawn: type[GatewayProcess]) -> None:
+    gateway = spawn()
+    gateway.wait_ready()
+    (gateway.state / "clawgate.toml").write_text('[plugins.entries.echo.config]\ndelay_ms = "x"\n')
+    env = {**os.environ, "CLAWGATE_STATE_DIR": str(gateway.state)}
+    env.pop("CLAWGATE_CONFIG", None)
+    cli = subprocess.run([CLAWGATE, "plugins", "reload", "--port", str(gateway.port)], env=env,
+                         capture_output=True, text=True, timeout=30)
+    assert cli.returncode == 1
+    assert "reload refused" in cli.stderr and "plugins.entries.echo.config.delay_ms" in cli.stderr
+    gateway.proc.send_signal(signal.SIGHUP)
+    reply = httpx.post(f"{gateway.url}/v1/chat/completions", headers=gateway.headers(),
+                       json={"model": "clawgate", "messages": [{"role": "user",
+                                                                "content": "after"}]}, timeout=30)
+    assert reply.status_code == 200, reply.text
+    gateway.proc.send_signal(signal.SIGTERM)
+    out, _ = gateway.proc.communicate(timeout=20)
+    assert "plugin reload refused, keeping the running plugins" in out
+    assert "plugins.entries.echo.config.delay_ms" in out
+
+
+def test_a_request_during_the_sigterm_drain_gets_503(spawn: type[GatewayProcess]) -> None:
+    gateway = spawn(config=SLOW_ECHO)
+    gateway.wait_ready()
+    body = {"model": "clawgate", "stream": True, "user": "drain",
+            "messages": [{"role": "user", "content": "drain me please"}]}
+    with httpx.stream("POST", f"{gateway.url}/v1/chat/completions", headers=gateway.headers(),
+                      json=body, timeout=30) as response:
+        lines = response.iter_lines()
+        next(line for line in lines if line.startswith("data: "))
+        gateway.proc.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + 10
+        while httpx.get(f"{gateway.url}/ready", timeout=5).status_code == 200:
+            assert time.monotonic() < deadline
+        late = httpx.post(f"{gateway.url}/v1/chat/completions", headers=gateway.headers(),
+                          json={"model": "clawgate", "messages": [
+                              {"role": "user", "content": "too late"}]}, timeout=10)
+        assert late.status_code == 503, late.text
+        assert late.json()["error"]["type"] == "api_error"
+        assert "shutting down" in late.json()["error"]["message"]
+        assert [line for line in lines if line.startswith("data: ")][-1] == "data: [DONE]"
+    assert gateway.proc.wait(30) == 0

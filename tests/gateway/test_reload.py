@@ -66,7 +66,9 @@ async def test_an_invalid_config_is_refused_and_changes_nothing(tmp_path: Path) 
         assert "plugins.bogus" in error["error"]["message"]
         assert server.gateway.runtime.host.current is before
         (state / "clawgate.toml").write_text("[plugins.entries.echo.config]\ndelay_ms = -5\n")
-        reloaded = await ws.ok("plugins.reload")  # valid TOML, invalid plugin config
+        refused = await ws.error("plugins.reload")  # valid TOML, invalid plugin config
+        assert "plugins.entries.echo.config.delay_ms" in refused["message"]
+        reloaded = await ws.ok("plugins.reload", {"force": True})
         echo = next(p for p in reloaded["plugins"] if p["id"] == "echo")
         assert echo["status"] == "error" and "$.delay_ms" in echo["reason"]
         assert (await ws.ok("health"))["ok"] is True  # a broken plugin never takes it down
@@ -77,3 +79,29 @@ async def test_reload_needs_admin_scope(tmp_path: Path) -> None:
             open_client(server, scopes=["operator.read"]) as ws:
         denied = await ws.call("plugins.reload")
         assert denied["ok"] is False and denied["error"]["code"] == "FORBIDDEN"
+
+
+async def test_a_reload_that_would_lose_a_loaded_plugin_is_refused(tmp_path: Path) -> None:
+    """Issue 7 item 3: ``delay_ms = "x"`` must not swap in a generation without echo."""
+    state = tmp_path / "state"
+    write_config(state, 0)
+    async with serve_gateway(state, {}) as server, open_client(server) as ws:
+        host = server.gateway.runtime.host
+        before = host.current
+        (state / "clawgate.toml").write_text('[plugins.entries.echo.config]\ndelay_ms = "x"\n')
+        error = await ws.error("plugins.reload")
+        assert error["code"] == "INVALID_REQUEST"
+        assert "plugins.entries.echo.config.delay_ms" in error["message"]
+        assert "reload refused" in error["message"] and "'echo'" in error["message"]
+        assert host.current is before
+        reply = await server.gateway.runtime.engine.run(Submission("still served"))
+        assert (reply.status, reply.text) == ("ok", "still served")
+        # A later valid reload still works (the refused settings were not kept)...
+        write_config(state, 5)
+        assert (await ws.ok("plugins.reload"))["changed"] is True
+        # ...and --force accepts the partial generation.
+        (state / "clawgate.toml").write_text('[plugins.entries.echo.config]\ndelay_ms = "x"\n')
+        forced = await ws.ok("plugins.reload", {"force": True})
+        assert forced["changed"] is True
+        echo = next(p for p in forced["plugins"] if p["id"] == "echo")
+        assert echo["status"] == "error" and "delay_ms" in echo["reason"]

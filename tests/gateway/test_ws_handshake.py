@@ -83,14 +83,17 @@ async def test_bad_token_is_refused_and_closed(server: GatewayServer, token: str
 
 async def test_failed_attempts_are_rate_limited(server: GatewayServer) -> None:
     server.gateway.limiter = FailureLimiter(max_attempts=2)
-    for _ in range(2):
-        client, res = await handshake(server, connect_params(token="wrong"))
+    for n in range(2):
+        client, res = await handshake(server, connect_params(token=f"wrong-{n}"))
         await client.close()
         assert res["error"]["details"]["code"] == "AUTH_TOKEN_MISMATCH"
-    client, res = await handshake(server, connect_params())  # even the right token waits
+    client, res = await handshake(server, connect_params(token="wrong-2"))
     await client.close()
     assert res["error"]["details"]["code"] == "AUTH_RATE_LIMITED"
     assert res["error"]["retryable"] is True and res["error"]["retryAfterMs"] > 0
+    client, res = await handshake(server, connect_params())  # the right token still connects
+    await client.close()
+    assert res["ok"], res
 
 
 async def test_unknown_connect_fields_are_ignored(server: GatewayServer) -> None:

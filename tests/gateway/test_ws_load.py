@@ -60,7 +60,36 @@ async def test_slow_consumer_is_disconnected_with_bounded_memory(tmp_path: Path)
                 assert [c.client_id for c in gateway.hub.connections] == ["test"]
         finally:
             slow.ws.transport.abort()  # it never reads: don't wait for a close handshake
-        await until(lambda: conn._finished.is_set())
+        await until(lambda: conn.ended)
+
+
+async def test_the_total_budget_holds_with_several_non_readers(tmp_path: Path) -> None:
+    """All connections together may queue at most ``max_buffered_bytes``: with three clients
+    that stop reading, the one holding the most is shed (1013) each time the total is spent,
+    and the total never goes past its bound (issue 7, item 1)."""
+    write_demo_plugin(tmp_path / "plugins")
+    total = 256 * 1024
+    config = {"plugins": {"load_paths": [str(tmp_path / "plugins")]},
+              "gateway": {"ws": {"max_buffered_bytes": total,
+                                 "max_connection_buffered_bytes": 4 * 1024 * 1024}}}
+    async with serve_gateway(tmp_path / "state", config) as server:
+        gateway = server.gateway
+        sleepers = [await slow_reader(server) for _ in range(3)]
+        try:
+            async with open_client(server) as fast:
+                deadline = time.monotonic() + 30
+                while any(c.client_id == "slow" for c in gateway.hub.connections):
+                    assert time.monotonic() < deadline, "non-readers were never shed"
+                    # One frame at a time: the reader holds one frame, the others pile up.
+                    await fast.ok("demo.flood", {"count": 1, "size": 65_536}, within=10)
+                    await fast.event("demo.flood", within=10)
+                    fast.events.clear()
+                assert gateway.hub.peak_buffered <= total
+                assert (await fast.ok("health"))["ok"]  # the reader stays
+                assert [c.client_id for c in gateway.hub.connections] == ["test"]
+        finally:
+            for sleeper in sleepers:
+                sleeper.ws.transport.abort()
 
 
 def metric(text: str, name: str) -> float:

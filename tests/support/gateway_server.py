@@ -95,9 +95,8 @@ async def serve_gateway(state: Path, config: Mapping[str, Any] | None = None, *,
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # accepted sockets inherit it
     sock.bind(("127.0.0.1", 0))
     sock.listen(64)
-    server = _Server(uvicorn.Config(gateway.app, lifespan="on", log_config=None,
-                                    log_level="warning", access_log=False,
-                                    timeout_graceful_shutdown=5))
+    # The gateway's own server knobs (proxy headers, read timeouts, WebSocket options).
+    server = _Server(gateway.server_config(lifespan="on", log_config=None))
     task = asyncio.create_task(server.serve(sockets=[sock]), name="gateway-under-test")
     listening = asyncio.create_task(server.listening.wait())
     try:

@@ -48,6 +48,7 @@ from clawgate.plugins.host import Generation, PluginHost
 from clawgate.plugins.registry import CommandContext
 from clawgate.providers.base import THINKING_LEVELS, ThinkingLevel, text_of
 from clawgate.sessions import keys
+from clawgate.sessions.channelstore import Delivery
 from clawgate.sessions.listing import ListQuery, ListResult
 from clawgate.sessions.schema import SessionEntry
 from clawgate.sessions.store import SessionStore
@@ -100,9 +101,33 @@ class Engine:
             on_drop=lambda: self.metrics.inc("system_events_dropped_total"))
 
     async def start(self) -> None:
-        """Create missing workspaces and close out runs a killed process left open."""
-        await asyncio.to_thread(self.roster.ensure_workspaces)
-        await self.store.recover_runs()
+        """Create missing workspaces and deal with the runs a killed process left open.
+
+        ``[engine] resume_interrupted``: with ``"rerun"`` (the default) the acknowledged
+        messages whose run had not started are run again, so they get their reply; runs that
+        had started (their reply may have been half streamed) are marked ``interrupted``. With
+        ``"mark"`` every open run is marked ``interrupted``.
+        """
+        await asyncio.to_thread(self.roster.ensure_workspaces, self.settings.state_dir)
+        rerun = self.settings.config.engine.resume_interrupted == "rerun"
+        _closed, resumable = await self.store.recover_runs(rerun=rerun)
+        resumed = 0
+        for run_id, key, messages, delivery in resumable:
+            try:
+                agent = self.roster.get(keys.agent_of(key))
+                entry = await self.store.get(key)
+                if entry is None:
+                    raise SessionError(f"session {key!r} is gone", session_key=key)
+                await self._enqueue(run_id, key, agent, messages, Submission(
+                    None, session_key=key, channel=entry.channel, mode="followup",
+                    delivery=Delivery.load(delivery)), entry, follow=False, resumed=True)
+                resumed += 1
+            except Exception as exc:  # this run cannot run again: keep today's behaviour
+                log.warning("run %s of %s cannot be resumed (%s); marking it interrupted",
+                            run_id, key, exc)
+                await self.store.interrupt_run(run_id)
+        if resumed:
+            log.info("resuming %d acknowledged message(s) left unanswered by a restart", resumed)
 
     async def aclose(self, deadline_s: float = 10.0) -> None:
         """Let running turns finish within ``deadline_s``; abort what is left."""
@@ -220,13 +245,26 @@ class Engine:
         except BaseException:
             self.system_events.restore(key, events)
             raise
+        try:
+            run, sub = await self._enqueue(run_id, key, agent, messages, submission, entry,
+                                           follow)
+        except QueueFullError:
+            self.system_events.restore(key, events)
+            raise
+        return run, sub, created
+
+    async def _enqueue(self, run_id: str, key: str, agent: Agent, messages: list[dict[str, Any]],
+                       submission: Submission, entry: SessionEntry, follow: bool,
+                       resumed: bool = False) -> tuple[Run, Subscription | None]:
+        """Hand a stored (queued) run to the lanes; its record goes if the lanes refuse it
+        (a ``resumed`` run was acknowledged before a restart: its record stays)."""
         mode = submission.mode or queue_mode(entry.queue_mode) or \
             self.settings.config.engine.queue_mode
         try:
-            self._check_capacity(key, mode)
+            if not resumed:
+                self._check_capacity(key, mode)
         except QueueFullError:
             await self.store.discard_run(run_id)  # refused: its record must not survive
-            self.system_events.restore(key, events)
             raise
         request = TurnRequest(
             agent=agent,
@@ -252,12 +290,12 @@ class Engine:
             request.lease.release()
             if sub is not None:
                 sub.close()
-            await self.store.discard_run(run_id)
-            self.system_events.restore(key, events)
+            if not resumed:
+                await self.store.discard_run(run_id)
             raise
         self._runs[run_id] = run
         run.done.add_done_callback(lambda _done: self._ended(run, request))
-        return run, sub, created
+        return run, sub
 
     def _check_capacity(self, key: str, mode: QueueMode) -> None:
         # Refuse before anything is stored: a refused message must change nothing.

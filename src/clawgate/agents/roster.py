@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from clawgate.config import AgentConfig, Settings
-from clawgate.errors import InvalidRequest
+from clawgate.errors import ConfigError, InvalidRequest
 from clawgate.sessions.keys import normalize_agent_id
 
 STARTER = Path(__file__).resolve().parent / "starter"
@@ -101,13 +101,32 @@ class Roster:
     def __len__(self) -> int:
         return len(self._by_id)
 
-    def ensure_workspaces(self) -> None:
-        """Create missing workspaces with the starter files. Blocking: call before serving."""
-        for agent in self._by_id.values():
-            if agent.workspace.exists():
+    def ensure_workspaces(self, state_dir: Path | None = None) -> None:
+        """Create missing workspaces with the starter files. Blocking: call before serving.
+
+        A workspace outside ``state_dir`` is created only when its parent folder exists: a
+        misspelt path is refused (ConfigError naming the agent) rather than created anywhere.
+        A path that cannot be used (a file, no permission) is a ConfigError too.
+        """
+        for index, agent in enumerate(self._by_id.values()):
+            where = f"agents.{index}.workspace"
+            if agent.workspace.is_dir():
                 continue
-            agent.workspace.mkdir(parents=True, exist_ok=True)
-            for starter in sorted(STARTER.glob("*.md")):
-                target = agent.workspace / starter.name
-                if not target.exists():
-                    shutil.copyfile(starter, target)
+            if agent.workspace.exists():
+                raise ConfigError(f"workspace {agent.workspace} of agent {agent.id!r} is not a "
+                                  "folder", path=where)
+            parent = agent.workspace.parent
+            inside = state_dir is not None and agent.workspace.is_relative_to(state_dir)
+            if not inside and not parent.is_dir():
+                raise ConfigError(f"workspace {agent.workspace} of agent {agent.id!r}: its parent "
+                                  f"folder {parent} does not exist (a typo?); create it first",
+                                  path=where)
+            try:
+                agent.workspace.mkdir(parents=True, exist_ok=True, mode=0o700)
+                for starter in sorted(STARTER.glob("*.md")):
+                    target = agent.workspace / starter.name
+                    if not target.exists():
+                        shutil.copyfile(starter, target)
+            except OSError as exc:
+                raise ConfigError(f"cannot create workspace {agent.workspace} of agent "
+                                  f"{agent.id!r}: {exc.strerror or exc}", path=where) from None

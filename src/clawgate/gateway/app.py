@@ -16,7 +16,7 @@ import ipaddress
 import logging
 import os
 import signal
-from collections.abc import AsyncIterator, Iterator, Mapping
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -29,9 +29,17 @@ from starlette.routing import BaseRoute, Route, WebSocketRoute
 from clawgate import __version__
 from clawgate import config as config_module
 from clawgate.config import Settings
-from clawgate.diagnostics.metrics import Metrics
+from clawgate.diagnostics.lag import LagMonitor
+from clawgate.diagnostics.metrics import Metrics, trim_heap
 from clawgate.errors import AuthError, ClawgateError, ConfigError, RateLimited
-from clawgate.gateway import endpoints, openai_api, openai_chat, openai_responses, protocol
+from clawgate.gateway import (
+    endpoints,
+    openai_api,
+    openai_chat,
+    openai_responses,
+    protocol,
+    serving,
+)
 from clawgate.gateway.auth import Credentials, FailureLimiter, resolve_credentials
 from clawgate.gateway.http import RESERVED_PATHS, OriginGuard, bearer, client_address
 from clawgate.gateway.hub import Hub
@@ -41,6 +49,7 @@ from clawgate.gateway.methods.system import health_summary
 from clawgate.gateway.policy import WsPolicy
 from clawgate.gateway.relay import relay
 from clawgate.gateway.rpc import READ, GatewayState
+from clawgate.gateway.ws import asgi_endpoint
 from clawgate.gateway.ws import endpoint as ws_endpoint
 from clawgate.plugins.hooks import Hook
 from clawgate.plugins.host import COUNTERS, Generation
@@ -52,6 +61,8 @@ log = logging.getLogger("clawgate.gateway")
 GATEWAY_COUNTERS = (*COUNTERS, "ws_connections_total", "ws_requests_total",
                     "ws_slow_consumers_total", "ws_connections_refused_total")
 PROBE = ["GET", "HEAD"]
+TRIM_CHECK_S = 2.0
+TRIM_AFTER_CLOSED = 256  # connections gone since the last look that make a heap trim worth it
 CHANNEL_FLUSH_S = 5.0
 ANY_METHOD = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
 OPENAI_ROUTES: tuple[tuple[str, tuple[str, ...], endpoints.Handler], ...] = (
@@ -85,6 +96,8 @@ class Gateway:
         self.log_ring = LogRing(owner=self)
         self.log_file = log_file
         self.limiter = FailureLimiter()
+        self.lag = LagMonitor(self.metrics, self.runtime.timeline,
+                              describe=self.runtime.host.describe_frame)
         self.credentials = Credentials("token", None)
         self.state: GatewayState = "starting"
         self.started_at = now_ms()
@@ -132,31 +145,39 @@ class Gateway:
     # -- authentication ----------------------------------------------------------------------
 
     def authorize(self, request: Request) -> None:
-        """An HTTP request must carry the gateway's credentials as a bearer token."""
+        """An HTTP request must carry the gateway's credentials as a bearer token.
+
+        The right token always passes, lockout or not; a missing one is refused without
+        counting; a wrong one counts toward its address's lockout (``FailureLimiter``).
+        """
+        presented = bearer(request)
+        if self.credentials.check(presented):
+            return
+        if not presented:
+            raise AuthError("missing or invalid bearer token" if request.headers.get(
+                "authorization") else "authentication required: send 'Authorization: Bearer "
+                "<token>'")
         address = client_address(request)
         wait = self.limiter.retry_after(address)
         if wait > 0:
             raise RateLimited("too many failed authentication attempts", retry_after_s=wait)
-        presented = bearer(request)
-        if self.credentials.check(presented):
-            self.limiter.succeeded(address)
-            return
-        self.limiter.failed(address)
-        raise AuthError("missing or invalid bearer token" if request.headers.get(
-            "authorization") else "authentication required: send 'Authorization: Bearer <token>'")
+        self.limiter.failed(address, presented)
+        raise AuthError("missing or invalid bearer token")
 
     def check_connect(self, address: str, params: protocol.ConnectParams) -> None:
-        """A WebSocket ``connect`` must present the gateway's token or password."""
+        """A WebSocket ``connect`` must present the gateway's token or password (the same
+        rules as ``authorize``: the right secret always passes, a missing one never counts)."""
         if self.credentials.mode == "none":
             return
-        wait = self.limiter.retry_after(address)
-        if wait > 0:
-            raise protocol.rate_limited(wait)
         kind, presented = protocol.presented_secret(params, self.credentials.mode)
-        if not self.credentials.check(presented):
-            self.limiter.failed(address)
-            raise protocol.unauthorized(kind, presented)
-        self.limiter.succeeded(address)
+        if self.credentials.check(presented):
+            return
+        if presented:
+            wait = self.limiter.retry_after(address)
+            if wait > 0:
+                raise protocol.rate_limited(wait)
+            self.limiter.failed(address, presented)
+        raise protocol.unauthorized(kind, presented)
 
     # -- the route table ---------------------------------------------------------------------
 
@@ -170,6 +191,8 @@ class Gateway:
             Route("/startup", probe["startup"], methods=PROBE),
             Route("/startupz", probe["startup"], methods=PROBE),
             Route("/metrics", probe["metrics"], methods=["GET"]),
+            # OriginGuard serves WebSocket connections to "/" before the router (see there);
+            # the route stays in the table, which is what the gateway serves.
             WebSocketRoute("/", ws_endpoint(self)),
             Route("/channels/{channel}/{account}/{path:path}", endpoints.channel_webhooks(
                 self, self.settings.config.gateway.max_body_bytes), methods=ANY_METHOD),
@@ -181,7 +204,8 @@ class Gateway:
         routes.append(Route("/{path:path}", endpoints.plugin_routes(self), methods=ANY_METHOD))
         app = Starlette(routes=routes, lifespan=self.lifespan)
         loopback = self.bind in ("localhost", "::1") or self.bind.startswith("127.")
-        app.add_middleware(OriginGuard, owner=self,
+        # The WebSocket control plane at "/" is served by the guard itself (see OriginGuard).
+        app.add_middleware(OriginGuard, owner=self, websocket=asgi_endpoint(self),
                            allowed=self.settings.config.gateway.allowed_origins,
                            loopback_bind=loopback
                            and self.settings.config.gateway.auth.mode == "none")
@@ -203,10 +227,18 @@ class Gateway:
         self.log_ring.attach()
         try:
             async with self.runtime:
+                for problem in self.runtime.problems():
+                    log.warning("start-up: %s", problem)
+                trusted = self.runtime.trusted()
+                if trusted:
+                    log.info("plugins from outside the package, running as trusted code in "
+                             "this process: %s", "; ".join(trusted))
                 async with asyncio.TaskGroup() as tasks:
                     self._tasks = tasks
                     tasks.create_task(self._tick(), name="gateway-tick")
                     tasks.create_task(self._relay(), name="gateway-relay")
+                    tasks.create_task(self.lag.run(self._stop), name="gateway-loop-lag")
+                    tasks.create_task(self._trim(), name="gateway-heap-trim")
                     self.state = "ready"
                     await self._hook(Hook.GATEWAY_START, gateway=self)
                     try:
@@ -249,6 +281,19 @@ class Gateway:
                     self.hub.broadcast("health", await health_summary(self),
                                        state=dict(self.hub.versions))
 
+    async def _trim(self) -> None:
+        """After many connections have gone, give their freed memory back to the OS: without
+        it the process stays at its peak size although the memory is free (I12)."""
+        high = 0
+        while not self._stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stop.wait(), TRIM_CHECK_S)
+            now = len(self.hub.open)
+            high = max(high, now)
+            if high - now >= TRIM_AFTER_CLOSED:
+                await asyncio.to_thread(trim_heap)
+                high = now
+
     async def _relay(self) -> None:
         forward = asyncio.get_running_loop().create_task(
             relay(self.runtime.engine.bus, self.hub), name="gateway-relay-loop")
@@ -263,7 +308,9 @@ class Gateway:
         changed. Work already admitted finishes on the generation it started with (I2).
 
         Only the plugin side is hot: ``[plugins]`` and plugin files. Agents, engine and gateway
-        settings need a restart. An invalid config raises ConfigError and changes nothing.
+        settings need a restart. An invalid config, or a new generation that would lose a
+        plugin the running one has loaded, raises ConfigError and changes nothing (``force``
+        accepts a partial generation).
         """
         settings = await asyncio.to_thread(
             config_module.load, self.env, path=self.settings.config_path)
@@ -271,7 +318,8 @@ class Gateway:
         before = host.current
         plugins_only = host.settings.config.model_copy(
             update={"plugins": settings.config.plugins})
-        generation = await host.reload(dataclasses.replace(host.settings, config=plugins_only))
+        generation = await host.reload(dataclasses.replace(host.settings, config=plugins_only),
+                                       force=force)
         changed = generation is not before
         if changed:
             log.info("plugins reloaded: generation %d -> %d", before.id, generation.id)
@@ -287,25 +335,56 @@ class Gateway:
 
     # -- serving -----------------------------------------------------------------------------
 
+    def server_config(self, **overrides: Any) -> uvicorn.Config:
+        """uvicorn's config for this gateway (``serving.uvicorn_config``): what ``serve()``
+        runs, and what the tests' servers run."""
+        return serving.uvicorn_config(
+            self.app, self.settings.config.gateway, max_frame=self.policy.max_payload + 1024,
+            drain_deadline_s=self.drain_deadline_s, **overrides)
+
     async def serve(self) -> None:
-        """Run under uvicorn until SIGINT/SIGTERM; drain in-flight turns, then return."""
-        config = uvicorn.Config(
-            self.app, host=self.bind, port=self.port, lifespan="on", log_level="warning",
-            ws_max_size=self.policy.max_payload + 1024, ws_ping_interval=None,
-            timeout_graceful_shutdown=int(self.drain_deadline_s) + 5, access_log=False,
-        )
-        server = _Server(config)
+        """Bind, start, announce, serve until SIGINT/SIGTERM, drain in-flight turns, return.
+
+        The port is taken first (a port in use is a ConfigError before anything starts), then
+        the runtime starts (a failure raises its ClawgateError), then "listening on" is printed.
+        A signal during start-up stops the start and returns (exit 0).
+        """
+        sock = serving.bind(self.bind, self.port)
+        self.port = int(sock.getsockname()[1])
+        server = serving.Server(self.server_config(), on_started=self._announce)
         loop = asyncio.get_running_loop()
-        # Our handlers first drain the engine (in-flight turns finish and their streams end),
-        # then ask uvicorn to exit; a second signal forces the exit.
+        main = asyncio.current_task()
+        aborted = False
+
+        def on_signal() -> None:
+            nonlocal aborted
+            if self.state == "starting" and main is not None:
+                # Plugins may still be loading: stop the start itself (probes are killed).
+                if not aborted:
+                    aborted = True
+                    log.warning("signal received during start-up: stopping")
+                    main.cancel()
+                return
+            self._request_exit(server)
+
         for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, lambda: self._request_exit(server))
+            loop.add_signal_handler(sig, on_signal)
         loop.add_signal_handler(signal.SIGHUP, self._request_reload)
         try:
-            await server.serve()
+            async with self.lifespan():
+                await server.serve(sockets=[sock])
+        except asyncio.CancelledError:
+            if not aborted or main is None:
+                raise
+            main.uncancel()
         finally:
             for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
                 loop.remove_signal_handler(sig)
+            sock.close()
+
+    def _announce(self) -> None:
+        print(f"clawgate: gateway listening on http://{self.bind}:{self.port} "
+              f"(state {self.settings.state_dir})", flush=True)
 
     def _request_reload(self) -> None:
         """SIGHUP: reload plugins in the background task group; a bad config is logged."""
@@ -335,12 +414,3 @@ class Gateway:
             self._tasks.create_task(drain(), name="gateway-drain")
         else:
             server.should_exit = True
-
-
-class _Server(uvicorn.Server):
-    """uvicorn without its own signal capture (it re-raises the signal after a graceful
-    shutdown, which would turn a clean SIGTERM drain into a non-zero exit)."""
-
-    @contextlib.contextmanager
-    def capture_signals(self) -> Iterator[None]:
-        yield

@@ -34,6 +34,12 @@ def probes(gateway: Services) -> dict[str, Endpoint]:
     async def ready(request: Request) -> Response:
         if not gateway.ready:
             return JSONResponse({"ok": False, "status": gateway.state}, status_code=503)
+        store = gateway.runtime.store
+        # After a storage failure each probe tries one small write: ready again once it works.
+        failure = store.failure and await store.probe_write()
+        if failure:
+            return JSONResponse({"ok": False, "status": "store_unavailable",
+                                 "reason": failure}, status_code=503)
         body: dict[str, Any] = {"ok": True, "status": "ready"}
         if request.client and request.client.host in ("127.0.0.1", "::1"):
             body.update(version=gateway.version, uptimeMs=gateway.uptime_ms)
@@ -139,7 +145,8 @@ def channel_webhooks(gateway: Services, limit: int) -> Endpoint:
         try:
             if channels is None:
                 raise NotFound("this gateway runs no channels")
-            body = await read_body(request, limit)
+            body = await read_body(request, limit,
+                                   gateway.settings.config.gateway.body_timeout_s)
             answer = await channels.webhook(
                 str(request.path_params["channel"]), str(request.path_params["account"]),
                 WebhookRequest(request.method, str(request.path_params.get("path", "")),

@@ -7,6 +7,7 @@ table itself is built by the composition root (``gateway/app.py``).
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import Any
 from urllib.parse import urlsplit
@@ -23,6 +24,7 @@ from clawgate.errors import (
     MethodNotAllowed,
     PayloadTooLarge,
     RateLimited,
+    RequestTimeout,
     UnsupportedMediaType,
     kind_of,
 )
@@ -66,15 +68,16 @@ def client_address(request: Request) -> str:
     return request.client.host if request.client else "unknown"
 
 
-async def read_json(request: Request, limit: int) -> Any:
-    """The request body as JSON: refused when its Content-Type says it is something else, or
-    over ``limit`` bytes (before it is read to the end)."""
+async def read_json(request: Request, limit: int, timeout_s: float = 30.0) -> Any:
+    """The request body as JSON: refused when its Content-Type says it is something else,
+    over ``limit`` bytes (before it is read to the end), or not all there within
+    ``timeout_s`` (a client trickling its body must not hold the connection)."""
     media = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if media and media != "application/json" and not (
             media.startswith("application/") and media.endswith("+json")):
         raise UnsupportedMediaType(f"Content-Type {media!r} is not supported; send "
                                    "application/json")
-    body = await read_body(request, limit)
+    body = await read_body(request, limit, timeout_s)
     if not body:
         raise InvalidRequest("request body is empty; expected a JSON object")
     try:
@@ -85,19 +88,24 @@ async def read_json(request: Request, limit: int) -> Any:
         raise InvalidRequest(f"request body is not valid JSON: {exc}") from None
 
 
-async def read_body(request: Request, limit: int) -> bytes:
+async def read_body(request: Request, limit: int, timeout_s: float = 30.0) -> bytes:
     """The raw request body, refused (413) when over ``limit`` bytes, before it is read to the
-    end when the length is declared."""
+    end when the length is declared, and (408) when it is not all there within ``timeout_s``."""
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
         raise PayloadTooLarge(f"request body is {declared} bytes; the limit is {limit}")
     chunks: list[bytes] = []
     size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise PayloadTooLarge(f"request body exceeds the limit of {limit} bytes")
-        chunks.append(chunk)
+    try:
+        async with asyncio.timeout(timeout_s):
+            async for chunk in request.stream():
+                size += len(chunk)
+                if size > limit:
+                    raise PayloadTooLarge(f"request body exceeds the limit of {limit} bytes")
+                chunks.append(chunk)
+    except TimeoutError:
+        raise RequestTimeout(f"request body not received within {timeout_s:g} s "
+                             "(gateway.body_timeout_s)") from None
     return b"".join(chunks)
 
 
@@ -139,11 +147,13 @@ def host_allowed(host: str | None, *, loopback_bind: bool, allowed: tuple[str, .
 
 class OriginGuard:
     """Refuses HTTP requests and WebSocket upgrades from browser origins that are not allowed
-    (403 before any route runs), and marks the request's task as working for ``owner``."""
+    (403 before any route runs), and marks the request's task as working for ``owner``.
+    WebSocket connections to ``/`` go straight to ``websocket`` (the control plane)."""
 
     def __init__(self, app: ASGIApp, *, owner: object, allowed: tuple[str, ...],
-                 loopback_bind: bool) -> None:
+                 loopback_bind: bool, websocket: ASGIApp | None = None) -> None:
         self.app = app
+        self.websocket = websocket  # serves WebSocket connections to "/" directly
         self.owner = owner
         self.allowed = allowed
         # The Host rule matters only without credentials: with a token, a rebinding page
@@ -168,5 +178,9 @@ class OriginGuard:
                     return
                 response = error_response(Forbidden(message, reason="origin_not_allowed"))
                 await response(scope, receive, send)
+                return
+            if scope["type"] == "websocket" and self.websocket is not None \
+                    and scope.get("path") == "/":
+                await self.websocket(scope, receive, send)
                 return
         await self.app(scope, receive, send)

@@ -22,7 +22,14 @@ from starlette.responses import JSONResponse, Response
 from clawgate.agents.lanes import RunResult
 from clawgate.agents.roster import Agent
 from clawgate.agents.turn import Submission, Turn
-from clawgate.errors import InvalidRequest, NotFound, SessionError, SessionNotFound, Unavailable
+from clawgate.errors import (
+    ClawgateError,
+    InvalidRequest,
+    NotFound,
+    SessionError,
+    SessionNotFound,
+    Unavailable,
+)
 from clawgate.gateway.http import read_json
 from clawgate.gateway.rpc import Services
 from clawgate.sessions import keys
@@ -76,7 +83,8 @@ def flag(body: Mapping[str, Any], name: str) -> bool:
 
 async def read_body(gateway: Services, request: Request) -> dict[str, Any]:
     """The JSON object body, within the gateway's body limit."""
-    body = await read_json(request, gateway.settings.config.gateway.max_body_bytes)
+    limits = gateway.settings.config.gateway
+    body = await read_json(request, limits.max_body_bytes, limits.body_timeout_s)
     if not isinstance(body, dict):
         raise InvalidRequest(f"request body must be a JSON object, not {type(body).__name__}")
     return body
@@ -193,6 +201,17 @@ def remainder(result: RunResult, sent: str) -> str:
 def failure(result: RunResult) -> str | None:
     """The message of a failed run (error or timeout), else None."""
     return (result.error or "internal error") if result.status in FAILED else None
+
+
+def run_error(gateway: Services, result: RunResult) -> ClawgateError | None:
+    """The error a failed run answers with: 503 ``store_unavailable`` while the store cannot
+    write (the run failed because its messages could not be stored), else the run's error."""
+    message = failure(result)
+    if message is None:
+        return None
+    if gateway.runtime.store.failure:
+        return Unavailable(message, reason="store_unavailable")
+    return ClawgateError(message)
 
 
 def sse(data: Any, event: str | None = None) -> bytes:

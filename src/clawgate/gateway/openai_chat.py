@@ -30,7 +30,7 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 
 from clawgate.agents.lanes import RunResult
 from clawgate.agents.turn import Turn
-from clawgate.errors import ClawgateError, InvalidRequest
+from clawgate.errors import InvalidRequest
 from clawgate.gateway.openai_api import (
     DONE,
     SSE_HEADERS,
@@ -44,6 +44,7 @@ from clawgate.gateway.openai_api import (
     remainder,
     require_str,
     resolve_target,
+    run_error,
     sse,
     submit,
 )
@@ -251,8 +252,15 @@ def sampling(body: Mapping[str, Any], max_tokens: tuple[str, ...] = (
         chosen["max_tokens"] = limit
     seed = body.get("seed")
     if seed is not None:
+        if isinstance(seed, float) and seed.is_integer() and abs(seed) >= 2 ** 63:
+            # JSON has no size limit on integers; the parser hands bigger ones over as floats.
+            raise InvalidRequest("`seed` is out of range: it must be an integer from -2^63 to "
+                                 "2^63 - 1")
         if isinstance(seed, bool) or not isinstance(seed, int):
             raise InvalidRequest("`seed` must be an integer")
+        if not -2 ** 63 <= seed < 2 ** 63:
+            raise InvalidRequest("`seed` is out of range: it must be an integer from -2^63 to "
+                                 "2^63 - 1")
         chosen["seed"] = seed
     stop = body.get("stop")
     if stop is not None:
@@ -319,9 +327,9 @@ async def completions(gateway: Services, request: Request) -> Response:
                         else tools, stream=stream, sampling=sampling(body))
     if not stream:
         result = await turn.result()
-        message = failure(result)
-        if message is not None:
-            raise ClawgateError(message)
+        error = run_error(gateway, result)
+        if error is not None:
+            raise error
         return JSONResponse(completion(result, model))
     chunks = _chunks(turn, model, usage=bool(options.get("include_usage")))
     return StreamingResponse(chunks, media_type="text/event-stream", headers=SSE_HEADERS)

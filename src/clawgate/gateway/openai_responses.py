@@ -20,7 +20,7 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 
 from clawgate.agents.lanes import RunResult
 from clawgate.agents.turn import Turn
-from clawgate.errors import ClawgateError, InvalidRequest, NotFound
+from clawgate.errors import InvalidRequest, NotFound
 from clawgate.gateway.openai_api import (
     DONE,
     SSE_HEADERS,
@@ -31,6 +31,7 @@ from clawgate.gateway.openai_api import (
     remainder,
     require_str,
     resolve_target,
+    run_error,
     sse,
     submit,
 )
@@ -126,9 +127,9 @@ async def responses(gateway: Services, request: Request) -> Response:
     }
     if not stream:
         result = await turn.result()
-        message = failure(result)
-        if message is not None:
-            raise ClawgateError(message)
+        error = run_error(gateway, result)
+        if error is not None:
+            raise error
         status = "completed" if _status(result) == "completed" else "incomplete"
         output = ([_message(turn.run_id, result.text, status)]
                   if result.text or not result.tool_calls else [])

@@ -25,6 +25,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import orjson
+from starlette.types import ASGIApp, Receive, Scope, Send
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from clawgate.errors import RpcError
@@ -40,12 +41,20 @@ from clawgate.gateway.rpc import Services
 log = logging.getLogger("clawgate.gateway.ws")
 
 CLOSE_TIMEOUT_S = 2.0
+CLOSE_REQUESTED = "close requested"  # the cancel message request_close() sends the reader
 # Modes of one-shot clients that are not presence entries (OpenClaw's rule for the CLI).
 NO_PRESENCE_MODES = frozenset({"cli", "probe"})
 
 
 class Connection:
     """One WebSocket client: handshake state, granted scopes, outbound queue and tasks."""
+
+    __slots__ = ("gateway", "hub", "policy", "websocket", "conn_id", "address", "nonce",
+                 "connected_at", "protocol", "role", "scopes", "client", "authorized",
+                 "peak_buffered", "_buffered", "_queue", "_seq", "_closing", "_abandon",
+                 "_finished", "_ended", "_writer", "_serving", "_reading", "_requests",
+                 "_slots",
+                 "__weakref__")
 
     def __init__(self, gateway: Services, websocket: WebSocket) -> None:
         self.gateway = gateway
@@ -63,20 +72,29 @@ class Connection:
         self.authorized = False
         self.peak_buffered = 0
         self._buffered = 0  # bytes waiting in the queue (also reserved from the hub's budget)
-        self._queue: deque[tuple[Frame | str, int]] = deque()
-        self._wakeup = asyncio.Event()
+        self._queue: deque[tuple[Frame | str, int]] | None = None  # made when first needed
         self._seq = 0
         self._closing: tuple[int, str] | None = None
-        self._close_requested = asyncio.Event()
         self._abandon = False  # slow consumer or dead socket: skip the orderly drain
-        self._draining = False
-        self._finished = asyncio.Event()
-        self._requests: set[asyncio.Task[None]] = set()
-        self._slots = asyncio.Semaphore(self.policy.max_in_flight)
+        self._finished: asyncio.Future[None] | None = None  # made by close(), if called
+        self._ended = False
+        # An idle connection holds no task but the one serving it: the writer runs only while
+        # something is queued, and reading happens in the serving task itself (I12: the cost
+        # of an idle connection is what budgets.md counts).
+        self._writer: asyncio.Task[None] | None = None
+        self._serving: asyncio.Task[Any] | None = None
+        self._reading = False
+        self._requests: set[asyncio.Task[None]] | None = None
+        self._slots: asyncio.Semaphore | None = None
 
     @property
     def client_id(self) -> str:
         return self.client.id if self.client else ""
+
+    @property
+    def ended(self) -> bool:
+        """True once the connection has closed and cleaned up."""
+        return self._ended
 
     @property
     def buffered(self) -> int:
@@ -111,35 +129,36 @@ class Connection:
         if not self.hub.reserve(size, self):
             self.shed(1013, "gateway outbound buffer full; try again later")
             return
+        if self._queue is None:
+            self._queue = deque()
         self._queue.append((item, seq))
         self._buffered += size
         self.peak_buffered = max(self.peak_buffered, self._buffered)
-        self._wakeup.set()
+        if self._writer is None:
+            self._writer = asyncio.get_running_loop().create_task(
+                self._write_loop(), name=f"ws-writer:{self.conn_id}")
 
     def _overflow(self) -> None:
         log.warning("disconnecting slow consumer %s (%s): %d frames, %d bytes queued",
-                    self.conn_id, self.client_id, len(self._queue), self._buffered)
+                    self.conn_id, self.client_id, len(self._queue or ()), self._buffered)
         self.hub.metrics.inc("ws_slow_consumers_total")
         self.shed(1008, "slow consumer")
 
     def shed(self, code: int, reason: str) -> None:
         """Close now and drop what is queued: its bytes go back to the budget at once."""
         self._abandon = True
-        self._queue.clear()
+        self._queue = None
         self.hub.release(self._buffered)
         self._buffered = 0
         self.request_close(code, reason)
 
     async def _write_loop(self) -> None:
+        """Send what is queued, then end (the next frame starts a new writer)."""
         try:
-            while True:
-                if not self._queue:
-                    if self._draining:
-                        return
-                    self._wakeup.clear()
-                    await self._wakeup.wait()
-                    continue
+            while self._queue:
                 item, seq = self._queue.popleft()
+                if not self._queue:
+                    self._queue = None  # an idle connection keeps no deque
                 if isinstance(item, Frame):
                     size, text = item.size, item.text(seq)
                 else:
@@ -150,6 +169,8 @@ class Connection:
         except (WebSocketDisconnect, RuntimeError, OSError):
             self._abandon = True
             self.request_close(1006, "send failed")
+        finally:
+            self._writer = None
 
     # -- closing ---------------------------------------------------------------------------
 
@@ -160,55 +181,72 @@ class Connection:
         self._closing = (code, reason)
         self.authorized = False
         self.hub.leave(self)
-        self._close_requested.set()
+        serving = self._serving
+        if self._reading and serving is not None and serving is not asyncio.current_task():
+            serving.cancel(CLOSE_REQUESTED)  # stop waiting for the client's next frame
 
     async def close(self, code: int, reason: str) -> None:
         """Close (used by the gateway at shutdown) and wait until the connection has ended."""
         self.request_close(code, reason)
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._finished.wait(), CLOSE_TIMEOUT_S * 3)
+            if not self._ended:
+                if self._finished is None:
+                    self._finished = asyncio.get_running_loop().create_future()
+                await asyncio.wait_for(asyncio.shield(self._finished), CLOSE_TIMEOUT_S * 3)
 
     # -- the connection's life -------------------------------------------------------------
 
     async def run(self) -> None:
+        """Serve the connection until either side closes (reading in this task)."""
         self.hub.metrics.inc("ws_connections_total")
         loop = asyncio.get_running_loop()
-        writer = loop.create_task(self._write_loop(), name=f"ws-writer:{self.conn_id}")
+        self._serving = asyncio.current_task()
         timer = loop.call_later(self.policy.handshake_timeout_s, self._handshake_expired)
         self._enqueue(Frame.event("connect.challenge",
                                   {"nonce": self.nonce, "ts": int(time.time() * 1000)}),
                       UNSEQUENCED)
-        reader = loop.create_task(self._read_loop(), name=f"ws-reader:{self.conn_id}")
-        closer = loop.create_task(self._close_requested.wait())
         try:
-            await asyncio.wait({reader, closer}, return_when=asyncio.FIRST_COMPLETED)
+            self._reading = True
+            await self._read_loop()
+        except asyncio.CancelledError as cancelled:
+            # request_close() cancels the read with CLOSE_REQUESTED; anything else is a real
+            # cancellation (the server is going away) and goes on after the clean-up below.
+            if not (cancelled.args and cancelled.args[0] == CLOSE_REQUESTED) or \
+                    self._serving is None:
+                raise
+            self._serving.uncancel()
         finally:
+            self._reading = False
             timer.cancel()
             self.authorized = False
             self.hub.detach(self)
-            for task in (reader, closer, *self._requests):
+            requests = tuple(self._requests or ())
+            for task in requests:
                 task.cancel()
-            await asyncio.gather(reader, closer, *self._requests, return_exceptions=True)
-            await self._finish(writer)
+            await asyncio.gather(*requests, return_exceptions=True)
+            await self._finish()
             self.hub.release(self._buffered)  # whatever the writer did not send
             self._buffered = 0
-            self._queue.clear()
-            self._finished.set()
+            self._queue = None
+            self._ended = True
+            if self._finished is not None and not self._finished.done():
+                self._finished.set_result(None)
 
-    async def _finish(self, writer: asyncio.Task[None]) -> None:
-        if self._closing is None:  # the client went away: nothing left to say
-            writer.cancel()
-            await asyncio.gather(writer, return_exceptions=True)
-            return
-        code, reason = self._closing
-        if self._abandon:
-            writer.cancel()
-            await asyncio.gather(writer, return_exceptions=True)
-        else:  # deliver what is queued (e.g. the refusal of a handshake), then close
-            self._draining = True
-            self._wakeup.set()
+    async def _finish(self) -> None:
+        writer = self._writer
+        if self._closing is None or self._abandon:  # gone, or not worth an orderly drain
+            if writer is not None:
+                writer.cancel()
+                await asyncio.gather(writer, return_exceptions=True)
+            if self._closing is None:  # the client went away: nothing left to say
+                return
+        elif writer is not None:  # deliver what is queued (e.g. a handshake refusal)
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(writer, CLOSE_TIMEOUT_S)
+                await asyncio.wait_for(asyncio.shield(writer), CLOSE_TIMEOUT_S)
+            if not writer.done():
+                writer.cancel()
+                await asyncio.gather(writer, return_exceptions=True)
+        code, reason = self._closing
         if code != 1006:
             with contextlib.suppress(TimeoutError, WebSocketDisconnect, RuntimeError, OSError):
                 await asyncio.wait_for(self.websocket.close(code, protocol.close_reason(reason)),
@@ -219,7 +257,7 @@ class Connection:
             self.request_close(1008, "handshake timeout")
 
     async def _read_loop(self) -> None:
-        while True:
+        while self._closing is None:
             message = await self.websocket.receive()
             if message["type"] == "websocket.disconnect":
                 return
@@ -228,7 +266,7 @@ class Connection:
                 try:
                     text = bytes(message.get("bytes") or b"").decode()
                 except UnicodeDecodeError:
-                    self.request_close(1007, "frames must be UTF-8 JSON")
+                    self.request_close(1007, "binary frame is not valid UTF-8 JSON")
                     return
             size = len(text) if text.isascii() else len(text.encode())
             if not self.authorized:
@@ -259,16 +297,22 @@ class Connection:
             self.respond_error(req_id, protocol.error_shape(protocol.invalid(
                 "invalid request frame: expected {type: 'req', id, method, params?}")))
             return
+        if self._slots is None:
+            self._slots = asyncio.Semaphore(self.policy.max_in_flight)
         await self._slots.acquire()
         task = asyncio.get_running_loop().create_task(
             dispatch(self.gateway, self, req_id, method, frame.get("params")),
             name=f"ws-req:{method}")
+        if self._requests is None:
+            self._requests = set()
         self._requests.add(task)
         task.add_done_callback(self._request_done)
 
     def _request_done(self, task: asyncio.Task[None]) -> None:
-        self._requests.discard(task)
-        self._slots.release()
+        if self._requests is not None:
+            self._requests.discard(task)
+        if self._slots is not None:
+            self._slots.release()
 
     # -- handshake -------------------------------------------------------------------------
 
@@ -352,6 +396,21 @@ def endpoint(gateway: Services) -> Callable[[WebSocket], Awaitable[None]]:
                                         f"(gateway.ws.max_connections = "
                                         f"{gateway.policy.max_connections})")
             return
+        # The upgrade request's headers were read (Origin/Host guard, address) and are not
+        # needed again: an idle connection should not keep them.
+        websocket.scope["headers"] = []
         await connection.run()
 
     return serve
+
+
+def asgi_endpoint(gateway: Services) -> ASGIApp:
+    """The endpoint as a plain ASGI app, for the guard to call directly (I12): going through
+    the router and the exception middleware would keep their frames and closures alive for
+    the whole life of every connection."""
+    serve = endpoint(gateway)
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        await serve(WebSocket(scope, receive, send))
+
+    return app

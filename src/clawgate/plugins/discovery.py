@@ -97,6 +97,9 @@ def sources(
     found: list[Source] = []
     for raw in load_paths:
         path = (state_dir / Path(raw).expanduser()).absolute()
+        if not path.exists():  # a typo must not pass silently: scan() refuses it by name
+            found.append(Source("config", path))
+            continue
         # A load path may be one plugin folder or a folder of plugin folders.
         found.extend(Source("config", p) for p in _plugin_dirs(path, direct_ok=True))
     if bundled_root is not None:
@@ -156,6 +159,9 @@ def inspect_source(source: Source) -> Candidate | Refusal:
         manifest = read_manifest(manifest_path)
     except ManifestError as exc:
         return Refusal(source.origin, root, str(exc), plugin_id=exc.plugin_id)
+    except FileNotFoundError:
+        what = "plugins.load_paths: folder" if source.origin == "config" else "plugin folder"
+        return Refusal(source.origin, root, f"{what} {root} does not exist")
     except OSError as exc:
         return Refusal(source.origin, root, f"cannot read plugin folder: {exc.strerror}")
     entry = _entry_file(real_root, manifest.entry_module())

@@ -208,6 +208,10 @@ class HookCaller:
     def handlers(self, hook: str) -> tuple[HookHandler, ...]:
         return self._handlers.get(hook, ())
 
+    def all(self) -> tuple[HookHandler, ...]:
+        """Every registered handler, hook by hook."""
+        return tuple(h for hs in self._handlers.values() for h in hs)
+
     async def call(self, hook: Hook, **values: Any) -> HookResult:
         """Run every handler of ``hook`` as its spec says (at once when it has none)."""
         spec = self._specs[hook]

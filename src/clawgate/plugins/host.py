@@ -15,28 +15,29 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
-import functools
 import inspect
 import logging
 import secrets
 import time
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib.metadata import EntryPoint
 from pathlib import Path
+from types import FrameType
 from typing import Any, TypeVar
 
 from clawgate.config import Settings
 from clawgate.diagnostics.metrics import Metrics
 from clawgate.diagnostics.timeline import Timeline
-from clawgate.errors import PluginError, Unavailable
+from clawgate.errors import ConfigError, PluginError, Unavailable
 from clawgate.plugins import discovery
 from clawgate.plugins.loader import build_registry, purge_modules
 from clawgate.plugins.metadata import MetadataSnapshot, SchemaCache, build_snapshot
 from clawgate.plugins.plan import LoadPlan, derive_plan
+from clawgate.plugins.probe import Prober
 from clawgate.plugins.registry import Registry, Service, ServiceContext
 
 log = logging.getLogger("clawgate.plugins")
@@ -61,6 +62,7 @@ class Generation:
     registry: Registry
     modules: tuple[str, ...]
     built_at: float
+    owners: Mapping[str, str] = field(default_factory=dict)  # module prefix -> plugin id
 
     @property
     def key(self) -> str:
@@ -109,7 +111,7 @@ class PluginHost:
         reserved_methods: frozenset[str] = frozenset(),
         reserved_paths: tuple[str, ...] = (),
         keep: int = 4,
-        plugin_threads: int = 8,
+        plugin_threads: int | None = None,
         stop_deadline_s: float = 5.0,
         drain_deadline_s: float = 30.0,
     ) -> None:
@@ -144,10 +146,16 @@ class PluginHost:
         self._next_id = 1
         self._started = False
         self._reload_lock = asyncio.Lock()
+        self._prober = Prober(settings.state_dir, timeout_s=settings.config.plugins.probe_timeout_s)
         # Plugin code that blocks (sync tools, RPC methods, routes) runs here, not on the default
         # pool that core file reads use: a hung plugin can exhaust only its own threads.
-        self._executor = ThreadPoolExecutor(max_workers=plugin_threads,
+        plugins = settings.config.plugins
+        self._pool_size = plugins.pool_threads if plugin_threads is None else plugin_threads
+        self._stuck_after = plugins.stuck_call_s
+        self._running: dict[object, tuple[float, str]] = {}  # calls on a worker: (start, what)
+        self._executor = ThreadPoolExecutor(max_workers=self._pool_size,
                                             thread_name_prefix="clawgate-plugin")
+        self.metrics.gauge("plugin_pool_stuck_workers", lambda: len(self._stuck_calls()))
 
     # -- reading -------------------------------------------------------------------------------
 
@@ -167,10 +175,85 @@ class PluginHost:
 
     async def run_sync(self, fn: Callable[..., T], *args: Any) -> T:
         """Run a plugin's synchronous callable on the plugin thread pool, in a copy of the
-        caller's context (as ``asyncio.to_thread`` does), so what it logs stays attributed."""
+        caller's context (as ``asyncio.to_thread`` does), so what it logs stays attributed.
+
+        The pool has ``plugins.pool_threads`` workers. A call running longer than
+        ``plugins.stuck_call_s`` is a stuck worker (gauge ``plugin_pool_stuck_workers``); a
+        thread cannot be killed, so when every worker is stuck new calls are refused at once
+        (Unavailable naming the oldest call) instead of queueing behind them forever.
+        """
+        stuck = self._stuck_calls()
+        if len(stuck) >= self._pool_size:
+            started, label = min(stuck)
+            raise Unavailable(
+                f"all {self._pool_size} plugin worker threads are stuck in calls that have not "
+                f"returned (the oldest: {label}, running for {time.monotonic() - started:.0f} "
+                "s); synchronous plugin calls are refused until one returns",
+                reason="plugin_pool_exhausted")
         loop = asyncio.get_running_loop()
-        call = functools.partial(contextvars.copy_context().run, fn, *args)
+        context = contextvars.copy_context()
+        label = self.describe_callable(fn)
+
+        def call() -> T:
+            token = object()
+            self._running[token] = (time.monotonic(), label)
+            try:
+                return context.run(fn, *args)
+            finally:
+                del self._running[token]
+
         return await loop.run_in_executor(self._executor, call)
+
+    def describe_callable(self, fn: Callable[..., Any]) -> str:
+        """``plugin 'x' fn`` for plugin code, else the callable's qualified name."""
+        name = getattr(fn, "__qualname__", None) or repr(fn)
+        owner = self.owner_of(getattr(fn, "__module__", "") or "")
+        return f"plugin {owner!r} {name}" if owner else name
+
+    def owner_of(self, module: str) -> str | None:
+        """The id of the plugin whose private module ``module`` is, or None."""
+        if not module.startswith("_clawgate_"):
+            return None
+        for generation in tuple(self._live.values()):
+            for prefix, plugin_id in generation.owners.items():
+                if module == prefix or module.startswith(prefix + "."):
+                    return plugin_id
+        return None
+
+    def describe_frame(self, frame: FrameType) -> str | None:
+        """What plugin code a (blocked) stack is in: ``hook <name> of plugin 'x' (fn, file:line)``,
+        ``tool <name> of plugin 'x' (...)`` or ``plugin 'x' fn (file:line)``; None when no
+        plugin code is on it. Used by the event-loop watchdog from its own thread."""
+        current: FrameType | None = frame
+        while current is not None:
+            owner = self.owner_of(str(current.f_globals.get("__name__", "")))
+            if owner is not None:
+                break
+            current = current.f_back
+        if current is None or owner is None:
+            return None
+        where = (f"{current.f_code.co_qualname}, {Path(current.f_code.co_filename).name}:"
+                 f"{current.f_lineno}")
+        inner: FrameType | None = current
+        while inner is not None:  # the outermost plugin frame is the registered callable
+            code = inner.f_code
+            generation = self._current
+            if generation is not None:
+                for handler in generation.registry.hooks.all():
+                    if getattr(handler.fn, "__code__", None) is code:
+                        return f"hook {handler.hook} of plugin {owner!r} ({where})"
+                for tool in generation.registry.tools.values():
+                    if getattr(tool.handler, "__code__", None) is code:
+                        return f"tool {tool.name} of plugin {owner!r} ({where})"
+            inner = inner.f_back
+            if inner is not None and self.owner_of(
+                    str(inner.f_globals.get("__name__", ""))) is None:
+                break
+        return f"plugin {owner!r} ({where})"
+
+    def _stuck_calls(self) -> list[tuple[float, str]]:
+        limit = time.monotonic() - self._stuck_after
+        return [call for call in list(self._running.values()) if call[0] <= limit]
 
     def live(self) -> tuple[Generation, ...]:
         return tuple(self._live.values())
@@ -269,19 +352,49 @@ class PluginHost:
 
     # -- reload and shutdown -------------------------------------------------------------------
 
-    async def reload(self, settings: Settings | None = None) -> Generation:
-        """Rescan (with new settings if given); build and swap if the plan changed."""
+    async def reload(self, settings: Settings | None = None, *, force: bool = False) -> Generation:
+        """Rescan (with new settings if given); build and swap if the plan changed.
+
+        A new generation that would lose a plugin the running one has loaded (its config no
+        longer validates, it is gone, its import or ``register()`` now fails) is refused as a
+        whole: ConfigError naming the plugin and the JSON path, and the running generation
+        (and the settings it was built from) stay. ``force`` accepts the partial generation.
+        """
         async with self._reload_lock:
+            kept = (self.settings, self._inventory, self._snapshot, self._roots)
             if settings is not None:
                 self.settings = settings
-            snapshot = await self._scan(force=True)
-            plan = derive_plan(snapshot)
-            old = self._current
-            if old is not None and old.plan == plan:
-                return old
-            generation = next((g for g in self._live.values() if g.plan == plan), None)
-            if generation is None:
-                generation = await self._build(plan, snapshot)
+            try:
+                snapshot = await self._scan(force=True)
+                plan = derive_plan(snapshot)
+                old = self._current
+                if old is not None and old.plan == plan:
+                    return old
+                if old is not None and not force:
+                    # Lost: still wanted but broken (config, gates), or gone from disk. A
+                    # plugin the config now disables, denies or leaves out is not lost.
+                    present = {m.id for m in snapshot.plugins if m.id}
+                    broken = {m.id: m.reason for m in snapshot.plugins
+                              if m.id and m.status in ("error", "blocked")}
+                    gone = {pid: "no longer found" for pid in old.registry.records
+                            if pid not in present}
+                    _refuse_losses(old, {**gone, **broken})
+                generation = next((g for g in self._live.values() if g.plan == plan), None)
+                built = generation is None
+                if generation is None:
+                    generation = await self._build(plan, snapshot)
+                if old is not None and not force:
+                    try:
+                        _refuse_losses(old, {i: r.reason for i, r in
+                                             generation.registry.records.items()
+                                             if r.status == "error"})
+                    except ConfigError:
+                        if built:
+                            self._retire_later(generation)
+                        raise
+            except BaseException:
+                self.settings, self._inventory, self._snapshot, self._roots = kept
+                raise
             if generation.id not in self._started_services:
                 await self._start_services(generation)
             self._publish(generation)
@@ -366,15 +479,17 @@ class PluginHost:
         try:
             generation_id = self._next_id
             self._next_id += 1
+            refused = await self._probe(plan, snapshot)
             result = await asyncio.to_thread(
                 build_registry, plan, snapshot, generation=generation_id,
                 namespace=self._namespace,
                 root_config=self.settings.config, state_dir=self.settings.state_dir,
                 reserved_methods=self._reserved_methods, reserved_paths=self._reserved_paths,
+                refused=refused,
             )
             self.metrics.inc("plugin_generation_builds_total")
             generation = Generation(generation_id, plan, snapshot, result.registry,
-                                    result.modules, time.time())
+                                    result.modules, time.time(), result.owners)
             future.set_result(generation)
             return generation
         except BaseException as exc:
@@ -383,6 +498,30 @@ class PluginHost:
             raise
         finally:
             del self._building[plan.digest]
+
+    async def _probe(self, plan: LoadPlan, snapshot: MetadataSnapshot) -> dict[str, str]:
+        """Probe the plan's plugins from outside the package (``plugins.probe``): the ids
+        whose probe crashed, exited or timed out, with the reason. Bundled plugins are part of
+        the package and are trusted as it is."""
+        entries = [e for e in plan.entries if e.origin != "bundled"]
+        if not entries:
+            return {}
+        self._prober.timeout_s = self.settings.config.plugins.probe_timeout_s
+        metas = {e.id: snapshot.by_id[e.id] for e in entries}
+        before = self._prober.probed
+        started = time.perf_counter()
+        with self.timeline.span("plugins.probe", plugins=len(entries)):
+            verdicts = await self._prober.check(
+                entries, metas, root_config=self.settings.config.model_dump(mode="json"),
+                starting=lambda n: log.info("probing %d new or changed plugin(s) in a child "
+                                            "process", n))
+        if self._prober.probed > before:
+            log.info("probed %d plugin(s) in %.0f ms", self._prober.probed - before,
+                     (time.perf_counter() - started) * 1000)
+        refused = {pid: v.reason for pid, v in verdicts.items() if not v.ok}
+        for pid, reason in refused.items():
+            log.error("plugin %r is not loaded: %s", pid, reason)
+        return refused
 
     def _remember(self, generation: Generation) -> None:
         self._live[generation.key] = generation
@@ -449,6 +588,22 @@ class PluginHost:
             log.error("service %s of plugin %r failed to %s: %s", service.id, service.plugin_id,
                       what, exc)
             return False
+
+
+def _refuse_losses(old: Generation, missing: dict[str, str]) -> None:
+    """Raise ConfigError when a plugin loaded in ``old`` is among ``missing`` (id -> reason)."""
+    lost = [(pid, missing[pid]) for pid, record in old.registry.records.items()
+            if record.status == "loaded" and pid in missing]
+    if not lost:
+        return
+    pid, reason = lost[0]
+    path = f"plugins.entries.{pid}"
+    if reason.startswith("invalid config at $"):  # "invalid config at $.delay_ms: ..."
+        path += ".config" + reason.removeprefix("invalid config at $").split(":", 1)[0]
+    names = ", ".join(repr(p) for p, _ in lost)
+    raise ConfigError(f"reload refused: it would lose plugin {pid!r} ({reason}); the running "
+                      f"plugins stay (lost: {names}; --force accepts a partial generation)",
+                      path=path)
 
 
 def _roots(settings: Settings) -> tuple[object, ...]:

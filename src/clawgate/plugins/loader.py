@@ -15,7 +15,7 @@ import importlib.util
 import inspect
 import sys
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from itertools import count
 from pathlib import Path
@@ -32,6 +32,7 @@ from clawgate.plugins.registry import Phase, PluginRecord, Registry, RegistryBui
 class BuildResult:
     registry: Registry
     modules: tuple[str, ...]
+    owners: dict[str, str]  # private module prefix -> plugin id
 
 
 def build_registry(
@@ -44,12 +45,19 @@ def build_registry(
     state_dir: Path,
     reserved_methods: frozenset[str] = frozenset(),
     reserved_paths: tuple[str, ...] = (),
+    refused: Mapping[str, str] | None = None,
 ) -> BuildResult:
-    """Load every plugin of ``plan`` (whose metadata is in ``snapshot``) into a new registry."""
+    """Load every plugin of ``plan`` (whose metadata is in ``snapshot``) into a new registry.
+
+    A plugin in ``refused`` (id -> reason: its probe crashed, exited or timed out) is never
+    imported: it gets status ``error``, phase ``probe``.
+    """
+    refused = refused or {}
     builder = RegistryBuilder(reserved_methods, reserved_paths)
     builder.diagnostics.extend(snapshot.diagnostics)
     planned = plan.ids
     modules: list[str] = []
+    owners: dict[str, str] = {}
     order = count()
     for meta in snapshot.plugins:
         if meta.id is None:
@@ -59,12 +67,21 @@ def build_registry(
             # record of an id wins, so an overridden copy never hides the loaded one.
             builder.records.setdefault(meta.id, _record_from_meta(meta, planned))
             continue
+        if meta.id in refused:
+            reason = refused[meta.id]
+            builder.diagnostics.append(Diagnostic("error", f"plugin {meta.id!r}: {reason}",
+                                                  meta.id))
+            builder.records[meta.id] = PluginRecord(
+                meta.id, meta.origin, str(meta.root), "error", reason, phase="probe",
+                error=reason, manifest=meta.manifest.summary() if meta.manifest else {})
+            continue
         safe_id = "".join(c if c.isalnum() else f"_{ord(c):02x}" for c in meta.id)
         prefix = f"_clawgate_{namespace}g{generation}_{safe_id}"
+        owners[prefix] = meta.id
         record = _load_one(meta, prefix, builder, root_config, state_dir, lambda: next(order))
         builder.records[meta.id] = record
         modules.extend(m for m in list(sys.modules) if m == prefix or m.startswith(prefix + "."))
-    return BuildResult(builder.build(), tuple(modules))
+    return BuildResult(builder.build(), tuple(modules), owners)
 
 
 def purge_modules(names: tuple[str, ...]) -> None:
@@ -95,10 +112,10 @@ def _load_one(
         )
 
     try:
-        register = _import_entry(prefix, meta.root, manifest.entry_module(),
+        register = import_entry(prefix, meta.root, manifest.entry_module(),
                                  manifest.entry_function())
     except (Exception, SystemExit) as exc:  # a plugin must not be able to exit the gateway
-        return failed("load", f"failed to load plugin: {_describe(exc)}")
+        return failed("load", f"failed to load plugin: {describe(exc)}")
     if inspect.iscoroutinefunction(register):
         return failed("register", "register must be synchronous (found 'async def')")
     api = PluginApi(manifest, config=meta.config, root_config=root_config, state_dir=state_dir,
@@ -111,7 +128,7 @@ def _load_one(
             raise TypeError("register must be synchronous (it returned an awaitable)")
     except (Exception, SystemExit) as exc:
         api.close()
-        return failed("register", f"register failed: {_describe(exc)}")
+        return failed("register", f"register failed: {describe(exc)}")
     got = builder.commit(meta.id, api.close())
     return PluginRecord(
         meta.id, meta.origin, str(meta.root), "loaded", meta.reason,
@@ -121,7 +138,8 @@ def _load_one(
     )
 
 
-def _import_entry(prefix: str, root: Path, module: str, function: str) -> Callable[..., Any]:
+def import_entry(prefix: str, root: Path, module: str, function: str) -> Callable[..., Any]:
+    """Import a plugin's entry module as ``<prefix>.<module>`` and return its function."""
     # A synthetic package rooted at the plugin folder: the entry module becomes
     # "<prefix>.<module>", and "from . import x" inside a plugin finds its sibling files.
     spec = importlib.machinery.ModuleSpec(prefix, None, is_package=True)
@@ -137,7 +155,8 @@ def _import_entry(prefix: str, root: Path, module: str, function: str) -> Callab
     return fn  # type: ignore[no-any-return]
 
 
-def _describe(exc: BaseException) -> str:
+def describe(exc: BaseException) -> str:
+    """``Type: message (file:line)`` of the innermost frame."""
     frames = traceback.extract_tb(exc.__traceback__)
     where = f" ({Path(frames[-1].filename).name}:{frames[-1].lineno})" if frames else ""
     return f"{type(exc).__name__}: {exc}{where}"

@@ -18,7 +18,7 @@ from clawgate.plugins.metadata import Diagnostic
 from clawgate.providers.base import Provider
 
 RecordStatus = Literal["loaded", "disabled", "error", "blocked", "overridden"]
-Phase = Literal["discovery", "validation", "load", "register"]
+Phase = Literal["discovery", "validation", "probe", "load", "register"]
 
 
 @dataclass(frozen=True, slots=True)

@@ -23,6 +23,10 @@ from clawgate.sessions.schema import dumps, loads
 from clawgate.sessions.transcript import NewMessage, StoredMessage, check_messages
 from clawgate.types import RUN_STATUSES, RunStatus
 
+# A run to run again after a restart: (run id, session key, its input messages, where its
+# reply goes: the stored delivery, or None).
+Resumable = tuple[str, str, list[dict[str, Any]], str | None]
+
 ENDED: tuple[RunStatus, ...] = tuple(s for s in RUN_STATUSES if s not in ("queued", "running"))
 
 
@@ -199,18 +203,44 @@ def _archive_run(c: sqlite3.Connection, key: str, first_seq: int) -> None:
               "WHERE session_id = ? AND archived = 0), updated_at) WHERE key = ?", (sid, key))
 
 
-def recover(c: sqlite3.Connection, now: int) -> int:
-    """Close runs a killed process left open; return how many."""
-    rows = c.execute("SELECT run_id, key, status, input FROM runs "
+def recover(c: sqlite3.Connection, now: int, *,
+            rerun: bool = False) -> tuple[int, list[Resumable]]:
+    """Close runs a killed process left open. Returns how many were marked interrupted and,
+    with ``rerun``, the queued ones (left queued, to run again)."""
+    rows = c.execute("SELECT run_id, key, status, input, delivery FROM runs "
                      "WHERE status IN ('queued', 'running') ORDER BY queued_at, started_at"
                      ).fetchall()
-    for run_id, key, status, raw in rows:
-        if status == "queued" and raw:
+    resumable: list[Resumable] = []
+    closed = 0
+    for run_id, key, status, raw, delivery in rows:
+        if rerun and status == "queued" and raw:
             try:
-                append(c, key, check_messages(loads(raw), "runs.recover"), now)
-            except Exception:  # a vanished session: the run record still keeps the input
+                messages = loads(raw)
+                check_messages(messages, "runs.recover")
+                resumable.append((run_id, key, list(messages), delivery))
+                continue
+            except Exception:  # an unreadable input cannot run again: mark it below
                 pass
-        c.execute("UPDATE runs SET status = 'interrupted', ended_at = ?, "
-                  "stop_reason = 'gateway restarted' WHERE run_id = ?", (now, run_id))
-        intent_for_run(c, run_id, "", "interrupted", "the gateway restarted", now)
-    return len(rows)
+        _interrupt(c, run_id, key, status, raw, now)
+        closed += 1
+    return closed, resumable
+
+
+def interrupt(c: sqlite3.Connection, run_id: str, now: int) -> None:
+    """Mark one open run interrupted."""
+    row = c.execute("SELECT key, status, input FROM runs WHERE run_id = ? "
+                    "AND status IN ('queued', 'running')", (run_id,)).fetchone()
+    if row is not None:
+        _interrupt(c, run_id, row[0], row[1], row[2], now)
+
+
+def _interrupt(c: sqlite3.Connection, run_id: str, key: str, status: str, raw: Any,
+               now: int) -> None:
+    if status == "queued" and raw:
+        try:
+            append(c, key, check_messages(loads(raw), "runs.recover"), now)
+        except Exception:  # a vanished session: the run record still keeps the input
+            pass
+    c.execute("UPDATE runs SET status = 'interrupted', ended_at = ?, "
+              "stop_reason = 'gateway restarted' WHERE run_id = ?", (now, run_id))
+    intent_for_run(c, run_id, "", "interrupted", "the gateway restarted", now)

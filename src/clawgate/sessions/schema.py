@@ -261,6 +261,9 @@ CREATE INDEX runs_ended ON runs (ended_at) WHERE ended_at IS NOT NULL;
     Migration(7, "compaction entries found without scanning the transcript", """
 CREATE INDEX messages_system ON messages (session_id, seq) WHERE role = 'system';
 """),
+    Migration(8, "scratch table of the store's write probe (/ready after a storage failure)", """
+CREATE TABLE store_probe (data BLOB NOT NULL);
+"""),
 )
 SCHEMA_VERSION = MIGRATIONS[-1].version
 

@@ -21,8 +21,11 @@ import asyncio
 import concurrent.futures
 import contextlib
 import functools
+import logging
+import os
 import queue
 import sqlite3
+import stat
 import threading
 import uuid
 from collections.abc import Callable, Sequence
@@ -42,6 +45,7 @@ from clawgate.sessions.schema import Run, SessionEntry, check_fields, migrate
 from clawgate.sessions.transcript import StoredMessage, check_messages, export_jsonl
 from clawgate.types import RunStatus, now_ms
 
+log = logging.getLogger("clawgate.store")
 T = TypeVar("T")
 Job = Callable[[sqlite3.Connection], Any]
 BUSY_TIMEOUT_MS = 5_000
@@ -67,6 +71,9 @@ class _Writer:
 
     def __init__(self, path: Path) -> None:
         self._path = path
+        # Why the last write failed for a storage reason (disk full, corrupt, I/O), until a
+        # commit succeeds again; /ready reports it.
+        self.failure: str | None = None
         self._queue: queue.SimpleQueue[_Task | None] = queue.SimpleQueue()
         self._ready: concurrent.futures.Future[None] = concurrent.futures.Future()
         # Daemon so a process that never calls close() can still exit; nothing committed is lost.
@@ -94,18 +101,29 @@ class _Writer:
 
     def _run(self) -> None:
         try:
-            self._path.parent.mkdir(parents=True, exist_ok=True)
+            private_dir(self._path.parent)
+            if not self._path.exists():  # created 0600 here, so its WAL and SHM files are too
+                os.close(os.open(self._path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
             conn = _connect(self._path)
             try:
+                found = [str(r[0]) for r in conn.execute("PRAGMA quick_check").fetchall()]
+                if found != ["ok"]:
+                    problems = [p for text in found for p in text.splitlines() if p.strip()]
+                    raise corrupt(self._path, f"{problems[0]}; {len(problems)} problem(s)")
                 mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
                 if str(mode).lower() != "wal":
                     raise Unavailable(f"{self._path}: cannot enable WAL (journal_mode={mode})")
                 conn.execute("PRAGMA synchronous = NORMAL")
                 conn.execute("PRAGMA foreign_keys = ON")
                 migrate(conn, path=self._path)
+                for suffix in ("", "-wal", "-shm"):
+                    private_file(self._path.with_name(self._path.name + suffix))
             except BaseException:
                 conn.close()
                 raise
+        except sqlite3.DatabaseError as exc:
+            self._ready.set_exception(storage_error(exc, self._path) or corrupt(self._path, exc))
+            return
         except BaseException as exc:
             self._ready.set_exception(exc)
             return
@@ -124,6 +142,12 @@ class _Writer:
         finally:
             conn.close()
 
+    def _storage(self, exc: BaseException) -> Unavailable | None:
+        error = storage_error(exc, self._path)
+        if error is not None:
+            self.failure = str(error)
+        return error
+
     def _commit(self, conn: sqlite3.Connection, batch: list[_Task]) -> None:
         live = [t for t in batch if t.future.set_running_or_notify_cancel()]
         if not live:
@@ -138,7 +162,7 @@ class _Writer:
                 except Exception as exc:
                     conn.execute("ROLLBACK TO job")
                     conn.execute("RELEASE job")
-                    outcomes.append((task, False, exc))
+                    outcomes.append((task, False, self._storage(exc) or exc))
                 else:
                     conn.execute("RELEASE job")
                     outcomes.append((task, True, value))
@@ -149,9 +173,12 @@ class _Writer:
             with contextlib.suppress(sqlite3.Error):
                 if conn.in_transaction:
                     conn.rollback()
+            error = self._storage(exc) or exc
             for task in live:
-                task.future.set_exception(exc)
+                task.future.set_exception(error)
             return
+        if not any(isinstance(v, Unavailable) for _t, ok, v in outcomes if not ok):
+            self.failure = None  # a commit went through: the store can write again
         for task, ok, value in outcomes:
             if ok:
                 task.future.set_result(value)
@@ -211,6 +238,25 @@ class SessionStore:
         tb: TracebackType | None,
     ) -> None:
         await self.close()
+
+    # -- health -------------------------------------------------------------------------------
+
+    @property
+    def failure(self) -> str | None:
+        """Why the store cannot write (disk full, database corrupt, I/O error), or None."""
+        return None if self._writer is None else self._writer.failure
+
+    async def probe_write(self) -> str | None:
+        """Try one write the size of a large message (64 KiB, into a scratch table, deleted in
+        the same transaction) and return why the store cannot write, or None when it can
+        (which clears an earlier failure)."""
+        def job(c: sqlite3.Connection) -> None:
+            c.execute("INSERT INTO store_probe (data) VALUES (zeroblob(65536))")
+            c.execute("DELETE FROM store_probe")
+
+        with contextlib.suppress(Unavailable):
+            await self._write(job)
+        return self.failure
 
     # -- sessions -----------------------------------------------------------------------------
 
@@ -453,10 +499,17 @@ class SessionStore:
             usage=usage, model=model, provider=provider, merged=tuple(merged), cost=cost,
             fallbacks=fallbacks, archive_from=archive_from))
 
-    async def recover_runs(self) -> int:
-        """Close runs left open by a killed process; returns how many were closed."""
+    async def recover_runs(self, *, rerun: bool = False) -> tuple[int, list[runs.Resumable]]:
+        """Close runs left open by a killed process. Returns how many were marked
+        ``interrupted`` and, with ``rerun``, the queued runs (never started) left queued so the
+        engine runs them again: ``(run_id, key, input messages)``."""
         now = self._clock()
-        return await self._write(lambda c: runs.recover(c, now))
+        return await self._write(lambda c: runs.recover(c, now, rerun=rerun))
+
+    async def interrupt_run(self, run_id: str) -> None:
+        """Mark one open run ``interrupted`` (its input joins the transcript if it had not)."""
+        now = self._clock()
+        await self._write(lambda c: runs.interrupt(c, run_id, now))
 
     async def get_run(self, run_id: str) -> Run | None:
         """The run with that id, or None."""
@@ -500,7 +553,13 @@ class SessionStore:
 
     def _run_read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         conn: sqlite3.Connection = self._local.conn
-        return fn(conn)
+        try:
+            return fn(conn)
+        except sqlite3.Error as exc:
+            error = storage_error(exc, self.path)
+            if error is None:
+                raise
+            raise error from exc
 
     def _stop_readers(self, readers: concurrent.futures.ThreadPoolExecutor) -> None:
         readers.shutdown(wait=True)
@@ -532,6 +591,72 @@ class SessionStore:
     def cron(self) -> CronStore:
         """Cron jobs and their run history (``sessions.cronstore``), on this store's threads."""
         return CronStore(self._write, self._read)
+
+
+def storage_error(exc: BaseException, path: Path) -> Unavailable | None:
+    """The ``store_unavailable`` error for an SQLite failure of the storage itself (disk full,
+    corrupt file, I/O error), or None for any other error."""
+    if not isinstance(exc, sqlite3.Error):
+        return None
+    code = getattr(exc, "sqlite_errorcode", 0) & 0xFF
+    if code == sqlite3.SQLITE_FULL:
+        return Unavailable(f"disk full: the session store {path} cannot write ({exc})",
+                           reason="store_unavailable")
+    if code in (sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB):
+        return corrupt(path, exc)
+    if code in (sqlite3.SQLITE_IOERR, sqlite3.SQLITE_CANTOPEN, sqlite3.SQLITE_READONLY):
+        return Unavailable(f"the session store {path} cannot write: {exc}",
+                           reason="store_unavailable")
+    return None
+
+
+def corrupt(path: Path, why: object) -> Unavailable:
+    """The error for a database file that fails its integrity check."""
+    why = " ".join(str(why).split())  # one line, whatever SQLite said
+    return Unavailable(f"database corrupt: {path} ({why}); move it aside or restore a backup, "
+                       "then start again (`clawgate sessions check` reports the damage)",
+                       reason="store_unavailable")
+
+
+def check_file(path: Path) -> list[str]:
+    """``PRAGMA integrity_check`` of the database at ``path``, opened read-only: the problems
+    found (empty when it is sound). Blocking."""
+    if not path.exists():
+        return [f"{path} does not exist"]
+    try:
+        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+        try:
+            rows = conn.execute("PRAGMA integrity_check").fetchall()
+        finally:
+            conn.close()
+    except sqlite3.DatabaseError as exc:
+        return [f"{path}: {exc}"]
+    problems = [str(r[0]) for r in rows]
+    return [] if problems == ["ok"] else problems
+
+
+def private_dir(path: Path) -> None:
+    """Create ``path`` (mode 0700), or take group and other access away from it (warning)."""
+    path.mkdir(parents=True, exist_ok=True, mode=0o700)
+    _private(path, 0o700)
+
+
+def private_file(path: Path) -> None:
+    """Take group and other access away from ``path`` if it exists (with a warning)."""
+    if path.exists():
+        _private(path, 0o600)
+
+
+def _private(path: Path, mode: int) -> None:
+    current = stat.S_IMODE(path.stat().st_mode)
+    if current & 0o077:
+        try:
+            path.chmod(mode)
+        except OSError as exc:
+            log.warning("%s is readable by others (mode %o) and cannot be fixed: %s", path,
+                        current, exc)
+            return
+        log.warning("%s was readable by others (mode %o); changed to %o", path, current, mode)
 
 
 def _entry(c: sqlite3.Connection, key: str) -> SessionEntry | None:

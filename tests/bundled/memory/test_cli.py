@@ -86,5 +86,5 @@ async def test_one_line_errors_when_there_is_no_memory_or_no_gateway(tmp_path: P
         assert rc == 1 and out == "" and err.count("\n") == 1
         assert "no memory plugin loaded" in err
     rc, out, err = await cli(tmp_path, server.port, "search", "key")  # the gateway is gone
-    assert rc == 1 and out == "" and err.count("\n") == 1
-    assert err.startswith("clawgate: error: cannot reach the gateway at ws://127.0.0.1:")
+    assert rc == 2 and out == "" and err.count("\n") == 1
+    assert err.startswith("clawgate: no gateway at ws://127.0.0.1:")

@@ -35,6 +35,12 @@ CAPABILITIES = ("published-model-catalog", "session-scoped-chat-metadata",
 SECRET_WORDS = ("key", "token", "secret", "password", "passwd", "auth", "credential", "cookie",
                 "dsn", "session_id", "private")
 NOT_SECRET = frozenset({"main_key", "api_key_env"})  # names of things, not secrets
+# Leaves under a secret-looking table that say how, not what (gateway.auth.mode).
+PUBLIC_LEAVES = frozenset({"mode"})
+
+
+class ReloadParams(Params):
+    force: bool = False
 
 
 class HealthParams(Params):
@@ -171,8 +177,8 @@ async def plugins_list(ctx: CallContext, raw: Any) -> dict[str, Any]:
 
 async def plugins_reload(ctx: CallContext, raw: Any) -> dict[str, Any]:
     """Re-read the config and rescan plugins; a changed plan swaps in a new generation."""
-    parse_params(NoParams, raw, "plugins.reload")
-    generation, changed = await ctx.gateway.reload_plugins()
+    params = parse_params(ReloadParams, raw, "plugins.reload")
+    generation, changed = await ctx.gateway.reload_plugins(force=params.force)
     registry = generation.registry
     return {"ok": True, "changed": changed, "generation": generation.id,
             "plugins": [r.as_dict() for r in registry.records.values()],
@@ -205,7 +211,8 @@ def redact(value: Any) -> Any:
 def _redact_all(value: Any) -> Any:
     """Everything under a secret-looking key: structure kept, every leaf replaced."""
     if isinstance(value, dict):
-        return {k: _redact_all(v) for k, v in value.items()}
+        return {k: v if str(k).lower() in PUBLIC_LEAVES and isinstance(v, str)
+                else _redact_all(v) for k, v in value.items()}
     if isinstance(value, list):
         return [_redact_all(v) for v in value]
     return value if value is None or isinstance(value, bool) else REDACTED
