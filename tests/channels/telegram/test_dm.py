@@ -7,8 +7,14 @@ from pathlib import Path
 
 import pytest
 
-from tests.channels.telegram.support import PTB_WARNINGS, calls, mock_model, status, \
-    telegram_gateway, texts
+from tests.channels.telegram.support import (
+    PTB_WARNINGS,
+    calls,
+    mock_model,
+    status,
+    telegram_gateway,
+    texts,
+)
 from tests.support.fakes.telegram import TelegramFake
 from tests.support.mock_openai import MockOpenAI, Reply
 from tests.support.poll import until
@@ -34,3 +40,64 @@ async def test_dm_round_trip(tmp_path: Path) -> None:
         assert fake.counts["deleteWebhook"] == 1
         session = await server.gateway.runtime.store.transcript("agent:main:main")
         assert [m.content for m in session] == ["hello **world**", "hello **world**"]
+
+
+async def test_a_streamed_reply_is_previewed_then_edited_in_place(
+        tmp_path: Path, mock_openai: MockOpenAI) -> None:
+    answer = "The first words arrive, then more words, then the **end** of it."
+    mock_openai.plan(Reply(answer, chunks=5, interval=0.35))
+    async with TelegramFake() as fake, \
+            telegram_gateway(tmp_path, fake, mock_model(mock_openai)) as server:
+        tg = fake.bot
+        ada = tg.user("Ada")
+        chat = tg.private_chat(ada)
+        tg.inject_text(chat, ada, "tell me")
+        final = answer.replace("**end**", "end")
+        await until(lambda: texts(tg, chat) == [final], within=15)
+        previews = calls(fake, "sendMessage")
+        edits = calls(fake, "editMessageText")
+        assert len(previews) == 1 and len(edits) >= 2  # one message, edited as text came
+        assert answer.startswith(previews[0]["text"]) and previews[0]["text"] != answer
+        assert edits[-1]["text"] == answer.replace("**end**", "<b>end</b>")
+        assert {e["message_id"] for e in edits} == {str(tg.sent(chat)[0]["message_id"])}
+        assert fake.counts["sendChatAction"] >= 1
+        row = await status(server)
+        assert row["pendingDeliveries"] == 0 and row["failedDeliveries"] == 0
+
+
+async def test_streaming_off_sends_one_message(tmp_path: Path) -> None:
+    async with TelegramFake() as fake, telegram_gateway(tmp_path, fake, streaming="off"):
+        tg = fake.bot
+        ada = tg.user("Ada")
+        chat = tg.private_chat(ada)
+        tg.inject_text(chat, ada, "just once")
+        await until(lambda: texts(tg, chat) == ["just once"], within=10)
+        assert fake.counts["editMessageText"] == 0
+
+
+async def test_rejected_entities_are_sent_again_as_plain_text(tmp_path: Path) -> None:
+    async with TelegramFake() as fake, telegram_gateway(tmp_path, fake, streaming="off"):
+        fake.error("sendMessage", 400, "Bad Request: can't parse entities: Unsupported start "
+                   "tag \"x\" at byte offset 0", times=1)
+        tg = fake.bot
+        ada = tg.user("Ada")
+        chat = tg.private_chat(ada)
+        tg.inject_text(chat, ada, "a *fancy* <reply> & more")
+        await until(lambda: texts(tg, chat) == ["a *fancy* <reply> & more"], within=10)
+        first, second = calls(fake, "sendMessage")
+        assert first["parse_mode"] == "HTML"
+        assert first["text"] == "a <i>fancy</i> &lt;reply&gt; &amp; more"
+        assert "parse_mode" not in second and second["text"] == "a *fancy* <reply> & more"
+
+
+async def test_429_on_send_waits_for_retry_after(tmp_path: Path) -> None:
+    async with TelegramFake() as fake, telegram_gateway(tmp_path, fake, streaming="off"):
+        fake.rate_limit("sendMessage", retry_after=1, times=1)
+        tg = fake.bot
+        ada = tg.user("Ada")
+        chat = tg.private_chat(ada)
+        tg.inject_text(chat, ada, "not so fast")
+        await until(lambda: texts(tg, chat) == ["not so fast"], within=10)
+        first, second = fake.calls_of("sendMessage")
+        assert second.at - first.at >= 0.9  # not before Telegram's retry_after
+        assert len(tg.sent(chat)) == 1
