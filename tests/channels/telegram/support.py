@@ -3,17 +3,23 @@ Bot API fake through python-telegram-bot, and readers of what the fake and the s
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import socket
 from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
 from typing import Any
 
+import uvicorn
+
+from clawgate.gateway.app import Gateway
 from tests.support.fakes.harness import Call
 from tests.support.fakes.telegram import TelegramFake, TgBot
-from tests.support.gateway_server import GatewayServer, serve_gateway
+from tests.support.gateway_server import TOKEN, GatewayServer, _Server, serve_gateway, settings
 from tests.support.mock_openai import MockOpenAI
 from tests.support.ws_client import open_client
 
+SECRET = "webhook-secret_of-the-test-1234"
 # python-telegram-bot 22 warns about its own coming timedelta types.
 PTB_WARNINGS = "ignore::telegram.warnings.PTBDeprecationWarning"
 
@@ -49,6 +55,37 @@ async def telegram_gateway(state: Path, fake: TelegramFake,
     """A gateway with the telegram account configured; returns once the bot polls."""
     async with serve_gateway(state, config(fake, extra, **keys)) as server:
         yield server
+
+
+@contextlib.asynccontextmanager
+async def webhook_gateway(state: Path, fake: TelegramFake,
+                          **keys: Any) -> AsyncIterator[GatewayServer]:
+    """A gateway whose telegram account is in webhook mode, its ``webhook_url`` the gateway's
+    own route (so the port is bound before the config is made)."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(64)
+    url = f"http://127.0.0.1:{sock.getsockname()[1]}/channels/telegram/default/webhook"
+    keys = {"mode": "webhook", "webhook_url": url, "webhook_secret": SECRET, **keys}
+    gateway = Gateway(settings(state, config(fake, **keys)),
+                      env={"CLAWGATE_GATEWAY_TOKEN": TOKEN}, host="127.0.0.1", port=0,
+                      drain_deadline_s=5)
+    server = _Server(uvicorn.Config(gateway.app, lifespan="on", log_config=None,
+                                    log_level="warning", access_log=False,
+                                    timeout_graceful_shutdown=5))
+    task = asyncio.create_task(server.serve(sockets=[sock]), name="telegram-webhook-gateway")
+    listening = asyncio.create_task(server.listening.wait())
+    try:
+        await asyncio.wait((task, listening), timeout=10, return_when=asyncio.FIRST_COMPLETED)
+        if not server.listening.is_set():
+            raise RuntimeError("the gateway did not start (see the log for why)")
+        yield GatewayServer(gateway, sock)
+    finally:
+        listening.cancel()
+        server.should_exit = True
+        await asyncio.wait_for(task, 15)
+        sock.close()
 
 
 async def status(server: GatewayServer, *, probe: bool = False) -> dict[str, Any]:
