@@ -1,10 +1,11 @@
 """One Telegram account, running: who the bot is (``getMe``), its command menu
 (``setMyCommands``), then either our own ``getUpdates`` long-poll loop or a registered webhook.
 
-Polling. The loop asks for ``ALLOWED_UPDATES`` with the stored offset. Each update is received
-(``context.receive`` returns once it is durable) and only then is ``offset = update_id + 1``
-saved in ``context.state``: a crash before that gets the update again from Telegram, and the
-core answers the redelivery ``duplicate``; nothing is lost and nothing runs twice. A
+Polling. The loop asks for ``ALLOWED_UPDATES`` with the stored offset. The updates of a batch
+are received (``context.receive`` returns once each is durable; one chat's updates in order,
+different chats concurrently), and only then is ``offset = last update_id + 1`` saved in
+``context.state``: a crash before that gets the batch again from Telegram, and the core answers
+the redeliveries it admitted ``duplicate``; nothing is lost and nothing runs twice. A
 ``getUpdates`` that has not answered ``poll_stall_s`` seconds after its long-poll timeout is
 cancelled and sent again (the stall watchdog; ``pollStalls`` counts them). 409 Conflict
 (another process polls the token, or a webhook is set) and 401 (a refused token) end the
@@ -22,6 +23,7 @@ import asyncio
 import logging
 import re
 import time
+from collections.abc import Sequence
 from typing import Any
 
 import telegram
@@ -171,10 +173,31 @@ class Monitor:
                 continue
             backoff = BACKOFF_START_S
             self._healthy(lastPollAt=_now_ms())
-            for update in updates:
-                await receive(self.context, self.account, update, me)
-                offset = update.update_id + 1
-                await self.context.state.set(OFFSET, offset)  # only after receive returned
+            if not updates:
+                continue
+            await self._batch(updates, me)
+            offset = updates[-1].update_id + 1
+            await self.context.state.set(OFFSET, offset)  # only after every receive returned
+
+    async def _batch(self, updates: Sequence[telegram.Update], me: Identity) -> None:
+        """Receive a batch: each chat's updates in order, different chats side by side (the
+        durable admissions overlap instead of queueing behind one another). If one fails, the
+        others are cancelled and the error ends the monitor before the offset moves: the whole
+        batch comes again, and what was admitted is answered ``duplicate``."""
+        chats: dict[int, list[telegram.Update]] = {}
+        for update in updates:
+            message = update.effective_message
+            chats.setdefault(message.chat_id if message is not None else 0, []).append(update)
+        if len(chats) == 1:
+            await self._in_order(updates, me)
+            return
+        async with asyncio.TaskGroup() as group:
+            for chat_updates in chats.values():
+                group.create_task(self._in_order(chat_updates, me))
+
+    async def _in_order(self, updates: Sequence[telegram.Update], me: Identity) -> None:
+        for update in updates:
+            await receive(self.context, self.account, update, me)
 
     def _trouble(self, error: str, **fields: Any) -> None:
         log.warning("telegram/%s: %s", self.account.account_id, error)
