@@ -114,3 +114,16 @@ async def test_start_gets_a_pairing_code_then_a_greeting(tmp_path: Path) -> None
         assert {"start", "new", "reset", "stop", "status", "help"} <= set(names)
         assert all(1 <= len(c["description"]) <= 256 for c in menu)
         assert fake.calls_of(to_chat(chat))  # every answer went to Ada's chat
+
+
+async def test_a_group_upgraded_to_a_supergroup_is_followed(tmp_path: Path) -> None:
+    async with TelegramFake() as fake, \
+            telegram_gateway(tmp_path, fake, group_policy="open", streaming="off"):
+        tg = fake.bot
+        basic = tg.group("Old", supergroup=False)
+        bob = tg.user("Bob")
+        tg.inject_mention(basic, bob, "still there?")
+        upgraded = tg.migrate(basic)  # before the reply: its send gets migrate_to_chat_id
+        await until(lambda: len(texts(tg, upgraded)) == 1, within=10)
+        assert texts(tg, upgraded) == ["Bob: @clawgate_bot still there?"]
+        assert texts(tg, basic) == []
