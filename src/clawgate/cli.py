@@ -12,6 +12,7 @@ from typing import Any
 
 import orjson
 
+from clawgate import cli_memory
 from clawgate import config as config_module
 from clawgate.errors import ClawgateError, ConfigError
 from clawgate.plugins.host import Generation, PluginHost
@@ -109,6 +110,7 @@ def _parser() -> argparse.ArgumentParser:
     slist.add_argument("--remote", action="store_true",
                        help="ask the running gateway instead of opening the store")
     slist.set_defaults(handler=_sessions_list)
+    cli_memory.add_parser(commands)
     return parser
 
 

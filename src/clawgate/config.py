@@ -163,12 +163,44 @@ class AgentConfig(_Model):
     default: bool = False
     identity: IdentityConfig = Field(default_factory=IdentityConfig)
     heartbeat: HeartbeatConfig | None = None
+    # "ro": the agent may not write its workspace (no memory flush, no memory_append).
+    workspace_access: Literal["rw", "ro"] = "rw"
 
     @field_validator("model", mode="before")
     @classmethod
     def _model_ref(cls, value: Any) -> Any:
         # A bare string is the primary model, as OpenClaw allows.
         return {"primary": value} if isinstance(value, str) else value
+
+
+class MemoryFlushConfig(_Strict):
+    """``[engine.compaction.memory_flush]``: the silent turn that asks the agent to write what
+    matters to its memory files before a compaction (OpenClaw's
+    ``agents.defaults.compaction.memoryFlush``)."""
+
+    enabled: bool = True
+    # The flush runs once the prompt estimate reaches
+    # context window - reserve_tokens - soft_threshold_tokens, below the compaction threshold.
+    soft_threshold_tokens: int = Field(default=4000, ge=0, le=10_000_000)
+    # The flush turn's user message and the text added to its system prompt (None: built-in).
+    prompt: str | None = Field(default=None, min_length=1, max_length=20_000)
+    system_prompt: str | None = Field(default=None, min_length=1, max_length=20_000)
+
+
+class CompactionConfig(_Strict):
+    """``[engine.compaction]``: summarising the older turns of a session that outgrows its
+    model's context window (OpenClaw's ``agents.defaults.compaction``)."""
+
+    enabled: bool = True
+    # Compaction runs once the prompt estimate reaches context window - reserve_tokens.
+    reserve_tokens: int = Field(default=20_000, ge=0, le=10_000_000)
+    # The newest turns kept verbatim after a compaction (at most this many tokens).
+    keep_recent_tokens: int = Field(default=20_000, ge=0, le=10_000_000)
+    # The summariser: a provider/model ref; None means the session's own model (and fallbacks).
+    model: str | None = Field(default=None, min_length=1, max_length=256)
+    # The window assumed for a model whose catalogue entry has no context_window.
+    default_context_window: int = Field(default=200_000, ge=1_000, le=100_000_000)
+    memory_flush: MemoryFlushConfig = Field(default_factory=MemoryFlushConfig)
 
 
 class EngineConfig(_Model):
@@ -188,6 +220,7 @@ class EngineConfig(_Model):
     collect_window_ms: int = Field(default=500, ge=0, le=60_000)
     max_iterations: int = Field(default=8, ge=1, le=100)
     turn_timeout_s: float = Field(default=600.0, gt=0, le=86_400)
+    compaction: CompactionConfig = Field(default_factory=CompactionConfig)
 
 
 class AuthConfig(_Model):

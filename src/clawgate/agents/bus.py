@@ -14,9 +14,9 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-Stream = Literal["lifecycle", "assistant", "tool"]
+Stream = Literal["lifecycle", "assistant", "tool", "compaction"]
 SessionChange = Literal["created", "send", "start", "end", "patch", "reset", "delete", "inject",
-                        "command"]
+                        "command", "compact"]
 
 
 @dataclass(frozen=True, slots=True)

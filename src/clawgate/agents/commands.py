@@ -9,6 +9,8 @@ an unknown ``/word`` — goes to the model unchanged. Built-ins:
 ``/reset`` the same as ``/new``
 ``/stop``  abort the session's running turn and its queued messages
 ``/status`` the session's agent, model, token counts and queue
+``/compact`` summarise the older turns now (``/compact <instructions>`` steers the summary);
+           the memory flush runs first; a running reply is stopped
 ``/help``  the commands this gateway knows
 =========  ============================================================================
 
@@ -38,6 +40,7 @@ BUILTINS: tuple[Builtin, ...] = (
     Builtin("reset", "Start a fresh session (same as /new)"),
     Builtin("stop", "Stop the running reply and drop queued messages"),
     Builtin("status", "Show this session's agent, model and usage"),
+    Builtin("compact", "Summarise the older turns now (/compact <instructions> to steer it)"),
     Builtin("help", "List the commands"),
 )
 BUILTIN_NAMES = frozenset(b.name for b in BUILTINS)

@@ -12,15 +12,17 @@ session hooks from one place.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
 import logging
 import uuid
 from collections import OrderedDict
 from collections.abc import Coroutine
-from typing import Any
+from typing import Any, Literal
 
 from clawgate.agents import commands
 from clawgate.agents.bus import EventBus, RunEvent, SessionEvent, Stream, Subscription
+from clawgate.agents.compaction import Outcome
 from clawgate.agents.lanes import Lanes, Run, RunResult
 from clawgate.agents.roster import Agent, ModelRef, Roster
 from clawgate.agents.runner import TurnRequest, TurnRunner
@@ -188,18 +190,13 @@ class Engine:
         except QueueFullError:
             await self.store.discard_run(run_id)  # refused: its record must not survive
             raise
-        override = None
-        if entry.model_override:
-            provider = entry.provider_override or agent.models[0].provider
-            override = ModelRef.parse(f"{provider}/{entry.model_override}" if provider
-                                      else entry.model_override)  # a bare alias
         request = TurnRequest(
             agent=agent,
             lease=self.host.checkout(),
             channel=submission.channel,
             client_tools=tuple(submission.client_tools),
             extra_system_prompt=submission.extra_system_prompt,
-            model=override,
+            model=_override(agent, entry),
             main_session=self.is_main(agent, key),
             sampling=dict(submission.sampling),
             thinking=_thinking(entry.thinking_level),
@@ -290,6 +287,12 @@ class Engine:
             return "Started a new session."
         if name == "status":
             return await self.status_text(agent, key)
+        if name == "compact":
+            outcome = await self.compact(key, agent_id=agent.id, instructions=args or None,
+                                         busy="abort")
+            if outcome.failed:
+                raise SessionError(outcome.reason or "compaction failed", session_key=key)
+            return compact_text(outcome)
         plugin = generation.registry.commands.get(name)
         if name == "help" or plugin is None:
             return commands.help_text(generation.registry.commands)
@@ -354,6 +357,42 @@ class Engine:
                       f"Tokens: {entry.input_tokens} in / {entry.output_tokens} out"]
         lines.append(f"Running: {'yes' if active is not None else 'no'}; queued: {len(queued)}")
         return "\n".join(lines)
+
+    # -- compaction --------------------------------------------------------------------------
+
+    async def compact(self, key: str, *, agent_id: str, instructions: str | None = None,
+                      max_lines: int | None = None,
+                      busy: Literal["abort", "refuse"] = "refuse") -> Outcome:
+        """Compact the session now, the memory flush first (``sessions.compact``, ``/compact``).
+
+        With a run active or queued, ``busy="refuse"`` raises InvalidRequest (as OpenClaw's
+        ``sessions.compact``) and ``"abort"`` stops the active run first (as its ``/compact``).
+        ``max_lines`` keeps at most that many of the newest messages verbatim.
+        """
+        agent = self.roster.get(agent_id)
+        entry = await self.store.get(key)
+        if entry is None:
+            return Outcome(False, "no sessionId")
+        active = self.lanes.active(key)
+        if busy == "refuse":
+            if active is not None:
+                raise InvalidRequest(f"Session {key} has an active run; retry after it "
+                                     "finishes.")
+            if any(r.cancel_reason is None for r in self.lanes.queued(key)):
+                raise InvalidRequest(f"Session {key} has queued work; retry after it finishes.")
+        elif active is not None:
+            self.abort(key, active.run_id)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(active.done), STOP_WAIT_S)
+        lease = self.host.checkout()
+        try:
+            request = TurnRequest(agent=agent, lease=lease, model=_override(agent, entry),
+                                  main_session=self.is_main(agent, key),
+                                  thinking=_thinking(entry.thinking_level))
+            return await self.runner.compact(key, request, instructions=instructions,
+                                             max_lines=max_lines)
+        finally:
+            lease.release()
 
     # -- control -----------------------------------------------------------------------------
 
@@ -462,6 +501,33 @@ class Engine:
         task = asyncio.get_running_loop().create_task(call, name=f"hook:{hook}")
         self._background.add(task)
         task.add_done_callback(self._background.discard)
+
+
+def _override(agent: Agent, entry: SessionEntry) -> ModelRef | None:
+    """The session's model override (``sessions.patch model``), if any."""
+    if not entry.model_override:
+        return None
+    provider = entry.provider_override or agent.models[0].provider
+    return ModelRef.parse(f"{provider}/{entry.model_override}" if provider
+                          else entry.model_override)  # a bare alias
+
+
+def compact_text(outcome: Outcome) -> str:
+    """The ``/compact`` reply."""
+    if outcome.compacted:
+        line = f"⚙️ Compacted (~{_k(outcome.tokens_before)} → ~{_k(outcome.tokens_after or 0)} " \
+               f"tokens; {outcome.kept} recent messages kept)"
+    else:
+        line = f"⚙️ Compaction skipped: {outcome.reason or 'nothing to compact'}"
+    flush = outcome.flush
+    if flush is not None:
+        line += f" • memory flush: {flush.status}" + (
+            f" ({flush.reason})" if flush.reason and flush.status != "ok" else "")
+    return line
+
+
+def _k(count: int) -> str:
+    return f"{count / 1000:.1f}k" if count >= 1000 else str(count)
 
 
 def _thinking(value: str | None) -> ThinkingLevel | None:

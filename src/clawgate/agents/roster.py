@@ -53,6 +53,7 @@ class Agent:
     models: tuple[ModelRef, ...]  # primary first, then fallbacks
     default: bool
     identity: dict[str, str]
+    workspace_access: str = "rw"  # "ro": the workspace is not to be written (config)
 
     def describe(self) -> dict[str, object]:
         """The ``agents.list`` row."""
@@ -82,6 +83,7 @@ class Roster:
             models=tuple(ModelRef.parse(r) for r in refs),
             default=config.default,
             identity=identity,
+            workspace_access=config.workspace_access,
         )
 
     def get(self, agent_id: str | None) -> Agent:

@@ -24,7 +24,9 @@ from typing import Any
 
 import orjson
 
+from clawgate.agents.budget import Budget, message_tokens, prompt_tokens
 from clawgate.agents.bus import EventBus, RunEvent, Stream
+from clawgate.agents.compaction import Compactor, Outcome, Setup, Trigger
 from clawgate.agents.lanes import Run, RunResult
 from clawgate.agents.prompt import BootstrapCache, system_prompt
 from clawgate.agents.roster import Agent, ModelRef
@@ -32,12 +34,13 @@ from clawgate.config import EngineConfig
 from clawgate.diagnostics.metrics import Metrics, rss_bytes
 from clawgate.diagnostics.timeline import Timeline
 from clawgate.errors import ClawgateError, HookError, InvalidRequest, ProviderError, ToolError
-from clawgate.plugins.hooks import Hook
+from clawgate.plugins.hooks import Hook, HookCaller
 from clawgate.plugins.host import Lease
-from clawgate.plugins.registry import Tool, ToolContext
+from clawgate.plugins.registry import Registry, Tool, ToolContext
 from clawgate.providers.base import (
     Cost,
     Finish,
+    Message,
     ModelRequest,
     TextDelta,
     ThinkingLevel,
@@ -47,12 +50,15 @@ from clawgate.providers.base import (
     sampling_request,
 )
 from clawgate.providers.catalog import Catalog, CatalogCache
+from clawgate.sessions.compaction import View
 from clawgate.sessions.store import SessionStore
 from clawgate.sessions.transcript import StoredMessage
 from clawgate.types import EndStatus
 
 log = logging.getLogger("clawgate.turn")
-HISTORY_LIMIT = 400  # messages of the current session sent to the model
+# Messages after the last compaction cut sent to the model. More is a compaction trigger
+# ("messages"); with compaction off, the oldest beyond it are left out of the prompt.
+HISTORY_LIMIT = 400
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,6 +105,74 @@ class _Events:
                                    self._seq))
 
 
+class _Mute(_Events):
+    """The events of a silent call (memory flush, summary): none."""
+
+    def __init__(self) -> None:
+        pass
+
+    def emit(self, stream: Stream, **data: Any) -> None:
+        return None
+
+
+_MUTE = _Mute()
+
+
+@dataclass(frozen=True, slots=True)
+class _Prompt:
+    """One built prompt: what the model is sent, and the compaction entry it starts from."""
+
+    system: str
+    messages: list[Message]
+    session_id: str
+    entry_id: int | None
+    complete: bool  # False: more messages lie after the cut than HISTORY_LIMIT
+
+
+class _Port:
+    """What a compaction needs from the turn (or command) it runs for: silent model and tool
+    calls whose usage and cost count for the turn."""
+
+    def __init__(self, runner: TurnRunner, key: str, request: TurnRequest,
+                 refs: Sequence[ModelRef], catalog: Catalog, progress: _Progress,
+                 events: _Events | None, context: ToolContext) -> None:
+        self._runner = runner
+        self._key = key
+        self._request = request
+        self._refs = tuple(refs)
+        model = runner.compactor.config.model
+        self._summary_refs = (ModelRef.parse(model),) if model else self._refs
+        self._catalog = catalog
+        self._progress = progress
+        self._events = events
+        self._context = context
+
+    async def model(self, system: str, messages: list[Message], tools: list[ToolSpec], *,
+                    max_tokens: int | None, summary: bool) -> tuple[str, list[ToolCall], Finish]:
+        base = replace(sampling_request("", ({"role": "system", "content": system}, *messages),
+                                        tuple(tools), {}),
+                       session_key=self._key, max_tokens=max_tokens,
+                       thinking=None if summary else self._request.thinking)
+        scratch = _Progress()
+        refs = self._summary_refs if summary else self._refs
+        calls, finish = await self._runner._call_model(refs, base, self._request, _MUTE,
+                                                       scratch, self._catalog)
+        self._progress.usage = self._progress.usage + finish.usage
+        if scratch.cost is not None:
+            cost = self._progress.cost
+            self._progress.cost = scratch.cost if cost is None else cost + scratch.cost
+        return scratch.text, calls, finish
+
+    async def tool(self, call: ToolCall) -> str:
+        registry = self._request.lease.generation.registry
+        return await self._runner._tool(registry.tool(call.name), call, self._context,
+                                        registry.hooks, _MUTE)
+
+    def emit(self, **data: Any) -> None:
+        if self._events is not None:
+            self._events.emit("compaction", **data)
+
+
 class TurnRunner:
     """Runs one turn per call; the lanes call it with each admitted run."""
 
@@ -114,6 +188,9 @@ class TurnRunner:
         self._bus = bus
         self._config = config
         self._metrics = metrics
+        self.compactor = Compactor(store, bus, config.compaction, metrics,
+                                   max_iterations=config.max_iterations,
+                                   keep_messages=HISTORY_LIMIT // 2)
 
     async def __call__(self, run: Run) -> RunResult:
         request: TurnRequest = run.payload
@@ -132,7 +209,7 @@ class TurnRunner:
         started = run.started_at_perf = time.perf_counter()
         try:
             history = await self._store.begin_run(run.run_id, run.session_key, run.messages,
-                                                   history=HISTORY_LIMIT)
+                                                   history=HISTORY_LIMIT + 1)
             events.emit("lifecycle", phase="start", startedAt=int(time.time() * 1000))
             await hooks.call(Hook.MESSAGE_RECEIVED, session_key=run.session_key,
                              agent_id=agent.id, message=run.messages[-1], channel=request.channel)
@@ -178,35 +255,69 @@ class TurnRunner:
     async def _loop(self, run: Run, request: TurnRequest, events: _Events,
                     progress: _Progress, history: Sequence[StoredMessage]) -> str:
         agent = request.agent
-        generation = request.lease.generation
-        registry = generation.registry
-        hooks = registry.hooks
-        refs = (request.model, *agent.models) if request.model else agent.models
-        resolved = await hooks.call(Hook.BEFORE_MODEL_RESOLVE, session_key=run.session_key,
-                                    agent_id=agent.id, model=str(refs[0]))
-        if str(resolved.values["model"]) != str(refs[0]):
-            refs = (ModelRef.parse(str(resolved.values["model"])), *refs)
+        registry = request.lease.generation.registry
+        key = run.session_key
+        refs = await self._refs(key, request)
         tools = list(registry.tools.values())
-        files = await self._bootstrap.files(agent.workspace, main_session=request.main_session)
-        prompt = system_prompt(agent, files, tools, now=datetime.now().astimezone(),
-                               extra=request.extra_system_prompt)
-        messages: list[dict[str, Any]] = [m.to_message() for m in history]
         specs = [t.spec() for t in tools] + list(request.client_tools)
-        built = await hooks.call(Hook.BEFORE_PROMPT_BUILD, session_key=run.session_key,
-                                 agent_id=agent.id, system_prompt=prompt, messages=messages,
-                                 tools=specs)
-        prompt, messages = str(built.values["system_prompt"]), list(built.values["messages"])
+        sid = history[-1].session_id if history else ""
+        prompt = await self._prompt(key, request, tools, specs,
+                                    View.of(sid, history, HISTORY_LIMIT))
+        messages = prompt.messages
         client_names = {s.get("function", {}).get("name") for s in request.client_tools}
-        context = ToolContext(run.session_key, agent.id, run.run_id, agent.workspace)
+        context = ToolContext(key, agent.id, run.run_id, agent.workspace)
         catalog = self._catalogs.get(registry, [e.provider for e in registry.providers.values()])
-
-        for _ in range(self._config.max_iterations):
+        compacting = self.compactor.config.enabled
+        port = _Port(self, key, request, refs, catalog, progress, events, context)
+        budget = self._budget(refs, catalog)
+        reported, reported_at = 0, 0  # the provider's count for the last call, and where
+        proactive, overflowed = compacting, False  # one of each per turn at most
+        iterations = 0
+        while iterations < self._config.max_iterations:
+            if proactive:
+                estimate = max(prompt_tokens(prompt.system, messages, specs), reported + sum(
+                    message_tokens(m) for m in messages[reported_at + 1:]) if reported else 0)
+                if estimate >= budget.flush_at or not prompt.complete:
+                    trigger: Trigger = "threshold" if prompt.complete else "messages"
+                    outcome = await self.compactor.run(
+                        port, self._setup(key, request, prompt, specs, budget), trigger=trigger,
+                        estimate=estimate, session_id=prompt.session_id,
+                        entry_id=prompt.entry_id)
+                    if outcome.compacted or outcome.changed:
+                        proactive = False
+                        prompt = await self._prompt(key, request, tools, specs,
+                                                    await self._store.context(key, HISTORY_LIMIT))
+                        messages, reported = prompt.messages, 0
+                    elif estimate >= budget.compact_at or not prompt.complete:
+                        proactive = False  # it could not compact: do not retry every call
             model_request = replace(sampling_request(
-                "", ({"role": "system", "content": prompt}, *messages), tuple(specs),
-                request.sampling), session_key=run.session_key, thinking=request.thinking)
-            calls, finish = await self._call_model(refs, model_request, request, events,
-                                                   progress, catalog)
+                "", ({"role": "system", "content": prompt.system}, *messages), tuple(specs),
+                request.sampling), session_key=key, thinking=request.thinking)
+            try:
+                calls, finish = await self._call_model(refs, model_request, request, events,
+                                                       progress, catalog)
+            except ProviderError as exc:
+                if exc.kind != "context_length" or not compacting or progress.text:
+                    raise
+                if overflowed:
+                    raise ProviderError(
+                        f"{exc} (still too long after compacting the session: the newest "
+                        "turn alone does not fit; send a shorter message or /new)",
+                        provider=exc.provider, kind=exc.kind, status=exc.status) from exc
+                overflowed = True
+                outcome = await self.compactor.run(
+                    port, self._setup(key, request, prompt, specs, budget), trigger="overflow")
+                if not outcome.compacted:
+                    raise ProviderError(
+                        f"{exc} (compaction could not make room: {outcome.reason})",
+                        provider=exc.provider, kind=exc.kind, status=exc.status) from exc
+                prompt = await self._prompt(key, request, tools, specs,
+                                            await self._store.context(key, HISTORY_LIMIT))
+                messages, reported = prompt.messages, 0
+                continue
+            iterations += 1
             progress.usage = progress.usage + finish.usage
+            reported, reported_at = finish.usage.input + finish.usage.output, len(messages)
             if not calls:
                 steered = run.take_injected()
                 if not steered:
@@ -215,7 +326,7 @@ class TurnRunner:
                 # Steer at a model boundary: keep this reply, then answer the new message(s).
                 reply = {"role": "assistant", "content": progress.text, **finish.extra}
                 progress.text = ""
-                await self._store.append(run.session_key, [
+                await self._store.append(key, [
                     {**reply, "stop_reason": finish.reason or "stop"}, *steered])
                 messages.extend([reply, *steered])
                 continue
@@ -228,17 +339,84 @@ class TurnRunner:
             if any(c.name in client_names for c in calls):
                 # The client executes its own tools: hand the calls back and end the turn.
                 progress.tool_calls = [_wire(c) for c in calls]
-                await self._store.append(run.session_key, [assistant])
+                await self._store.append(key, [assistant])
                 return "tool_calls"
             results = []
             for call in calls:
-                content = await self._tool(registry.tool(call.name), call, context, run, events)
+                content = await self._tool(registry.tool(call.name), call, context,
+                                           registry.hooks, events)
                 results.append({"role": "tool", "tool_call_id": call.id, "name": call.name,
                                 "content": content})
             injected = run.take_injected()  # steer: new user messages join at this boundary
-            await self._store.append(run.session_key, [assistant, *results, *injected])
+            await self._store.append(key, [assistant, *results, *injected])
             messages.extend([*results, *injected])
         return "max_iterations"
+
+    async def _refs(self, key: str, request: TurnRequest) -> tuple[ModelRef, ...]:
+        """The session's model refs: its override first, then the agent's models, after the
+        ``before_model_resolve`` hook."""
+        agent = request.agent
+        refs = (request.model, *agent.models) if request.model else agent.models
+        resolved = await request.lease.generation.registry.hooks.call(
+            Hook.BEFORE_MODEL_RESOLVE, session_key=key, agent_id=agent.id, model=str(refs[0]))
+        if str(resolved.values["model"]) != str(refs[0]):
+            refs = (ModelRef.parse(str(resolved.values["model"])), *refs)
+        return tuple(refs)
+
+    async def _prompt(self, key: str, request: TurnRequest, tools: Sequence[Tool],
+                      specs: Sequence[ToolSpec], view: View) -> _Prompt:
+        """The system prompt and messages of a model call built from ``view`` (the summary of
+        the latest compaction, then the messages after its cut), after the prompt hooks."""
+        agent = request.agent
+        registry = request.lease.generation.registry
+        files = await self._bootstrap.files(agent.workspace, main_session=request.main_session)
+        system = system_prompt(agent, files, tools, now=datetime.now().astimezone(),
+                               extra=request.extra_system_prompt)
+        messages = Compactor.messages(view, recall="memory_search" in registry.tools)
+        built = await registry.hooks.call(Hook.BEFORE_PROMPT_BUILD, session_key=key,
+                                          agent_id=agent.id, system_prompt=system,
+                                          messages=messages, tools=list(specs))
+        return _Prompt(str(built.values["system_prompt"]), list(built.values["messages"]),
+                       view.session_id, view.entry.id if view.entry is not None else None,
+                       view.complete)
+
+    def _budget(self, refs: Sequence[ModelRef], catalog: Catalog) -> Budget:
+        """The token budget of the session's primary model (its catalogue window, else
+        ``engine.compaction.default_context_window``)."""
+        config = self.compactor.config
+        ref = refs[0]
+        provider, model = catalog.resolve(ref.provider, ref.model) or (ref.provider, ref.model)
+        info = catalog.get(provider, model)
+        window = info.context_window if info and info.context_window else \
+            config.default_context_window
+        return Budget.of(window, config)
+
+    def _setup(self, key: str, request: TurnRequest, prompt: _Prompt,
+               specs: Sequence[ToolSpec], budget: Budget) -> Setup:
+        registry = request.lease.generation.registry
+        return Setup(key, request.agent, prompt.system, tuple(specs),
+                     tuple(t.spec() for t in registry.tools.values()), budget,
+                     _memory_plugin(registry), "memory_search" in registry.tools)
+
+    async def compact(self, key: str, request: TurnRequest, *, trigger: Trigger = "manual",
+                      instructions: str | None = None, max_lines: int | None = None
+                      ) -> Outcome:
+        """Compact ``key`` outside a turn (``/compact``, ``sessions.compact``), the memory
+        flush first; the caller holds ``request.lease`` and makes sure no run is active."""
+        registry = request.lease.generation.registry
+        refs = await self._refs(key, request)
+        tools = list(registry.tools.values())
+        specs = [t.spec() for t in tools]
+        prompt = await self._prompt(key, request, tools, specs,
+                                    await self._store.context(key, HISTORY_LIMIT))
+        catalog = self._catalogs.get(registry, [e.provider for e in registry.providers.values()])
+        budget = self._budget(refs, catalog)
+        context = ToolContext(key, request.agent.id, f"compact-{time.time_ns()}",
+                              request.agent.workspace)
+        port = _Port(self, key, request, refs, catalog, _Progress(), None, context)
+        return await self.compactor.run(port, self._setup(key, request, prompt, specs, budget),
+                                        trigger=trigger, instructions=instructions,
+                                        max_lines=max_lines)
 
     async def _call_model(self, refs: Sequence[ModelRef], base: ModelRequest,
                           request: TurnRequest, events: _Events,
@@ -294,9 +472,8 @@ class TurnRunner:
         assert failure is not None
         raise failure
 
-    async def _tool(self, tool: Tool | None, call: ToolCall, context: ToolContext, run: Run,
-                    events: _Events) -> str:
-        hooks = run.payload.lease.generation.registry.hooks
+    async def _tool(self, tool: Tool | None, call: ToolCall, context: ToolContext,
+                    hooks: HookCaller, events: _Events) -> str:
         events.emit("tool", phase="start", name=call.name, toolCallId=call.id,
                     args=call.arguments)
         arguments: dict[str, Any] = {}
@@ -308,7 +485,7 @@ class TurnRunner:
             if not isinstance(parsed, dict):
                 raise InvalidRequest("tool arguments must be a JSON object")
             arguments = parsed
-            gate = await hooks.call(Hook.BEFORE_TOOL_CALL, session_key=run.session_key,
+            gate = await hooks.call(Hook.BEFORE_TOOL_CALL, session_key=context.session_key,
                                     agent_id=context.agent_id, tool=call.name,
                                     arguments=arguments)
             if gate.blocked:
@@ -333,7 +510,7 @@ class TurnRunner:
             content = f"error: {type(exc).__name__}: {exc}"
         events.emit("tool", phase="result", name=call.name, toolCallId=call.id,
                     result=content, isError=is_error)
-        await hooks.call(Hook.AFTER_TOOL_CALL, session_key=run.session_key,
+        await hooks.call(Hook.AFTER_TOOL_CALL, session_key=context.session_key,
                          agent_id=context.agent_id, tool=call.name, arguments=arguments,
                          result=content, is_error=is_error)
         return content
@@ -401,6 +578,16 @@ class TurnRunner:
         }
         log.info("turn %s", orjson.dumps(record).decode())
         self._timeline.event("turn.latency", "agent.turn.latency", attributes=record)
+
+
+def _memory_plugin(registry: Registry) -> str | None:
+    """The id of the loaded plugin that fills the memory slot, if any."""
+    for record in registry.records.values():
+        kinds = record.manifest.get("kind") or ()
+        if record.status == "loaded" and "memory" in (kinds if isinstance(kinds, list | tuple)
+                                                      else (kinds,)):
+            return record.id
+    return None
 
 
 def _ms(seconds: float) -> float:

@@ -24,7 +24,7 @@ log = logging.getLogger("clawgate.gateway.relay")
 DELTA_INTERVAL_S = 0.05
 RELAY_QUEUE = 65_536
 MAX_STREAMS = 10_000
-CHANGED_REASONS = frozenset({"send", "patch", "reset", "delete", "inject"})
+CHANGED_REASONS = frozenset({"send", "patch", "reset", "delete", "inject", "compact"})
 
 
 def assistant_message(text: str, ts: int, **extra: Any) -> dict[str, Any]:
@@ -122,8 +122,10 @@ class Relay:
                                         "seq": 1, "state": "final", "message": message,
                                         "stopReason": "injected"}, scope=READ)
         if ev.change in CHANGED_REASONS:
-            self.hub.broadcast("sessions.changed", {"sessionKey": ev.session_key,
-                                                    "reason": ev.change}, scope=READ)
+            payload: dict[str, Any] = {"sessionKey": ev.session_key, "reason": ev.change}
+            if ev.change == "compact":  # as OpenClaw: {reason: "compact", compacted: true}
+                payload["compacted"] = bool(ev.fields.get("compacted"))
+            self.hub.broadcast("sessions.changed", payload, scope=READ)
 
     def next_due(self) -> float | None:
         """Seconds until the earliest pending delta may go out (None: nothing pending)."""

@@ -17,6 +17,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from clawgate.errors import InvalidRequest, SessionNotFound
+from clawgate.sessions import compaction
 from clawgate.sessions.channelstore import Delivery, insert_inbound, intent_for_run
 from clawgate.sessions.schema import dumps, loads
 from clawgate.sessions.transcript import NewMessage, StoredMessage, check_messages
@@ -103,8 +104,9 @@ def begin(c: sqlite3.Connection, run_id: str, key: str, messages: Sequence[Any],
           now: int, history: int = 0) -> list[StoredMessage]:
     """Start a run: its messages join the transcript and the record says running.
 
-    Returns the newest ``history`` messages of the transcript (oldest first), read in the same
-    transaction, so the turn needs no second trip to the store for its context.
+    Returns the turn's context, read in the same transaction so the turn needs no second trip
+    to the store: the latest compaction entry, if any, then the newest ``history`` messages
+    from its cut on (oldest first; see :func:`clawgate.sessions.compaction.context`).
     """
     new = check_messages(messages, "runs.begin")
     sid = current_session_id(c, key)
@@ -119,9 +121,7 @@ def begin(c: sqlite3.Connection, run_id: str, key: str, messages: Sequence[Any],
     append(c, key, new, now)
     if history <= 0:
         return []
-    rows = c.execute("SELECT * FROM messages WHERE session_id = ? AND archived = 0 "
-                     "ORDER BY seq DESC LIMIT ?", (sid, history)).fetchall()
-    return [StoredMessage.from_row(r) for r in reversed(rows)]
+    return compaction.context(c, sid, history)
 
 
 def complete(c: sqlite3.Connection, run_id: str, key: str, messages: Sequence[Any], now: int, *,

@@ -258,6 +258,9 @@ ALTER TABLE sessions ADD COLUMN cache_write_tokens INTEGER;
 ALTER TABLE sessions ADD COLUMN cost_usd REAL;
 CREATE INDEX runs_ended ON runs (ended_at) WHERE ended_at IS NOT NULL;
 """),
+    Migration(7, "compaction entries found without scanning the transcript", """
+CREATE INDEX messages_system ON messages (session_id, seq) WHERE role = 'system';
+"""),
 )
 SCHEMA_VERSION = MIGRATIONS[-1].version
 

@@ -33,8 +33,9 @@ from typing import Any, TypeVar
 
 from clawgate.errors import InvalidRequest, SessionError, SessionNotFound, Unavailable
 from clawgate.providers.base import Message
-from clawgate.sessions import keys, listing, runs, usage
+from clawgate.sessions import compaction, keys, listing, runs, usage
 from clawgate.sessions.channelstore import ChannelStore, Delivery
+from clawgate.sessions.compaction import View
 from clawgate.sessions.cronstore import CronStore
 from clawgate.sessions.listing import DisplayModel, ListQuery, ListResult
 from clawgate.sessions.schema import Run, SessionEntry, check_fields, migrate
@@ -339,6 +340,43 @@ class SessionStore:
             return [StoredMessage.from_row(r) for r in reversed(rows)]
 
         return await self._read(read)
+
+    async def context(self, key: str, limit: int) -> View:
+        """What the session's next prompt is built from: its latest compaction entry and up to
+        ``limit`` messages after its cut (:class:`~clawgate.sessions.compaction.View`)."""
+        k = keys.canonical(key)
+
+        def read(c: sqlite3.Connection) -> View:
+            c.execute("BEGIN")  # the session id and its messages from one snapshot
+            try:
+                sid = _must(c, k).session_id
+                return View.of(sid, compaction.context(c, sid, limit + 1), limit)
+            finally:
+                c.execute("COMMIT")
+
+        return await self._read(read)
+
+    async def flushed(self, key: str, session_id: str, after_seq: int) -> bool:
+        """True when the memory flush of the compaction cycle that began after message
+        ``after_seq`` of transcript ``session_id`` has run (its prompt is stored)."""
+        return await self._read(lambda c: compaction.flushed(c, session_id, after_seq))
+
+    async def compact(self, key: str, session_id: str, message: Message) -> StoredMessage:
+        """Append a compaction entry to transcript ``session_id`` of ``key``; SessionError when
+        the session was reset meanwhile or the entry's cut points at no message of it."""
+        k = keys.canonical(key)
+        new = check_messages([message], "sessions.compact")
+        record = (new[0].extra or {}).get(compaction.COMPACTION)
+        if new[0].role != "system" or not isinstance(record, dict):
+            raise InvalidRequest("a compaction entry is a system message with a compaction "
+                                 "record", method="sessions.compact")
+        now = self._clock()
+
+        def job(c: sqlite3.Connection) -> StoredMessage:
+            compaction.check_cut(c, k, session_id, record)
+            return runs.append(c, k, new, now)[0]
+
+        return await self._write(job)
 
     async def export_jsonl(self, key: str, *, cwd: str = "") -> str:
         """The current transcript in OpenClaw's pi JSONL format (reference §4.4)."""

@@ -169,7 +169,8 @@ def _dict_list(value: Any) -> bool:
 def export_jsonl(entry: SessionEntry, messages: Sequence[StoredMessage], *, cwd: str = "") -> str:
     """The session as a pi-agent transcript: a ``session`` header line, then one ``message``
     entry per stored message chained by ``parentId``. System messages are left out (pi keeps the
-    system prompt outside the transcript); tool messages become ``toolResult`` messages."""
+    system prompt outside the transcript), except compaction entries, which become pi
+    ``compaction`` entries; tool messages become ``toolResult`` messages."""
     lines: list[dict[str, Any]] = [{
         "type": "session", "version": PI_TRANSCRIPT_VERSION, "id": entry.session_id,
         "timestamp": iso(entry.started_at), "cwd": cwd,
@@ -177,10 +178,21 @@ def export_jsonl(entry: SessionEntry, messages: Sequence[StoredMessage], *, cwd:
     parent: str | None = None
     tool_names: dict[str, str] = {}
     for m in messages:
+        entry_id = f"{m.id:08x}"
+        record = (m.extra or {}).get("compaction") if m.role == "system" else None
+        if isinstance(record, dict):  # a compaction entry (sessions.compaction): pi's own kind
+            lines.append({
+                "type": "compaction", "id": entry_id, "parentId": parent,
+                "timestamp": iso(m.created_at), "summary": m.content if isinstance(
+                    m.content, str) else "",
+                "firstKeptEntryId": f"{int(record.get('firstKeptId', 0)):08x}",
+                "tokensBefore": int(record.get("tokensBefore", 0)),
+            })
+            parent = entry_id
+            continue
         body = _pi_message(m, tool_names)
         if body is None:
             continue
-        entry_id = f"{m.id:08x}"
         lines.append({
             "type": "message", "id": entry_id, "parentId": parent,
             "timestamp": iso(m.created_at), "message": body,

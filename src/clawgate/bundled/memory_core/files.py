@@ -220,3 +220,36 @@ def _walk(root: Path, pattern: str) -> Iterable[Path]:
             rel = full.relative_to(root).as_posix()
             if fnmatch.fnmatch(rel, pattern) or fnmatch.fnmatch(rel, bare):
                 yield full
+
+
+APPEND_MAX_CHARS = 16_000  # one memory_append call's text
+
+
+def append_text(files: MemoryFiles, path: str, text: str) -> tuple[Path, str]:
+    """Append ``text`` to the workspace memory file ``path`` (``MEMORY.md`` or
+    ``memory/**/*.md``; never an extra path, which may be someone else's notes), creating it
+    and ``memory/`` as needed. Returns (resolved path, outcome): ``"appended"``, or
+    ``"duplicate"`` when the file already holds exactly this text (a flush that ran twice must
+    not write twice). Append only: nothing already in the file changes."""
+    if not isinstance(text, str) or not text.strip():
+        raise NotMemory("text must be a non-empty string")
+    if len(text) > APPEND_MAX_CHARS:
+        raise NotMemory(f"text is longer than {APPEND_MAX_CHARS} characters; write less")
+    own = MemoryFiles(files.workspace)  # the workspace's own memory files, no extras
+    target = own.resolve(path)
+    body = text.strip("\n")
+    try:
+        existing = target.read_text(encoding="utf-8", errors="replace")
+    except FileNotFoundError:
+        existing = ""
+    if body in existing:
+        return target, "duplicate"
+    if len(existing.encode("utf-8")) + len(body.encode("utf-8")) > MAX_FILE_BYTES:
+        raise NotMemory(f"{own.display(target)} would grow past {MAX_FILE_BYTES} bytes")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    if not own.allowed(target.resolve()):  # a symlinked folder created meanwhile
+        raise NotMemory(f"{path!r} is not a memory file")
+    separator = "" if not existing or existing.endswith("\n") else "\n"
+    with target.open("a", encoding="utf-8") as out:
+        out.write(f"{separator}{body}\n")
+    return target, "appended"

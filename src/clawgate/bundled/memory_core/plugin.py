@@ -1,16 +1,18 @@
 """memory-core: files as the source of truth, a per-agent hybrid index, tools, RPC and a watcher.
 
-``register(api)`` only wires things up (no I/O): the tools ``memory_search`` and
-``memory_get``, a ``before_prompt_build`` hook that adds today's and yesterday's daily logs to
-the system prompt of sessions that are not shared, the RPC methods ``memory.status``,
-``memory.index`` and ``memory.search``, and the ``memory-watcher`` service, which opens the
-indexes, syncs them and follows file changes. Indexes open lazily too, so the tools work in a
+``register(api)`` only wires things up (no I/O): the tools ``memory_search``, ``memory_get``
+and ``memory_append`` (what the pre-compaction memory flush writes with), a
+``before_prompt_build`` hook that adds today's and yesterday's daily logs to the system prompt
+of sessions that are not shared, the RPC methods ``memory.status``, ``memory.index`` and
+``memory.search``, and the ``memory-watcher`` service, which opens the indexes, syncs them and
+follows file changes. Indexes open lazily too, so the tools work in a
 host that never starts services.
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import Mapping
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -26,7 +28,7 @@ from clawgate import (
 )
 
 from .embeddings import Embedder, EmbeddingSettings
-from .files import MemoryFiles, extras_from_config, read_lines
+from .files import MemoryFiles, append_text, extras_from_config, read_lines
 from .manager import AgentMemory, Options
 from .search import Ranking
 from .watcher import AgentWatcher
@@ -44,6 +46,17 @@ SEARCH_PARAMETERS = {
                      "description": "Drop results scoring below this (default 0.35)."},
     },
     "required": ["query"],
+    "additionalProperties": False,
+}
+APPEND_PARAMETERS = {
+    "type": "object",
+    "properties": {
+        "text": {"type": "string", "description": "What to remember, as Markdown lines."},
+        "path": {"type": "string",
+                 "description": "MEMORY.md or a file under memory/ (default: today's daily "
+                                "log, memory/YYYY-MM-DD.md)."},
+    },
+    "required": ["text"],
     "additionalProperties": False,
 }
 GET_PARAMETERS = {
@@ -79,6 +92,8 @@ class Memory:
         agents = getattr(root, "agents", ()) or ()
         self.default_agent = next((a.id for a in agents if getattr(a, "default", False)),
                                   next(iter(self.workspaces), "main"))
+        self.read_only = {str(a.id): True for a in agents
+                          if getattr(a, "workspace_access", "rw") == "ro"}
         self.index_dir = Path(api.state_dir) / "memory"
         self.embedding = EmbeddingSettings.from_config(self.config.get("embeddings"))
         ranking = Ranking(
@@ -171,6 +186,19 @@ class Memory:
             answer["truncated"] = True
         return answer
 
+    async def append(self, agent_id: str | None, arguments: Mapping[str, Any]
+                     ) -> dict[str, Any]:
+        memory = self.agent(agent_id)
+        if self.read_only.get(memory.agent_id):
+            raise ValueError('the workspace is read-only (workspace_access = "ro")')
+        path = arguments.get("path") or f"memory/{datetime.now().astimezone().date()}.md"
+        if not isinstance(path, str):
+            raise ValueError("path must be a string")
+        target, outcome = await asyncio.to_thread(_append, memory.files, path,
+                                                  arguments.get("text"))
+        memory.dirty = True  # read your writes: the next search syncs first
+        return {"path": memory.files.display(target), "outcome": outcome}
+
     async def daily_logs(self, session_key: str, agent_id: str, system_prompt: str
                          ) -> dict[str, str] | None:
         mode = self.config["daily_logs"]
@@ -198,6 +226,14 @@ def _number(arguments: Mapping[str, Any], name: str, default: Any, kind: type,
         bounds = f">= {low:g}" if high is None else f"between {low:g} and {high:g}"
         raise ValueError(f"{name} must be {bounds}")
     return kind(value)
+
+
+def _append(files: MemoryFiles, path: str, text: Any) -> tuple[Path, str]:
+    workspace = files.workspace
+    for folder in (workspace, workspace / "memory"):
+        if folder.exists() and not os.access(folder, os.W_OK):
+            raise ValueError(f"the workspace is read-only ({folder} is not writable)")
+    return append_text(files, path, text)
 
 
 def _read_daily(files: MemoryFiles, limit: int) -> str:
@@ -241,8 +277,18 @@ def register(api: PluginApi) -> None:
         except (ValueError, ClawgateError) as exc:
             raise ToolError(str(exc), tool="memory_get") from None
 
+    async def memory_append(arguments: dict[str, Any], context: ToolContext) -> dict[str, Any]:
+        """Append notes to a memory file (default: today's daily log memory/YYYY-MM-DD.md;
+        or MEMORY.md for curated long-term facts), creating it if needed. Append only:
+        nothing already written changes."""
+        try:
+            return await memory.append(context.agent_id, arguments)
+        except (ValueError, ClawgateError, OSError) as exc:
+            raise ToolError(str(exc), tool="memory_append") from None
+
     api.register_tool(memory_search, parameters=SEARCH_PARAMETERS)
     api.register_tool(memory_get, parameters=GET_PARAMETERS)
+    api.register_tool(memory_append, parameters=APPEND_PARAMETERS)
 
     async def before_prompt_build(session_key: str, agent_id: str,
                                   system_prompt: str) -> dict[str, str] | None:

@@ -1,7 +1,7 @@
 """The RPC method table of the WebSocket control plane, and the one dispatcher.
 
-Core methods live by family in ``system``, ``sessions``, ``chat``, ``agents`` and ``channels``;
-each module
+Core methods live by family in ``system``, ``sessions`` (and ``compact``), ``chat``, ``agents``
+and ``channels``; each module
 exports a ``METHODS`` tuple built on :mod:`clawgate.gateway.rpc`. Plugin methods
 (``api.register_method``) come from the plugin generation captured when the request is admitted
 (I4) and are dispatched exactly like core ones: same scope check, same error mapping, sync
@@ -25,7 +25,7 @@ from types import MappingProxyType
 from typing import Any
 
 from clawgate.errors import ClawgateError, RpcError
-from clawgate.gateway.methods import agents, channels, chat, sessions, system
+from clawgate.gateway.methods import agents, channels, chat, compact, sessions, system
 from clawgate.gateway.protocol import error_shape, has_scope, invalid
 from clawgate.gateway.rpc import READ, CallContext, Caller, CoreMethod, Services
 from clawgate.plugins.host import Generation
@@ -34,7 +34,7 @@ from clawgate.plugins.registry import MethodContext
 log = logging.getLogger("clawgate.gateway.rpc")
 
 CORE: Mapping[str, CoreMethod] = MappingProxyType(
-    {m.name: m for family in (system, sessions, chat, agents, channels)
+    {m.name: m for family in (system, sessions, compact, chat, agents, channels)
      for m in family.METHODS})
 # Names no plugin may register: every core method, and ``connect``.
 RESERVED = frozenset(CORE) | {"connect"}

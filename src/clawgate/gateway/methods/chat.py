@@ -126,7 +126,20 @@ def display(m: StoredMessage, max_chars: int | None) -> dict[str, Any] | None:
         return out
 
     if m.role == "system":
-        return None
+        record = (m.extra or {}).get("compaction")
+        if not isinstance(record, dict):
+            return None
+        # Where a compaction happened: pi's compactionSummary message (the messages before
+        # it are all still listed; the next prompts start from this summary).
+        summary = m.content if isinstance(m.content, str) else ""
+        return {"role": "compactionSummary", "summary": summary,
+                "content": [{"type": "text", "text": summary}],
+                "tokensBefore": record.get("tokensBefore"),
+                "tokensAfter": record.get("tokensAfter"), "trigger": record.get("trigger"),
+                "firstKeptEntryId": f"{int(record.get('firstKeptId', 0)):08x}",
+                "timestamp": m.created_at}
+    if (m.extra or {}).get("silent"):
+        return None  # the memory flush turn: in the store, never shown as a chat message
     if m.role == "tool":
         return {"role": "toolResult", "toolCallId": m.tool_call_id or "",
                 "toolName": m.name or "", "content": parts(), "timestamp": m.created_at}

@@ -138,7 +138,8 @@ async def sessions_preview(ctx: CallContext, raw: Any) -> dict[str, Any]:
             return {"key": raw_key, "status": "missing", "items": []}
         except ClawgateError:
             return {"key": raw_key, "status": "error", "items": []}
-        items = [{"role": m.role, "text": preview_text(m, p.maxChars)} for m in rows]
+        items = [{"role": m.role, "text": preview_text(m, p.maxChars)} for m in rows
+                 if not (m.extra or {}).get("silent")]  # the memory flush turn is not shown
         return {"key": key, "status": "ok" if items else "empty", "items": items}
 
     previews = await asyncio.gather(*(one(k) for k in p.keys))
