@@ -75,10 +75,16 @@ async def test_secrets_bodies_and_redeliveries(tmp_path: Path) -> None:
         store = server.gateway.runtime.store
         assert await store.get("agent:main:main") is None  # nothing refused got in
         accepted = await http.post(PATH, content=body, headers=good)
-        assert accepted.status_code == 200 and accepted.json() == {"ok": True}
+        assert accepted.status_code == 200
+        assert accepted.json() == {"ok": True, "outcome": "admitted"}
         assert [m.content for m in await store.transcript("agent:main:main")][:1] == [
             "posted by hand"]  # durable before the 200
-        again = await http.post(PATH, content=body, headers=good)
+        again = await http.post(PATH, content=body, headers=good)  # Telegram retried
         assert again.status_code == 200
+        assert again.json() == {"ok": True, "outcome": "duplicate"}
         await until(lambda: texts(tg, chat) == ["posted by hand"], within=10)
-        assert len(await store.transcript("agent:main:main")) == 2  # once, not twice
+        joined = orjson.dumps({"update_id": 556, "message": {**message, "message_id": 78,
+                                                            "text": None,
+                                                            "new_chat_members": [ada]}})
+        skipped = await http.post(PATH, content=joined, headers=good)
+        assert skipped.json() == {"ok": True, "outcome": "skipped"}

@@ -1,8 +1,9 @@
 """Webhook mode: Telegram POSTs each update to ``/channels/telegram/<account>/webhook`` with the
 secret token in ``X-Telegram-Bot-Api-Secret-Token``.
 
-Answers: 200 once the update is durable (a duplicate is 200 too, and so is an update with
-nothing to receive), so Telegram forgets it; 401 for a missing or wrong secret (compared in
+Answers: 200 ``{"ok": true, "outcome"}`` once the update is durable (a duplicate is 200 too,
+``"outcome": "duplicate"``, and so is an update with nothing to receive, ``"skipped"``), so
+Telegram forgets it; 401 for a missing or wrong secret (compared in
 constant time); 400 for a body that is not an update; 404 for another path or an account in
 polling mode; 405 for another method; 503 while the account is starting (Telegram retries).
 """
@@ -53,5 +54,5 @@ async def handle(account: Account, request: WebhookRequest, context: ChannelCont
         update = telegram.Update.de_json(data, bot)
     except (TypeError, ValueError, KeyError) as exc:
         return _error(400, f"body is not a Telegram Update: {exc}")
-    await receive(context, account, update, me)
-    return WebhookResponse(200, {"ok": True})
+    outcome = await receive(context, account, update, me)
+    return WebhookResponse(200, {"ok": True, "outcome": outcome})

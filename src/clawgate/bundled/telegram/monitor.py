@@ -244,15 +244,16 @@ class Monitor:
 
 
 async def receive(context: ChannelContext, account: Account, update: telegram.Update,
-                  me: Identity) -> None:
+                  me: Identity) -> str:
     """Normalize one update and hand it to the core (durable when this returns); the status
-    gets ``lastUpdateAt`` and ``pollLag``."""
+    gets ``lastUpdateAt`` and ``pollLag``. Returns the outcome (``skipped`` when the update
+    carried nothing to receive)."""
     try:
         message = normalize(update, me)
     except Exception:  # a malformed update must not wedge the account: skip it, loudly
         log.exception("telegram/%s: could not read update %s", account.account_id,
                       update.update_id)
-        return
+        return "skipped"
     fields: dict[str, Any] = {"lastUpdateAt": _now_ms()}
     effective = update.effective_message
     if effective is not None and effective.date is not None:
@@ -260,8 +261,9 @@ async def receive(context: ChannelContext, account: Account, update: telegram.Up
         # seconds): a backlog after downtime, or a slow poll, shows here.
         fields["pollLag"] = round(max(0.0, time.time() - effective.date.timestamp()), 1)
     context.status(**fields)
-    if message is not None:
-        await context.receive(message)
+    if message is None:
+        return "skipped"
+    return (await context.receive(message)).outcome
 
 
 def _now_ms() -> int:
