@@ -50,8 +50,10 @@ async def test_mention_gating_in_a_group(tmp_path: Path) -> None:
 
 
 async def test_forum_topics_are_sessions_of_their_own(tmp_path: Path) -> None:
+    slow = {"plugins": {"entries": {"echo": {"config": {"delay_ms": 500}}}}}  # to see typing
     async with TelegramFake() as fake, \
-            telegram_gateway(tmp_path, fake, group_policy="open", streaming="off") as server:
+            telegram_gateway(tmp_path, fake, slow, group_policy="open",
+                             streaming="off") as server:
         tg = fake.bot
         forum = tg.group("Forum", forum=True)
         ann = tg.user("Ann")

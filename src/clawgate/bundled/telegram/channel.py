@@ -7,6 +7,9 @@ imported when an account first starts, sends or is called by Telegram.
 
 from __future__ import annotations
 
+import asyncio
+import time
+from collections import OrderedDict
 from typing import TYPE_CHECKING, Any
 
 from clawgate import (
@@ -59,6 +62,28 @@ CONFIG_SCHEMA: dict[str, Any] = {
 }
 
 
+TYPING_GRACE_S = 0.25
+MAX_RECENT_CHATS = 10_000
+
+
+class Recent:
+    """When the bot last sent a message to each chat (the newest ``MAX_RECENT_CHATS``)."""
+
+    def __init__(self) -> None:
+        self._at: OrderedDict[tuple[str, str], float] = OrderedDict()
+
+    def mark(self, account: str, chat: str) -> None:
+        key = (account, chat)
+        self._at[key] = time.monotonic()
+        self._at.move_to_end(key)
+        while len(self._at) > MAX_RECENT_CHATS:
+            self._at.popitem(last=False)
+
+    def since(self, account: str, chat: str, moment: float) -> bool:
+        """True when a message went to the chat after ``moment``."""
+        return self._at.get((account, chat), float("-inf")) > moment
+
+
 class TelegramChannel:
     """Telegram bots: private chats, groups and supergroups (with forum topics)."""
 
@@ -72,6 +97,7 @@ class TelegramChannel:
     def __init__(self) -> None:
         self._bots: Bots | None = None
         self._identities: dict[str, Identity] = {}  # account id -> getMe of its monitor
+        self._recent = Recent()
 
     def _clients(self) -> Bots:
         if self._bots is None:
@@ -107,7 +133,9 @@ class TelegramChannel:
     async def send(self, account: Account, message: OutboundMessage) -> DeliveryReceipt:
         from . import outbound
 
-        return await outbound.send(self._clients().get(account), account, message)
+        receipt = await outbound.send(self._clients().get(account), account, message)
+        self._recent.mark(account.account_id, message.target.to)
+        return receipt
 
     async def edit(self, account: Account, target: Target, message_id: str, text: str) -> None:
         from . import outbound
@@ -115,8 +143,15 @@ class TelegramChannel:
         await outbound.edit(self._clients().get(account), account, target, message_id, text)
 
     async def typing(self, account: Account, target: Target) -> None:
+        """``sendChatAction typing``, unless a message reaches the chat within
+        ``TYPING_GRACE_S``: Telegram clears the indicator when a message arrives, so for a reply
+        that quick the call would only cost a request (and rate-limit budget)."""
         from . import outbound
 
+        asked = time.monotonic()
+        await asyncio.sleep(TYPING_GRACE_S)
+        if self._recent.since(account.account_id, target.to, asked):
+            return
         await outbound.typing(self._clients().get(account), account, target)
 
     async def fetch(self, account: Account, attachment: Attachment) -> tuple[bytes, str]:
