@@ -7,6 +7,9 @@ received, one conversation, p50/p99), messages per second with 50 conversations 
 long run where every message must be answered exactly once (0 lost, 0 doubled).
 
 - `webhook`: a signed inbound POST; the reply POSTed to a receiver.
+- `telegram`: an update queued at the Bot API fake, fetched by the gateway's own getUpdates
+  long poll; the reply is the sendMessage the fake receives (the fake runs in this process, so
+  its request handling is inside the measured time).
 
 Prints one JSON document, then a `verdict:` line. `--quick` sends fewer messages; `--rows`
 picks rows.
@@ -36,12 +39,14 @@ import common
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # the platform fakes live with the tests
 
+from tests.support.fakes.telegram import TelegramFake  # noqa: E402
 from tests.support.fakes.webhook import WebhookReceiver, sign  # noqa: E402
 
 CLAWGATE = str(Path(sys.executable).with_name("clawgate"))
 SECRET = "bench-secret-of-the-webhook-channel"
 P50_BUDGET_MS = 5.0
 RATE_BUDGETS = {"webhook": 500.0}  # messages/s at 50 conversations
+RATE_BUDGETS["telegram"] = 300.0
 
 
 def free_port() -> int:
@@ -207,8 +212,66 @@ allow_from = ["*"]
     return result
 
 
+class _ReplyingFake(TelegramFake):
+    """The Bot API fake, telling ``replies`` of every sendMessage it accepted."""
+
+    def __init__(self, replies: Replies) -> None:
+        super().__init__()
+        self.replies = replies
+
+    async def _send_message(self, bot: Any, p: Any, call: Any) -> Any:
+        result = await super()._send_message(bot, p, call)
+        self.replies.arrived(str(result.get("text", "")))  # the text as Telegram shows it
+        return result
+
+
+async def telegram_row(workdir: Path, sizes: dict[str, int]) -> dict[str, Any]:
+    replies = Replies()
+    async with _ReplyingFake(replies) as fake:
+        tg = fake.bot
+        config = f"""
+[engine]
+max_concurrent = 64
+
+[session]
+dm_scope = "per-channel-peer"
+
+[channels.telegram]
+bot_token = "{fake.token}"
+api_base_url = "{fake.url}"
+poll_timeout_s = 1
+dm_policy = "open"
+allow_from = ["*"]
+streaming = "off"
+"""
+        chats: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {}
+
+        async def send(conversation: str, text: str) -> None:
+            # Each conversation is the private chat of a user of its own.
+            if conversation not in chats:
+                user = tg.user(conversation)
+                chats[conversation] = (user, tg.private_chat(user))
+            user, chat = chats[conversation]
+            tg.inject_text(chat, user, text)
+
+        gateway = await start_gateway(workdir / "telegram", config)
+        try:
+            deadline = time.monotonic() + 30
+            while fake.counts["getUpdates"] == 0:  # the account is up and polling
+                if time.monotonic() > deadline:
+                    raise RuntimeError("the telegram account never polled")
+                await asyncio.sleep(0.01)
+            result = await drive(send, replies, **sizes)
+        finally:
+            await stop_gateway(gateway)
+        result["streaming"] = "off"
+        result["bot_api_calls"] = dict(sorted(fake.counts.items()))
+    return result
+
+
 ROWS: dict[str, Callable[[Path, dict[str, int]], Awaitable[dict[str, Any]]]] = {
     "webhook": webhook_row,
+    "telegram": telegram_row,
 }
 
 

@@ -15,6 +15,7 @@ import secrets
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, Literal
 
+from clawgate.agents import commands
 from clawgate.agents.engine import Engine
 from clawgate.agents.roster import Agent
 from clawgate.agents.turn import Submission, Turn
@@ -94,7 +95,10 @@ class Inbound:
         agent = self.engine.roster.get(route(account, message, self.settings.config.bindings,
                                              self.engine.roster.default.id))
         key = self._session_key(account, message, agent.id)
-        text = self.context.render(conversation, message, group)
+        if group and self._is_command(message.text):
+            text = message.text  # the engine answers it: no sender label, no kept context
+        else:
+            text = self.context.render(conversation, message, group)
         content = await self._content(account, message, text, agent)
         try:
             turn = await self.engine.submit(Submission(
@@ -152,6 +156,12 @@ class Inbound:
             return bytes(data), str(mime)
 
         return get
+
+    def _is_command(self, text: str) -> bool:
+        """A known slash command (``/status@bot`` in a group must reach the engine as sent)."""
+        command = commands.parse(text)
+        return command is not None and commands.known(
+            command[0], self.engine.host.current.registry.commands)
 
     def _takes_images(self, agent: Agent) -> bool:
         registry = self.engine.host.current.registry
