@@ -26,9 +26,11 @@ def slack_config(fake: SlackFake, *, extra: Mapping[str, Any] | None = None,
 
 @contextlib.asynccontextmanager
 async def slack_gateway(state: Path, fake: SlackFake, *, extra: Mapping[str, Any] | None = None,
-                        connected: bool = True, **account: Any) -> AsyncIterator[GatewayServer]:
+                        connected: bool = True, env: Mapping[str, str] | None = None,
+                        **account: Any) -> AsyncIterator[GatewayServer]:
     """A served gateway with the Slack account; waits for its Socket Mode connection."""
-    async with serve_gateway(state, slack_config(fake, extra=extra, **account)) as server:
+    async with serve_gateway(state, slack_config(fake, extra=extra, **account),
+                             env=env) as server:
         if connected and account.get("mode", "socket") == "socket":
             await fake.wait_until(lambda: fake.connections, within=10)
             await until_status(server, lambda row: row.get("connected") is True)

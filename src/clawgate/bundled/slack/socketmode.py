@@ -60,12 +60,14 @@ class _Client(SocketModeClient):
     """slack-sdk's websockets Socket Mode client, handling frames in order (see above)."""
 
     def __init__(self, app_token: str, web: AsyncWebClient, ping_interval: float,
-                 on_connect: Callable[[], None]) -> None:
+                 on_connect: Callable[[], None],
+                 on_frame: Callable[[dict[str, Any]], None]) -> None:
         super().__init__(app_token=app_token, web_client=web, ping_interval=ping_interval,
                          logger=sdk_log)
         # Replaced before the SDK's processor task first runs (it starts on the next loop turn).
         self.message_queue = asyncio.Queue(maxsize=MAX_FRAMES)
         self.on_connect = on_connect
+        self.on_frame = on_frame
         self.failure: str | None = None
 
     async def process_message(self) -> None:
@@ -73,6 +75,7 @@ class _Client(SocketModeClient):
         if raw is None:
             return
         message = json.loads(raw) if raw.startswith("{") else {}
+        self.on_frame(message)  # hello, disconnect (which the SDK handles before listeners)
         await self.run_message_listeners(message, raw)  # awaited: one frame at a time
 
     async def issue_new_wss_url(self) -> str:
@@ -94,11 +97,15 @@ class _Client(SocketModeClient):
                             self.message_receiver) if t is not None]
 
     async def aclose(self) -> None:
-        await self.close()  # type: ignore[no-untyped-call]
+        # The SDK's close() closes the socket first and its receiver logs the closed socket as
+        # an error; stopping the tasks first makes a clean stop quiet.
+        self.closed = True
+        self.auto_reconnect_enabled = False
         tasks = self.tasks()
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        await self.disconnect()  # type: ignore[no-untyped-call]
 
 
 async def run(context: ChannelContext, web: AsyncWebClient, me: Identity, *,
@@ -115,9 +122,7 @@ async def run(context: ChannelContext, web: AsyncWebClient, me: Identity, *,
             fields["reconnectAttempts"] = reconnected()
         context.status(**fields)
 
-    client = _Client(app_token, web, ping_interval, on_connect)
-
-    async def on_frame(_client: Any, message: dict[str, Any], _raw: str | None) -> None:
+    def on_frame(message: dict[str, Any]) -> None:
         kind = message.get("type")
         if kind == "hello":
             context.status(connected=True, mode="socket", bot=me.status(),
@@ -125,6 +130,8 @@ async def run(context: ChannelContext, web: AsyncWebClient, me: Identity, *,
         elif kind == "disconnect":
             context.status(connected=False, lastDisconnect={
                 "at": int(time.time() * 1000), "reason": message.get("reason")})
+
+    client = _Client(app_token, web, ping_interval, on_connect, on_frame)
 
     async def on_request(_client: Any, request: SocketModeRequest) -> None:
         try:
@@ -141,7 +148,6 @@ async def run(context: ChannelContext, web: AsyncWebClient, me: Identity, *,
         except Exception as exc:  # the socket went away: Slack redelivers, dedupe absorbs it
             log.info("slack: ack of %s not sent: %r", request.envelope_id, exc)
 
-    client.message_listeners.append(on_frame)
     client.socket_mode_request_listeners.append(on_request)
     try:
         try:
