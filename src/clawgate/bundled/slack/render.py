@@ -76,8 +76,8 @@ def _join_fences(text: str) -> str:
 def _line(line: str) -> str:
     heading = _HEADING.match(line)
     if heading is not None:
-        inner = _inline(heading.group(1))
-        return f"*{inner.strip('*')}*" if inner else ""
+        inner = _inline(heading.group(1).replace("**", "").replace("__", ""))
+        return f"*{inner}*" if inner else ""  # bold inside bold would end it early
     prefix = ""
     quote = _QUOTE.match(line)
     if quote is not None:
