@@ -61,6 +61,20 @@ async def until_status(server: GatewayServer, check: Any, within: float = 10.0) 
     return found
 
 
+def openai_model(url: str, *, images: bool = False) -> dict[str, Any]:
+    """Config making the default agent use the mock OpenAI server at ``url`` (model
+    ``openai/mock``; it takes images when ``images``). Needs ``OPENAI_API_KEY`` in the env."""
+    model: dict[str, Any] = {"id": "mock"}
+    if images:
+        model["input"] = ["text", "image"]
+    return {"plugins": {"entries": {"openai": {"enabled": True, "config": {
+        "base_url": url, "models": [model]}}}},
+        "agents": [{"id": "main", "default": True, "model": "openai/mock"}]}
+
+
+OPENAI_ENV = {"OPENAI_API_KEY": "test-key"}
+
+
 def bot_posts(fake: SlackFake, conversation: dict[str, Any]) -> list[dict[str, Any]]:
     """The bot's messages in a conversation, oldest first (as they read now: edits applied)."""
     return [m for m in fake.history(conversation) if m.get("bot_id") == fake.bot_id]

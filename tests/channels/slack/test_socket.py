@@ -4,37 +4,48 @@ receives them through slack-sdk, the echo agent answers, the fake receives the W
 from __future__ import annotations
 
 import asyncio
+import base64
 import time
 from pathlib import Path
 
 import pytest
 
-from tests.channels.slack.support import bot_posts, slack_gateway, status_row, texts, until_status
+from tests.channels.slack.support import (
+    OPENAI_ENV,
+    bot_posts,
+    openai_model,
+    slack_gateway,
+    status_row,
+    texts,
+    until_status,
+)
 from tests.support.fakes.slack import SlackFake
-from tests.support.gateway_server import echo
+from tests.support.mock_openai import MockOpenAI, Reply
 from tests.support.poll import until
 from tests.support.ws_client import open_client
 
 pytestmark = pytest.mark.anyio
 
 
-async def test_dm_round_trip_with_preview_edits(tmp_path: Path) -> None:
-    reply = "hello **there**, this is a longer reply that streams in small pieces"
-    async with SlackFake() as fake, slack_gateway(tmp_path, fake, extra=echo(chunk_chars=6)):
+async def test_dm_round_trip_with_preview_edits(tmp_path: Path, mock_openai: MockOpenAI) -> None:
+    reply = "Hello **there**, this reply streams in: four pieces, 0.6 s apart."
+    mock_openai.plan(Reply(reply, chunks=4, interval=0.6))
+    async with SlackFake() as fake, slack_gateway(tmp_path, fake, extra=openai_model(
+            mock_openai.url), env=OPENAI_ENV):
         ada = fake.user("ada")
         dm = fake.im(ada)
-        fake.inject_message(dm, ada, reply)
+        fake.inject_message(dm, ada, "hi")
         rendered = reply.replace("**there**", "*there*")
         await until(lambda: texts(fake, dm) == [rendered], within=10)
         await until(lambda: not fake.unacked)  # the bot's own echo was acknowledged too
         (post,) = fake.calls_of("chat.postMessage")  # the preview, sent when text appeared
-        assert post.body["channel"] == dm["id"] and post.body["text"] != rendered
-        update = fake.calls_of("chat.update")[-1]  # the preview became the answer
-        assert update.body["ts"] == bot_posts(fake, dm)[0]["ts"]
-        assert update.body["text"] == rendered
+        assert post.body["channel"] == dm["id"] and rendered.startswith(post.body["text"])
         assert "thread_ts" not in post.body  # a DM answer is not threaded (reply_to_mode off)
+        edits = [c.body for c in fake.calls_of("chat.update")]
+        assert len(edits) >= 2 and {e["ts"] for e in edits} == {bot_posts(fake, dm)[0]["ts"]}
+        assert len(edits[0]["text"]) < len(rendered) and edits[-1]["text"] == rendered
         # The echo of the bot's own post came back as an event and was dropped: no loop.
-        assert fake.counts["chat.postMessage"] == 1
+        assert fake.counts["chat.postMessage"] == 1 and len(mock_openai.requests) == 1
 
 
 async def test_status_shows_the_bot_and_the_connection(tmp_path: Path) -> None:
@@ -119,17 +130,35 @@ async def test_reply_to_mode_all_threads_the_answer_under_the_message(tmp_path: 
             assert {p.get("thread_ts") for p in bot_posts(fake, general)} == {root["ts"]}
 
 
+LONG = "\n\n".join(f"Paragraph {n}: " + "word " * 190 for n in range(10))  # ~9,700 chars
+
+
 async def test_a_long_reply_is_split_into_4000_character_parts(tmp_path: Path) -> None:
-    long = "\n\n".join(f"Paragraph {n}: " + "word " * 190 for n in range(10))  # ~9,700 chars
-    async with SlackFake() as fake, slack_gateway(tmp_path, fake, extra=echo(chunk_chars=500)):
+    async with SlackFake() as fake, slack_gateway(tmp_path, fake, streaming="off"):
         ada = fake.user("ada")
         dm = fake.im(ada)
-        fake.inject_message(dm, ada, long)
-        await until(lambda: "".join(texts(fake, dm)) == long, within=15)
+        fake.inject_message(dm, ada, LONG)
+        await until(lambda: "".join(texts(fake, dm)) == LONG, within=15)
         parts = texts(fake, dm)
         assert len(parts) == 3 and all(len(p) <= 4000 for p in parts)
         assert all(p.endswith("\n\n") for p in parts[:-1])  # split at paragraph breaks
-        assert fake.counts["chat.postMessage"] == 3  # the preview (then edited) + parts 2 and 3
+        assert [c.body["text"] for c in fake.calls_of("chat.postMessage")] == parts
+
+
+async def test_a_long_streamed_reply_edits_the_preview_into_part_one(
+        tmp_path: Path, mock_openai: MockOpenAI) -> None:
+    mock_openai.plan(Reply(LONG, chunks=3, interval=0.6))
+    async with SlackFake() as fake, slack_gateway(tmp_path, fake, extra=openai_model(
+            mock_openai.url), env=OPENAI_ENV):
+        ada = fake.user("ada")
+        dm = fake.im(ada)
+        fake.inject_message(dm, ada, "tell me a lot")
+        await until(lambda: "".join(texts(fake, dm)) == LONG, within=15)
+        parts = texts(fake, dm)
+        assert len(parts) == 3 and all(len(p) <= 4000 for p in parts)
+        preview, *rest = fake.calls_of("chat.postMessage")
+        assert [c.body["text"] for c in rest] == parts[1:]  # parts 2 and 3 are new messages
+        assert len(preview.body["text"]) <= 4000  # the preview never outgrew a part
         assert fake.calls_of("chat.update")[-1].body["text"] == parts[0]
 
 
@@ -263,27 +292,20 @@ async def test_files_in_and_out(tmp_path: Path) -> None:
         assert texts(fake, dm)[1] == "here"
 
 
-async def test_images_reach_a_model_that_takes_them(tmp_path: Path, mock_openai: object) -> None:
-    from tests.support.mock_openai import MockOpenAI
-
-    assert isinstance(mock_openai, MockOpenAI)
-    extra = {"plugins": {"entries": {"openai": {"enabled": True, "config": {
-        "base_url": mock_openai.url, "models": [{"id": "vision", "input": ["text", "image"]}]}}}},
-        "agents": [{"id": "main", "default": True, "model": "openai/vision"}]}
+async def test_images_reach_a_model_that_takes_them(tmp_path: Path,
+                                                    mock_openai: MockOpenAI) -> None:
     png = b"\x89PNG\r\n\x1a\n" + b"\x00" * 32
+    extra = openai_model(mock_openai.url, images=True)
     async with SlackFake() as fake, slack_gateway(tmp_path, fake, extra=extra,
-                                                  streaming="off", env={"OPENAI_API_KEY": "k"}):
+                                                  streaming="off", env=OPENAI_ENV):
         ada = fake.user("ada")
         dm = fake.im(ada)
         fake.inject_file(dm, ada, png, name="chart.png", text="what is this?")
         await until(lambda: texts(fake, dm), within=10)
         (request,) = [r for r in mock_openai.requests if r.path.endswith("/chat/completions")]
         content = request.body["messages"][-1]["content"]
-        assert content[0] == {"type": "text", "text": "what is this?\n"} or \
-            content[0]["text"].startswith("what is this?")
+        assert content[0]["text"].startswith("what is this?")
         image = content[1]["image_url"]["url"]
-        import base64
-
         assert image == "data:image/png;base64," + base64.b64encode(png).decode()
         downloads = fake.calls_of("files.download")
         assert downloads[0].headers["authorization"] == f"Bearer {fake.bot_token}"

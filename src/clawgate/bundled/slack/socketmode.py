@@ -10,13 +10,14 @@ for a few seconds changes nothing.
 
 Three things are changed in the SDK client (a small subclass):
 
-- frames are handled one at a time, in order, by the client's own processor task (the SDK
-  starts a task per frame, unowned and unbounded): an envelope is acknowledged only after
-  ``context.receive`` returned, and a ``disconnect`` frame reconnects only after the frames
-  before it were handled — never while one is being received;
-- the frame queue is bounded (``MAX_FRAMES``): when it is full the client stops reading and
-  the socket pushes back;
-- the SDK's tasks are awaited when the monitor stops.
+- envelopes are handled by tasks this client owns (the SDK starts an unowned, unbounded task
+  per frame): at most ``MAX_INFLIGHT`` at once, one at a time and in arrival order per
+  conversation. Each is acknowledged only after ``context.receive`` returned. A
+  ``disconnect`` frame reconnects only after every envelope before it was handled — never
+  while one is being received;
+- the frame queue is bounded (``MAX_FRAMES``): when it and the in-flight slots are full the
+  client stops reading and the socket pushes back;
+- the SDK's tasks, and the envelopes in flight, are awaited when the monitor stops.
 
 An envelope whose ``receive`` failed is not acknowledged: Slack delivers it again (on this or
 the next connection) and the core's dedupe makes a second delivery of an admitted message a
@@ -50,10 +51,64 @@ log = logging.getLogger("clawgate.channels.slack")
 sdk_log = logging.getLogger("clawgate.channels.slack.sdk")
 
 MAX_FRAMES = 1000
+MAX_INFLIGHT = 32
 STALE_AFTER_S = 120.0
 # An envelope's handler returns the ack's payload (None: a bare ack); when it raises, the
 # envelope is not acknowledged and Slack delivers it again.
 Handler = Callable[[SocketModeRequest], Awaitable[dict[str, Any] | None]]
+
+
+class _Inflight:
+    """The envelopes being handled: at most ``limit`` at once, in arrival order within a
+    conversation (a lock per conversation, forgotten when its last envelope is done)."""
+
+    def __init__(self, limit: int) -> None:
+        self._slots = asyncio.Semaphore(limit)
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._lanes: dict[str, tuple[asyncio.Lock, int]] = {}
+
+    async def start(self, key: str, work: Callable[[], Awaitable[None]]) -> None:
+        """Start ``work`` once a slot is free (waiting here is the back-pressure)."""
+        await self._slots.acquire()
+        lock, users = self._lanes.get(key) or (asyncio.Lock(), 0)
+        self._lanes[key] = (lock, users + 1)
+        # Tasks start in creation order, so they take a conversation's lock in that order.
+        task = asyncio.get_running_loop().create_task(self._run(key, lock, work),
+                                                      name=f"slack-envelope:{key}")
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _run(self, key: str, lock: asyncio.Lock,
+                   work: Callable[[], Awaitable[None]]) -> None:
+        try:
+            async with lock:
+                await work()
+        finally:
+            self._slots.release()
+            held, users = self._lanes[key]
+            if users <= 1:
+                del self._lanes[key]
+            else:
+                self._lanes[key] = (held, users - 1)
+
+    async def drain(self) -> None:
+        """Wait until every envelope started so far was handled."""
+        while self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    async def cancel(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+
+def _lane(message: dict[str, Any]) -> str:
+    """The conversation an envelope belongs to (its ordering lane)."""
+    payload = message.get("payload") or {}
+    event = payload.get("event") if isinstance(payload, dict) else None
+    channel = (event or {}).get("channel") if isinstance(event, dict) else None
+    channel = channel or (payload.get("channel_id") if isinstance(payload, dict) else None)
+    return str(channel or message.get("envelope_id") or "")
 
 
 class _Client(SocketModeClient):
@@ -69,6 +124,7 @@ class _Client(SocketModeClient):
         self.on_connect = on_connect
         self.on_frame = on_frame
         self.failure: str | None = None
+        self.inflight = _Inflight(MAX_INFLIGHT)
 
     async def process_message(self) -> None:
         raw = await self.message_queue.get()
@@ -76,7 +132,13 @@ class _Client(SocketModeClient):
             return
         message = json.loads(raw) if raw.startswith("{") else {}
         self.on_frame(message)  # hello, disconnect (which the SDK handles before listeners)
-        await self.run_message_listeners(message, raw)  # awaited: one frame at a time
+        if message.get("envelope_id"):
+            await self.inflight.start(_lane(message),
+                                      lambda: self.run_message_listeners(message, raw))
+            return
+        if message.get("type") == "disconnect":
+            await self.inflight.drain()  # never reconnect while an envelope is being received
+        await self.run_message_listeners(message, raw)
 
     async def issue_new_wss_url(self) -> str:
         try:
@@ -105,6 +167,7 @@ class _Client(SocketModeClient):
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        await self.inflight.cancel()
         await self.disconnect()  # type: ignore[no-untyped-call]
 
 
