@@ -18,6 +18,7 @@ Error mapping (the core retries what is retryable, with backoff):
 from __future__ import annotations
 
 import asyncio
+import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Mapping
 from typing import Any, TypeVar
@@ -44,6 +45,7 @@ APP_FIX = ("set app_token to an app-level token (xapp-...) with the connections:
 MAX_NAMES = 2000  # user id -> display name, most recent kept
 MAX_FILES = 2000  # file id -> download URL of recent inbound files
 NAME_TIMEOUT_S = 2.0  # a sender's name is nice to have, never worth holding a message up
+NAME_RETRY_S = 600.0  # a failed lookup (no users:read scope, Slack down) is not retried sooner
 MAX_DOWNLOAD = 50 * 1024 * 1024
 
 
@@ -101,6 +103,7 @@ class SlackApi:
         self._identity: Identity | None = None
         self._identity_lock = asyncio.Lock()
         self._names: OrderedDict[str, str] = OrderedDict()
+        self._misses: OrderedDict[str, float] = OrderedDict()  # user id -> when it failed
         self._files: OrderedDict[str, str] = OrderedDict()
 
     async def aclose(self) -> None:
@@ -155,15 +158,23 @@ class SlackApi:
         """Look up a sender's display name once (``users.info``), best effort and brief."""
         if not user_id or user_id in self._names:
             return
+        now = time.monotonic()
+        failed = self._misses.get(user_id)
+        if failed is not None and now - failed < NAME_RETRY_S:
+            return
         try:
             answer = await asyncio.wait_for(self.web.users_info(user=user_id), NAME_TIMEOUT_S)
         except (SlackClientError, aiohttp.ClientError, TimeoutError):
+            _remember(self._misses, user_id, now, MAX_NAMES)
             return
         user = answer.get("user") or {}
         profile = user.get("profile") or {}
         name = profile.get("display_name") or user.get("real_name") or user.get("name")
         if isinstance(name, str) and name:
             _remember(self._names, user_id, name, MAX_NAMES)
+            self._misses.pop(user_id, None)
+        else:
+            _remember(self._misses, user_id, now, MAX_NAMES)
 
     def keep_files(self, refs: list[FileRef]) -> None:
         for ref in refs:
