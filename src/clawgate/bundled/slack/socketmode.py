@@ -52,6 +52,7 @@ sdk_log = logging.getLogger("clawgate.channels.slack.sdk")
 
 MAX_FRAMES = 1000
 MAX_INFLIGHT = 32
+CLOSE_TIMEOUT_S = 2.0
 STALE_AFTER_S = 120.0
 # An envelope's handler returns the ack's payload (None: a bare ack); when it raises, the
 # envelope is not acknowledged and Slack delivers it again.
@@ -112,7 +113,8 @@ def _lane(message: dict[str, Any]) -> str:
 
 
 class _Client(SocketModeClient):
-    """slack-sdk's websockets Socket Mode client, handling frames in order (see above)."""
+    """slack-sdk's websockets Socket Mode client with owned, bounded, ordered envelope
+    handling and a quiet, bounded close (see the module docstring)."""
 
     def __init__(self, app_token: str, web: AsyncWebClient, ping_interval: float,
                  on_connect: Callable[[], None],
@@ -168,7 +170,15 @@ class _Client(SocketModeClient):
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         await self.inflight.cancel()
-        await self.disconnect()  # type: ignore[no-untyped-call]
+        session = self.current_session
+        if session is None:
+            return
+        try:  # a peer that does not answer the close handshake must not hold the shutdown
+            await asyncio.wait_for(session.close(), CLOSE_TIMEOUT_S)
+        except Exception:
+            transport = getattr(session, "transport", None)
+            if transport is not None:
+                transport.abort()
 
 
 async def run(context: ChannelContext, web: AsyncWebClient, me: Identity, *,
