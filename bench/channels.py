@@ -10,6 +10,8 @@ long run where every message must be answered exactly once (0 lost, 0 doubled).
 - `telegram`: an update queued at the Bot API fake, fetched by the gateway's own getUpdates
   long poll; the reply is the sendMessage the fake receives (the fake runs in this process, so
   its request handling is inside the measured time).
+- `slack`: a DM `message` event sent by the Slack fake over Socket Mode; the reply is the
+  `chat.postMessage` the fake receives (its own time is included: it runs in this process).
 
 Prints one JSON document, then a `verdict:` line. `--quick` sends fewer messages; `--rows`
 picks rows.
@@ -39,6 +41,7 @@ import common
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # the platform fakes live with the tests
 
+from tests.support.fakes.slack import SlackFake  # noqa: E402
 from tests.support.fakes.telegram import TelegramFake  # noqa: E402
 from tests.support.fakes.webhook import WebhookReceiver, sign  # noqa: E402
 
@@ -47,6 +50,7 @@ SECRET = "bench-secret-of-the-webhook-channel"
 P50_BUDGET_MS = 5.0
 RATE_BUDGETS = {"webhook": 500.0}  # messages/s at 50 conversations
 RATE_BUDGETS["telegram"] = 300.0
+RATE_BUDGETS["slack"] = 300.0
 
 
 def free_port() -> int:
@@ -269,9 +273,65 @@ streaming = "off"
     return result
 
 
+class _SlackFake(SlackFake):
+    """The Slack fake, telling the row of every reply the bot posts."""
+
+    def __init__(self, replies: Replies) -> None:
+        super().__init__()
+        self.replies = replies
+
+    async def _post(self, params: dict[str, Any], call: Any) -> dict[str, Any]:
+        self.replies.arrived(str(params.get("text", "")))
+        return await super()._post(params, call)
+
+
+async def slack_row(workdir: Path, sizes: dict[str, int]) -> dict[str, Any]:
+    replies = Replies()
+    async with _SlackFake(replies) as fake:
+        # Replies are measured as the durable send (no preview message first).
+        config = f"""
+[engine]
+max_concurrent = 64
+
+[session]
+dm_scope = "per-channel-peer"
+
+[channels.slack]
+bot_token = "{fake.bot_token}"
+app_token = "{fake.app_token}"
+api_base_url = "{fake.api_url}"
+streaming = "off"
+dm_policy = "open"
+allow_from = ["*"]
+"""
+        gateway = await start_gateway(workdir / "slack", config)
+        people: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {}
+        try:
+            deadline = time.monotonic() + 30
+            while not fake.connections and time.monotonic() < deadline:
+                await fake.pause(0.02)
+            if not fake.connections:
+                raise RuntimeError("the gateway did not connect to Socket Mode")
+
+            async def send(conversation: str, text: str) -> None:
+                if conversation not in people:
+                    user = fake.user(conversation)
+                    people[conversation] = (user, fake.im(user))
+                user, dm = people[conversation]
+                fake.inject_message(dm, user, text)
+
+            result = await drive(send, replies, **sizes)
+        finally:
+            await stop_gateway(gateway)
+        result["unacked_envelopes"] = len(fake.unacked)
+        result["socket_connects"] = fake.counts["socket:connect"]
+    return result
+
+
 ROWS: dict[str, Callable[[Path, dict[str, int]], Awaitable[dict[str, Any]]]] = {
     "webhook": webhook_row,
     "telegram": telegram_row,
+    "slack": slack_row,
 }
 
 

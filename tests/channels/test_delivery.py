@@ -62,7 +62,9 @@ async def test_a_refusing_receiver_fails_the_intent_visibly(tmp_path: Path) -> N
             status = await ws.ok("channels.status", {"probe": True})
             row = status["channelAccounts"]["webhook"][0]
             assert "400" in row["lastDeliveryError"] and row["probe"]["ok"] is True
+            # Every loaded channel plugin is listed (bundled ones too); only webhook is set up.
             assert "webhook" in status["channelOrder"] and row["connected"] is True
+            assert [c for c, s in status["channels"].items() if s["configured"]] == ["webhook"]
             assert len(hook.calls_of("POST /hook")) == 1  # a 4xx is not retried
 
 

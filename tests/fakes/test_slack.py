@@ -7,6 +7,7 @@ import asyncio
 from collections.abc import AsyncIterator
 from typing import Any
 
+import httpx
 import orjson
 import pytest
 from slack_sdk.errors import SlackApiError
@@ -269,5 +270,24 @@ async def test_slash_command_ack_carries_a_response_payload(fake: SlackFake) -> 
         envelope = fake.inject_slash_command(channel, ada, "/clawd", "status")
         await fake.wait_until(lambda: envelope in fake.acks)
         assert fake.acks[envelope]["payload"] == {"text": "got status"}
+    finally:
+        await client.close()
+
+
+async def test_shared_files_carry_their_type_and_download_with_the_bot_token(
+        fake: SlackFake) -> None:
+    ada = fake.user("ada")
+    listener = Listener()
+    client = await socket_client(fake, listener)
+    try:
+        fake.inject_file(fake.im(ada), ada, b"\x89PNG fake", name="chart.png", text="look")
+        await fake.wait_until(lambda: len(listener.requests) == 1)
+        (shared,) = listener.requests[0].payload["event"]["files"]
+        assert (shared["mimetype"], shared["filetype"], shared["size"]) == ("image/png", "png", 9)
+        async with httpx.AsyncClient() as http:
+            url = shared["url_private_download"]
+            assert (await http.get(url)).status_code == 403
+            got = await http.get(url, headers={"Authorization": f"Bearer {fake.bot_token}"})
+            assert got.content == b"\x89PNG fake"
     finally:
         await client.close()

@@ -35,6 +35,7 @@ import asyncio
 import contextlib
 import itertools
 import math
+import mimetypes
 import re
 import secrets
 import time
@@ -637,7 +638,10 @@ class SlackFake(FakeServer):
         """The ``file`` object of an uploaded file (with its private download URL)."""
         stored = self.files[file_id]
         url = f"{self.url}/files-pri/{self.team_id}-{file_id}/{stored['name']}"
+        # Slack's file objects carry the MIME type (and a short filetype) of the file.
+        mime = mimetypes.guess_type(stored["name"])[0] or "application/octet-stream"
         return {"id": file_id, "name": stored["name"], "title": stored["title"],
+                "mimetype": mime, "filetype": stored["name"].rsplit(".", 1)[-1].lower(),
                 "size": len(stored["data"] or b""), "url_private": url,
                 "url_private_download": url}
 
