@@ -25,6 +25,7 @@ from typing import Any
 from clawgate.channels.accounts import AccountConfig
 from clawgate.channels.chunker import chunk
 from clawgate.channels.media import MediaLoader, display_name, split_media
+from clawgate.channels.streaming import Blocks
 from clawgate.chat import Channel, ChannelSendError, OutboundMessage, Target
 from clawgate.config import DeliveryConfig
 from clawgate.diagnostics.metrics import Metrics
@@ -63,13 +64,14 @@ class Outbound:
 
     def __init__(self, store: SessionStore, lookup: Lookup, config: DeliveryConfig,
                  metrics: Metrics, previews: dict[str, asyncio.Lock],
-                 media: MediaLoader) -> None:
+                 media: MediaLoader, blocks: Blocks | None = None) -> None:
         self._store = store
         self._media = media
         self._lookup = lookup
         self._config = config
         self._metrics = metrics
         self._previews = previews  # run id -> held while its preview is being streamed
+        self._blocks = blocks or Blocks()  # what block streaming already sent of each reply
         self._wakeup = asyncio.Event()
         self.idle = asyncio.Event()  # set while nothing is due and nothing is being sent
         self._busy: dict[Slot, asyncio.Task[None]] = {}
@@ -178,6 +180,7 @@ class Outbound:
         else:
             await self._store.channels.finish(intent.intent_id, "sent")
             self._metrics.inc("channel_outbound_total", channel=intent.channel, status="sent")
+            self._blocks.forget(intent.run_id or "")
         finally:
             self._attempted(intent.intent_id)
 
@@ -185,7 +188,9 @@ class Outbound:
         channel, account = endpoint.channel, endpoint.account
         caps = channel.capabilities
         limit = account.policy.text_chunk_limit or caps.text_limit
-        text, sources = split_media(intent.text)
+        reply = self._blocks.rest(intent.run_id, intent.text) \
+            if intent.run_id and intent.kind == "reply" else intent.text
+        text, sources = split_media(reply)
         if not caps.media:  # the platform cannot take files: links stay as text
             text = "\n".join([text, *(f"Attachment: {display_name(s)} ({s})"
                                      if s.lower().startswith("http") else
@@ -259,6 +264,7 @@ class Outbound:
             log.warning("%s/%s: giving up on intent %s after %d attempt(s): %s", intent.channel,
                         intent.account, intent.intent_id, attempts, exc)
             await self._store.channels.finish(intent.intent_id, "failed", str(exc))
+            self._blocks.forget(intent.run_id or "")
             self._metrics.inc("channel_outbound_total", channel=intent.channel,
                               status="failed")
             return
