@@ -268,7 +268,9 @@ class ControlUiConfig(_Model):
     @field_validator("base_path")
     @classmethod
     def _base(cls, value: str) -> str:
-        if not re.fullmatch(r"(/[A-Za-z0-9._~-]+)*/?", value) or not value.startswith("/"):
+        segments = value.strip("/").split("/")
+        if not re.fullmatch(r"(/[A-Za-z0-9._~-]+)*/?", value) or not value.startswith("/") \
+                or any(s in (".", "..") for s in segments):
             raise ValueError(f"{value!r} is not a URL path like \"/\" or \"/console/\"")
         path = value.rstrip("/") + "/"
         if path.startswith(("/v1/", "/openclaw/v1/", "/channels/")):

@@ -34,7 +34,7 @@ class Sample:
 
     def wire(self) -> dict[str, Any]:
         return {"ts": self.ts, "turns": self.turns, "turnsPerMin": round(self.turns_per_min, 2),
-                "p50Ms": _ms(self.p50_ms), "p99Ms": _ms(self.p99_ms),
+                "p50Ms": self.p50_ms, "p99Ms": self.p99_ms,
                 "rssBytes": self.rss_bytes, "connections": self.connections}
 
 
@@ -76,8 +76,8 @@ class Series:
         delta = [a - b for a, b in zip(buckets_now, buckets_before, strict=True)]
         turns = max(0, int(turns_now - turns_before))
         minutes = max(now_ms - then, 1) / 60_000
-        return Sample(now_ms, turns, turns / minutes, quantile(0.5, delta),
-                      quantile(0.99, delta), self._rss(), self._connections())
+        return Sample(now_ms, turns, turns / minutes, _ms(quantile(0.5, delta)),
+                      _ms(quantile(0.99, delta)), self._rss(), self._connections())
 
     def samples(self, since_ms: int | None = None) -> list[Sample]:
         """Samples oldest first; only those after ``since_ms`` when given."""

@@ -58,6 +58,7 @@ export function create({ gw, navigate }) {
   }
 
   function renderPicker() {
+    if (!state.agentId) return;
     const rows = state.sessions.map((s) => [s.key, s.label || s.displayName || s.key]);
     const keys = new Set(rows.map((r) => r[0]));
     for (const key of state.fresh) if (!keys.has(key) && key.startsWith(`agent:${state.agentId}:`)) rows.unshift([key, `New chat (${key.split(":").pop()})`]);
@@ -93,12 +94,14 @@ export function create({ gw, navigate }) {
     const previous = state.subscribed;
     if (previous && previous !== key) gw.request("sessions.messages.unsubscribe", { key: previous }).catch(() => {});
     try {
-      const sub = await gw.request("sessions.messages.subscribe", { key });
+      // Both at once: one round trip before the history shows.
+      const [sub, page] = await Promise.all([
+        gw.request("sessions.messages.subscribe", { key }),
+        gw.request("chat.history", { sessionKey: key, limit: PAGE })]);
       if (epoch !== state.epoch) return;
       state.subscribed = sub.key;
       state.key = sub.key;
-      const page = await gw.request("chat.history", { sessionKey: sub.key, limit: PAGE });
-      if (epoch !== state.epoch) return;
+      renderPicker();
       history(page, false);
       state.activeRun = !!(page.sessionInfo && page.sessionInfo.hasActiveRun);
       for (const item of (page.pendingInputs && page.pendingInputs.items) || []) {
@@ -113,6 +116,7 @@ export function create({ gw, navigate }) {
     if (!state.marked) {
       state.marked = true;
       performance.mark("clawgate:chat-ready");
+      el.dataset.ready = "1";
     }
   }
 
@@ -324,7 +328,16 @@ export function create({ gw, navigate }) {
 
   async function show(arg) {
     try {
-      if (!state.agents.length) await loadAgents();
+      const agents = state.agents.length ? null : loadAgents();
+      if (agents && !arg && !state.key) {
+        // First paint: the default agent's main session, while the agent list loads.
+        gw.request("sessions.subscribe").catch(() => {});
+        await Promise.all([open(state.mainKey), agents]);
+        loadSessions().catch(() => {});
+        box.focus();
+        return;
+      }
+      if (agents) await agents;
       let key = arg || state.key || `agent:${state.agentId}:${state.mainKey}`;
       const agent = key.startsWith("agent:") ? key.split(":")[1] : state.agentId;
       if (agent !== state.agentId && state.agents.some((a) => a.id === agent)) {
