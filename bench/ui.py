@@ -22,9 +22,8 @@ from pathlib import Path
 import common
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from tests.ui.conftest import ARGS, CHROMIUM, Gateway  # noqa: E402
-
 from playwright.sync_api import Page, sync_playwright  # noqa: E402
+from tests.ui.conftest import ARGS, CHROMIUM, Gateway  # noqa: E402
 
 # Timestamps, in the page's clock, of the first sessions.changed frame per session and of the
 # first time its row is in the list: seen before the app's own handler runs.
@@ -58,7 +57,8 @@ def paint(page: Page, url: str) -> dict[str, float]:
         const mark = performance.getEntriesByName('clawgate:chat-ready')[0].startTime;
         const fcp = (performance.getEntriesByName('first-contentful-paint')[0] || {}).startTime;
         const nav = performance.getEntriesByType('navigation')[0];
-        const files = performance.getEntriesByType('resource').filter((r) => !r.name.startsWith('ws'));
+        const files = performance.getEntriesByType('resource')
+            .filter((r) => !r.name.startsWith('ws'));
         const bytes = files.reduce((n, r) => n + r.decodedBodySize, nav.decodedBodySize);
         return {ready_ms: mark, fcp_ms: fcp || null, bytes, files: files.length + 1};
     }""")
