@@ -221,3 +221,17 @@ def test_keyboard_alone_reaches_the_panels_and_sends(page: Page, gateway: Gatewa
     page.locator("a[data-panel=overview]").focus()
     page.keyboard.press("Enter")
     expect(page.locator("#panel-overview")).to_be_visible()
+
+
+def test_history_pages_back(page: Page, gateway: Gateway) -> None:
+    for i in range(30):  # 60 messages: more than one page of 50
+        gateway.completion(f"numbered message {i:02d}", user="longhistory")
+    login(page, gateway)
+    page.goto(f"{gateway.url}/#/chat/agent%3Amain%3Aopenai-user%3Alonghistory")
+    expect(page.locator("#chat-messages")).to_contain_text("numbered message 29")
+    expect(page.locator("#chat-messages")).not_to_contain_text("numbered message 00")
+    expect(page.locator("#chat-earlier")).to_be_visible()
+    page.click("#chat-earlier")
+    expect(page.locator("#chat-messages")).to_contain_text("numbered message 00")
+    expect(page.locator("#chat-earlier")).to_be_hidden()
+    assert page.locator("#chat-messages .msg").count() == 60

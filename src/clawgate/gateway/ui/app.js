@@ -3,15 +3,18 @@
 import { Gateway, gatewayUrl } from "./lib/gateway.js";
 import { takeToken, save, forget } from "./lib/auth.js";
 import { h, fill } from "./lib/dom.js";
-import * as chat from "./panels/chat.js";
-import { loginForm } from "./panels/login.js";
+
+// Only the connection is imported statically: the WebSocket handshake starts as soon as these
+// three small modules are here, while the panels (preloaded by index.html) finish loading.
+const chatModule = import("./panels/chat.js");
+const loginModule = import("./panels/login.js");
 
 const PANELS = [
   ["chat", "Chat"], ["overview", "Overview"], ["sessions", "Sessions"], ["channels", "Channels"],
   ["agents", "Agents"], ["plugins", "Plugins"], ["cron", "Cron"], ["logs", "Logs"], ["config", "Config"],
 ];
 const LOADERS = {
-  chat: async () => chat,
+  chat: () => chatModule,
   overview: () => import("./panels/overview.js"),
   sessions: () => import("./panels/sessions.js"),
   channels: () => import("./panels/channels.js"),
@@ -76,7 +79,8 @@ async function show() {
   panel.show(arg);
 }
 
-function login(message = "") {
+async function login(message = "") {
+  const { loginForm } = await loginModule;
   fill(root, loginForm(message, (token) => {
     save(token);
     start(token);
