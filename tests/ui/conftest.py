@@ -151,6 +151,15 @@ class Gateway:
     def close_gate(self) -> None:
         (self.state / "gate" / "open").unlink(missing_ok=True)
 
+    def cli(self, *args: str) -> str:
+        """Run a ``clawgate`` client command against this gateway; its output."""
+        env = {**os.environ, "CLAWGATE_STATE_DIR": str(self.state),
+               "CLAWGATE_GATEWAY_PORT": str(self.port), "CLAWGATE_GATEWAY_TOKEN": TOKEN}
+        done = subprocess.run([CLAWGATE, *args], env=env, capture_output=True, text=True,
+                              timeout=30)
+        assert done.returncode == 0, done.stdout + done.stderr
+        return done.stdout
+
     def dashboard(self, token: str = TOKEN) -> str:
         return f"{self.url}/#token={token}"
 

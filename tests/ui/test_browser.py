@@ -235,3 +235,35 @@ def test_history_pages_back(page: Page, gateway: Gateway) -> None:
     expect(page.locator("#chat-messages")).to_contain_text("numbered message 00")
     expect(page.locator("#chat-earlier")).to_be_hidden()
     assert page.locator("#chat-messages .msg").count() == 60
+
+
+def test_cron_jobs_run_now_and_history(page: Page, gateway: Gateway) -> None:
+    gateway.cli("cron", "add", "--name", "nightly digest", "--every", "6h",
+                "--message", "digest please", "--no-deliver")
+    login(page, gateway)
+    page.click("a[data-panel=cron]")
+    row = page.locator("#cron-rows tr", has_text="nightly digest")
+    expect(row).to_contain_text("every 6h")
+    expect(page.locator("#cron-status")).to_contain_text("1 job(s)")
+    row.get_by_role("button", name="Run now").click()
+    expect(page.locator("#cron-runs")).to_contain_text("History of nightly digest")
+    expect(page.locator("#cron-runs tbody tr")).to_have_count(1)
+    expect(page.locator("#cron-runs")).to_contain_text("ok")
+    shoot(page, "cron-run-desktop")
+
+
+def test_logs_tail_live_with_level_filter_and_search(page: Page, gateway: Gateway) -> None:
+    login(page, gateway)
+    page.click("a[data-panel=logs]")
+    expect(page.locator("#logs-lines .logline").first).to_be_visible()
+    marker = "logs-live-marker"
+    gateway.completion(marker, user=marker)  # a turn logs a line while the panel is open
+    expect(page.locator("#logs-lines")).to_contain_text(marker)
+    page.fill("#logs-search", marker)
+    lines = page.locator("#logs-lines .logline")
+    expect(lines.first).to_contain_text(marker)
+    assert all(marker in t for t in lines.all_inner_texts())
+    page.fill("#logs-search", "")
+    page.select_option("#logs-level", "warn")
+    expect(page.locator("#logs-lines .logline.info")).to_have_count(0)
+    expect(page.locator("#logs-lines")).to_contain_text("raises_at_import")

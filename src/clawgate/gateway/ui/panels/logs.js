@@ -4,7 +4,13 @@
 import { h, fill, errorLine } from "../lib/dom.js";
 
 const KEEP = 2000;
-const LEVELS = ["debug", "info", "warning", "error"];
+const LEVELS = ["trace", "debug", "info", "warn", "error", "fatal"];
+const OPTIONS = ["debug", "info", "warn", "error"];
+
+function normal(name) {
+  const level = String(name || "info").toLowerCase();
+  return { warning: "warn", critical: "fatal" }[level] || (LEVELS.includes(level) ? level : "info");
+}
 
 function parse(line) {
   try {
@@ -12,14 +18,14 @@ function parse(line) {
     const meta = r._meta || {};
     let sub = "";
     try { sub = JSON.parse(meta.name || "{}").subsystem || ""; } catch { sub = meta.name || ""; }
-    return { time: r.time || meta.date || "", level: String(meta.logLevelName || "info").toLowerCase(), sub, msg: r["0"] ?? r.message ?? line };
+    return { time: r.time || meta.date || "", level: normal(meta.logLevelName), sub, msg: r["0"] ?? r.message ?? line };
   } catch {
     return { time: "", level: "info", sub: "", msg: line };
   }
 }
 
 export function create({ gw }) {
-  const level = h("select#logs-level", { "aria-label": "Lowest level" }, LEVELS.map((l) => h("option", { value: l }, l)));
+  const level = h("select#logs-level", { "aria-label": "Lowest level" }, OPTIONS.map((l) => h("option", { value: l }, l)));
   level.value = "debug";
   const search = h("input#logs-search", { type: "search", placeholder: "Filter lines…", "aria-label": "Filter log lines" });
   const follow = h("input#logs-follow", { type: "checkbox", checked: true });
@@ -33,13 +39,13 @@ export function create({ gw }) {
   const lines = [];
 
   function shows(entry) {
-    if (LEVELS.indexOf(entry.level) < LEVELS.indexOf(level.value) && LEVELS.includes(entry.level)) return false;
+    if (LEVELS.indexOf(entry.level) < LEVELS.indexOf(level.value)) return false;
     const q = search.value.trim().toLowerCase();
     return !q || `${entry.sub} ${entry.msg}`.toLowerCase().includes(q);
   }
 
   function lineEl(entry) {
-    return h("div.logline." + (LEVELS.includes(entry.level) ? entry.level : "info"),
+    return h("div.logline." + entry.level,
       h("span.time", entry.time ? String(entry.time).replace("T", " ").slice(0, 19) : ""), " ",
       h("span.level", entry.level), " ", h("span.sub", entry.sub), " ", h("span.msg", String(entry.msg)));
   }
