@@ -90,6 +90,15 @@ def _parser() -> argparse.ArgumentParser:
     _remote_options(status)
     status.set_defaults(handler=_status)
 
+    dashboard = commands.add_parser("dashboard", help="print (or --open) the Control UI's link, "
+                                                      "with the token")
+    dashboard.add_argument("--open", action="store_true", help="open it in a web browser")
+    dashboard.add_argument("--port", type=_port, help="the local gateway's port (default: "
+                                                      "CLAWGATE_GATEWAY_PORT, else the config's)")
+    dashboard.add_argument("--token", help="the token to put in the link (default: as for "
+                                           "clawgate status)")
+    dashboard.set_defaults(handler=_dashboard)
+
     call = commands.add_parser("call", help="call an RPC method of the running gateway")
     call.add_argument("method", help="e.g. health, sessions.list, chat.history")
     call.add_argument("--params", default="{}", help="JSON object of parameters")
@@ -201,6 +210,36 @@ def _status(args: argparse.Namespace) -> int:
     for name, value in result.items():
         if not isinstance(value, dict | list):
             print(f"{name}: {value}")
+    return 0
+
+
+def _dashboard(args: argparse.Namespace) -> int:
+    """``http://127.0.0.1:PORT/<base>#token=TOKEN``: the token in the fragment, which the
+    browser never sends to a server; the page moves it to its storage and out of the address
+    bar."""
+    import webbrowser
+    from urllib.parse import quote
+
+    from clawgate.client import gateway_token
+
+    settings = config_module.load()
+    gateway = settings.config.gateway
+    if not gateway.control_ui.enabled:
+        raise ConfigError("the Control UI is off (gateway.control_ui.enabled = false)",
+                          path="gateway.control_ui.enabled")
+    port = args.port if args.port is not None else gateway.port  # env override applied
+    host = gateway.bind if gateway.bind not in ("", "0.0.0.0", "::") else "127.0.0.1"
+    host = f"[{host}]" if ":" in host else host
+    token = args.token or gateway_token()
+    url = f"http://{host}:{port}{gateway.control_ui.base_path}"
+    if token and gateway.auth.mode != "none":
+        url += f"#token={quote(token, safe='')}"
+    elif gateway.auth.mode != "none":
+        print("clawgate: no token found (start the gateway once, or pass --token)",
+              file=sys.stderr)
+    print(url)
+    if args.open and not webbrowser.open(url):
+        print("clawgate: could not open a browser; open the link above", file=sys.stderr)
     return 0
 
 

@@ -254,6 +254,30 @@ class WsConfig(_Model):
     compression: bool = False
 
 
+class ControlUiConfig(_Model):
+    """``[gateway.control_ui]``: the browser dashboard served by the gateway."""
+
+    enabled: bool = True
+    # Where the page is served; always ends with "/" ("/console" means "/console/").
+    base_path: str = Field(default="/", max_length=128)
+    # The Overview charts: one sample of the gateway's metrics per interval, the newest
+    # ``samples`` kept (360 x 10 s = one hour).
+    sample_interval_s: float = Field(default=10.0, ge=0.05, le=3600)
+    samples: int = Field(default=360, ge=2, le=100_000)
+
+    @field_validator("base_path")
+    @classmethod
+    def _base(cls, value: str) -> str:
+        segments = value.strip("/").split("/")
+        if not re.fullmatch(r"(/[A-Za-z0-9._~-]+)*/?", value) or not value.startswith("/") \
+                or any(s in (".", "..") for s in segments):
+            raise ValueError(f"{value!r} is not a URL path like \"/\" or \"/console/\"")
+        path = value.rstrip("/") + "/"
+        if path.startswith(("/v1/", "/openclaw/v1/", "/channels/")):
+            raise ValueError(f"{value!r} is inside a path the gateway serves itself")
+        return path
+
+
 class GatewayConfig(_Model):
     """``[gateway]``: the listener."""
 
@@ -274,6 +298,7 @@ class GatewayConfig(_Model):
     # on Linux for a client that stops reading).
     send_buffer_bytes: int = Field(default=262_144, ge=0, le=67_108_864)
     ws: WsConfig = Field(default_factory=WsConfig)
+    control_ui: ControlUiConfig = Field(default_factory=ControlUiConfig)
 
     @field_validator("trusted_proxies")
     @classmethod

@@ -65,6 +65,19 @@ class Metrics:
             hist = self._histograms[key] = Histogram()
         hist.observe(seconds)
 
+    def total(self, name: str) -> float:
+        """A counter summed over all its label sets."""
+        return sum(v for (n, _), v in self._counters.items() if n == name)
+
+    def buckets(self, name: str) -> list[int]:
+        """A histogram's per-bucket counts summed over all its label sets (``BUCKETS`` plus
+        the overflow bucket); zeros before its first observation."""
+        counts = [0] * (len(BUCKETS) + 1)
+        for (n, _), hist in self._histograms.items():
+            if n == name:
+                counts = [a + b for a, b in zip(counts, hist.counts, strict=True)]
+        return counts
+
     def counters(self) -> dict[str, float]:
         """Unlabelled counters by name (what tests and benchmarks read)."""
         return {name: value for (name, labels), value in self._counters.items() if not labels}

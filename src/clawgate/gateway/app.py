@@ -31,6 +31,7 @@ from clawgate import config as config_module
 from clawgate.config import Settings
 from clawgate.diagnostics.lag import LagMonitor
 from clawgate.diagnostics.metrics import Metrics, trim_heap
+from clawgate.diagnostics.series import Series
 from clawgate.errors import AuthError, ClawgateError, ConfigError, RateLimited
 from clawgate.gateway import (
     endpoints,
@@ -41,6 +42,7 @@ from clawgate.gateway import (
     serving,
 )
 from clawgate.gateway.auth import Credentials, FailureLimiter, resolve_credentials
+from clawgate.gateway.control_ui import ControlUi
 from clawgate.gateway.http import RESERVED_PATHS, OriginGuard, bearer, client_address
 from clawgate.gateway.hub import Hub
 from clawgate.gateway.logring import SERVING, LogRing
@@ -86,11 +88,16 @@ class Gateway:
         self.drain_deadline_s = drain_deadline_s
         self.version = __version__
         self.metrics = Metrics(GATEWAY_COUNTERS)
+        ui = settings.config.gateway.control_ui
+        self.control_ui = ControlUi(ui)  # reads the UI's files now, before anything serves
         self.runtime = Runtime(settings, env=self.env, metrics=self.metrics,
-                               reserved_methods=RESERVED, reserved_paths=RESERVED_PATHS,
+                               reserved_methods=RESERVED,
+                               reserved_paths=(*RESERVED_PATHS, *self.control_ui.reserved()),
                                channels=True, cron=True, drain_deadline_s=drain_deadline_s)
         self.policy = WsPolicy.from_config(settings.config.gateway.ws, self.env)
         self.hub = Hub(self.policy, self.metrics, version=__version__)
+        self.series = Series(self.metrics, capacity=ui.samples, interval_s=ui.sample_interval_s,
+                             connections=lambda: len(self.hub.joined))
         if self.runtime.cron is not None:  # cron and heartbeat events reach READ clients
             self.runtime.cron.listen(self._cron_event)
         self.log_ring = LogRing(owner=self)
@@ -197,6 +204,7 @@ class Gateway:
             Route("/channels/{channel}/{account}/{path:path}", endpoints.channel_webhooks(
                 self, self.settings.config.gateway.max_body_bytes), methods=ANY_METHOD),
         ]
+        routes += self.control_ui.routes()  # the dashboard: "/" and "/ui/..." by default
         for prefix in ("/v1", "/openclaw/v1"):
             routes += [Route(prefix + path, endpoints.openai(self, prefix + path, methods,
                                                              handler), methods=ANY_METHOD)
@@ -239,6 +247,7 @@ class Gateway:
                     tasks.create_task(self._relay(), name="gateway-relay")
                     tasks.create_task(self.lag.run(self._stop), name="gateway-loop-lag")
                     tasks.create_task(self._trim(), name="gateway-heap-trim")
+                    tasks.create_task(self._sample(), name="gateway-metrics-sample")
                     self.state = "ready"
                     await self._hook(Hook.GATEWAY_START, gateway=self)
                     try:
@@ -293,6 +302,16 @@ class Gateway:
             if high - now >= TRIM_AFTER_CLOSED:
                 await asyncio.to_thread(trim_heap)
                 high = now
+
+    async def _sample(self) -> None:
+        """One sample of the metrics every ``control_ui.sample_interval_s`` into the ring the
+        Overview charts draw (``metrics.series``): a timer, never work per turn."""
+        self.series.start(now_ms())
+        while not self._stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stop.wait(), self.series.interval_s)
+            if not self._stop.is_set():
+                self.series.sample(now_ms())
 
     async def _relay(self) -> None:
         forward = asyncio.get_running_loop().create_task(

@@ -17,6 +17,7 @@ from typing import Any, Literal, Protocol
 from starlette.requests import Request
 
 from clawgate.config import Settings
+from clawgate.diagnostics.series import Series
 from clawgate.gateway.hub import Hub
 from clawgate.gateway.logring import LogRing
 from clawgate.gateway.policy import WsPolicy
@@ -38,6 +39,7 @@ class Services(Protocol):
     hub: Hub
     policy: WsPolicy
     log_ring: LogRing
+    series: Series
     log_file: Path | None
     version: str
     started_at: int  # epoch ms

@@ -1,5 +1,6 @@
 """System methods: ``health``, ``status``, ``system-presence``, ``plugins.list``,
-``plugins.reload``, ``config.get`` and ``logs.tail``; plus the ``hello-ok`` payload.
+``plugins.reload``, ``config.get``, ``logs.tail`` and ``metrics.series``; plus the ``hello-ok``
+payload.
 
 ``logs.tail`` reads the gateway's log file when one is set (``Gateway.log_file``); otherwise it
 tails the gateway's in-memory ring of recent ``clawgate.*`` log records (:mod:`..logring`).
@@ -45,6 +46,10 @@ class ReloadParams(Params):
 
 class HealthParams(Params):
     probe: bool = False
+
+
+class SeriesParams(Params):
+    sinceMs: int | None = Field(default=None, ge=0)
 
 
 class LogsTailParams(Params):
@@ -245,6 +250,18 @@ async def logs_tail(ctx: CallContext, raw: Any) -> dict[str, Any]:
     return tail_ring(ctx.gateway.log_ring, p.cursor, p.limit, p.maxBytes)
 
 
+# -- metrics.series -------------------------------------------------------------------------------
+
+async def metrics_series(ctx: CallContext, raw: Any) -> dict[str, Any]:
+    """The gateway's ring of metric samples (what the Control UI's Overview charts draw)."""
+    p = parse_params(SeriesParams, raw, "metrics.series")
+    series = ctx.gateway.series
+    return {"ts": now_ms(), "intervalMs": int(series.interval_s * 1000),
+            "capacity": series.capacity, "startedAt": ctx.gateway.started_at,
+            "samples": [s.wire() for s in series.samples(p.sinceMs)],
+            "current": series.current(now_ms()).wire()}
+
+
 METHODS = (
     CoreMethod("health", READ, health),
     CoreMethod("status", READ, status),
@@ -253,4 +270,5 @@ METHODS = (
     CoreMethod("plugins.reload", ADMIN, plugins_reload),
     CoreMethod("config.get", READ, config_get),  # redacted, so read access (as in OpenClaw)
     CoreMethod("logs.tail", READ, logs_tail),
+    CoreMethod("metrics.series", READ, metrics_series),
 )
