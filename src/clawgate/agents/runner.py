@@ -36,7 +36,7 @@ from clawgate.agents.prompt import BootstrapCache, system_prompt
 from clawgate.agents.roster import Agent, ModelRef
 from clawgate.agents.turn import ReplyFilter
 from clawgate.config import EngineConfig
-from clawgate.diagnostics.metrics import Metrics, rss_bytes
+from clawgate.diagnostics.metrics import Metrics
 from clawgate.diagnostics.timeline import Timeline
 from clawgate.errors import ClawgateError, HookError, InvalidRequest, ProviderError, ToolError
 from clawgate.plugins.hooks import Hook, HookCaller
@@ -626,7 +626,7 @@ class TurnRunner:
             "dispatchMs": _ms(now - started),
             "firstDeliverMs": _ms(progress.first_delta_at - admitted)
             if progress.first_delta_at else None,
-            "rss": rss_bytes(),
+            "rss": self._metrics.rss(),
         }
         log.info("turn %s", orjson.dumps(record).decode())
         self._timeline.event("turn.latency", "agent.turn.latency", attributes=record)
