@@ -506,6 +506,21 @@ class SessionStore:
         account, platform message id) dedupes a channel message in the same transaction
         (DuplicateMessage when it was seen); ``delivery`` is where the run's reply goes (its
         intent is created when the run completes)."""
+        entry, created, _history = await self.admit_and_begin(
+            run_id, key, messages, starts=None, agent_id=agent_id, channel=channel,
+            inbound=inbound, delivery=delivery)
+        return entry, created
+
+    async def admit_and_begin(
+        self, run_id: str, key: str, messages: Sequence[Message], *,
+        starts: Callable[[Any], int | None] | None, agent_id: str | None = None,
+        channel: str | None = None, inbound: tuple[str, str, str] | None = None,
+        delivery: Delivery | None = None,
+    ) -> tuple[SessionEntry, bool, list[StoredMessage] | None]:
+        """``admit``, and in the same transaction (one trip to the writer) start the run as
+        ``begin_run`` does when ``starts(session row)`` gives a history size: for a message
+        its session's lane will run at once. Returns the session, whether it was created and
+        the turn's context (``begin_run``'s result), or None when the run stays queued."""
         k = keys.canonical(key)
         agent = _agent_for(k, agent_id)
         values = check_fields({"channel": channel} if channel else {}, "sessions.ensure")
@@ -518,10 +533,16 @@ class SessionStore:
             if row["send_policy"] == "deny":
                 raise SessionError("send blocked by session policy", session_key=k)
 
-        row, created = await self._write(lambda c: runs.admit(
-            c, run_id, k, messages, now, session=session, check=refuse_denied,
-            inbound=inbound, delivery=delivery))
-        return SessionEntry.from_row(row), created
+        def job(c: sqlite3.Connection) -> tuple[sqlite3.Row, bool, list[StoredMessage] | None]:
+            row, created = runs.admit(c, run_id, k, messages, now, session=session,
+                                      check=refuse_denied, inbound=inbound, delivery=delivery)
+            history = None if starts is None else starts(row)
+            if history is None:
+                return row, created, None
+            return row, created, runs.begin(c, run_id, k, messages, now, history)
+
+        row, created, begun = await self._write(job)
+        return SessionEntry.from_row(row), created, begun
 
     async def complete_run(
         self, run_id: str, key: str, messages: Sequence[Message], *, status: RunStatus,
