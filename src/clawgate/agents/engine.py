@@ -220,7 +220,6 @@ class Engine:
         self._admissions[run_id] = admission
         admission.add_done_callback(lambda _done: self._admissions.pop(run_id, None))
         run, sub, created = await asyncio.shield(admission)
-        self.bus.publish(SessionEvent(key, "send", run_id))
         if created:
             self._observe(Hook.SESSION_START, session_key=key, agent_id=agent.id)
         return Turn(run_id, key, agent.id, run.done, subscription=sub,
@@ -260,6 +259,9 @@ class Engine:
         except QueueFullError:
             self.system_events.restore(key, events)
             raise
+        # Published before the lane's worker can run (no await since lanes.submit), so "send"
+        # comes before the run's own events even when it started with its admission.
+        self.bus.publish(SessionEvent(key, "send", run_id))
         return run, sub, created
 
     def _starts(self, key: str, submission: Submission) -> Callable[[Any], int | None] | None:
