@@ -31,7 +31,6 @@ from pathlib import Path
 from typing import Any
 
 import common
-
 from clawgate.sessions.listing import ListQuery, ListResult
 from clawgate.sessions.store import SessionStore
 

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from clawgate.sessions.listing import ListQuery
 from clawgate.sessions.schema import (
     COLUMNS,
     MIGRATIONS,
@@ -17,7 +18,6 @@ from clawgate.sessions.schema import (
     migrate,
     schema_version,
 )
-from clawgate.sessions.listing import ListQuery
 from clawgate.sessions.store import SessionStore
 
 pytestmark = pytest.mark.anyio
