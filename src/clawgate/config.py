@@ -217,7 +217,9 @@ class EngineConfig(_Model):
     engine's knobs get their own table.)
     """
 
-    max_concurrent: int = Field(default=4, ge=1, le=1024)
+    # Turns spend nearly all their time waiting on the provider, so the global cap is in the
+    # tens (measured in docs/architecture.md, "Lanes"); per-session FIFO is the lanes' own.
+    max_concurrent: int = Field(default=32, ge=1, le=1024)
     queue_mode: QueueMode = "followup"
     queue_cap: int = Field(default=20, ge=1, le=10_000)
     # Admitted, unfinished runs across all sessions: many sessions at once must not grow memory

@@ -152,3 +152,36 @@ async def test_rerun_answers_the_acknowledged_messages_that_had_not_started(make
         ("user", "first message"), ("user", "second message"), ("assistant", "second message"),
         ("user", "third message"), ("assistant", "third message")]
     assert await asyncio.to_thread(integrity, state / "clawgate.db") == "ok"
+
+
+async def test_a_message_on_an_idle_session_starts_in_its_admission_transaction(make_engine):
+    """One trip to the store for admission and start: when ``submit`` returns on an idle
+    session the run is already ``running`` with its message in the transcript; behind a busy
+    run, or in ``collect`` mode, the message waits ``queued`` (durable in the run record)."""
+    h = await make_engine(echo={"delay_ms": 600000})
+    first = await h.engine.submit(Submission("first", run_id="first"))
+    record = await h.store.get_run("first")
+    assert record is not None and record.status == "running"
+    assert texts(await h.store.transcript(MAIN)) == [("user", "first")]
+
+    second = await h.engine.submit(Submission("second", run_id="second"))
+    record = await h.store.get_run("second")
+    assert record is not None and record.status == "queued"
+    assert texts(await h.store.transcript(MAIN)) == [("user", "first")]
+
+    other = "agent:main:other"
+    collected = await h.engine.submit(Submission("later", run_id="collected",
+                                                 session_key=other, mode="collect"))
+    record = await h.store.get_run("collected")
+    assert record is not None and record.status == "queued"
+
+    for key in (MAIN, other):
+        h.engine.abort(key)
+    results = [await t.result() for t in (first, second, collected)]
+    assert [r.status for r in results] == ["aborted"] * 3
+    expected = [("user", "first"), ("assistant", ""), ("user", "second")]
+
+    async def recorded() -> bool:  # the lane records the queued run's abort after its answer
+        return texts(await h.store.transcript(MAIN)) == expected
+
+    await until(recorded)

@@ -81,6 +81,13 @@ async def test_sessions_list_pages_and_filters(server: GatewayServer, client: Ws
     rest = await client.ok("sessions.list", {"limit": 2, "offset": 2})
     assert [r["key"] for r in rest["sessions"]] == ["agent:main:alpha"]
     assert rest["hasMore"] is False and rest["nextOffset"] is None
+    assert rest["nextCursor"] is None and page["totalCountCapped"] is False
+    by_cursor = await client.ok("sessions.list", {"limit": 2, "cursor": page["nextCursor"]})
+    assert [r["key"] for r in by_cursor["sessions"]] == ["agent:main:alpha"]
+    assert by_cursor["hasMore"] is False and by_cursor["nextCursor"] is None
+    await bad(client, "sessions.list", {"cursor": "nope"}, "cursor is not a sessions.list")
+    await bad(client, "sessions.list", {"cursor": page["nextCursor"], "offset": 1},
+              "cursor and offset cannot be combined")
     found = await client.ok("sessions.list", {"search": "GAMMA", "agentId": "main"})
     assert [r["key"] for r in found["sessions"]] == ["agent:main:gamma"]
     labelled = await client.ok("sessions.list", {"label": "Beta label",

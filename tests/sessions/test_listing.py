@@ -6,7 +6,7 @@ import anyio
 import pytest
 
 from clawgate.errors import InvalidRequest
-from clawgate.sessions.listing import ListQuery
+from clawgate.sessions.listing import COUNT_CAP, ListQuery
 from clawgate.sessions.store import SessionStore
 
 from .conftest import START_MS, Clock
@@ -204,7 +204,8 @@ async def test_five_thousand_sessions_page_in_sql(db_path, clock: Clock) -> None
         # ensure() order is not creation order under concurrency; rank by updatedAt instead.
         everything = await store.list_sessions(ListQuery(limit=1000))
         updated = [r["updatedAt"] for r in everything.rows]
-        assert updated == sorted(updated, reverse=True) and everything.total == 5000
+        assert updated == sorted(updated, reverse=True)
+        assert everything.total_capped and everything.total > COUNT_CAP  # a lower bound
 
         page = await store.list_sessions(ListQuery(limit=25, offset=4980), display_model=display)
         assert len(page.rows) == 20 and page.total == 5000 and not page.has_more
@@ -214,3 +215,82 @@ async def test_five_thousand_sessions_page_in_sql(db_path, clock: Clock) -> None
         assert all(r["key"].startswith("agent:ops:") for r in ops.rows)
         hits = await store.list_sessions(ListQuery(search="chat 012", label="even"))
         assert sorted(_keys(hits.rows)) == [f"agent:main:s{i:04d}" for i in range(120, 130, 2)]
+
+
+async def test_cursor_pages_walk_the_same_rows_as_offset(store: SessionStore,
+                                                         clock: Clock) -> None:
+    specs = [(f"agent:main:s{n}", {}) for n in range(23)]
+    for key, fields in specs:
+        if key != "agent:main:s5":  # s4, s5 and s6 share one updated_at: the key breaks ties
+            clock.advance(MINUTE)
+        await store.ensure(key, **fields)
+    by_offset: list[str] = []
+    offset: int | None = 0
+    while offset is not None:
+        page = await store.list_sessions(ListQuery(limit=5, offset=offset))
+        by_offset += _keys(page.rows)
+        offset = page.next_offset
+    by_cursor: list[str] = []
+    cursor: str | None = None
+    pages = 0
+    while True:
+        page = await store.list_sessions(ListQuery(limit=5, cursor=cursor))
+        by_cursor += _keys(page.rows)
+        pages += 1
+        assert page.next_offset is None or cursor is None  # a cursor page has no offset
+        if page.next_cursor is None:
+            assert page.has_more is False
+            break
+        assert page.has_more is True
+        cursor = page.next_cursor
+    assert by_cursor == by_offset and len(by_cursor) == 23 and pages == 5
+    clock.advance(MINUTE)
+    await store.ensure("agent:main:newest")  # a write between pages: later pages unaffected
+    assert _keys((await store.list_sessions(ListQuery(limit=5, cursor=cursor))).rows) == \
+        by_offset[20:]
+
+
+async def test_bad_cursors_are_refused(store: SessionStore) -> None:
+    for cursor in ("not a cursor", "WzEsMl0", "e30"):  # junk, [1, 2], {}
+        with pytest.raises(InvalidRequest, match="cursor is not a sessions.list nextCursor"):
+            await store.list_sessions(ListQuery(cursor=cursor))
+    first = await store.list_sessions(ListQuery())
+    assert first.next_cursor is None
+    with pytest.raises(InvalidRequest, match="cursor and offset cannot be combined"):
+        ListQuery(cursor="WzEsImEiXQ", offset=5)
+
+
+async def test_search_by_index_and_by_scan_agree(store: SessionStore, clock: Clock) -> None:
+    await _seed(
+        store, clock,
+        ("agent:main:telegram:direct:1", {"display_name": "Zoë Ärger"}),
+        ("agent:main:telegram:direct:2", {"display_name": "Max 100% Power"}),
+        ("agent:main:slack:group:c1", {"subject": "Weekly_sync"}),
+    )
+
+    async def found(needle: str) -> list[str]:
+        return _keys((await store.list_sessions(ListQuery(search=needle))).rows)
+
+    assert await found("zoË") == ["agent:main:telegram:direct:1"]  # non-ASCII: scanned
+    assert await found("ärg") == ["agent:main:telegram:direct:1"]
+    assert await found("0%") == ["agent:main:telegram:direct:2"]  # short: scanned, % literal
+    assert await found("100% p") == ["agent:main:telegram:direct:2"]  # index
+    assert await found('"') == [] and await found('x"y') == []  # quotes are literal
+    assert await found("weekly_SYNC") == ["agent:main:slack:group:c1"]
+    assert await found("telegram:direct") == ["agent:main:telegram:direct:2",
+                                              "agent:main:telegram:direct:1"]
+    assert await found("nowhere at all") == []
+
+
+async def test_the_total_is_capped(store: SessionStore, monkeypatch: pytest.MonkeyPatch) -> None:
+    from clawgate.sessions import listing
+
+    monkeypatch.setattr(listing, "COUNT_CAP", 4)
+    for n in range(7):
+        await store.ensure(f"agent:main:s{n}")
+    page = await store.list_sessions(ListQuery(limit=2))
+    assert (page.total, page.total_capped, page.has_more) == (4, True, True)
+    deep = await store.list_sessions(ListQuery(limit=2, offset=4))
+    assert (deep.total, deep.total_capped, deep.has_more) == (7, True, True)  # >= end + 1
+    small = await store.list_sessions(ListQuery(limit=2, search="s3"))
+    assert (small.total, small.total_capped) == (1, False)

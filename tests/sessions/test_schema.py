@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from clawgate.sessions.listing import ListQuery
 from clawgate.sessions.schema import (
     COLUMNS,
     MIGRATIONS,
@@ -105,3 +106,45 @@ def test_columns_match_the_table_and_the_entry(tmp_path: Path) -> None:
     names = [c.name for c in COLUMNS]
     assert sorted(table) == sorted(names)
     assert [f.name for f in dataclasses.fields(SessionEntry)] == names
+
+
+async def test_a_v8_database_upgrades_and_its_old_sessions_are_searchable(
+        db_path: Path) -> None:
+    """Migration 9 builds the search index from the rows already there, and its triggers keep
+    it in step with every later write."""
+    db_path.parent.mkdir(parents=True, exist_ok=True)
+    conn = sqlite3.connect(db_path, isolation_level=None)
+    try:
+        assert migrate(conn, path=db_path, target=8) == 8
+        for n, (key, name) in enumerate((("agent:main:telegram:direct:1", "Ada Lovelace"),
+                                         ("agent:main:slack:group:c9", None))):
+            conn.execute(
+                "INSERT INTO sessions (key, agent_id, session_id, created_at, updated_at, "
+                "started_at, display_name, subject) VALUES (?, 'main', ?, 1, ?, 1, ?, ?)",
+                (key, f"sid-{n}", 10 + n, name, "Budget planning" if name is None else None))
+    finally:
+        conn.close()
+    async with SessionStore(db_path) as store:
+        assert _version(db_path) == SCHEMA_VERSION
+
+        async def found(needle: str) -> list[str]:
+            page = await store.list_sessions(ListQuery(search=needle))
+            return [r["key"] for r in page.rows]
+
+        assert await found("lovelace") == ["agent:main:telegram:direct:1"]
+        assert await found("BUDGET PLAN") == ["agent:main:slack:group:c9"]
+        assert await found("slack:group") == ["agent:main:slack:group:c9"]
+        await store.patch("agent:main:slack:group:c9", label="Quarterly")
+        assert await found("quarter") == ["agent:main:slack:group:c9"]
+        await store.patch("agent:main:slack:group:c9", label=None)
+        assert await found("quarter") == []
+        reset = await store.reset("agent:main:telegram:direct:1")
+        assert await found(reset.session_id[:8]) == ["agent:main:telegram:direct:1"]
+        assert await found("sid-0") == []
+        assert await store.delete("agent:main:telegram:direct:1")
+        assert await found("lovelace") == []
+    check = sqlite3.connect(db_path)
+    try:  # the external-content index agrees with its table
+        check.execute("INSERT INTO sessions_fts (sessions_fts) VALUES ('integrity-check')")
+    finally:
+        check.close()

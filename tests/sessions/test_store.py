@@ -325,3 +325,34 @@ async def test_sqlite_runs_off_the_event_loop_thread(store: SessionStore) -> Non
     reader_thread = await store._read(lambda conn: threading.get_ident())
     assert loop_thread not in (writer_thread, reader_thread)
     assert writer_thread != reader_thread
+
+
+async def test_admit_and_begin_starts_the_run_in_the_admission_transaction(
+        store: SessionStore) -> None:
+    await store.ensure(DM)
+    await store.append(DM, [{"role": "user", "content": "earlier"}])
+    seen: list[str | None] = []
+
+    def starts(row: sqlite3.Row) -> int | None:
+        seen.append(row["queue_mode"])
+        return 5
+
+    entry, created, history = await store.admit_and_begin(
+        "r1", DM, [{"role": "user", "content": "now"}], starts=starts)
+    assert entry.key == DM and created is False and seen == [None]
+    assert history is not None and [m.content for m in history] == ["earlier", "now"]
+    run = await store.get_run("r1")
+    assert run is not None and run.status == "running"
+
+    _entry, created, history = await store.admit_and_begin(
+        "r2", MAIN, [{"role": "user", "content": "waits"}], starts=lambda row: None)
+    assert created is True and history is None
+    run = await store.get_run("r2")
+    assert run is not None and run.status == "queued"
+    assert await store.transcript(MAIN) == []
+
+    await store.patch(MAIN, send_policy="deny")  # refused: nothing stored, nothing started
+    with pytest.raises(SessionError):
+        await store.admit_and_begin("r3", MAIN, [{"role": "user", "content": "no"}],
+                                    starts=starts)
+    assert await store.get_run("r3") is None

@@ -21,7 +21,7 @@ import inspect
 import logging
 import uuid
 from collections import OrderedDict
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from typing import Any, Literal
 
 from clawgate.agents import commands
@@ -36,7 +36,7 @@ from clawgate.agents.bus import (
 from clawgate.agents.compaction import Outcome
 from clawgate.agents.lanes import Lanes, Run, RunResult
 from clawgate.agents.roster import Agent, ModelRef, Roster
-from clawgate.agents.runner import TurnRequest, TurnRunner
+from clawgate.agents.runner import HISTORY_LIMIT, TurnRequest, TurnRunner
 from clawgate.agents.sysevents import SystemEvents, prepend
 from clawgate.agents.turn import Submission, Turn, finished
 from clawgate.config import Settings
@@ -52,6 +52,7 @@ from clawgate.sessions.channelstore import Delivery
 from clawgate.sessions.listing import ListQuery, ListResult
 from clawgate.sessions.schema import SessionEntry
 from clawgate.sessions.store import SessionStore
+from clawgate.sessions.transcript import StoredMessage
 from clawgate.types import QueueMode, now_ms, queue_mode
 
 log = logging.getLogger("clawgate.engine")
@@ -95,6 +96,7 @@ class Engine:
         self._recent: OrderedDict[str, RunResult] = OrderedDict()
         self.closing = False
         self._admissions: dict[str, asyncio.Future[Any]] = {}  # by run id
+        self._admitting: dict[str, int] = {}  # session key -> admissions on their way
         self._background: set[asyncio.Task[Any]] = set()  # session hooks; awaited on close
         self._runs: dict[str, Run] = {}
         self.system_events = SystemEvents(
@@ -218,7 +220,6 @@ class Engine:
         self._admissions[run_id] = admission
         admission.add_done_callback(lambda _done: self._admissions.pop(run_id, None))
         run, sub, created = await asyncio.shield(admission)
-        self.bus.publish(SessionEvent(key, "send", run_id))
         if created:
             self._observe(Hook.SESSION_START, session_key=key, agent_id=agent.id)
         return Turn(run_id, key, agent.id, run.done, subscription=sub,
@@ -236,32 +237,60 @@ class Engine:
         events = self.system_events.take(key) if submission.content is not None else ()
         if events:
             messages[-1] = prepend(messages[-1], events)
-        # One trip to the store: session ensured, send policy checked, run queued (durable).
+        # One trip to the store: session ensured, send policy checked, run queued (durable)
+        # and, when the session's lane will run it at once, started too (its context read).
+        starts = self._starts(key, submission)
+        self._admitting[key] = self._admitting.get(key, 0) + 1
         try:
-            entry, created = await self.store.admit(run_id, key, messages, agent_id=agent.id,
-                                                    channel=submission.channel,
-                                                    inbound=submission.inbound,
-                                                    delivery=submission.delivery)
+            entry, created, begun = await self.store.admit_and_begin(
+                run_id, key, messages, starts=starts, agent_id=agent.id,
+                channel=submission.channel, inbound=submission.inbound,
+                delivery=submission.delivery)
         except BaseException:
             self.system_events.restore(key, events)
             raise
+        finally:
+            left = self._admitting.pop(key) - 1
+            if left:
+                self._admitting[key] = left
         try:
             run, sub = await self._enqueue(run_id, key, agent, messages, submission, entry,
-                                           follow)
+                                           follow, begun=begun)
         except QueueFullError:
             self.system_events.restore(key, events)
             raise
+        # Published before the lane's worker can run (no await since lanes.submit), so "send"
+        # comes before the run's own events even when it started with its admission.
+        self.bus.publish(SessionEvent(key, "send", run_id))
         return run, sub, created
+
+    def _starts(self, key: str, submission: Submission) -> Callable[[Any], int | None] | None:
+        """Whether the admission may also start the run (in its transaction): only when the
+        session's lane is idle with a free slot and no other admission for it is on its way,
+        so the run is the next to start there — unless its queue mode is ``collect`` (it waits
+        for more). Given the stored session row, the history size to read, or None."""
+        if key in self._admitting or not self.lanes.idle(key):
+            return None
+        given = submission.mode
+        default = self.settings.config.engine.queue_mode
+
+        def starts(row: Any) -> int | None:
+            mode = given or queue_mode(row["queue_mode"]) or default
+            return None if mode == "collect" else HISTORY_LIMIT + 1
+
+        return starts
 
     async def _enqueue(self, run_id: str, key: str, agent: Agent, messages: list[dict[str, Any]],
                        submission: Submission, entry: SessionEntry, follow: bool,
-                       resumed: bool = False) -> tuple[Run, Subscription | None]:
+                       resumed: bool = False, begun: list[StoredMessage] | None = None,
+                       ) -> tuple[Run, Subscription | None]:
         """Hand a stored (queued) run to the lanes; its record goes if the lanes refuse it
-        (a ``resumed`` run was acknowledged before a restart: its record stays)."""
+        (a ``resumed`` run was acknowledged before a restart: its record stays). ``begun``:
+        the run was started with its admission (its context)."""
         mode = submission.mode or queue_mode(entry.queue_mode) or \
             self.settings.config.engine.queue_mode
         try:
-            if not resumed:
+            if not resumed and begun is None:  # a begun run found its lane idle
                 self._check_capacity(key, mode)
         except QueueFullError:
             await self.store.discard_run(run_id)  # refused: its record must not survive
@@ -278,6 +307,7 @@ class Engine:
             thinking=_thinking(entry.thinking_level),
             delivers=submission.delivery is not None,
             reply=submission.reply,
+            begun=None if begun is None else tuple(begun),
         )
         run = Run(run_id, key, messages, mode, payload=request)
         # Subscribed before the run enters the lanes: it cannot have published anything yet.
@@ -290,7 +320,10 @@ class Engine:
             request.lease.release()
             if sub is not None:
                 sub.close()
-            if not resumed:
+            if begun is not None:  # started already: its input is in the transcript
+                await self.store.complete_run(run_id, key, [], status="aborted",
+                                              stop_reason="refused: queue full")
+            elif not resumed:
                 await self.store.discard_run(run_id)
             raise
         self._runs[run_id] = run

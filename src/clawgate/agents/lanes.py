@@ -96,7 +96,7 @@ class Lanes:
         self,
         runner: Runner,
         *,
-        max_concurrent: int = 4,
+        max_concurrent: int = 32,
         cap: int = 20,
         drop: Literal["new", "old"] = "new",
         collect_window_s: float = 0.5,
@@ -182,6 +182,13 @@ class Lanes:
     def queued(self, session_key: str) -> tuple[Run, ...]:
         lane = self._lanes.get(session_key)
         return () if lane is None else tuple(lane.queue)
+
+    def idle(self, session_key: str) -> bool:
+        """True when a run submitted for the session now would start at once: nothing active
+        or queued there, and a free global slot."""
+        lane = self._lanes.get(session_key)
+        return (lane is None or (lane.active is None and not lane.queue)) and \
+            not self._slots.locked()
 
     def keys(self) -> list[str]:
         """Sessions that have a lane now (a run active or queued)."""

@@ -36,7 +36,7 @@ from clawgate.agents.prompt import BootstrapCache, system_prompt
 from clawgate.agents.roster import Agent, ModelRef
 from clawgate.agents.turn import ReplyFilter
 from clawgate.config import EngineConfig
-from clawgate.diagnostics.metrics import Metrics, rss_bytes
+from clawgate.diagnostics.metrics import Metrics
 from clawgate.diagnostics.timeline import Timeline
 from clawgate.errors import ClawgateError, HookError, InvalidRequest, ProviderError, ToolError
 from clawgate.plugins.hooks import Hook, HookCaller
@@ -82,6 +82,9 @@ class TurnRequest:
     admitted_at: float = field(default_factory=time.perf_counter)
     thinking: ThinkingLevel | None = None  # the session's thinking level
     reply: ReplyFilter | None = None  # what of the reply may be seen (a heartbeat's)
+    # The run was started in its admission's transaction: the turn's context read there
+    # (``begin_run``'s result), so the runner skips its own begin. None: it starts the run.
+    begun: tuple[StoredMessage, ...] | None = None
 
 
 @dataclass(slots=True)
@@ -226,8 +229,11 @@ class TurnRunner:
         error: str | None = None
         started = run.started_at_perf = time.perf_counter()
         try:
-            history = await self._store.begin_run(run.run_id, run.session_key, run.messages,
-                                                   history=HISTORY_LIMIT + 1)
+            if request.begun is not None:
+                history = list(request.begun)
+            else:
+                history = await self._store.begin_run(run.run_id, run.session_key,
+                                                       run.messages, history=HISTORY_LIMIT + 1)
             if history and len(history) >= len(run.messages):  # they end with the run's input
                 progress.first_seq = history[-len(run.messages)].seq
                 # The run's input is the newest part of the history read in the same
@@ -275,8 +281,11 @@ class TurnRunner:
                            stop_reason=run.cancel_reason or "aborted")
         events = _Events(self._bus, run)
         try:
-            events.stored(await self._store.begin_run(run.run_id, run.session_key, run.messages,
-                                                      history=len(run.messages)))
+            if request.begun is not None:  # started with its admission: its input is stored
+                events.stored(request.begun[-len(run.messages):])
+            else:
+                events.stored(await self._store.begin_run(
+                    run.run_id, run.session_key, run.messages, history=len(run.messages)))
             events.stored(await self._store.complete_run(
                 run.run_id, run.session_key, [], status="aborted",
                 stop_reason=result.stop_reason))
@@ -626,7 +635,7 @@ class TurnRunner:
             "dispatchMs": _ms(now - started),
             "firstDeliverMs": _ms(progress.first_delta_at - admitted)
             if progress.first_delta_at else None,
-            "rss": rss_bytes(),
+            "rss": self._metrics.rss(),
         }
         log.info("turn %s", orjson.dumps(record).decode())
         self._timeline.event("turn.latency", "agent.turn.latency", attributes=record)

@@ -70,6 +70,7 @@ class Wire(BaseModel):
     model_config = ConfigDict(
         extra="forbid", frozen=True, strict=True, alias_generator=to_camel,
         validate_by_name=True, validate_by_alias=True, serialize_by_alias=True,
+        defer_build=True,  # built on first use: a gateway without cron jobs never pays
     )
 
     def wire(self) -> dict[str, Any]:

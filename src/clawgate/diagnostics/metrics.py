@@ -10,10 +10,12 @@ import bisect
 import ctypes
 import ctypes.util
 import os
+import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 Labels = tuple[tuple[str, str], ...]
+RSS_SAMPLE_S = 1.0  # a per-turn record reuses a /proc reading at most this old
 BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 
 
@@ -39,6 +41,17 @@ class Metrics:
         self._gauges: dict[str, Callable[[], float]] = {}
         for name in counters:  # declared counters are exported (as 0) before their first use
             self._counters[(name, ())] = 0
+        self._rss: tuple[float, int] = (float("-inf"), 0)  # (monotonic time read, bytes)
+
+    def rss(self) -> int:
+        """This process's resident set size, sampled from /proc at most every
+        ``RSS_SAMPLE_S`` seconds (a read per turn would cost more than the figure is worth)."""
+        at, value = self._rss
+        now = time.monotonic()
+        if now - at >= RSS_SAMPLE_S:
+            value = rss_bytes()
+            self._rss = (now, value)
+        return value
 
     def gauge(self, name: str, read: Callable[[], float]) -> None:
         """A gauge whose value ``read()`` gives when it is rendered or read."""

@@ -75,9 +75,10 @@ def error_shape(exc: BaseException) -> ErrorShape:
 # -- params ----------------------------------------------------------------------------------
 
 class Params(BaseModel):
-    """Base of every closed params schema: unknown fields refused, JSON types taken strictly."""
+    """Base of every closed params schema: unknown fields refused, JSON types taken strictly.
+    Each validator is built on the method's first call, not at import (start-up time)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, defer_build=True)
 
 
 M = TypeVar("M", bound=BaseModel)

@@ -1,15 +1,27 @@
 """``sessions.list`` in SQL (reference §4.3): filters in WHERE, newest first, one page.
 
-Only the requested page is decoded; the total comes from a ``COUNT(*)`` with the same WHERE,
-read in the same transaction so page and total agree.
+Order is ``updated_at DESC, key``; an index serves it for every documented filter (none,
+``agentId``, ``label``, ``spawnedBy``, ``activeMinutes``), so a page reads its own rows and no
+more. Pages go by ``offset`` (O(offset): rows before it are stepped over) or by ``cursor``,
+the opaque ``nextCursor`` of the previous page (keyset: the last row's sort key, O(page) at any
+depth). ``search`` is a case-insensitive substring of display name, label, subject, session id
+or key, answered from the ``sessions_fts`` trigram index (migration 9) for needles of 3 or
+more ASCII characters; shorter or non-ASCII needles scan (a trigram index cannot serve them,
+and it folds ASCII case only). The total is an exact ``COUNT(*)`` of the same WHERE up to
+:data:`COUNT_CAP`, beyond which it is capped (``total_capped``), read in the same transaction as
+the page so the two agree.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 import sqlite3
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
+
+import orjson
 
 from clawgate.errors import InvalidRequest
 from clawgate.sessions.keys import normalize_agent_id, row_kind
@@ -22,12 +34,19 @@ DisplayModel = Callable[[str | None, str | None], tuple[str | None, str | None]]
 # Fields the search matches (case-insensitive substring), in reference order.
 SEARCH_COLUMNS = ("display_name", "label", "subject", "session_id", "key")
 FOLD_FUNCTION = "clawgate_fold"
+FTS_TABLE = "sessions_fts"  # trigram index of SEARCH_COLUMNS (schema migration 9)
+FTS_MIN_CHARS = 3  # a trigram index needs at least one trigram
+# totalCount is exact up to this many matches and capped beyond (counting costs O(matches)).
+COUNT_CAP = 1_000
 
 
 # One ``sessions.list`` row on the wire: the listed columns in their wire names (absent values
 # omitted, never null) plus ``kind`` (see ``schema.SessionEntry``, the one declaration).
 SessionRow = dict[str, Any]
 LISTED = tuple(c for c in COLUMNS if c.listed)
+# (column name, wire name, needs decoding) of the listed columns, worked out once: a page
+# decodes thousands of values.
+_LISTED_PLAN = tuple((c, c.name, c.wire, c.type in ("json", "bool")) for c in LISTED)
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,6 +65,7 @@ class ListQuery:
     keys: tuple[str, ...] | None = None  # only these keys (e.g. sessions with an active run)
     limit: int = DEFAULT_LIMIT
     offset: int = 0
+    cursor: str | None = None  # a previous page's next_cursor (keyset paging)
     now_ms: int | None = None
 
     def __post_init__(self) -> None:
@@ -61,11 +81,18 @@ class ListQuery:
             raise InvalidRequest(f"at most {MAX_KEYS} keys", method="sessions.list")
         if self.active_minutes is not None and not self.active_minutes > 0:
             raise InvalidRequest("activeMinutes must be positive", method="sessions.list")
+        if self.cursor is not None:
+            if self.offset:
+                raise InvalidRequest("cursor and offset cannot be combined",
+                                     method="sessions.list")
+            decode_cursor(self.cursor)  # refuse a bad one before any store work
 
 
 @dataclass(frozen=True, slots=True)
 class ListResult:
-    """One page of rows, newest first, with the total that matched."""
+    """One page of rows, newest first, with the total that matched (at most ``COUNT_CAP``:
+    ``total_capped`` says more matched). ``next_offset`` is None on a page asked for by
+    cursor (its position is not counted); ``next_cursor`` continues from any page."""
 
     rows: tuple[SessionRow, ...]
     total: int
@@ -73,6 +100,26 @@ class ListResult:
     limit: int
     has_more: bool
     next_offset: int | None
+    next_cursor: str | None = None
+    total_capped: bool = False
+
+
+def encode_cursor(updated_at: int, key: str) -> str:
+    """The opaque cursor that continues after the row with this sort key."""
+    return base64.urlsafe_b64encode(orjson.dumps([updated_at, key])).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> tuple[int, str]:
+    """(updated_at, key) of a cursor from :func:`encode_cursor`; InvalidRequest otherwise."""
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+        updated_at, key = orjson.loads(raw)
+    except (binascii.Error, ValueError, TypeError, orjson.JSONDecodeError):
+        updated_at = key = None
+    if isinstance(updated_at, bool) or not isinstance(updated_at, int) or \
+            not isinstance(key, str):
+        raise InvalidRequest("cursor is not a sessions.list nextCursor", method="sessions.list")
+    return updated_at, key
 
 
 def fold(text: str | None) -> str | None:
@@ -86,29 +133,46 @@ def run(
 ) -> ListResult:
     """Run ``query`` on a read connection (autocommit mode, ``fold`` registered)."""
     where, params = _where(query, now_ms)
+    page_where, page_params = where, params
+    if query.cursor is not None:
+        updated_at, key = decode_cursor(query.cursor)
+        # Written so the (updated_at DESC, key) index seeks to the cursor, then steps on.
+        page_where = f"{where} AND updated_at <= ? AND (updated_at < ? OR key > ?)"
+        page_params = [*params, updated_at, updated_at, key]
     conn.execute("BEGIN")
     try:
-        total = int(conn.execute(f"SELECT COUNT(*) FROM sessions WHERE {where}", params)
-                    .fetchone()[0])
+        total = int(conn.execute(
+            f"SELECT COUNT(*) FROM (SELECT 1 FROM sessions WHERE {where} LIMIT ?)",
+            [*params, COUNT_CAP + 1]).fetchone()[0])
         found = conn.execute(
-            f"SELECT * FROM sessions WHERE {where} ORDER BY updated_at DESC, key LIMIT ? OFFSET ?",
-            [*params, query.limit, query.offset],
+            f"SELECT * FROM sessions WHERE {page_where} ORDER BY updated_at DESC, key "
+            "LIMIT ? OFFSET ?",
+            [*page_params, query.limit + 1, query.offset],
         ).fetchall()
     finally:
         conn.execute("COMMIT")
+    more = len(found) > query.limit
+    found = found[:query.limit]
     rows = tuple(to_row(r, display_model) for r in found)
+    capped = total > COUNT_CAP
+    total = min(total, COUNT_CAP)
     end = query.offset + len(rows)
-    more = end < total
-    return ListResult(rows, total, query.offset, query.limit, more, end if more else None)
+    if capped and query.cursor is None:
+        total = max(total, end + more)  # a deep page past the cap still counts its own rows
+    next_offset = end if more and query.cursor is None else None
+    last = found[-1] if found and more else None
+    next_cursor = None if last is None else encode_cursor(int(last["updated_at"]), last["key"])
+    return ListResult(rows, total, query.offset, query.limit, more, next_offset, next_cursor,
+                      capped)
 
 
 def to_row(row: sqlite3.Row, display_model: DisplayModel | None) -> SessionRow:
     """A ``sessions`` row in wire shape; ``display_model`` maps (provider, model) for display."""
     out: SessionRow = {}
-    for col in LISTED:
-        value = decode(col, row[col.name])
+    for col, name, wire, decoded in _LISTED_PLAN:
+        value = row[name]
         if value is not None:
-            out[col.wire] = value
+            out[wire] = decode(col, value) if decoded else value
     out["kind"] = row_kind(row["key"], row["chat_type"])
     if display_model is not None:
         out.pop("modelProvider", None)
@@ -155,7 +219,12 @@ def _where(query: ListQuery, now_ms: int) -> tuple[str, list[Any]]:
         clauses.append("label = ?")
         params.append(query.label)
     needle = (query.search or "").strip()
-    if needle:
+    if needle and len(needle) >= FTS_MIN_CHARS and needle.isascii():
+        # The trigram index matches a quoted string as a case-insensitive substring of a
+        # column (ASCII case folding: hence ASCII needles only).
+        clauses.append(f"rowid IN (SELECT rowid FROM {FTS_TABLE} WHERE {FTS_TABLE} MATCH ?)")
+        params.append('"' + needle.replace('"', '""') + '"')
+    elif needle:
         pattern = "%" + _escape_like(fold(needle) or "") + "%"
         clauses.append(
             "(" + " OR ".join(f"{FOLD_FUNCTION}({c}) LIKE ? ESCAPE '\\'" for c in SEARCH_COLUMNS)

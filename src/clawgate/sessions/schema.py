@@ -264,6 +264,38 @@ CREATE INDEX messages_system ON messages (session_id, seq) WHERE role = 'system'
     Migration(8, "scratch table of the store's write probe (/ready after a storage failure)", """
 CREATE TABLE store_probe (data BLOB NOT NULL);
 """),
+    Migration(9, "sessions.list at scale: indexes in list order, trigram search index", """
+DROP INDEX sessions_updated;
+DROP INDEX sessions_agent_updated;
+DROP INDEX sessions_label;
+DROP INDEX sessions_spawned_by;
+CREATE INDEX sessions_list ON sessions (updated_at DESC, key);
+CREATE INDEX sessions_agent_list ON sessions (agent_id, updated_at DESC, key);
+CREATE INDEX sessions_label_list ON sessions (label, updated_at DESC, key);
+CREATE INDEX sessions_spawned_by_list ON sessions (spawned_by, updated_at DESC, key);
+CREATE VIRTUAL TABLE sessions_fts USING fts5 (
+    display_name, label, subject, session_id, key,
+    content = 'sessions', content_rowid = 'rowid', tokenize = 'trigram'
+);
+INSERT INTO sessions_fts (sessions_fts) VALUES ('rebuild');
+CREATE TRIGGER sessions_fts_insert AFTER INSERT ON sessions BEGIN
+    INSERT INTO sessions_fts (rowid, display_name, label, subject, session_id, key)
+    VALUES (new.rowid, new.display_name, new.label, new.subject, new.session_id, new.key);
+END;
+CREATE TRIGGER sessions_fts_delete AFTER DELETE ON sessions BEGIN
+    INSERT INTO sessions_fts (sessions_fts, rowid, display_name, label, subject, session_id, key)
+    VALUES ('delete', old.rowid, old.display_name, old.label, old.subject, old.session_id,
+            old.key);
+END;
+CREATE TRIGGER sessions_fts_update
+AFTER UPDATE OF display_name, label, subject, session_id, key ON sessions BEGIN
+    INSERT INTO sessions_fts (sessions_fts, rowid, display_name, label, subject, session_id, key)
+    VALUES ('delete', old.rowid, old.display_name, old.label, old.subject, old.session_id,
+            old.key);
+    INSERT INTO sessions_fts (rowid, display_name, label, subject, session_id, key)
+    VALUES (new.rowid, new.display_name, new.label, new.subject, new.session_id, new.key);
+END;
+"""),
 )
 SCHEMA_VERSION = MIGRATIONS[-1].version
 

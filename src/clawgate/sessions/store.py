@@ -63,7 +63,21 @@ def _connect(path: Path) -> sqlite3.Connection:
 @dataclass(frozen=True, slots=True)
 class _Task:
     fn: Job
-    future: concurrent.futures.Future[Any]
+    future: asyncio.Future[Any]  # of the submitting loop; settled on that loop
+
+
+Outcome = tuple[asyncio.Future[Any], bool, Any]  # (future, succeeded, value or error)
+
+
+def _settle(outcomes: list[Outcome]) -> None:
+    """On the loop: hand each job's result or error to its (still waiting) caller."""
+    for future, ok, value in outcomes:
+        if future.done():  # the caller went away (cancelled)
+            continue
+        if ok:
+            future.set_result(value)
+        else:
+            future.set_exception(value)
 
 
 class _Writer:
@@ -74,7 +88,10 @@ class _Writer:
         # Why the last write failed for a storage reason (disk full, corrupt, I/O), until a
         # commit succeeds again; /ready reports it.
         self.failure: str | None = None
-        self._queue: queue.SimpleQueue[_Task | None] = queue.SimpleQueue()
+        # Each item is one hand-off: the jobs submitted during one pass of the event loop.
+        self._queue: queue.SimpleQueue[list[_Task] | None] = queue.SimpleQueue()
+        # Submitted on a loop, not yet handed off (a store normally serves one loop).
+        self._pending: dict[asyncio.AbstractEventLoop, list[_Task]] = {}
         self._ready: concurrent.futures.Future[None] = concurrent.futures.Future()
         # Daemon so a process that never calls close() can still exit; nothing committed is lost.
         self._thread = threading.Thread(target=self._run, name="clawgate-db-writer", daemon=True)
@@ -89,13 +106,30 @@ class _Writer:
             raise
 
     async def submit(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        future: concurrent.futures.Future[Any] = concurrent.futures.Future()
-        self._queue.put(_Task(fn, future))
-        result: T = await asyncio.wrap_future(future)
-        return result
+        """Run ``fn`` in the writer's next transaction; returns after that commit.
+
+        Jobs submitted during one pass of the event loop reach the writer as one hand-off
+        (one queue put, one thread wake-up) and their results come back in one callback per
+        committed batch, so concurrent turns share the cost of a thread switch."""
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[T] = loop.create_future()
+        pending = self._pending.get(loop)
+        if pending is None:
+            pending = self._pending[loop] = []
+            loop.call_soon(self._hand_off, loop)
+        pending.append(_Task(fn, future))
+        return await future
+
+    def _hand_off(self, loop: asyncio.AbstractEventLoop | None = None) -> None:
+        loops = list(self._pending) if loop is None else [loop]
+        for each in loops:
+            batch = self._pending.pop(each, None)
+            if batch:
+                self._queue.put(batch)
 
     async def stop(self) -> None:
         """Finish the queued jobs, then close the connection and end the thread."""
+        self._hand_off()
         self._queue.put(None)
         await asyncio.to_thread(self._thread.join)
 
@@ -131,14 +165,16 @@ class _Writer:
         try:
             stopping = False
             while not stopping:
-                batch = [self._queue.get()]
-                while len(batch) < MAX_BATCH:
+                items = [self._queue.get()]
+                while sum(len(i) for i in items if i is not None) < MAX_BATCH:
                     try:
-                        batch.append(self._queue.get_nowait())
+                        items.append(self._queue.get_nowait())
                     except queue.Empty:
                         break
-                stopping = None in batch
-                self._commit(conn, [t for t in batch if t is not None])
+                stopping = None in items
+                batch = [t for i in items if i is not None for t in i]
+                if batch:
+                    self._commit(conn, batch)
         finally:
             conn.close()
 
@@ -149,7 +185,9 @@ class _Writer:
         return error
 
     def _commit(self, conn: sqlite3.Connection, batch: list[_Task]) -> None:
-        live = [t for t in batch if t.future.set_running_or_notify_cancel()]
+        # A job whose caller was cancelled before it ran is skipped (as an unstarted
+        # concurrent future would be); one cancelled later still commits, unheard.
+        live = [t for t in batch if not t.future.cancelled()]
         if not live:
             return
         outcomes: list[tuple[_Task, bool, Any]] = []
@@ -174,16 +212,20 @@ class _Writer:
                 if conn.in_transaction:
                     conn.rollback()
             error = self._storage(exc) or exc
-            for task in live:
-                task.future.set_exception(error)
+            self._reply([(t.future, False, error) for t in live])
             return
         if not any(isinstance(v, Unavailable) for _t, ok, v in outcomes if not ok):
             self.failure = None  # a commit went through: the store can write again
-        for task, ok, value in outcomes:
-            if ok:
-                task.future.set_result(value)
-            else:
-                task.future.set_exception(value)
+        self._reply([(t.future, ok, value) for t, ok, value in outcomes])
+
+    def _reply(self, outcomes: list[Outcome]) -> None:
+        """One wake-up of each waiting loop per committed batch, however many jobs it held."""
+        by_loop: dict[asyncio.AbstractEventLoop, list[Outcome]] = {}
+        for outcome in outcomes:
+            by_loop.setdefault(outcome[0].get_loop(), []).append(outcome)
+        for loop, settled in by_loop.items():
+            with contextlib.suppress(RuntimeError):  # the loop is closed: nobody is waiting
+                loop.call_soon_threadsafe(_settle, settled)
 
 
 class SessionStore:
@@ -464,6 +506,21 @@ class SessionStore:
         account, platform message id) dedupes a channel message in the same transaction
         (DuplicateMessage when it was seen); ``delivery`` is where the run's reply goes (its
         intent is created when the run completes)."""
+        entry, created, _history = await self.admit_and_begin(
+            run_id, key, messages, starts=None, agent_id=agent_id, channel=channel,
+            inbound=inbound, delivery=delivery)
+        return entry, created
+
+    async def admit_and_begin(
+        self, run_id: str, key: str, messages: Sequence[Message], *,
+        starts: Callable[[Any], int | None] | None, agent_id: str | None = None,
+        channel: str | None = None, inbound: tuple[str, str, str] | None = None,
+        delivery: Delivery | None = None,
+    ) -> tuple[SessionEntry, bool, list[StoredMessage] | None]:
+        """``admit``, and in the same transaction (one trip to the writer) start the run as
+        ``begin_run`` does when ``starts(session row)`` gives a history size: for a message
+        its session's lane will run at once. Returns the session, whether it was created and
+        the turn's context (``begin_run``'s result), or None when the run stays queued."""
         k = keys.canonical(key)
         agent = _agent_for(k, agent_id)
         values = check_fields({"channel": channel} if channel else {}, "sessions.ensure")
@@ -476,10 +533,16 @@ class SessionStore:
             if row["send_policy"] == "deny":
                 raise SessionError("send blocked by session policy", session_key=k)
 
-        row, created = await self._write(lambda c: runs.admit(
-            c, run_id, k, messages, now, session=session, check=refuse_denied,
-            inbound=inbound, delivery=delivery))
-        return SessionEntry.from_row(row), created
+        def job(c: sqlite3.Connection) -> tuple[sqlite3.Row, bool, list[StoredMessage] | None]:
+            row, created = runs.admit(c, run_id, k, messages, now, session=session,
+                                      check=refuse_denied, inbound=inbound, delivery=delivery)
+            history = None if starts is None else starts(row)
+            if history is None:
+                return row, created, None
+            return row, created, runs.begin(c, run_id, k, messages, now, history)
+
+        row, created, begun = await self._write(job)
+        return SessionEntry.from_row(row), created, begun
 
     async def complete_run(
         self, run_id: str, key: str, messages: Sequence[Message], *, status: RunStatus,

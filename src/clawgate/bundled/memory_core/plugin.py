@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import time
 from collections.abc import Mapping
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -34,6 +35,10 @@ from .search import Ranking
 from .watcher import AgentWatcher
 
 MAX_RESULTS_CAP = 50
+# The daily-log section of the system prompt is re-read at most this often per workspace (as
+# the bootstrap files are): reading it is a thread hop on every turn otherwise. An append by
+# this plugin drops the cached copy at once; an edit from outside shows up within the TTL.
+DAILY_TTL_S = 2.0
 GET_MAX_CHARS = 40_000  # memory_get returns at most this much text (the model's context is finite)
 
 SEARCH_PARAMETERS = {
@@ -116,6 +121,8 @@ class Memory:
         self._embedder: Embedder | None = None
         self._agents: dict[str, AgentMemory] = {}
         self._watchers: list[AgentWatcher] = []
+        # workspace -> (monotonic time read, the daily-log section); one entry per agent.
+        self._daily: dict[Path, tuple[float, str]] = {}
         self.stopped = False
 
     def agent(self, agent_id: str | None = None) -> AgentMemory:
@@ -197,6 +204,9 @@ class Memory:
         target, outcome = await asyncio.to_thread(_append, memory.files, path,
                                                   arguments.get("text"))
         memory.dirty = True  # read your writes: the next search syncs first
+        workspace = self.workspaces.get(memory.agent_id)
+        if workspace is not None:
+            self._daily.pop(workspace, None)  # and the next prompt reads the logs again
         return {"path": memory.files.display(target), "outcome": outcome}
 
     async def daily_logs(self, session_key: str, agent_id: str, system_prompt: str
@@ -208,8 +218,14 @@ class Memory:
         workspace = self.workspaces.get(agent_id)
         if workspace is None:
             return None
-        section = await asyncio.to_thread(_read_daily, MemoryFiles(workspace),
-                                          int(self.config["daily_log_chars"]))
+        cached = self._daily.get(workspace)
+        now = time.monotonic()
+        if cached is not None and now - cached[0] < DAILY_TTL_S:
+            section = cached[1]
+        else:
+            section = await asyncio.to_thread(_read_daily, MemoryFiles(workspace),
+                                              int(self.config["daily_log_chars"]))
+            self._daily[workspace] = (now, section)
         return {"system_prompt": f"{system_prompt}\n\n{section}"} if section else None
 
 

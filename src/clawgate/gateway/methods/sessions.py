@@ -43,6 +43,7 @@ class ProfileRelation(Params):
 class ListParams(Params):
     limit: int | None = Field(default=None, ge=1)
     offset: int = Field(default=0, ge=0, le=10_000_000)
+    cursor: str | None = Field(default=None, min_length=1, max_length=1024)  # a nextCursor
     activeMinutes: float | None = Field(default=None, gt=0, le=1e9)  # ~1,900 years
     activeOnly: bool = False
     requireLastInteraction: bool = False
@@ -233,15 +234,19 @@ async def list_page(ctx: CallContext, p: ListParams) -> dict[str, Any]:
     if p.finds_nothing() or only == ():
         rows: list[SessionRow] = []
         total, offset, more, next_offset = 0, p.offset, False, None
+        next_cursor, capped = None, False
+        if p.cursor is not None:  # still checked: a bad cursor is an error on any page
+            ListQuery(cursor=p.cursor, offset=p.offset)
     else:
         query = ListQuery(agent_id=p.agentId, label=p.label, spawned_by=p.spawnedBy,
                           search=p.search, active_minutes=p.activeMinutes,
                           include_global=p.includeGlobal, include_unknown=p.includeUnknown,
                           exclude_cron=p.excludeCron, exclude_subagents=p.excludeSubagents,
-                          keys=only, limit=limit, offset=p.offset)
+                          keys=only, limit=limit, offset=p.offset, cursor=p.cursor)
         page = await engine.list_sessions(query)
         rows, total, offset = list(page.rows), page.total, page.offset
         more, next_offset = page.has_more, page.next_offset
+        next_cursor, capped = page.next_cursor, page.total_capped
     for row in rows:  # live run state, from memory (no store work)
         active = engine.lanes.active(row["key"])
         row["hasActiveRun"] = active is not None
@@ -249,7 +254,8 @@ async def list_page(ctx: CallContext, p: ListParams) -> dict[str, Any]:
             row["status"] = "running"
     return {"ts": now_ms(), "path": str(gateway.runtime.store.path), "count": len(rows),
             "totalCount": total, "offset": offset, "limitApplied": limit,
-            "nextOffset": next_offset, "hasMore": more,
+            "nextOffset": next_offset, "nextCursor": next_cursor, "hasMore": more,
+            "totalCountCapped": capped,
             "defaults": defaults(gateway, ctx.generation, p.agentId), "sessions": rows}
 
 
