@@ -53,6 +53,7 @@ def test_versions_are_consecutive() -> None:
     assert SCHEMA_VERSION == MIGRATIONS[-1].version
 
 
+@pytest.mark.sqlite_only  # reads the SQLite file itself
 async def test_a_v1_database_is_migrated_and_keeps_its_data(db_path: Path) -> None:
     _make_v1(db_path)
     assert _version(db_path) == 1
@@ -66,6 +67,7 @@ async def test_a_v1_database_is_migrated_and_keeps_its_data(db_path: Path) -> No
     assert _version(db_path) == SCHEMA_VERSION
 
 
+@pytest.mark.sqlite_only  # reads the SQLite file itself
 async def test_a_newer_database_is_refused_untouched(db_path: Path) -> None:
     db_path.parent.mkdir(parents=True)
     conn = sqlite3.connect(db_path)

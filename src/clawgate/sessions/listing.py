@@ -144,7 +144,7 @@ def _where(query: ListQuery, now_ms: int) -> tuple[str, list[Any]]:
         clauses.append("NOT key GLOB 'agent:*:subagent:*'")
     if query.keys is not None:
         if not query.keys:
-            clauses.append("0")
+            clauses.append("1 = 0")
         else:
             clauses.append(f"key IN ({', '.join('?' for _ in query.keys)})")
             params += list(query.keys)

@@ -1,6 +1,7 @@
 """The session store's SQLite schema: forward migrations, the column table and row values.
 
-The schema version lives in ``PRAGMA user_version``. :data:`MIGRATIONS` is append-only: a
+The schema version lives in ``PRAGMA user_version`` (on PostgreSQL: the ``schema_version``
+table). :data:`MIGRATIONS` is append-only: a
 released step is never edited, a change is a new step, and each step runs in its own transaction
 together with the version bump, so a crash mid-migration leaves the previous version intact.
 """
@@ -36,11 +37,14 @@ class SchemaTooNew(ClawgateError):
 
 @dataclass(frozen=True, slots=True)
 class Migration:
-    """One forward step; ``script`` is plain SQL run inside one transaction."""
+    """One forward step; ``script`` is plain SQL run inside one transaction. On PostgreSQL the
+    same step runs as ``postgres`` when given, else as ``script`` with its column types mapped
+    (:func:`clawgate.sessions.postgres.ddl`, which refuses SQLite-only SQL such as FTS5)."""
 
     version: int
     summary: str
     script: str
+    postgres: str | None = None
 
 
 MIGRATIONS: tuple[Migration, ...] = (

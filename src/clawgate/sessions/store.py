@@ -13,6 +13,13 @@ Durability: ``journal_mode=WAL`` with ``synchronous=NORMAL``. A commit is in the
 page cache) before the caller hears of it, so killing the process — even with SIGKILL — loses
 nothing committed; only an OS crash or power cut can lose the last few commits (FULL would fsync
 every commit to close that window, at a large cost per write).
+
+Backends. Where the data lives is a :class:`Backend`: :class:`SqliteBackend` (the default, the
+file above) or :class:`~clawgate.sessions.postgres.PostgresBackend` (``postgresql://...``, for
+several gateways on one database). Both run the same jobs on the same threads; a backend only
+opens connections (creating and migrating the database), names its transaction start and
+classifies storage failures. A lost PostgreSQL connection fails the jobs in flight with
+``store_unavailable`` and is opened again for the next ones.
 """
 
 from __future__ import annotations
@@ -32,11 +39,11 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from clawgate.errors import InvalidRequest, SessionError, SessionNotFound, Unavailable
 from clawgate.providers.base import Message
-from clawgate.sessions import compaction, keys, listing, runs, usage
+from clawgate.sessions import compaction, keys, listing, postgres, runs, usage
 from clawgate.sessions.channelstore import ChannelStore, Delivery
 from clawgate.sessions.compaction import View
 from clawgate.sessions.cronstore import CronStore
@@ -60,6 +67,90 @@ def _connect(path: Path) -> sqlite3.Connection:
     return conn
 
 
+class Backend(Protocol):
+    """Where a store keeps its data: opens connections and knows its storage failures."""
+
+    kind: str  # "sqlite" or "postgres"
+    where: str  # what messages name: the file, or the URL without its password
+    begin: str  # how the writer starts a transaction
+
+    def open_writer(self) -> sqlite3.Connection:
+        """The write connection, the database created and migrated (blocking)."""
+
+    def reopen_writer(self) -> sqlite3.Connection:
+        """A new write connection after the last one was lost."""
+
+    def open_reader(self) -> sqlite3.Connection:
+        """A read-only connection for one reader thread."""
+
+    def alive(self, conn: sqlite3.Connection) -> bool:
+        """False once the connection is lost (it is then opened again)."""
+
+    def storage_error(self, exc: BaseException) -> Unavailable | None:
+        """``store_unavailable`` for a failure of the storage itself, else None."""
+
+
+class SqliteBackend:
+    """The embedded default: one SQLite file (WAL), created 0600 in a 0700 directory."""
+
+    kind = "sqlite"
+    begin = "BEGIN IMMEDIATE"
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.where = str(path)
+
+    def open_writer(self) -> sqlite3.Connection:
+        try:
+            private_dir(self.path.parent)
+            if not self.path.exists():  # created 0600 here, so its WAL and SHM files are too
+                os.close(os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+            conn = _connect(self.path)
+            try:
+                found = [str(r[0]) for r in conn.execute("PRAGMA quick_check").fetchall()]
+                if found != ["ok"]:
+                    problems = [p for text in found for p in text.splitlines() if p.strip()]
+                    raise corrupt(self.path, f"{problems[0]}; {len(problems)} problem(s)")
+                mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+                if str(mode).lower() != "wal":
+                    raise Unavailable(f"{self.path}: cannot enable WAL (journal_mode={mode})")
+                conn.execute("PRAGMA synchronous = NORMAL")
+                conn.execute("PRAGMA foreign_keys = ON")
+                migrate(conn, path=self.path)
+                for suffix in ("", "-wal", "-shm"):
+                    private_file(self.path.with_name(self.path.name + suffix))
+            except BaseException:
+                conn.close()
+                raise
+        except sqlite3.DatabaseError as exc:
+            raise storage_error(exc, self.path) or corrupt(self.path, exc) from exc
+        return conn
+
+    def reopen_writer(self) -> sqlite3.Connection:
+        return _connect(self.path)
+
+    def open_reader(self) -> sqlite3.Connection:
+        conn = _connect(self.path)
+        conn.execute("PRAGMA query_only = ON")
+        conn.create_function(listing.FOLD_FUNCTION, 1, listing.fold, deterministic=True)
+        return conn
+
+    def alive(self, conn: sqlite3.Connection) -> bool:
+        return True  # a file does not hang up
+
+    def storage_error(self, exc: BaseException) -> Unavailable | None:
+        return storage_error(exc, self.path)
+
+
+def backend_for(location: Path | str) -> Backend:
+    """The backend of a store location: a ``postgresql://`` URL, ``sqlite:PATH`` or a path."""
+    if isinstance(location, str):
+        if postgres.is_url(location):
+            return postgres.PostgresBackend(location)
+        location = Path(location.removeprefix("sqlite:"))
+    return SqliteBackend(Path(location))
+
+
 @dataclass(frozen=True, slots=True)
 class _Task:
     fn: Job
@@ -69,10 +160,10 @@ class _Task:
 class _Writer:
     """The thread that owns the write connection and commits queued jobs in order."""
 
-    def __init__(self, path: Path) -> None:
-        self._path = path
-        # Why the last write failed for a storage reason (disk full, corrupt, I/O), until a
-        # commit succeeds again; /ready reports it.
+    def __init__(self, backend: Backend) -> None:
+        self._backend = backend
+        # Why the last write failed for a storage reason (disk full, corrupt, I/O, connection
+        # lost), until a commit succeeds again; /ready reports it.
         self.failure: str | None = None
         self._queue: queue.SimpleQueue[_Task | None] = queue.SimpleQueue()
         self._ready: concurrent.futures.Future[None] = concurrent.futures.Future()
@@ -101,29 +192,7 @@ class _Writer:
 
     def _run(self) -> None:
         try:
-            private_dir(self._path.parent)
-            if not self._path.exists():  # created 0600 here, so its WAL and SHM files are too
-                os.close(os.open(self._path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
-            conn = _connect(self._path)
-            try:
-                found = [str(r[0]) for r in conn.execute("PRAGMA quick_check").fetchall()]
-                if found != ["ok"]:
-                    problems = [p for text in found for p in text.splitlines() if p.strip()]
-                    raise corrupt(self._path, f"{problems[0]}; {len(problems)} problem(s)")
-                mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
-                if str(mode).lower() != "wal":
-                    raise Unavailable(f"{self._path}: cannot enable WAL (journal_mode={mode})")
-                conn.execute("PRAGMA synchronous = NORMAL")
-                conn.execute("PRAGMA foreign_keys = ON")
-                migrate(conn, path=self._path)
-                for suffix in ("", "-wal", "-shm"):
-                    private_file(self._path.with_name(self._path.name + suffix))
-            except BaseException:
-                conn.close()
-                raise
-        except sqlite3.DatabaseError as exc:
-            self._ready.set_exception(storage_error(exc, self._path) or corrupt(self._path, exc))
-            return
+            conn: sqlite3.Connection | None = self._backend.open_writer()
         except BaseException as exc:
             self._ready.set_exception(exc)
             return
@@ -138,12 +207,31 @@ class _Writer:
                     except queue.Empty:
                         break
                 stopping = None in batch
-                self._commit(conn, [t for t in batch if t is not None])
+                tasks = [t for t in batch if t is not None]
+                if conn is None and tasks:
+                    conn = self._reconnect(tasks)
+                if conn is not None:
+                    self._commit(conn, tasks)
+                    if not self._backend.alive(conn):
+                        with contextlib.suppress(Exception):
+                            conn.close()
+                        conn = None  # lost: opened again for the next batch
         finally:
-            conn.close()
+            if conn is not None:
+                conn.close()
+
+    def _reconnect(self, batch: list[_Task]) -> sqlite3.Connection | None:
+        try:
+            return self._backend.reopen_writer()
+        except Exception as exc:
+            error = self._storage(exc) or exc
+            for task in batch:
+                if task.future.set_running_or_notify_cancel():
+                    task.future.set_exception(error)
+            return None
 
     def _storage(self, exc: BaseException) -> Unavailable | None:
-        error = storage_error(exc, self._path)
+        error = self._backend.storage_error(exc)
         if error is not None:
             self.failure = str(error)
         return error
@@ -154,7 +242,7 @@ class _Writer:
             return
         outcomes: list[tuple[_Task, bool, Any]] = []
         try:
-            conn.execute("BEGIN IMMEDIATE")
+            conn.execute(self._backend.begin)
             for task in live:
                 conn.execute("SAVEPOINT job")
                 try:
@@ -170,8 +258,8 @@ class _Writer:
         except Exception as exc:
             # The transaction itself failed (disk full, I/O error): nothing in it was committed.
             # Every caller hears of it and the writer lives on to serve the next batch.
-            with contextlib.suppress(sqlite3.Error):
-                if conn.in_transaction:
+            with contextlib.suppress(Exception):
+                if self._backend.alive(conn) and conn.in_transaction:
                     conn.rollback()
             error = self._storage(exc) or exc
             for task in live:
@@ -187,7 +275,8 @@ class _Writer:
 
 
 class SessionStore:
-    """Sessions, transcripts and runs of one gateway, in the SQLite file at ``path``.
+    """Sessions, transcripts and runs of one gateway, in the SQLite file at ``path`` — or in
+    the PostgreSQL database when ``path`` is a ``postgresql://`` URL (:func:`backend_for`).
 
     Use ``async with SessionStore(path) as store`` (or ``open()``/``close()``). ``clock`` returns
     epoch milliseconds (tests pass a fake one). Session keys are canonicalized with
@@ -195,9 +284,12 @@ class SessionStore:
     """
 
     def __init__(
-        self, path: Path, *, clock: Callable[[], int] = now_ms, readers: int = 4
+        self, path: Path | str, *, clock: Callable[[], int] = now_ms, readers: int = 4
     ) -> None:
-        self.path = Path(path)
+        self.backend = backend_for(path)
+        # What ``status`` and errors show: the file, or the URL without its password.
+        self.path: Path | str = self.backend.path if isinstance(
+            self.backend, SqliteBackend) else self.backend.where
         self._clock = clock
         self._reader_count = readers
         self._writer: _Writer | None = None
@@ -210,11 +302,11 @@ class SessionStore:
         """Create or migrate the database and start the writer and reader threads."""
         if self._writer is not None:
             raise Unavailable("session store is already open")
-        writer = _Writer(self.path)
+        writer = _Writer(self.backend)
         await writer.start()
         self._writer = writer
         self._readers = concurrent.futures.ThreadPoolExecutor(
-            self._reader_count, "clawgate-db-read", initializer=self._open_reader
+            self._reader_count, "clawgate-db-read"
         )
 
     async def close(self) -> None:
@@ -251,7 +343,7 @@ class SessionStore:
         the same transaction) and return why the store cannot write, or None when it can
         (which clears an earlier failure)."""
         def job(c: sqlite3.Connection) -> None:
-            c.execute("INSERT INTO store_probe (data) VALUES (zeroblob(65536))")
+            c.execute("INSERT INTO store_probe (data) VALUES (?)", (bytes(65536),))
             c.execute("DELETE FROM store_probe")
 
         with contextlib.suppress(Unavailable):
@@ -552,13 +644,23 @@ class SessionStore:
         return await loop.run_in_executor(self._readers, self._run_read, fn)
 
     def _run_read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        conn: sqlite3.Connection = self._local.conn
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if conn is None:  # opened on first use, and again after a lost connection
+            conn = self._local.conn = self.backend.open_reader()
+            with self._lock:
+                self._read_conns.append(conn)
         try:
             return fn(conn)
-        except sqlite3.Error as exc:
-            error = storage_error(exc, self.path)
+        except Exception as exc:
+            error = self.backend.storage_error(exc)
             if error is None:
                 raise
+            if not self.backend.alive(conn):
+                self._local.conn = None
+                with self._lock:
+                    self._read_conns.remove(conn)
+                with contextlib.suppress(Exception):
+                    conn.close()
             raise error from exc
 
     def _stop_readers(self, readers: concurrent.futures.ThreadPoolExecutor) -> None:
@@ -567,15 +669,6 @@ class SessionStore:
             conns, self._read_conns = self._read_conns, []
         for conn in conns:
             conn.close()
-
-    def _open_reader(self) -> None:
-        """Executor initializer: give this reader thread its own read-only connection."""
-        conn = _connect(self.path)
-        conn.execute("PRAGMA query_only = ON")
-        conn.create_function(listing.FOLD_FUNCTION, 1, listing.fold, deterministic=True)
-        self._local.conn = conn
-        with self._lock:
-            self._read_conns.append(conn)
 
     # -- channels -----------------------------------------------------------------------------
 
