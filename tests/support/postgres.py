@@ -22,6 +22,7 @@ import subprocess
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -62,7 +63,9 @@ class Cluster:
             shutil.chown(self.root, RUN_AS)
             self._as = ["runuser", "-u", RUN_AS, "--"]
         self._names = itertools.count(1)
-        self.template_ready = False
+        self._free: list[str] = []
+        self.template_version = 0
+        self.template_tables: list[str] = []
 
     def url(self, db: str = "postgres") -> str:
         return f"postgresql://{USER}@127.0.0.1:{self.port}/{db}"
@@ -104,17 +107,53 @@ class Cluster:
             conn.execute(statement)  # type: ignore[arg-type]
 
     def database(self, *, empty: bool = False) -> str:
-        """A new database: migrated (a copy of the template) unless ``empty``."""
-        name = f"t{next(self._names)}"
+        """A database for one test: a clean copy of the migrated template (reused after
+        :meth:`release` emptied it), or a new empty one."""
         if empty:
+            name = f"t{next(self._names)}"
             self.sql(f"CREATE DATABASE {name}")
-        else:
-            self.sql(f"CREATE DATABASE {name} TEMPLATE {TEMPLATE} STRATEGY FILE_COPY")
+            return self.url(name)
+        if self._free:
+            return self._free.pop()
+        name = f"t{next(self._names)}"
+        self.sql(f"CREATE DATABASE {name} TEMPLATE {TEMPLATE} STRATEGY FILE_COPY")
         return self.url(name)
+
+    def release(self, url: str) -> None:
+        """Empty a test's database for the next test (connections left open are cut), or drop
+        it when its schema is not the template's."""
+        import psycopg
+
+        name = url.rsplit("/", 1)[1]
+        with psycopg.connect(url, autocommit=True) as conn:
+            conn.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                         "WHERE datname = %s AND pid <> pg_backend_pid()", (name,))
+            version = conn.execute("SELECT COALESCE(MAX(version), 0) FROM schema_version"
+                                   ).fetchone() if _has_versions(conn) else None
+            if version is None or version[0] != self.template_version:
+                conn.close()
+                self.sql(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+                return
+            tables = [r[0] for r in conn.execute(
+                "SELECT tablename FROM pg_tables WHERE schemaname = 'public' "
+                "AND tablename <> 'schema_version'")]
+            if sorted(tables) != self.template_tables:
+                conn.close()
+                self.sql(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+                return
+            conn.execute("; ".join(f"DELETE FROM {t}" for t in tables))  # type: ignore[arg-type]
+            conn.execute("SELECT setval(pg_get_serial_sequence(t, 'id'), 1, false) "
+                         "FROM unnest(ARRAY['messages', 'cron_runs']) AS t")
+        self._free.append(url)
 
     def drop(self, url: str) -> None:
         name = url.rsplit("/", 1)[1]
         self.sql(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
+def _has_versions(conn: Any) -> bool:
+    row = conn.execute("SELECT to_regclass('schema_version') IS NOT NULL").fetchone()
+    return bool(row[0])
 
 
 @pytest.fixture(scope="session")
@@ -135,7 +174,10 @@ def migrate_template(cluster: Cluster) -> None:
 
     conn = postgres.connect(cluster.url(TEMPLATE))
     try:
-        postgres.migrate(conn, where=TEMPLATE)
+        cluster.template_version = postgres.migrate(conn, where=TEMPLATE)
+        cluster.template_tables = sorted(r[0] for r in conn.execute(
+            "SELECT tablename FROM pg_tables WHERE schemaname = 'public' "
+            "AND tablename <> 'schema_version'"))
     finally:
         conn.close()
 
@@ -149,5 +191,5 @@ def store_location(store_backend: str, tmp_path: Path,
         return tmp_path / "state" / "clawgate.db"
     cluster: Cluster = request.getfixturevalue("pg_cluster")
     url = cluster.database()
-    request.addfinalizer(lambda: cluster.drop(url))
+    request.addfinalizer(lambda: cluster.release(url))
     return url

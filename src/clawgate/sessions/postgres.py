@@ -187,7 +187,7 @@ class Connection:
         args = list(params) if params is not None else []
         cur = self.raw.cursor(row_factory=_row_factory)
         try:
-            cur.execute(translate(sql, bool(args)), args or None)  # type: ignore[call-overload]
+            cur.execute(translate(sql, bool(args)), args or None)
         except self._integrity() as exc:
             raise IntegrityError(str(exc)) from exc
         return Cursor(cur)
@@ -195,7 +195,7 @@ class Connection:
     def executemany(self, sql: str, seq: Iterable[Sequence[Any]]) -> Cursor:
         cur = self.raw.cursor(row_factory=_row_factory)
         try:
-            cur.executemany(translate(sql), [list(p) for p in seq])  # type: ignore[call-overload]
+            cur.executemany(translate(sql), [list(p) for p in seq])
         except self._integrity() as exc:
             raise IntegrityError(str(exc)) from exc
         return Cursor(cur)
@@ -292,11 +292,11 @@ def migrate(conn: Connection, *, where: str, target: int | None = None) -> int:
                 raise SchemaTooNew(path=where, found=current, supported=SCHEMA_VERSION)
             pending = [m for m in MIGRATIONS if current < m.version <= goal]
             if not pending:
-                conn.raw.execute(COMPAT.format(collation=_fold_collation(conn)))  # type: ignore[arg-type]
+                conn.raw.execute(COMPAT.format(collation=_fold_collation(conn)))
                 conn.execute("COMMIT")
                 return current
             step = pending[0]
-            conn.raw.execute(script(step.version))  # type: ignore[arg-type]
+            conn.raw.execute(script(step.version))
             conn.execute("INSERT INTO schema_version (version, summary) VALUES (?, ?)",
                          (step.version, step.summary))
             conn.execute("COMMIT")

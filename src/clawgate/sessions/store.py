@@ -211,7 +211,7 @@ class _Writer:
                 if conn is None and tasks:
                     conn = self._reconnect(tasks)
                 if conn is not None:
-                    self._commit(conn, tasks)
+                    conn = self._commit(conn, tasks)
                     if not self._backend.alive(conn):
                         with contextlib.suppress(Exception):
                             conn.close()
@@ -236,13 +236,27 @@ class _Writer:
             self.failure = str(error)
         return error
 
-    def _commit(self, conn: sqlite3.Connection, batch: list[_Task]) -> None:
-        live = [t for t in batch if t.future.set_running_or_notify_cancel()]
-        if not live:
-            return
-        outcomes: list[tuple[_Task, bool, Any]] = []
+    def _begin(self, conn: sqlite3.Connection) -> sqlite3.Connection:
+        """Start the batch's transaction; a connection found lost here had nothing of this
+        batch sent yet, so the batch goes on a new one."""
         try:
             conn.execute(self._backend.begin)
+        except Exception:
+            if self._backend.alive(conn):
+                raise
+            with contextlib.suppress(Exception):
+                conn.close()
+            conn = self._backend.reopen_writer()
+            conn.execute(self._backend.begin)
+        return conn
+
+    def _commit(self, conn: sqlite3.Connection, batch: list[_Task]) -> sqlite3.Connection:
+        live = [t for t in batch if t.future.set_running_or_notify_cancel()]
+        if not live:
+            return conn
+        outcomes: list[tuple[_Task, bool, Any]] = []
+        try:
+            conn = self._begin(conn)
             for task in live:
                 conn.execute("SAVEPOINT job")
                 try:
@@ -264,7 +278,7 @@ class _Writer:
             error = self._storage(exc) or exc
             for task in live:
                 task.future.set_exception(error)
-            return
+            return conn
         if not any(isinstance(v, Unavailable) for _t, ok, v in outcomes if not ok):
             self.failure = None  # a commit went through: the store can write again
         for task, ok, value in outcomes:
@@ -272,6 +286,7 @@ class _Writer:
                 task.future.set_result(value)
             else:
                 task.future.set_exception(value)
+        return conn
 
 
 class SessionStore:
@@ -644,24 +659,33 @@ class SessionStore:
         return await loop.run_in_executor(self._readers, self._run_read, fn)
 
     def _run_read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
-        if conn is None:  # opened on first use, and again after a lost connection
-            conn = self._local.conn = self.backend.open_reader()
-            with self._lock:
-                self._read_conns.append(conn)
-        try:
-            return fn(conn)
-        except Exception as exc:
-            error = self.backend.storage_error(exc)
-            if error is None:
-                raise
-            if not self.backend.alive(conn):
-                self._local.conn = None
+        for attempt in (1, 2):
+            conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+            if conn is None:  # opened on first use, and again after a lost connection
+                conn = self._local.conn = self.backend.open_reader()
                 with self._lock:
-                    self._read_conns.remove(conn)
-                with contextlib.suppress(Exception):
-                    conn.close()
-            raise error from exc
+                    self._read_conns.append(conn)
+            try:
+                return fn(conn)
+            except Exception as exc:
+                error = self.backend.storage_error(exc)
+                if error is None:
+                    raise
+                if self.backend.alive(conn):
+                    raise error from exc
+                self._drop_reader(conn)
+                if attempt == 2:
+                    raise error from exc
+                # A read is safe to repeat: once more, on a new connection.
+        raise AssertionError("unreachable")
+
+    def _drop_reader(self, conn: sqlite3.Connection) -> None:
+        self._local.conn = None
+        with self._lock:
+            if conn in self._read_conns:
+                self._read_conns.remove(conn)
+        with contextlib.suppress(Exception):
+            conn.close()
 
     def _stop_readers(self, readers: concurrent.futures.ThreadPoolExecutor) -> None:
         readers.shutdown(wait=True)
