@@ -47,6 +47,7 @@ from clawgate.sessions import compaction, keys, listing, postgres, runs, usage
 from clawgate.sessions.channelstore import ChannelStore, Delivery
 from clawgate.sessions.compaction import View
 from clawgate.sessions.cronstore import CronStore
+from clawgate.sessions.leases import Lease, lease_for
 from clawgate.sessions.listing import DisplayModel, ListQuery, ListResult
 from clawgate.sessions.schema import Run, SessionEntry, check_fields, migrate
 from clawgate.sessions.transcript import StoredMessage, check_messages, export_jsonl
@@ -701,6 +702,15 @@ class SessionStore:
         """Inbound dedupe, outbound intents and receipts, pairing and per-account state
         (``sessions.channelstore``), on this store's threads."""
         return ChannelStore(self._write, self._read, self._clock)
+
+    # -- leases -------------------------------------------------------------------------------
+
+    def lease(self, name: str) -> Lease:
+        """The lease ``name`` on this store's database: one holder across every process on it,
+        released when the holder dies (:mod:`clawgate.sessions.leases`)."""
+        location = self.backend.url if isinstance(self.backend, postgres.PostgresBackend) \
+            else self.backend.path if isinstance(self.backend, SqliteBackend) else None
+        return lease_for(location, name)
 
     # -- cron ---------------------------------------------------------------------------------
 
