@@ -349,7 +349,7 @@ def _sessions_list(args: argparse.Namespace) -> int:
 
 
 def _sessions_check(args: argparse.Namespace) -> int:
-    from clawgate.sessions.store import check_file
+    from clawgate.sessions.backend import check_file
 
     path = config_module.load().store_location()
     if isinstance(path, str):  # PostgreSQL checks its own pages (data checksums, amcheck)

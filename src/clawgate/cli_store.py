@@ -69,8 +69,8 @@ def _shown(location: Path | str) -> str:
 
 
 def _migrate(args: argparse.Namespace) -> int:
+    from clawgate.sessions.backend import backend_for
     from clawgate.sessions.schema import SCHEMA_VERSION
-    from clawgate.sessions.store import backend_for
 
     backend = backend_for(_location(args.url))
     conn = backend.open_writer()  # creates and migrates, as a gateway does at start-up
@@ -81,7 +81,7 @@ def _migrate(args: argparse.Namespace) -> int:
 
 def _copy(args: argparse.Namespace) -> int:
     from clawgate.sessions import copy
-    from clawgate.sessions.store import backend_for
+    from clawgate.sessions.backend import backend_for
 
     if not 1 <= args.batch <= 100_000:
         print("clawgate store copy: error: --batch must be 1-100000", file=sys.stderr)

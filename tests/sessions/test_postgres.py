@@ -12,8 +12,9 @@ import pytest
 
 from clawgate.errors import Unavailable
 from clawgate.sessions import postgres
+from clawgate.sessions.backend import backend_for
 from clawgate.sessions.schema import COLUMNS, MIGRATIONS, SCHEMA_VERSION, SchemaTooNew
-from clawgate.sessions.store import SessionStore, backend_for
+from clawgate.sessions.store import SessionStore
 from tests.support.postgres import Cluster
 
 MAIN = "agent:main:main"
