@@ -160,8 +160,9 @@ class CronService:
                 elif await self._lease.acquire():
                     log.info("cron: took the cron lease; this gateway runs the jobs now")
                     await self._lead()
-            except Exception:  # the store is down: try again at the next check
-                log.exception("cron: the lease check failed")
+            except Exception as exc:  # the store is down: try again at the next check
+                log.warning("cron: the lease check failed (%s); trying again in %.0f s", exc,
+                            self.lease_check_s)
                 with contextlib.suppress(Exception):
                     await self._follow()
                     await self._lease.release()
