@@ -157,8 +157,16 @@ class AdvisoryLease:
 
     async def release(self) -> None:
         async with self._lock:
-            self._held = False
-            await asyncio.to_thread(self._drop)  # ending the connection drops the lock
+            held, self._held = self._held, False
+            await asyncio.to_thread(self._unlock if held else self._drop)
+
+    def _unlock(self) -> None:
+        # Unlocked before the connection ends: the server drops a closed connection's locks
+        # only once its backend has noticed, and the next holder must not wait for that.
+        if self._conn is not None:
+            with contextlib.suppress(Exception):
+                self._conn.execute("SELECT pg_advisory_unlock(?)", (self.key,))
+        self._drop()
 
     def _drop(self) -> None:
         conn, self._conn = self._conn, None
