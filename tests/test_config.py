@@ -191,3 +191,19 @@ def test_digest_is_key_order_independent() -> None:
     assert config.digest({"a": 1, "b": [1, {"c": 2, "d": 3}]}) == config.digest(
         {"b": [1, {"d": 3, "c": 2}], "a": 1})
     assert config.digest([1, 2]) != config.digest([2, 1])
+
+
+def test_store_url_selects_the_backend_and_bad_ones_are_refused(tmp_path: Path) -> None:
+    state = tmp_path  # load() makes tmp_path the state directory
+    assert load(tmp_path).store_location() == state / "clawgate.db"
+    other = load(tmp_path, '[store]\nurl = "sqlite:other/s.db"\n')
+    assert other.store_location() == state / "other" / "s.db"
+    url = "postgresql://u:pw@db:5432/claw"
+    env = load(tmp_path, '[store]\nurl = "sqlite:other/s.db"\n', CLAWGATE_STORE_URL=url)
+    assert env.store_location() == url  # the environment beats the file
+    with pytest.raises(ConfigError, match="store.url") as info:
+        config.parse({"store": {"url": "mysql://u:pw@db/claw"}})
+    assert "postgresql://" in str(info.value)
+    with pytest.raises(ConfigError, match="CLAWGATE_STORE_URL") as info:
+        load(tmp_path, CLAWGATE_STORE_URL="db.example")
+    assert info.value.path == "store.url"

@@ -12,7 +12,7 @@ from typing import Any, NoReturn
 
 import orjson
 
-from clawgate import __version__, cli_memory, cli_models, crontab
+from clawgate import __version__, cli_memory, cli_models, cli_store, crontab
 from clawgate import config as config_module
 from clawgate.client import GatewayUnreachable
 from clawgate.errors import ClawgateError, ConfigError
@@ -150,6 +150,7 @@ def _parser() -> argparse.ArgumentParser:
     scheck.set_defaults(handler=_sessions_check)
     cli_memory.add_parser(commands)
     cli_models.add_parser(commands, _remote_options, _remote)
+    cli_store.add_parser(commands)
     crontab.register(commands)  # clawgate cron ..., clawgate system event
     return parser
 
@@ -364,7 +365,7 @@ def _sessions_list(args: argparse.Namespace) -> int:
         async def listing() -> Any:
             # One metadata scan (no plugin code runs) gives every row's display model.
             snapshot = await PluginHost(settings).scan()
-            store = SessionStore(settings.state_dir / "clawgate.db")
+            store = SessionStore(settings.store_location())
             await store.open()
             try:
                 return await store.list_sessions(
@@ -388,10 +389,13 @@ def _sessions_list(args: argparse.Namespace) -> int:
 
 
 def _sessions_check(args: argparse.Namespace) -> int:
-    from clawgate.runtime import DB_FILE
-    from clawgate.sessions.store import check_file
+    from clawgate.sessions.backend import check_file
 
-    path = config_module.load().state_dir / DB_FILE
+    path = config_module.load().store_location()
+    if isinstance(path, str):  # PostgreSQL checks its own pages (data checksums, amcheck)
+        print("sessions check reads an SQLite file; the store is on PostgreSQL (use its "
+              "amcheck / pg_amcheck)", file=sys.stderr)
+        return 2
     problems = check_file(path)
     if not problems:
         print(f"{path}: ok")

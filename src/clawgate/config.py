@@ -32,6 +32,7 @@ from clawgate.errors import ConfigError
 from clawgate.types import DmScope, QueueMode
 
 DEFAULT_AGENT_ID = "main"
+STORE_FILE = "clawgate.db"
 
 
 class _Model(BaseModel):
@@ -349,6 +350,31 @@ class DeliveryConfig(_Model):
     media_roots: tuple[str, ...] = ()
 
 
+class StoreConfig(_Model):
+    """``[store]``: where sessions, transcripts, runs, channel and cron state live."""
+
+    # None: the SQLite file <state>/clawgate.db. "postgresql://user:pw@host:port/db": a
+    # PostgreSQL database (several gateways may share it); "sqlite:PATH": another SQLite file
+    # (relative to the state dir). CLAWGATE_STORE_URL overrides it.
+    url: str | None = None
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        check_store_url(value)
+        return value
+
+
+def check_store_url(value: str) -> None:
+    """Refuse a store URL that is neither ``postgresql://...`` nor ``sqlite:PATH``."""
+    scheme, sep, rest = value.partition(":")
+    if not sep or scheme not in ("postgresql", "postgres", "sqlite") or not rest.strip("/"):
+        raise ValueError("must be a postgresql://user:password@host:port/database URL or "
+                         "sqlite:PATH")
+
+
 class Config(_Model):
     """The whole validated config."""
 
@@ -364,6 +390,7 @@ class Config(_Model):
     delivery: DeliveryConfig = Field(default_factory=DeliveryConfig)
     cron: CronConfig = Field(default_factory=CronConfig)
     heartbeat: HeartbeatConfig = Field(default_factory=HeartbeatConfig)
+    store: StoreConfig = Field(default_factory=StoreConfig)
 
     def plugins_digest(self) -> str:
         """Digest of the plugins section: one input of the metadata-snapshot key."""
@@ -388,6 +415,16 @@ class Settings:
     def agents(self) -> tuple[AgentConfig, ...]:
         """The configured agents, or the implicit default agent ``main``."""
         return self.config.agents or (AgentConfig(id=DEFAULT_AGENT_ID, default=True),)
+
+    def store_location(self) -> Path | str:
+        """Where the session store is: ``store.url`` (a PostgreSQL URL, or an SQLite path), by
+        default the SQLite file ``<state>/clawgate.db``."""
+        url = self.config.store.url
+        if url is None:
+            return self.state_dir / STORE_FILE
+        if url.startswith("sqlite:"):
+            return self.state_dir / Path(url.removeprefix("sqlite:")).expanduser()
+        return url
 
     def workspaces(self) -> tuple[Path, ...]:
         """Every configured agent's workspace, deduplicated, in roster order."""
@@ -464,6 +501,13 @@ def _check_agents(config: Config, file: str | None) -> None:
 
 
 def _apply_env(config: Config, env: Mapping[str, str]) -> Config:
+    url = env.get("CLAWGATE_STORE_URL")
+    if url:
+        try:
+            check_store_url(url)
+        except ValueError as exc:
+            raise ConfigError(f"CLAWGATE_STORE_URL {exc}", path="store.url") from None
+        config = config.model_copy(update={"store": StoreConfig(url=url)})
     port = env.get("CLAWGATE_GATEWAY_PORT")
     if not port:
         return config

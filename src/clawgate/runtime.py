@@ -48,7 +48,7 @@ class Runtime:
         self.timeline = timeline or Timeline.from_env(env or {})
         self.host = PluginHost(settings, metrics=self.metrics, timeline=self.timeline,
                                reserved_methods=reserved_methods, reserved_paths=reserved_paths)
-        self.store = SessionStore(settings.state_dir / DB_FILE)
+        self.store = SessionStore(settings.store_location())
         self.engine = Engine(settings, self.host, self.store, metrics=self.metrics,
                              timeline=self.timeline)
         # The channel runtime (accounts, monitors, durable delivery): only where a gateway

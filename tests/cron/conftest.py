@@ -92,12 +92,13 @@ def clock() -> FakeClock:
 
 
 @pytest.fixture
-def db_path(tmp_path: Path) -> Path:
-    return tmp_path / "state" / "clawgate.db"
+def db_path(store_location: Path | str) -> Path | str:
+    """The store's location: an SQLite file, or (the same test again) a PostgreSQL URL."""
+    return store_location
 
 
 @pytest.fixture
-async def store(db_path: Path, anyio_backend: str) -> AsyncIterator[SessionStore]:
+async def store(db_path: Path | str, anyio_backend: str) -> AsyncIterator[SessionStore]:
     async with SessionStore(db_path) as s:
         yield s
 

@@ -171,6 +171,7 @@ async def test_recover_closes_claims_left_by_a_dead_process(db_path: Path) -> No
         assert await store.cron.claim("a", "r2", START_MS + 9 * MINUTE) is not None
 
 
+@pytest.mark.sqlite_only  # reads the SQLite file itself
 async def test_migration_to_the_cron_tables_keeps_older_data(db_path: Path) -> None:
     db_path.parent.mkdir(parents=True)
     conn = sqlite3.connect(db_path, isolation_level=None)

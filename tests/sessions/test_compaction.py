@@ -68,6 +68,7 @@ async def test_the_flush_record_belongs_to_the_cycle(store) -> None:
     assert not await store.flushed(KEY, sid, made.seq)  # a new cycle
 
 
+@pytest.mark.sqlite_only  # reads the SQLite file itself
 async def test_entries_are_found_through_the_partial_index(store, db_path) -> None:
     await six(store)
     with sqlite3.connect(db_path) as conn:

@@ -54,6 +54,7 @@ def test_versions_are_consecutive() -> None:
     assert SCHEMA_VERSION == MIGRATIONS[-1].version
 
 
+@pytest.mark.sqlite_only  # reads the SQLite file itself
 async def test_a_v1_database_is_migrated_and_keeps_its_data(db_path: Path) -> None:
     _make_v1(db_path)
     assert _version(db_path) == 1
@@ -67,6 +68,7 @@ async def test_a_v1_database_is_migrated_and_keeps_its_data(db_path: Path) -> No
     assert _version(db_path) == SCHEMA_VERSION
 
 
+@pytest.mark.sqlite_only  # reads the SQLite file itself
 async def test_a_newer_database_is_refused_untouched(db_path: Path) -> None:
     db_path.parent.mkdir(parents=True)
     conn = sqlite3.connect(db_path)
@@ -108,6 +110,7 @@ def test_columns_match_the_table_and_the_entry(tmp_path: Path) -> None:
     assert [f.name for f in dataclasses.fields(SessionEntry)] == names
 
 
+@pytest.mark.sqlite_only  # builds a v8 SQLite file and checks its FTS5 index
 async def test_a_v8_database_upgrades_and_its_old_sessions_are_searchable(
         db_path: Path) -> None:
     """Migration 9 builds the search index from the rows already there, and its triggers keep

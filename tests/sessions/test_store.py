@@ -305,6 +305,7 @@ async def test_closed_store_refuses_and_reopens_with_data(db_path: Path, clock: 
         assert [m.content for m in await again.transcript(MAIN)] == ["hi"]
 
 
+@pytest.mark.sqlite_only  # reads the SQLite file itself
 async def test_database_uses_wal(store: SessionStore, db_path: Path) -> None:
     await store.ensure(MAIN)
     mode = await anyio.to_thread.run_sync(_journal_mode, db_path)

@@ -24,10 +24,21 @@ on the agent's main session (the next heartbeat or message sees it), a ``cron`` 
 
 ``clock`` is the time source of the scheduler and the heartbeats; it is read at ``start()``,
 so a test may set a fake one on a gateway before it serves.
+
+One leader. Several gateways on one database must not all run the jobs and heartbeats: the
+service runs them only while it holds the store's ``cron`` lease (``store.lease``: released by
+the OS or the database server when its holder dies). A gateway that does not hold it is a
+follower: it tries to take the lease every :data:`LEASE_CHECK_S`, and so takes over within that
+time when the leader dies (recovering the runs the leader left open, as after a restart); a
+leader checks it still holds the lease as often and stops its jobs when it lost it. On a
+follower the cron methods answer ``Unavailable`` (the leader manages the jobs). On SQLite the
+one gateway is always the leader.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 from collections.abc import Callable, Mapping
 from typing import Any, Literal
@@ -46,6 +57,8 @@ from clawgate.sessions import keys
 log = logging.getLogger("clawgate.cron")
 
 MAX_SUMMARY = 2_000
+LEASE = "cron"
+LEASE_CHECK_S = 2.0  # how often a follower tries the lease and a leader checks it holds it
 Listener = Callable[[str, dict[str, Any]], None]
 WakeMode = Literal["now", "next-heartbeat"]
 
@@ -67,6 +80,9 @@ class CronService:
         self._listeners: list[Listener] = []
         self._scheduler: Scheduler | None = None
         self._heartbeats: Heartbeats | None = None
+        self._lease = engine.store.lease(LEASE)
+        self._watch: asyncio.Task[None] | None = None
+        self.lease_check_s = LEASE_CHECK_S
 
     def listen(self, listener: Listener) -> None:
         """Call ``listener(event, payload)`` for every ``cron`` and ``heartbeat`` event."""
@@ -75,9 +91,38 @@ class CronService:
     # -- lifecycle ---------------------------------------------------------------------------
 
     async def start(self) -> None:
-        """Start the scheduler (closing what a killed process left open) and the heartbeats."""
-        if self._scheduler is not None:
+        """Take the cron lease if it is free and then start the scheduler (closing what a
+        killed process left open) and the heartbeats; keep watching the lease either way."""
+        if self._watch is not None:
             raise Unavailable("the cron service is already running")
+        if await self._lease.acquire():
+            try:
+                await self._lead()
+            except BaseException:
+                await self._lease.release()
+                raise
+        self._watch = asyncio.create_task(self._watch_lease(), name="clawgate-cron-lease")
+
+    async def stop(self) -> None:
+        """Stop watching the lease, stop the heartbeats and the scheduler (runs in progress
+        are recorded as interrupted) and give the lease up; safe to call twice."""
+        watch, self._watch = self._watch, None
+        try:
+            if watch is not None:
+                watch.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await watch
+            await self._follow()
+            await self._lease.release()
+        finally:
+            await self.courier.aclose()
+
+    @property
+    def leading(self) -> bool:
+        """Whether this gateway runs the jobs and heartbeats (it holds the cron lease)."""
+        return self._scheduler is not None
+
+    async def _lead(self) -> None:
         scheduler = Scheduler(self.engine.store, self._run_job, config=self.config,
                               clock=self.clock, notify=self._disabled,
                               on_event=lambda event: self._emit("cron", event),
@@ -96,39 +141,59 @@ class CronService:
             raise
         self._scheduler = scheduler
 
-    async def stop(self) -> None:
-        """Stop the heartbeats and the scheduler (runs in progress are recorded as
-        interrupted); safe to call twice."""
+    async def _follow(self) -> None:
         heartbeats, self._heartbeats = self._heartbeats, None
         scheduler, self._scheduler = self._scheduler, None
-        try:
-            if heartbeats is not None:
-                await heartbeats.stop()
-            if scheduler is not None:
-                await scheduler.stop()
-        finally:
-            await self.courier.aclose()
+        if heartbeats is not None:
+            await heartbeats.stop()
+        if scheduler is not None:
+            await scheduler.stop()
+
+    async def _watch_lease(self) -> None:
+        while True:
+            await asyncio.sleep(self.lease_check_s)
+            try:
+                if self.leading:
+                    if not await self._lease.check():
+                        log.warning("cron: lost the cron lease; another gateway runs the jobs")
+                        await self._follow()
+                elif await self._lease.acquire():
+                    log.info("cron: took the cron lease; this gateway runs the jobs now")
+                    await self._lead()
+            except Exception as exc:  # the store is down: try again at the next check
+                log.warning("cron: the lease check failed (%s); trying again in %.0f s", exc,
+                            self.lease_check_s)
+                with contextlib.suppress(Exception):
+                    await self._follow()
+                    await self._lease.release()
 
     @property
     def scheduler(self) -> Scheduler:
-        """The running scheduler (Unavailable before ``start``)."""
+        """The running scheduler (Unavailable before ``start`` and on a follower)."""
         if self._scheduler is None:
-            raise Unavailable("the cron service is not running")
+            raise self._not_running()
         return self._scheduler
 
     @property
     def heartbeats(self) -> Heartbeats:
-        """The running heartbeats (Unavailable before ``start``)."""
+        """The running heartbeats (Unavailable before ``start`` and on a follower)."""
         if self._heartbeats is None:
-            raise Unavailable("the cron service is not running")
+            raise self._not_running()
         return self._heartbeats
+
+    def _not_running(self) -> Unavailable:
+        if self._watch is not None:
+            return Unavailable("this gateway is not the cron leader: another gateway on the "
+                               "same store runs and manages the cron jobs")
+        return Unavailable("the cron service is not running")
 
     async def status(self) -> dict[str, Any]:
         """``cron.status``: OpenClaw's ``{enabled, storePath, jobs, nextWakeAtMs}`` (plus
-        ``running``)."""
-        status = self.scheduler.status()
+        ``running`` and ``leader``)."""
+        status = self.scheduler.status() if self._scheduler is not None else {
+            "enabled": self.config.enabled, "running": 0, "nextWakeAtMs": None}
         return {**status, "jobs": await self.engine.store.cron.count(),
-                "storePath": str(self.engine.store.path)}
+                "storePath": str(self.engine.store.path), "leader": self.leading}
 
     def wake(self, text: str, mode: WakeMode, *, agent_id: str | None = None) -> dict[str, Any]:
         """``wake``: queue ``text`` on the agent's main session; ``now`` runs its heartbeat at

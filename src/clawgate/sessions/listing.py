@@ -7,7 +7,8 @@ the opaque ``nextCursor`` of the previous page (keyset: the last row's sort key,
 depth). ``search`` is a case-insensitive substring of display name, label, subject, session id
 or key, answered from the ``sessions_fts`` trigram index (migration 9) for needles of 3 or
 more ASCII characters; shorter or non-ASCII needles scan (a trigram index cannot serve them,
-and it folds ASCII case only). The total is an exact ``COUNT(*)`` of the same WHERE up to
+and it folds ASCII case only), and so does every search on PostgreSQL (it has no such index
+yet: a pg_trgm index is the follow-up). The total is an exact ``COUNT(*)`` of the same WHERE up to
 :data:`COUNT_CAP`, beyond which it is capped (``total_capped``), read in the same transaction as
 the page so the two agree.
 """
@@ -132,7 +133,8 @@ def run(
     conn: sqlite3.Connection, query: ListQuery, now_ms: int, display_model: DisplayModel | None
 ) -> ListResult:
     """Run ``query`` on a read connection (autocommit mode, ``fold`` registered)."""
-    where, params = _where(query, now_ms)
+    # The trigram index is SQLite's (FTS5); the PostgreSQL adapter is another connection type.
+    where, params = _where(query, now_ms, trigram=isinstance(conn, sqlite3.Connection))
     page_where, page_params = where, params
     if query.cursor is not None:
         updated_at, key = decode_cursor(query.cursor)
@@ -142,7 +144,7 @@ def run(
     conn.execute("BEGIN")
     try:
         total = int(conn.execute(
-            f"SELECT COUNT(*) FROM (SELECT 1 FROM sessions WHERE {where} LIMIT ?)",
+            f"SELECT COUNT(*) FROM (SELECT 1 FROM sessions WHERE {where} LIMIT ?) AS matched",
             [*params, COUNT_CAP + 1]).fetchone()[0])
         found = conn.execute(
             f"SELECT * FROM sessions WHERE {page_where} ORDER BY updated_at DESC, key "
@@ -185,7 +187,7 @@ def to_row(row: sqlite3.Row, display_model: DisplayModel | None) -> SessionRow:
     return out
 
 
-def _where(query: ListQuery, now_ms: int) -> tuple[str, list[Any]]:
+def _where(query: ListQuery, now_ms: int, *, trigram: bool = True) -> tuple[str, list[Any]]:
     """The WHERE clause; only constant SQL fragments, every value is a parameter."""
     clauses = [
         # cron *run* keys (cron:<job>:run:<id>, agent:<a>:cron:<job>:run:<id>) are per-run
@@ -208,7 +210,7 @@ def _where(query: ListQuery, now_ms: int) -> tuple[str, list[Any]]:
         clauses.append("NOT key GLOB 'agent:*:subagent:*'")
     if query.keys is not None:
         if not query.keys:
-            clauses.append("0")
+            clauses.append("1 = 0")
         else:
             clauses.append(f"key IN ({', '.join('?' for _ in query.keys)})")
             params += list(query.keys)
@@ -219,7 +221,7 @@ def _where(query: ListQuery, now_ms: int) -> tuple[str, list[Any]]:
         clauses.append("label = ?")
         params.append(query.label)
     needle = (query.search or "").strip()
-    if needle and len(needle) >= FTS_MIN_CHARS and needle.isascii():
+    if trigram and needle and len(needle) >= FTS_MIN_CHARS and needle.isascii():
         # The trigram index matches a quoted string as a case-insensitive substring of a
         # column (ASCII case folding: hence ASCII needles only).
         clauses.append(f"rowid IN (SELECT rowid FROM {FTS_TABLE} WHERE {FTS_TABLE} MATCH ?)")

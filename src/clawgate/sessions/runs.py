@@ -47,14 +47,14 @@ def append(c: sqlite3.Connection, key: str, new: Sequence[NewMessage],
     for m in new:
         seq += 1
         content, tool_calls, usage, extra = m.json
-        cur = c.execute(
+        row = c.execute(
             "INSERT INTO messages (session_id, key, seq, role, content, tool_calls, "
             "tool_call_id, name, usage, stop_reason, created_at, extra) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
             (sid, key, seq, m.role, content, tool_calls, m.tool_call_id, m.name, usage,
              m.stop_reason, now, extra),
-        )
-        out.append(m.stored(id=int(cur.lastrowid or 0), key=key, session_id=sid, seq=seq, at=now))
+        ).fetchone()
+        out.append(m.stored(id=int(row[0]), key=key, session_id=sid, seq=seq, at=now))
     if out:
         c.execute("UPDATE sessions SET updated_at = ? WHERE key = ?", (now, key))
     return out

@@ -1,6 +1,7 @@
 """The session store's SQLite schema: forward migrations, the column table and row values.
 
-The schema version lives in ``PRAGMA user_version``. :data:`MIGRATIONS` is append-only: a
+The schema version lives in ``PRAGMA user_version`` (on PostgreSQL: the ``schema_version``
+table). :data:`MIGRATIONS` is append-only: a
 released step is never edited, a change is a new step, and each step runs in its own transaction
 together with the version bump, so a crash mid-migration leaves the previous version intact.
 """
@@ -36,11 +37,14 @@ class SchemaTooNew(ClawgateError):
 
 @dataclass(frozen=True, slots=True)
 class Migration:
-    """One forward step; ``script`` is plain SQL run inside one transaction."""
+    """One forward step; ``script`` is plain SQL run inside one transaction. On PostgreSQL the
+    same step runs as ``postgres`` when given, else as ``script`` with its column types mapped
+    (:func:`clawgate.sessions.postgres.ddl`, which refuses SQLite-only SQL such as FTS5)."""
 
     version: int
     summary: str
     script: str
+    postgres: str | None = None
 
 
 MIGRATIONS: tuple[Migration, ...] = (
@@ -295,6 +299,15 @@ AFTER UPDATE OF display_name, label, subject, session_id, key ON sessions BEGIN
     INSERT INTO sessions_fts (rowid, display_name, label, subject, session_id, key)
     VALUES (new.rowid, new.display_name, new.label, new.subject, new.session_id, new.key);
 END;
+""", postgres="""
+DROP INDEX sessions_updated;
+DROP INDEX sessions_agent_updated;
+DROP INDEX sessions_label;
+DROP INDEX sessions_spawned_by;
+CREATE INDEX sessions_list ON sessions (updated_at DESC, key);
+CREATE INDEX sessions_agent_list ON sessions (agent_id, updated_at DESC, key);
+CREATE INDEX sessions_label_list ON sessions (label, updated_at DESC, key);
+CREATE INDEX sessions_spawned_by_list ON sessions (spawned_by, updated_at DESC, key);
 """),
 )
 SCHEMA_VERSION = MIGRATIONS[-1].version

@@ -13,6 +13,13 @@ Durability: ``journal_mode=WAL`` with ``synchronous=NORMAL``. A commit is in the
 page cache) before the caller hears of it, so killing the process — even with SIGKILL — loses
 nothing committed; only an OS crash or power cut can lose the last few commits (FULL would fsync
 every commit to close that window, at a large cost per write).
+
+Backends. Where the data lives is a :class:`Backend`: :class:`SqliteBackend` (the default, the
+file above) or :class:`~clawgate.sessions.postgres.PostgresBackend` (``postgresql://...``, for
+several gateways on one database). Both run the same jobs on the same threads; a backend only
+opens connections (creating and migrating the database), names its transaction start and
+classifies storage failures. A lost PostgreSQL connection fails the jobs in flight with
+``store_unavailable`` and is opened again for the next ones.
 """
 
 from __future__ import annotations
@@ -22,10 +29,8 @@ import concurrent.futures
 import contextlib
 import functools
 import logging
-import os
 import queue
 import sqlite3
-import stat
 import threading
 import uuid
 from collections.abc import Callable, Sequence
@@ -36,28 +41,21 @@ from typing import Any, TypeVar
 
 from clawgate.errors import InvalidRequest, SessionError, SessionNotFound, Unavailable
 from clawgate.providers.base import Message
-from clawgate.sessions import compaction, keys, listing, runs, usage
+from clawgate.sessions import compaction, keys, listing, postgres, runs, usage
+from clawgate.sessions.backend import Backend, SqliteBackend, backend_for
 from clawgate.sessions.channelstore import ChannelStore, Delivery
 from clawgate.sessions.compaction import View
 from clawgate.sessions.cronstore import CronStore
+from clawgate.sessions.leases import Lease, lease_for
 from clawgate.sessions.listing import DisplayModel, ListQuery, ListResult
-from clawgate.sessions.schema import Run, SessionEntry, check_fields, migrate
+from clawgate.sessions.schema import Run, SessionEntry, check_fields
 from clawgate.sessions.transcript import StoredMessage, check_messages, export_jsonl
 from clawgate.types import RunStatus, now_ms
 
 log = logging.getLogger("clawgate.store")
 T = TypeVar("T")
 Job = Callable[[sqlite3.Connection], Any]
-BUSY_TIMEOUT_MS = 5_000
 MAX_BATCH = 128
-
-
-def _connect(path: Path) -> sqlite3.Connection:
-    # Autocommit mode: transactions are explicit (BEGIN / SAVEPOINT / COMMIT) on every connection.
-    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-    conn.row_factory = sqlite3.Row
-    conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
-    return conn
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,10 +81,10 @@ def _settle(outcomes: list[Outcome]) -> None:
 class _Writer:
     """The thread that owns the write connection and commits queued jobs in order."""
 
-    def __init__(self, path: Path) -> None:
-        self._path = path
-        # Why the last write failed for a storage reason (disk full, corrupt, I/O), until a
-        # commit succeeds again; /ready reports it.
+    def __init__(self, backend: Backend) -> None:
+        self._backend = backend
+        # Why the last write failed for a storage reason (disk full, corrupt, I/O, connection
+        # lost), until a commit succeeds again; /ready reports it.
         self.failure: str | None = None
         # Each item is one hand-off: the jobs submitted during one pass of the event loop.
         self._queue: queue.SimpleQueue[list[_Task] | None] = queue.SimpleQueue()
@@ -135,29 +133,7 @@ class _Writer:
 
     def _run(self) -> None:
         try:
-            private_dir(self._path.parent)
-            if not self._path.exists():  # created 0600 here, so its WAL and SHM files are too
-                os.close(os.open(self._path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
-            conn = _connect(self._path)
-            try:
-                found = [str(r[0]) for r in conn.execute("PRAGMA quick_check").fetchall()]
-                if found != ["ok"]:
-                    problems = [p for text in found for p in text.splitlines() if p.strip()]
-                    raise corrupt(self._path, f"{problems[0]}; {len(problems)} problem(s)")
-                mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
-                if str(mode).lower() != "wal":
-                    raise Unavailable(f"{self._path}: cannot enable WAL (journal_mode={mode})")
-                conn.execute("PRAGMA synchronous = NORMAL")
-                conn.execute("PRAGMA foreign_keys = ON")
-                migrate(conn, path=self._path)
-                for suffix in ("", "-wal", "-shm"):
-                    private_file(self._path.with_name(self._path.name + suffix))
-            except BaseException:
-                conn.close()
-                raise
-        except sqlite3.DatabaseError as exc:
-            self._ready.set_exception(storage_error(exc, self._path) or corrupt(self._path, exc))
-            return
+            conn: sqlite3.Connection | None = self._backend.open_writer()
         except BaseException as exc:
             self._ready.set_exception(exc)
             return
@@ -172,51 +148,90 @@ class _Writer:
                     except queue.Empty:
                         break
                 stopping = None in items
-                batch = [t for i in items if i is not None for t in i]
-                if batch:
-                    self._commit(conn, batch)
+                tasks = [t for i in items if i is not None for t in i]
+                if conn is None and tasks:
+                    conn = self._reconnect(tasks)
+                if conn is not None and tasks:
+                    conn = self._commit(conn, tasks)
+                    if not self._backend.alive(conn):
+                        with contextlib.suppress(Exception):
+                            conn.close()
+                        conn = None  # lost: opened again for the next batch
         finally:
-            conn.close()
+            if conn is not None:
+                conn.close()
+
+    def _reconnect(self, batch: list[_Task]) -> sqlite3.Connection | None:
+        try:
+            return self._backend.reopen_writer()
+        except Exception as exc:
+            error = self._storage(exc) or exc
+            self._reply([(t.future, False, error) for t in batch])
+            return None
 
     def _storage(self, exc: BaseException) -> Unavailable | None:
-        error = storage_error(exc, self._path)
+        error = self._backend.storage_error(exc)
         if error is not None:
             self.failure = str(error)
         return error
 
-    def _commit(self, conn: sqlite3.Connection, batch: list[_Task]) -> None:
+    def _begin(self, conn: sqlite3.Connection) -> sqlite3.Connection:
+        """Start the batch's transaction; a connection found lost here had nothing of this
+        batch sent yet, so the batch goes on a new one."""
+        try:
+            conn.execute(self._backend.begin)
+        except Exception:
+            if self._backend.alive(conn):
+                raise
+            with contextlib.suppress(Exception):
+                conn.close()
+            conn = self._backend.reopen_writer()
+            conn.execute(self._backend.begin)
+        return conn
+
+    def _commit(self, conn: sqlite3.Connection, batch: list[_Task]) -> sqlite3.Connection:
         # A job whose caller was cancelled before it ran is skipped (as an unstarted
         # concurrent future would be); one cancelled later still commits, unheard.
         live = [t for t in batch if not t.future.cancelled()]
         if not live:
-            return
+            return conn
         outcomes: list[tuple[_Task, bool, Any]] = []
+        # A batch of one needs no savepoint: its transaction is its job's (two statements
+        # fewer, which on PostgreSQL are two round trips).
+        alone = len(live) == 1
         try:
-            conn.execute("BEGIN IMMEDIATE")
+            conn = self._begin(conn)
             for task in live:
-                conn.execute("SAVEPOINT job")
+                if not alone:
+                    conn.execute("SAVEPOINT job")
                 try:
                     value = task.fn(conn)
                 except Exception as exc:
-                    conn.execute("ROLLBACK TO job")
-                    conn.execute("RELEASE job")
+                    if alone:
+                        conn.execute("ROLLBACK")
+                    else:
+                        conn.execute("ROLLBACK TO job")
+                        conn.execute("RELEASE job")
                     outcomes.append((task, False, self._storage(exc) or exc))
                 else:
-                    conn.execute("RELEASE job")
+                    if not alone:
+                        conn.execute("RELEASE job")
                     outcomes.append((task, True, value))
-            conn.execute("COMMIT")
+            if conn.in_transaction:
+                conn.execute("COMMIT")
         except Exception as exc:
             # The transaction itself failed (disk full, I/O error): nothing in it was committed.
             # Every caller hears of it and the writer lives on to serve the next batch.
-            with contextlib.suppress(sqlite3.Error):
-                if conn.in_transaction:
+            with contextlib.suppress(Exception):
+                if self._backend.alive(conn) and conn.in_transaction:
                     conn.rollback()
             error = self._storage(exc) or exc
             self._reply([(t.future, False, error) for t in live])
-            return
+            return conn
         if not any(isinstance(v, Unavailable) for _t, ok, v in outcomes if not ok):
             self.failure = None  # a commit went through: the store can write again
         self._reply([(t.future, ok, value) for t, ok, value in outcomes])
+        return conn
 
     def _reply(self, outcomes: list[Outcome]) -> None:
         """One wake-up of each waiting loop per committed batch, however many jobs it held."""
@@ -229,7 +244,8 @@ class _Writer:
 
 
 class SessionStore:
-    """Sessions, transcripts and runs of one gateway, in the SQLite file at ``path``.
+    """Sessions, transcripts and runs of one gateway, in the SQLite file at ``path`` — or in
+    the PostgreSQL database when ``path`` is a ``postgresql://`` URL (:func:`backend_for`).
 
     Use ``async with SessionStore(path) as store`` (or ``open()``/``close()``). ``clock`` returns
     epoch milliseconds (tests pass a fake one). Session keys are canonicalized with
@@ -237,9 +253,12 @@ class SessionStore:
     """
 
     def __init__(
-        self, path: Path, *, clock: Callable[[], int] = now_ms, readers: int = 4
+        self, path: Path | str, *, clock: Callable[[], int] = now_ms, readers: int = 4
     ) -> None:
-        self.path = Path(path)
+        self.backend = backend_for(path)
+        # What ``status`` and errors show: the file, or the URL without its password.
+        self.path: Path | str = self.backend.path if isinstance(
+            self.backend, SqliteBackend) else self.backend.where
         self._clock = clock
         self._reader_count = readers
         self._writer: _Writer | None = None
@@ -252,11 +271,11 @@ class SessionStore:
         """Create or migrate the database and start the writer and reader threads."""
         if self._writer is not None:
             raise Unavailable("session store is already open")
-        writer = _Writer(self.path)
+        writer = _Writer(self.backend)
         await writer.start()
         self._writer = writer
         self._readers = concurrent.futures.ThreadPoolExecutor(
-            self._reader_count, "clawgate-db-read", initializer=self._open_reader
+            self._reader_count, "clawgate-db-read"
         )
 
     async def close(self) -> None:
@@ -293,7 +312,7 @@ class SessionStore:
         the same transaction) and return why the store cannot write, or None when it can
         (which clears an earlier failure)."""
         def job(c: sqlite3.Connection) -> None:
-            c.execute("INSERT INTO store_probe (data) VALUES (zeroblob(65536))")
+            c.execute("INSERT INTO store_probe (data) VALUES (?)", (bytes(65536),))
             c.execute("DELETE FROM store_probe")
 
         with contextlib.suppress(Unavailable):
@@ -615,14 +634,33 @@ class SessionStore:
         return await loop.run_in_executor(self._readers, self._run_read, fn)
 
     def _run_read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        conn: sqlite3.Connection = self._local.conn
-        try:
-            return fn(conn)
-        except sqlite3.Error as exc:
-            error = storage_error(exc, self.path)
-            if error is None:
-                raise
-            raise error from exc
+        for attempt in (1, 2):
+            conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+            if conn is None:  # opened on first use, and again after a lost connection
+                conn = self._local.conn = self.backend.open_reader()
+                with self._lock:
+                    self._read_conns.append(conn)
+            try:
+                return fn(conn)
+            except Exception as exc:
+                error = self.backend.storage_error(exc)
+                if error is None:
+                    raise
+                if self.backend.alive(conn):
+                    raise error from exc
+                self._drop_reader(conn)
+                if attempt == 2:
+                    raise error from exc
+                # A read is safe to repeat: once more, on a new connection.
+        raise AssertionError("unreachable")
+
+    def _drop_reader(self, conn: sqlite3.Connection) -> None:
+        self._local.conn = None
+        with self._lock:
+            if conn in self._read_conns:
+                self._read_conns.remove(conn)
+        with contextlib.suppress(Exception):
+            conn.close()
 
     def _stop_readers(self, readers: concurrent.futures.ThreadPoolExecutor) -> None:
         readers.shutdown(wait=True)
@@ -630,15 +668,6 @@ class SessionStore:
             conns, self._read_conns = self._read_conns, []
         for conn in conns:
             conn.close()
-
-    def _open_reader(self) -> None:
-        """Executor initializer: give this reader thread its own read-only connection."""
-        conn = _connect(self.path)
-        conn.execute("PRAGMA query_only = ON")
-        conn.create_function(listing.FOLD_FUNCTION, 1, listing.fold, deterministic=True)
-        self._local.conn = conn
-        with self._lock:
-            self._read_conns.append(conn)
 
     # -- channels -----------------------------------------------------------------------------
 
@@ -648,78 +677,21 @@ class SessionStore:
         (``sessions.channelstore``), on this store's threads."""
         return ChannelStore(self._write, self._read, self._clock)
 
+    # -- leases -------------------------------------------------------------------------------
+
+    def lease(self, name: str) -> Lease:
+        """The lease ``name`` on this store's database: one holder across every process on it,
+        released when the holder dies (:mod:`clawgate.sessions.leases`)."""
+        location = self.backend.url if isinstance(self.backend, postgres.PostgresBackend) \
+            else self.backend.path if isinstance(self.backend, SqliteBackend) else None
+        return lease_for(location, name)
+
     # -- cron ---------------------------------------------------------------------------------
 
     @functools.cached_property
     def cron(self) -> CronStore:
         """Cron jobs and their run history (``sessions.cronstore``), on this store's threads."""
         return CronStore(self._write, self._read)
-
-
-def storage_error(exc: BaseException, path: Path) -> Unavailable | None:
-    """The ``store_unavailable`` error for an SQLite failure of the storage itself (disk full,
-    corrupt file, I/O error), or None for any other error."""
-    if not isinstance(exc, sqlite3.Error):
-        return None
-    code = getattr(exc, "sqlite_errorcode", 0) & 0xFF
-    if code == sqlite3.SQLITE_FULL:
-        return Unavailable(f"disk full: the session store {path} cannot write ({exc})",
-                           reason="store_unavailable")
-    if code in (sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB):
-        return corrupt(path, exc)
-    if code in (sqlite3.SQLITE_IOERR, sqlite3.SQLITE_CANTOPEN, sqlite3.SQLITE_READONLY):
-        return Unavailable(f"the session store {path} cannot write: {exc}",
-                           reason="store_unavailable")
-    return None
-
-
-def corrupt(path: Path, why: object) -> Unavailable:
-    """The error for a database file that fails its integrity check."""
-    why = " ".join(str(why).split())  # one line, whatever SQLite said
-    return Unavailable(f"database corrupt: {path} ({why}); move it aside or restore a backup, "
-                       "then start again (`clawgate sessions check` reports the damage)",
-                       reason="store_unavailable")
-
-
-def check_file(path: Path) -> list[str]:
-    """``PRAGMA integrity_check`` of the database at ``path``, opened read-only: the problems
-    found (empty when it is sound). Blocking."""
-    if not path.exists():
-        return [f"{path} does not exist"]
-    try:
-        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
-        try:
-            rows = conn.execute("PRAGMA integrity_check").fetchall()
-        finally:
-            conn.close()
-    except sqlite3.DatabaseError as exc:
-        return [f"{path}: {exc}"]
-    problems = [str(r[0]) for r in rows]
-    return [] if problems == ["ok"] else problems
-
-
-def private_dir(path: Path) -> None:
-    """Create ``path`` (mode 0700), or take group and other access away from it (warning)."""
-    path.mkdir(parents=True, exist_ok=True, mode=0o700)
-    _private(path, 0o700)
-
-
-def private_file(path: Path) -> None:
-    """Take group and other access away from ``path`` if it exists (with a warning)."""
-    if path.exists():
-        _private(path, 0o600)
-
-
-def _private(path: Path, mode: int) -> None:
-    current = stat.S_IMODE(path.stat().st_mode)
-    if current & 0o077:
-        try:
-            path.chmod(mode)
-        except OSError as exc:
-            log.warning("%s is readable by others (mode %o) and cannot be fixed: %s", path,
-                        current, exc)
-            return
-        log.warning("%s was readable by others (mode %o); changed to %o", path, current, mode)
 
 
 def _entry(c: sqlite3.Connection, key: str) -> SessionEntry | None:

@@ -52,8 +52,8 @@ _SUMS = """
     COALESCE(SUM(json_extract(r.usage, '$.cost.output')), 0),
     COALESCE(SUM(json_extract(r.usage, '$.cost.cache_read')), 0),
     COALESCE(SUM(json_extract(r.usage, '$.cost.cache_write')), 0),
-    COALESCE(SUM(r.cost_usd IS NULL), 0),
-    COALESCE(SUM(r.status = 'error'), 0)
+    COALESCE(SUM(CASE WHEN r.cost_usd IS NULL THEN 1 ELSE 0 END), 0),
+    COALESCE(SUM(CASE WHEN r.status = 'error' THEN 1 ELSE 0 END), 0)
 """
 _COUNTED = ("r.ended_at >= ? AND r.ended_at < ? AND r.usage IS NOT NULL "
             "AND json_extract(r.usage, '$.total') > 0")
@@ -132,7 +132,7 @@ def sessions_usage(c: sqlite3.Connection, start_ms: int, end_ms: int, now_ms: in
     join = "FROM runs r LEFT JOIN sessions s ON s.key = r.key"
     sessions = c.execute(
         f"SELECT r.key, s.label, s.session_id, s.updated_at, s.agent_id, s.channel, s.model, "
-        f"s.model_provider, {_SUMS} {join} WHERE {where} GROUP BY r.key "
+        f"s.model_provider, {_SUMS} {join} WHERE {where} GROUP BY r.key, s.key "
         "ORDER BY COALESCE(SUM(r.cost_usd), 0) DESC, "
         "SUM(json_extract(r.usage, '$.total')) DESC, r.key LIMIT ?",
         (*params, limit)).fetchall()
@@ -201,8 +201,9 @@ def session_details(c: sqlite3.Connection, keys: Sequence[str], start_ms: int,
                                             "cost": sums["totalCost"]})
         out[r[0]]["activityDates"].append(day)
     for key, role, count, calls, errors in c.execute(
-            "SELECT key, role, COUNT(*), SUM(tool_calls IS NOT NULL), "
-            "SUM(stop_reason IN ('error', 'timeout', 'aborted')) FROM messages "
+            "SELECT key, role, COUNT(*), SUM(CASE WHEN tool_calls IS NOT NULL THEN 1 ELSE 0 END), "
+            "SUM(CASE WHEN stop_reason IN ('error', 'timeout', 'aborted') THEN 1 ELSE 0 END) "
+            "FROM messages "
             f"WHERE key IN ({marks}) AND created_at >= ? AND created_at < ? "
             "GROUP BY key, role", (*keys, start_ms, end_ms)):
         counts = out[key]["messageCounts"]

@@ -119,7 +119,8 @@ async def health_summary(gateway: Services) -> dict[str, Any]:
         asyncio.gather(*(store.list_sessions(ListQuery(agent_id=a.id, limit=5))
                          for a in agents)))
     beats = heartbeat.plan(gateway.settings)
-    running = gateway.runtime.cron is not None and gateway.runtime.cron.heartbeats.enabled
+    cron = gateway.runtime.cron
+    running = cron is not None and cron.leading and cron.heartbeats.enabled
     now = now_ms()
     rows = [{"agentId": a.id, "name": a.name, "isDefault": a is roster.default,
              "heartbeat": _heartbeat(beats.get(a.id), running),
