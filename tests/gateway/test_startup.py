@@ -216,7 +216,7 @@ def test_disk_full_is_503_store_unavailable_and_not_ready(tmp_path: Path) -> Non
     try:
         wait_ready(proc, url)
         for size, most in ((200_000, 40), (20_000, 100), (1_000, 400)):  # until nothing fits
-            for n in range(most):
+            for _n in range(most):
                 r = httpx.post(f"{url}/v1/chat/completions", headers=headers, timeout=30, json={
                     # One session per size: new sessions also grow the search index, whose
                     # segment merges need more room than the /ready probe's write.
