@@ -42,6 +42,7 @@ import httpx  # noqa: E402
 import common  # noqa: E402
 from clawgate import config  # noqa: E402
 from clawgate.agents.engine import Engine  # noqa: E402
+from clawgate.agents.turn import Submission  # noqa: E402
 from clawgate.plugins.host import PluginHost  # noqa: E402
 from clawgate.sessions.store import SessionStore  # noqa: E402
 
@@ -125,7 +126,7 @@ async def engine_at(state: Path, plugin: str, url: str) -> AsyncIterator[Engine]
 async def turn(engine: Engine, n: int) -> float:
     session = f"agent:main:bench-{n // SESSION_TURNS}"
     started = time.perf_counter()
-    result = await engine.run(f"{MESSAGE} ({n})", session_key=session)
+    result = await engine.run(Submission(f"{MESSAGE} ({n})", session_key=session))
     elapsed = time.perf_counter() - started
     if result.status != "ok":
         raise RuntimeError(f"turn failed: {result}")
