@@ -12,6 +12,10 @@ long run where every message must be answered exactly once (0 lost, 0 doubled).
   its request handling is inside the measured time).
 - `slack`: a DM `message` event sent by the Slack fake over Socket Mode; the reply is the
   `chat.postMessage` the fake receives (its own time is included: it runs in this process).
+- `discord`: a DM's MESSAGE_CREATE sent over the Discord fake's Gateway (hikari in the gateway
+  receives it); the reply is the `POST /channels/{id}/messages` the fake's REST API receives.
+  The fake runs in the bench process, so its own work (zlib-compressed Gateway frames, REST
+  parsing, the bot's echoed MESSAGE_CREATE) is inside the measured time.
 
 Prints one JSON document, then a `verdict:` line. `--quick` sends fewer messages; `--rows`
 picks rows.
@@ -41,6 +45,8 @@ import common
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # the platform fakes live with the tests
 
+from tests.support.fakes.discord_api import DiscordFake  # noqa: E402
+from tests.support.fakes.harness import Call  # noqa: E402
 from tests.support.fakes.slack import SlackFake  # noqa: E402
 from tests.support.fakes.telegram import TelegramFake  # noqa: E402
 from tests.support.fakes.webhook import WebhookReceiver, sign  # noqa: E402
@@ -51,6 +57,7 @@ P50_BUDGET_MS = 5.0
 RATE_BUDGETS = {"webhook": 500.0}  # messages/s at 50 conversations
 RATE_BUDGETS["telegram"] = 300.0
 RATE_BUDGETS["slack"] = 300.0
+RATE_BUDGETS["discord"] = 300.0
 
 
 def free_port() -> int:
@@ -328,10 +335,77 @@ allow_from = ["*"]
     return result
 
 
+DISCORD_POST = "POST /channels/{channel_id}/messages"
+
+
+class _DiscordBench(DiscordFake):
+    """The Discord fake, telling the row of every message the bot POSTs."""
+
+    def __init__(self, on_post: Callable[[Call], None]) -> None:
+        super().__init__(max_messages=200)
+        self.on_post = on_post
+
+    def record(self, name: str, **fields: Any) -> Call:
+        call = super().record(name, **fields)
+        if name == DISCORD_POST:
+            self.on_post(call)
+        return call
+
+
+async def discord_row(workdir: Path, sizes: dict[str, int]) -> dict[str, Any]:
+    replies = Replies()
+    nonces: dict[str, int] = {}
+
+    def on_post(call: Call) -> None:
+        body = call.body if isinstance(call.body, dict) else {}
+        nonce = str(body.get("nonce"))
+        nonces[nonce] = nonces.get(nonce, 0) + 1
+        replies.arrived(str(body.get("content", "")))
+
+    async with _DiscordBench(on_post) as fake:
+        config = f"""
+[engine]
+max_concurrent = 64
+
+[session]
+dm_scope = "per-channel-peer"
+
+[channels.discord]
+bot_token = "{fake.token}"
+api_base_url = "{fake.rest_url}"
+dm_policy = "open"
+allow_from = ["*"]
+streaming = "off"
+"""
+        gateway = await start_gateway(workdir / "discord", config)
+        try:
+            deadline = time.monotonic() + 30
+            while not any(s.link is not None for s in fake.gateway.sessions.values()):
+                if time.monotonic() > deadline:
+                    raise RuntimeError("the gateway's Discord account did not connect")
+                await asyncio.sleep(0.02)
+            people: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {}
+
+            async def send(conversation: str, text: str) -> None:
+                if conversation not in people:
+                    user = fake.user(conversation)
+                    people[conversation] = (user, fake.dm(user))
+                user, dm = people[conversation]
+                fake.inject_message(dm, user, text)  # MESSAGE_CREATE over the Gateway
+
+            result = await drive(send, replies, **sizes)
+        finally:
+            await stop_gateway(gateway)
+        result["duplicate_keys"] = sum(1 for n in nonces.values() if n > 1)
+        result["gateway_identifies"] = fake.counts["gateway:IDENTIFY"]
+    return result
+
+
 ROWS: dict[str, Callable[[Path, dict[str, int]], Awaitable[dict[str, Any]]]] = {
     "webhook": webhook_row,
     "telegram": telegram_row,
     "slack": slack_row,
+    "discord": discord_row,
 }
 
 

@@ -12,7 +12,7 @@ from typing import Any, NoReturn
 
 import orjson
 
-from clawgate import __version__, cli_memory, crontab
+from clawgate import __version__, cli_memory, cli_models, crontab
 from clawgate import config as config_module
 from clawgate.client import GatewayUnreachable
 from clawgate.errors import ClawgateError, ConfigError
@@ -149,6 +149,7 @@ def _parser() -> argparse.ArgumentParser:
                                            "when it is damaged")
     scheck.set_defaults(handler=_sessions_check)
     cli_memory.add_parser(commands)
+    cli_models.add_parser(commands, _remote_options, _remote)
     crontab.register(commands)  # clawgate cron ..., clawgate system event
     return parser
 

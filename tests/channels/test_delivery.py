@@ -68,6 +68,22 @@ async def test_a_refusing_receiver_fails_the_intent_visibly(tmp_path: Path) -> N
             assert len(hook.calls_of("POST /hook")) == 1  # a 4xx is not retried
 
 
+async def test_a_stuck_conversation_does_not_hold_up_the_others(tmp_path: Path) -> None:
+    """Replies of one account go out per conversation: while the receiver holds Bob's reply,
+    Carol's is delivered; Bob's follows when the receiver answers."""
+    async with WebhookReceiver() as hook:
+        hook.hang(lambda call: call.name == "POST /hook" and call.body["to"] == "bob",
+                  seconds=5, times=1)
+        async with webhook_gateway(tmp_path, hook) as server, server.client(token=None) as http:
+            await post(http, message("for bob", sender="bob"))
+            held = await hook.wait_for("POST /hook", within=10)  # Bob's reply is held
+            await post(http, message("for carol", sender="carol"))
+            await until(lambda: texts(hook) == ["for carol"], within=10)
+            assert hook.answered(held) is None  # Carol's went out while Bob's was held
+            await until(lambda: sorted(texts(hook)) == ["for bob", "for carol"], within=20)
+            assert hook.duplicates() == {}
+
+
 async def test_a_long_reply_is_chunked_in_order(tmp_path: Path) -> None:
     long = "\n\n".join(f"Paragraph {n}: " + "words " * 60 for n in range(12))
     async with WebhookReceiver() as hook, \

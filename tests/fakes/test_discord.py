@@ -9,6 +9,7 @@ import hikari
 import pytest
 
 from tests.support.fakes.discord_api import DiscordFake, Intent
+from tests.support.fakes.harness import Upload
 
 pytestmark = pytest.mark.anyio
 
@@ -198,3 +199,30 @@ async def test_reconnect_request_is_followed_by_a_resume(
     fake.inject_message(channel, fake.user("ada"), "after reconnect")
     await fake.wait_until(lambda: inbox.contents() == ["after reconnect"], within=10)
     assert fake.counts["gateway:IDENTIFY"] == 1
+
+
+async def test_enforced_nonce_returns_the_first_message(
+        fake: DiscordFake, running: tuple[hikari.GatewayBot, Inbox]) -> None:
+    bot, _ = running
+    channel = fake.text_channel(fake.guild(), "general")
+    first = await bot.rest.create_message(int(channel["id"]), "once", nonce="intent-1:1")
+    again = await bot.rest.create_message(int(channel["id"]), "once", nonce="intent-1:1")
+    other = await bot.rest.create_message(int(channel["id"]), "twice", nonce="intent-1:2")
+    assert again.id == first.id and other.id != first.id
+    assert [m["content"] for m in fake.history(channel)] == ["once", "twice"]
+    with pytest.raises(hikari.BadRequestError) as raised:
+        await bot.rest.create_message(int(channel["id"]), "x", nonce="n" * 26)
+    assert "nonce" in raised.value.errors
+
+
+async def test_a_user_message_can_carry_files(
+        fake: DiscordFake, running: tuple[hikari.GatewayBot, Inbox]) -> None:
+    _, inbox = running
+    ada = fake.user("ada")
+    sent = fake.inject_message(fake.dm(ada), ada, "a picture",
+                               files=[Upload("files[0]", "cat.png", "image/png", b"\x89PNG")])
+    await fake.wait_until(lambda: inbox.contents() == ["a picture"])
+    attachment = inbox.events[0].message.attachments[0]
+    assert attachment.filename == "cat.png" and attachment.media_type == "image/png"
+    assert attachment.size == 4 and attachment.url == sent["attachments"][0]["url"]
+    assert await attachment.read() == b"\x89PNG"

@@ -23,8 +23,9 @@ def write_config(state: Path, delay_ms: int, extra: str = "") -> None:
 async def test_reload_swaps_generation_and_in_flight_turns_finish_on_the_old(
         tmp_path: Path) -> None:
     state = tmp_path / "state"
-    write_config(state, 300)
-    config = {"plugins": {"entries": {"echo": {"config": {"delay_ms": 300}}}}}
+    # The old generation's turn takes long enough that a reload on a loaded machine ends first.
+    write_config(state, 3000)
+    config = {"plugins": {"entries": {"echo": {"config": {"delay_ms": 3000}}}}}
     async with serve_gateway(state, config) as server, open_client(server) as ws:
         gateway = server.gateway
         first = gateway.runtime.host.current

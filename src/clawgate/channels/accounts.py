@@ -59,7 +59,7 @@ class Policy(_Strict):
     mention_patterns: tuple[str, ...] = ()
     text_chunk_limit: int | None = Field(default=None, ge=100, le=100_000)
     reply_to_mode: Literal["off", "first", "all"] = "off"
-    streaming: Literal["partial", "off"] = "partial"
+    streaming: Literal["partial", "block", "off"] = "partial"
     dm_scope: DmScope | None = None
     history_limit: int = Field(default=50, ge=0, le=500)
 

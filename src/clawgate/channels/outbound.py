@@ -7,7 +7,10 @@ receipt right after the platform accepted it. The first part of a reply that was
 preview edits the preview in place. Retryable failures (5xx, timeouts, rate limits) back off
 exponentially — after the platform's ``retry_after`` when it gave one — and an intent that
 fails ``delivery.max_attempts`` times, or once for good (a 4xx), is ``failed`` and shows in
-``channels.status``. Accounts are served concurrently, one intent at a time each, in order.
+``channels.status``. Conversations are served concurrently, one intent at a time each, in the
+order the intents were created — up to ``PER_ACCOUNT`` conversations of one account and
+``IN_FLIGHT`` in all at once, so one busy chat never holds up the others and no platform sees
+an unbounded burst.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from typing import Any
 from clawgate.channels.accounts import AccountConfig
 from clawgate.channels.chunker import chunk
 from clawgate.channels.media import MediaLoader, display_name, split_media
+from clawgate.channels.streaming import Blocks
 from clawgate.chat import Channel, ChannelSendError, OutboundMessage, Target
 from clawgate.config import DeliveryConfig
 from clawgate.diagnostics.metrics import Metrics
@@ -36,6 +40,12 @@ BATCH = 64
 PRUNE_EVERY_S = 3600.0
 KEEP_MS = 7 * 86_400_000  # dedupe rows and finished intents older than this are forgotten
 MAX_WATCHED = 10_000  # intents whose end someone awaits at once (cron announcements)
+# Conversations sending at once: per account (platform limits are per bot: Telegram ~30
+# messages/s, Discord 50 requests/s) and in all (one worker's share of the loop).
+PER_ACCOUNT = 8
+IN_FLIGHT = 64
+
+Slot = tuple[str, str, str]  # channel, account, conversation (the target's chat id)
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,16 +64,18 @@ class Outbound:
 
     def __init__(self, store: SessionStore, lookup: Lookup, config: DeliveryConfig,
                  metrics: Metrics, previews: dict[str, asyncio.Lock],
-                 media: MediaLoader) -> None:
+                 media: MediaLoader, blocks: Blocks | None = None) -> None:
         self._store = store
         self._media = media
         self._lookup = lookup
         self._config = config
         self._metrics = metrics
         self._previews = previews  # run id -> held while its preview is being streamed
+        self._blocks = blocks or Blocks()  # what block streaming already sent of each reply
         self._wakeup = asyncio.Event()
         self.idle = asyncio.Event()  # set while nothing is due and nothing is being sent
-        self._busy: dict[tuple[str, str], asyncio.Task[None]] = {}
+        self._busy: dict[Slot, asyncio.Task[None]] = {}
+        self._per_account: dict[tuple[str, str], int] = {}
         self._last_prune = 0.0
         self._watchers: dict[str, set[asyncio.Event]] = {}  # intent id -> who awaits its end
 
@@ -98,12 +110,15 @@ class Outbound:
             while True:
                 self._wakeup.clear()
                 due = await self._store.channels.due(BATCH)
-                for intent in due:
-                    slot = (intent.channel, intent.account)
-                    if slot in self._busy:
-                        continue  # that account is still sending; it takes the next when done
-                    task = loop.create_task(self._account(slot), name=f"outbound:{slot}")
+                for slot, intents in _by_conversation(due).items():
+                    account = slot[:2]
+                    if (slot in self._busy or len(self._busy) >= IN_FLIGHT
+                            or self._per_account.get(account, 0) >= PER_ACCOUNT):
+                        continue  # picked up when a sender of that account finishes
+                    task = loop.create_task(self._conversation(intents),
+                                            name=f"outbound:{':'.join(slot)}")
                     self._busy[slot] = task
+                    self._per_account[account] = self._per_account.get(account, 0) + 1
                     task.add_done_callback(functools.partial(self._done, slot))
                 if not due and not self._busy:
                     self.idle.set()
@@ -118,28 +133,30 @@ class Outbound:
                 task.cancel()
             await asyncio.gather(*self._busy.values(), return_exceptions=True)
 
-    def _done(self, slot: tuple[str, str], _task: asyncio.Task[None]) -> None:
+    def _done(self, slot: Slot, _task: asyncio.Task[None]) -> None:
         self._busy.pop(slot, None)
+        account = slot[:2]
+        left = self._per_account.get(account, 1) - 1
+        if left:
+            self._per_account[account] = left
+        else:
+            self._per_account.pop(account, None)
         self._wakeup.set()
 
     async def _sleep(self) -> None:
         due = await self._store.channels.next_due_at()
         wait = None if due is None else max(0.0, (due - now_ms()) / 1000)
         if wait == 0.0 and self._busy:
-            wait = None  # the due ones belong to accounts that are sending: wait for them
+            wait = None  # the due ones belong to conversations that are sending: wait for them
         try:
             await asyncio.wait_for(self._wakeup.wait(), wait)
         except TimeoutError:
             pass
 
-    async def _account(self, slot: tuple[str, str]) -> None:
-        """Send one account's due intents in order."""
-        while True:
-            due = await self._store.channels.due(BATCH, channel=slot[0], account=slot[1])
-            if not due:
-                return
-            for intent in due:
-                await self.deliver(intent)
+    async def _conversation(self, intents: list[Intent]) -> None:
+        """Send one conversation's due intents in order; the worker looks again when done."""
+        for intent in intents:
+            await self.deliver(intent)
 
     async def deliver(self, intent: Intent) -> None:
         endpoint = self._lookup(intent.channel, intent.account)
@@ -163,6 +180,7 @@ class Outbound:
         else:
             await self._store.channels.finish(intent.intent_id, "sent")
             self._metrics.inc("channel_outbound_total", channel=intent.channel, status="sent")
+            self._blocks.forget(intent.run_id or "")
         finally:
             self._attempted(intent.intent_id)
 
@@ -170,7 +188,9 @@ class Outbound:
         channel, account = endpoint.channel, endpoint.account
         caps = channel.capabilities
         limit = account.policy.text_chunk_limit or caps.text_limit
-        text, sources = split_media(intent.text)
+        reply = self._blocks.rest(intent.run_id, intent.text) \
+            if intent.run_id and intent.kind == "reply" else intent.text
+        text, sources = split_media(reply)
         if not caps.media:  # the platform cannot take files: links stay as text
             text = "\n".join([text, *(f"Attachment: {display_name(s)} ({s})"
                                      if s.lower().startswith("http") else
@@ -195,8 +215,8 @@ class Outbound:
             if number > len(parts):
                 message = await self._media_part(sources[number - len(parts) - 1], part_target,
                                                  key, number, total, origin)
-            elif number == 1 and preview is not None:
-                await channel.edit(account.account, part_target, preview, parts[0])
+            elif number == 1 and preview is not None and await self._edited(
+                    endpoint, part_target, preview, parts[0], intent):
                 await self._store.channels.commit_part(intent.intent_id, number, [preview])
                 continue
             else:
@@ -205,6 +225,23 @@ class Outbound:
             receipt = await channel.send(account.account, message)
             await self._store.channels.commit_part(intent.intent_id, number,
                                                    list(receipt.message_ids))
+
+    async def _edited(self, endpoint: Endpoint, target: Target, preview: str, text: str,
+                      intent: Intent) -> bool:
+        """Turn the streamed preview into the reply's first part. False when the platform
+        refuses the edit for good (the user deleted the preview, it is too old to edit): the
+        part is then sent as a new message rather than failing the whole reply."""
+        assert endpoint.account.account is not None
+        try:
+            await endpoint.channel.edit(endpoint.account.account, target, preview, text)
+        except ChannelSendError as exc:
+            if exc.retryable:
+                raise
+            log.info("%s/%s: preview %s of intent %s cannot be edited (%s); sending the reply "
+                     "as a new message", intent.channel, intent.account, preview,
+                     intent.intent_id, exc)
+            return False
+        return True
 
     async def _media_part(self, source: str, target: Target, key: str, number: int,
                           total: int, origin: str) -> OutboundMessage:
@@ -227,6 +264,7 @@ class Outbound:
             log.warning("%s/%s: giving up on intent %s after %d attempt(s): %s", intent.channel,
                         intent.account, intent.intent_id, attempts, exc)
             await self._store.channels.finish(intent.intent_id, "failed", str(exc))
+            self._blocks.forget(intent.run_id or "")
             self._metrics.inc("channel_outbound_total", channel=intent.channel,
                               status="failed")
             return
@@ -237,6 +275,15 @@ class Outbound:
         await self._store.channels.retry(intent.intent_id, at=now_ms() + backoff,
                                          error=str(exc))
         self._metrics.inc("channel_outbound_retries_total", channel=intent.channel)
+
+
+def _by_conversation(due: list[Intent]) -> dict[Slot, list[Intent]]:
+    """Due intents grouped by the conversation they go to, each group in creation order."""
+    groups: dict[Slot, list[Intent]] = {}
+    for intent in due:
+        slot = (intent.channel, intent.account, str(intent.target.get("to", "")))
+        groups.setdefault(slot, []).append(intent)
+    return groups
 
 
 def describe(intent: Intent) -> dict[str, Any]:

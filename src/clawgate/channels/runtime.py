@@ -29,7 +29,7 @@ from clawgate.channels.accounts import AccountConfig, accounts
 from clawgate.channels.inbound import Inbound
 from clawgate.channels.media import MediaLoader
 from clawgate.channels.outbound import Endpoint, Outbound
-from clawgate.channels.streaming import follow
+from clawgate.channels.streaming import Blocks, follow
 from clawgate.chat import (
     Account,
     Channel,
@@ -127,6 +127,7 @@ class ChannelRuntime:
         self.metrics = metrics
         self._schemas = SchemaCache()
         self._previews: dict[str, asyncio.Lock] = {}
+        self._blocks = Blocks()
         self.inbound = Inbound(settings, engine, metrics, follow=self._follow, wake=self.wake,
                                channel=self._channel_of)
         delivery = settings.config.delivery
@@ -134,7 +135,7 @@ class ChannelRuntime:
                                            for r in delivery.media_roots)]
         self.media = MediaLoader(roots, max_bytes=int(delivery.media_max_mb * 1024 * 1024))
         self.outbound = Outbound(engine.store, self.endpoint, delivery, metrics,
-                                 self._previews, self.media)
+                                 self._previews, self.media, self._blocks)
         self._live: dict[tuple[str, str], _Live] = {}
         self._problems: dict[str, str] = {}  # channel id -> why it has no accounts
         self._generation: Generation | None = None
@@ -368,13 +369,14 @@ class ChannelRuntime:
     def _follow(self, account: AccountConfig, turn: Turn, target: Target) -> None:
         live = self._live.get((account.channel, account.account_id))
         caps = live.channel.capabilities if live is not None else None
-        if live is None or caps is None or not (caps.typing or caps.edit) \
+        if live is None or caps is None \
+                or not (caps.typing or caps.edit or account.policy.streaming == "block") \
                 or len(self._followers) >= MAX_FOLLOWERS:
             turn.close()
             return
         lock = self._previews.setdefault(turn.run_id, asyncio.Lock())
         task = asyncio.get_running_loop().create_task(
-            follow(live.channel, account, turn, target, self.engine.store, lock),
+            follow(live.channel, account, turn, target, self.engine.store, lock, self._blocks),
             name=f"follow:{turn.run_id}")
         self._followers.add(task)
 

@@ -93,10 +93,13 @@ async def test_daily_logs_main_only_and_off(make_engine, mock_openai, tmp_path):
         assert f"{mode} log marker" not in direct
 
 
-async def test_a_model_calls_memory_search_through_the_engine(make_engine):
-    h = await make_engine(echo={})
-    (h.state / "workspace" / "MEMORY.md").write_text(
+async def test_a_model_calls_memory_search_through_the_engine(make_engine, tmp_path: Path):
+    # Written before the start: a write a moment before the search is only seen once the
+    # watcher noticed it (the watcher tests cover that path).
+    (tmp_path / "workspace").mkdir()
+    (tmp_path / "workspace" / "MEMORY.md").write_text(
         "# Memory\n\nThe spare key is under the blue flower pot.\n", encoding="utf-8")
+    h = await make_engine(echo={})
     arguments = orjson.dumps({"query": "where is the spare key?"}).decode()
 
     result = await h.engine.run(Submission(f"/tool memory_search {arguments}"))

@@ -3,6 +3,7 @@ the reply the fake Bot API received (typing, a preview edited in place, HTML).""
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import pytest
@@ -78,6 +79,30 @@ async def test_a_streamed_reply_is_previewed_then_edited_in_place(
         assert edits[-1]["text"] == answer.replace("**end**", "<b>end</b>")
         assert {e["message_id"] for e in edits} == {str(tg.sent(chat)[0]["message_id"])}
         assert fake.counts["sendChatAction"] >= 1
+        row = await status(server)
+        assert row["pendingDeliveries"] == 0 and row["failedDeliveries"] == 0
+
+
+async def test_a_preview_the_user_deleted_is_replaced_by_a_new_message(
+        tmp_path: Path, mock_openai: MockOpenAI) -> None:
+    answer = "Words stream in slowly, the user deletes the preview, and the reply still arrives."
+    mock_openai.plan(Reply(answer, chunks=6, interval=0.35))
+    async with TelegramFake() as fake, \
+            telegram_gateway(tmp_path, fake, mock_model(mock_openai)) as server:
+        tg = fake.bot
+        ada = tg.user("Ada")
+        chat = tg.private_chat(ada)
+        tg.inject_text(chat, ada, "tell me")
+        await until(lambda: len(tg.sent(chat)) == 1, within=15)
+        preview_id = tg.sent(chat)[0]["message_id"]
+        del tg.chats[chat["id"]].messages[preview_id]  # as the user deleting it would
+        deleted_at = time.monotonic()
+        await until(lambda: texts(tg, chat) == [answer], within=15)
+        # The reply is a new message: the edit of the deleted preview was refused for good.
+        assert tg.sent(chat)[0]["message_id"] != preview_id
+        tried = [c for c in fake.calls_of("editMessageText")
+                 if c.body["message_id"] == str(preview_id) and c.at >= deleted_at]
+        assert tried, "the deleted preview was never edited: the test did not test the fallback"
         row = await status(server)
         assert row["pendingDeliveries"] == 0 and row["failedDeliveries"] == 0
 

@@ -28,7 +28,8 @@ REST at ``<url>/api/v10`` (``Authorization: Bot <token>``, else 401 ``{"message"
 Unauthorized", "code": 0}``): ``GET /gateway``, ``GET /gateway/bot``, ``GET /users/@me``,
 ``GET /applications/@me``, ``POST /users/@me/channels`` (open a DM), ``GET /channels/{id}``,
 ``POST /channels/{id}/messages`` (JSON or multipart ``payload_json`` + ``files[n]``; content over
-2000 characters is 400 ``{"code": 50035, "message": "Invalid Form Body", "errors": ...}``),
+2000 characters is 400 ``{"code": 50035, "message": "Invalid Form Body", "errors": ...}``; a
+``nonce`` with ``enforce_nonce`` seen before in the channel returns that message, creating none),
 ``PATCH``/``DELETE /channels/{id}/messages/{mid}``, ``POST /channels/{id}/typing``,
 ``POST /channels/{id}/messages/{mid}/threads``, ``PUT .../reactions/{emoji}/@me``. Every channel
 route reports its bucket (``X-RateLimit-Limit/Remaining/Reset/Reset-After/Bucket/Scope``) and
@@ -107,6 +108,7 @@ class DiscordFake(FakeServer):
         self.attachments: OrderedDict[str, bytes] = OrderedDict()
         self.gateway = Gateway(self, heartbeat_interval_ms=heartbeat_interval_ms)
         self._buckets: dict[tuple[str, str], tuple[float, int]] = {}
+        self._nonces: OrderedDict[tuple[str, str], str] = OrderedDict()  # (channel, nonce) -> id
 
     @property
     def rest_url(self) -> str:
@@ -341,13 +343,16 @@ class DiscordFake(FakeServer):
         return payload
 
     def inject_message(self, channel: dict[str, Any], author: dict[str, Any], content: str, *,
-                       reply_to: dict[str, Any] | None = None) -> dict[str, Any]:
-        """A user writes in ``channel`` (``<@id>`` in ``content`` mentions); MESSAGE_CREATE
-        goes to every session with the channel's intent. Returns the stored message."""
+                       reply_to: dict[str, Any] | None = None,
+                       files: list[Upload] | None = None) -> dict[str, Any]:
+        """A user writes in ``channel`` (``<@id>`` in ``content`` mentions; ``files`` become
+        attachments served at their CDN ``url``); MESSAGE_CREATE goes to every session with
+        the channel's intent. Returns the stored message."""
         if channel.get("guild_id") and self._member_of(channel["guild_id"],
                                                        author["id"]) is None:
             self.add_member(self.guilds[channel["guild_id"]], author)
-        return self._message(channel, author, content, reference=reply_to)
+        return self._message(channel, author, content, reference=reply_to,
+                             attachments=self._attachments(channel, files or []))
 
     def identified(self, session: Session) -> None:
         """Called by the gateway after a good IDENTIFY: send READY and the guilds."""
@@ -520,6 +525,15 @@ class DiscordFake(FakeServer):
         channel = self._channel(request)
         payload, files = self._payload(call)
         content = self._check_content(payload)
+        nonce = payload.get("nonce")
+        if nonce is not None and len(str(nonce)) > 25:
+            raise _form_error("nonce", "BASE_TYPE_MAX_LENGTH", "Must be 25 or fewer in length.")
+        if nonce is not None and payload.get("enforce_nonce"):
+            # Discord: a nonce seen recently from the same author returns that message and
+            # creates nothing (the fake remembers the last MAX_ENTRIES nonces).
+            earlier = self._nonces.get((channel["id"], str(nonce)))
+            if earlier is not None and earlier in self.messages[channel["id"]]:
+                return self.messages[channel["id"]][earlier]
         embeds = payload.get("embeds") or []
         if not content and not embeds and not files and not payload.get("sticker_ids"):
             raise DiscordError(400, 50006, "Cannot send an empty message")
@@ -532,8 +546,13 @@ class DiscordFake(FakeServer):
             if reference is None and wanted.get("fail_if_not_exists", True):
                 raise _form_error("message_reference", "REPLIES_UNKNOWN_MESSAGE",
                                   "Unknown message")
-        return self._message(channel, self.bot_user, content, reference=reference,
-                             attachments=self._attachments(channel, files), embeds=embeds)
+        message = self._message(channel, self.bot_user, content, reference=reference,
+                                attachments=self._attachments(channel, files), embeds=embeds)
+        if nonce is not None:
+            message["nonce"] = str(nonce)
+            if payload.get("enforce_nonce"):
+                remember(self._nonces, (channel["id"], str(nonce)), message["id"])
+        return message
 
     async def _edit_message(self, request: Request, call: Call) -> Any:
         channel, message = self._stored(request)

@@ -103,6 +103,7 @@ class AgentMemory:
         self._rstore: Store | None = None
         self._open_lock = asyncio.Lock()
         self._lock = asyncio.Lock()  # one sync or rebuild at a time
+        self._rebuilding = False  # a full rebuild holds the lock (searches do not wait for it)
         self._queries: OrderedDict[str, list[float]] = OrderedDict()
         self.synced_at: float | None = None
         self.dirty = False  # the watcher saw a change that no sync has picked up yet
@@ -179,31 +180,39 @@ class AgentMemory:
         """Rebuild the whole index as a new version and publish it atomically."""
         await self.open()
         async with self._lock:
-            started = time.perf_counter()
-            self.dirty = False
-            active = await self._writer.run(self._w.active)
-            new_id = await self._writer.run(self._w.begin_set)
+            self._rebuilding = True
             try:
-                changes, _, _ = await self._writer.run(self._plan, new_id, True)
-                embedded = 0
-                filled = [FileChange(c.info, c.hash, c.chunks, [None] * len(c.chunks))
-                          for c in changes]
-                if self.embedder is not None:
-                    # Vectors of the old version are reusable only if the embedder is the same.
-                    reuse = active.identity == self.embedder.identity
-                    filled, embedded = await self._vectors(changes, active, reuse=reuse,
-                                                           target=new_id)
-                for start in range(0, len(filled), _APPLY_FILES):
-                    batch = filled[start:start + _APPLY_FILES]
-                    await self._writer.run(self._w.apply, new_id, batch, [], [])
-                await self._writer.run(self._w.publish, new_id)
-            except BaseException:
-                await asyncio.shield(self._writer.run(self._w.discard, new_id))
-                raise
-            report = SyncReport(len(changes), 0, sum(len(c.chunks) for c in changes), embedded,
-                                time.perf_counter() - started, self.embedding_error)
-            self._done(report, "reindex")
-            return report
+                return await self._rebuild()
+            finally:
+                self._rebuilding = False
+
+    async def _rebuild(self) -> SyncReport:
+        """``reindex`` under the lock."""
+        started = time.perf_counter()
+        self.dirty = False
+        active = await self._writer.run(self._w.active)
+        new_id = await self._writer.run(self._w.begin_set)
+        try:
+            changes, _, _ = await self._writer.run(self._plan, new_id, True)
+            embedded = 0
+            filled = [FileChange(c.info, c.hash, c.chunks, [None] * len(c.chunks))
+                      for c in changes]
+            if self.embedder is not None:
+                # Vectors of the old version are reusable only if the embedder is the same.
+                reuse = active.identity == self.embedder.identity
+                filled, embedded = await self._vectors(changes, active, reuse=reuse,
+                                                       target=new_id)
+            for start in range(0, len(filled), _APPLY_FILES):
+                batch = filled[start:start + _APPLY_FILES]
+                await self._writer.run(self._w.apply, new_id, batch, [], [])
+            await self._writer.run(self._w.publish, new_id)
+        except BaseException:
+            await asyncio.shield(self._writer.run(self._w.discard, new_id))
+            raise
+        report = SyncReport(len(changes), 0, sum(len(c.chunks) for c in changes), embedded,
+                            time.perf_counter() - started, self.embedding_error)
+        self._done(report, "reindex")
+        return report
 
     def _done(self, report: SyncReport, reason: str) -> None:
         self.synced_at = time.time()
@@ -320,10 +329,11 @@ class AgentMemory:
         resync = self.options.resync_after_s
         outdated = (resync is not None and self.synced_at is not None
                     and time.time() - self.synced_at > resync)
-        if self.synced_at is None or ((self.dirty or outdated) and not self._lock.locked()):
-            # Read your writes: a file changed a moment ago is searched, not its old version —
-            # unless a sync or rebuild is under way: then the active version answers at once
-            # (a long rebuild must not stall searches), and ``dirty`` stays set for the next.
+        if self.synced_at is None or ((self.dirty or outdated) and not self._rebuilding):
+            # Read your writes: a file changed a moment ago is searched, not its old version
+            # (waiting for a sync under way: it reads changed files only) — unless a full
+            # rebuild is under way: then the active version answers at once (a long rebuild
+            # must not stall searches), and ``dirty`` stays set for the next.
             await self.sync("search")
         options = self.options
         candidates = max(1, min(200, max_results * options.candidate_multiplier))

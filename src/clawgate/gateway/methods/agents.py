@@ -21,8 +21,9 @@ from clawgate.agents.turn import Submission
 from clawgate.gateway.methods.chat import user_content
 from clawgate.gateway.methods.sessions import find_by_session_id
 from clawgate.gateway.protocol import NoParams, Params, invalid, parse_params
-from clawgate.gateway.rpc import READ, WRITE, CallContext, CoreMethod
+from clawgate.gateway.rpc import ADMIN, READ, WRITE, CallContext, CoreMethod
 from clawgate.providers.base import AuthAware
+from clawgate.providers.profiles import reset_auth
 from clawgate.types import now_ms
 
 WAIT_DEFAULT_MS = 30_000
@@ -236,10 +237,24 @@ async def models_auth_status(ctx: CallContext, raw: Any) -> dict[str, Any]:
     return {"ts": now_ms(), "providers": providers, "providerCapabilities": {}}
 
 
+class AuthResetParams(Params):
+    provider: Annotated[str, Field(min_length=1, max_length=200)] | None = None
+    profileId: Annotated[str, Field(min_length=1, max_length=200)] | None = None
+
+
+async def models_auth_reset(ctx: CallContext, raw: Any) -> dict[str, Any]:
+    """Clear auth-profile cooldowns (one profile, one provider's, or all) so that the next turn
+    may use them again; an unknown provider or profile is an error and changes nothing."""
+    p = parse_params(AuthResetParams, raw, "models.authReset")
+    providers = [e.provider for e in ctx.generation.registry.providers.values()]
+    return {"ts": now_ms(), **reset_auth(providers, p.provider, p.profileId)}
+
+
 METHODS = (
     CoreMethod("agent", WRITE, agent),
     CoreMethod("agent.wait", WRITE, agent_wait),
     CoreMethod("agents.list", READ, agents_list),
     CoreMethod("models.list", READ, models_list),
     CoreMethod("models.authStatus", READ, models_auth_status),
+    CoreMethod("models.authReset", ADMIN, models_auth_reset),
 )
