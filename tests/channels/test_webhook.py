@@ -4,6 +4,9 @@ to a receiver, through a real gateway on 127.0.0.1."""
 from __future__ import annotations
 
 import asyncio
+import subprocess
+import sys
+import textwrap
 import time
 from pathlib import Path
 
@@ -79,3 +82,33 @@ async def test_a_replayed_id_is_a_duplicate(tmp_path: Path) -> None:
         await until(lambda: len(texts(hook)) == 1)
         runs = await server.gateway.runtime.store.transcript("agent:main:main")
         assert [m.content for m in runs] == ["once", "once"]
+
+
+PROBE = textwrap.dedent("""
+    import asyncio, sys, tempfile
+    from pathlib import Path
+    from clawgate import config
+    from clawgate.runtime import Runtime
+
+    async def main():
+        with tempfile.TemporaryDirectory() as tmp:
+            cfg = {"channels": {"webhook": {"inbound_secret": "s" * 16}}}
+            settings = config.Settings(config.parse(cfg), state_dir=Path(tmp),
+                                       config_path=Path(tmp) / "c.toml")
+            runtime = Runtime(settings, channels=True)
+            await runtime.start()
+            try:
+                print("httpx" in sys.modules)
+            finally:
+                await runtime.aclose()
+
+    asyncio.run(main())
+""")
+
+
+def test_httpx_stays_out_until_a_reply_is_sent() -> None:
+    """A webhook account that only receives (or a gateway with none) never loads httpx."""
+    out = subprocess.run([sys.executable, "-c", PROBE], capture_output=True, text=True,
+                         cwd=Path(__file__).resolve().parents[2], timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["False"]

@@ -21,9 +21,8 @@ import base64
 import hashlib
 import hmac
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import httpx
 import orjson
 
 from clawgate import (
@@ -39,6 +38,9 @@ from clawgate import (
     WebhookRequest,
     WebhookResponse,
 )
+
+if TYPE_CHECKING:
+    import httpx
 
 SKEW_S = 300
 CONFIG_SCHEMA: dict[str, Any] = {
@@ -70,16 +72,29 @@ class WebhookChannel:
 
     def __init__(self) -> None:
         self._http: httpx.AsyncClient | None = None
+        self._open = False
 
     # -- lifecycle (the plugin's service) -----------------------------------------------------
 
     async def open(self, _context: object) -> None:
-        self._http = httpx.AsyncClient(follow_redirects=False)
+        # The HTTP client (and httpx itself, ~5 MB) comes with the first reply to send: a
+        # gateway whose webhook accounts only receive, or that has none, never loads it.
+        self._open = True
 
     async def close(self, _context: object) -> None:
+        self._open = False
         if self._http is not None:
             await self._http.aclose()
             self._http = None
+
+    def _client(self) -> httpx.AsyncClient:
+        if not self._open:
+            raise ChannelSendError("the webhook channel is not started")
+        if self._http is None:
+            import httpx
+
+            self._http = httpx.AsyncClient(follow_redirects=False)
+        return self._http
 
     # -- the Channel protocol ------------------------------------------------------------------
 
@@ -115,8 +130,7 @@ class WebhookChannel:
         url = account.config.get("outbound_url")
         if not url:
             raise ChannelSendError("this webhook account has no outbound_url", retryable=False)
-        if self._http is None:
-            raise ChannelSendError("the webhook channel is not started")
+        http = self._client()
         intent_id = message.idempotency_key.rsplit(":", 1)[0]
         headers = {"Idempotency-Key": message.idempotency_key,
                    "Content-Type": "application/json"}
@@ -134,10 +148,11 @@ class WebhookChannel:
             payload["attachment"] = {"name": media.name, "mime_type": media.mime_type,
                                      "kind": media.kind, "url": media.url,
                                      "data_base64": base64.b64encode(media.data).decode()}
+        import httpx
+
         try:
-            response = await self._http.post(str(url), content=orjson.dumps(payload),
-                                             headers=headers,
-                                             timeout=float(account.config["timeout_s"]))
+            response = await http.post(str(url), content=orjson.dumps(payload), headers=headers,
+                                       timeout=float(account.config["timeout_s"]))
         except httpx.TimeoutException as exc:
             raise ChannelSendError(f"POST {url} timed out: {exc}") from None
         except httpx.HTTPError as exc:
