@@ -47,6 +47,19 @@ class Migration:
     postgres: str | None = None
 
 
+# Migration 9's indexes in list order (updated_at DESC, key), for every sessions.list filter; the
+# same on both backends (SQLite adds its trigram search index, PostgreSQL scans).
+_LIST_ORDER_INDEXES = """
+DROP INDEX sessions_updated;
+DROP INDEX sessions_agent_updated;
+DROP INDEX sessions_label;
+DROP INDEX sessions_spawned_by;
+CREATE INDEX sessions_list ON sessions (updated_at DESC, key);
+CREATE INDEX sessions_agent_list ON sessions (agent_id, updated_at DESC, key);
+CREATE INDEX sessions_label_list ON sessions (label, updated_at DESC, key);
+CREATE INDEX sessions_spawned_by_list ON sessions (spawned_by, updated_at DESC, key);
+"""
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "sessions and messages", """
 CREATE TABLE sessions (
@@ -268,16 +281,8 @@ CREATE INDEX messages_system ON messages (session_id, seq) WHERE role = 'system'
     Migration(8, "scratch table of the store's write probe (/ready after a storage failure)", """
 CREATE TABLE store_probe (data BLOB NOT NULL);
 """),
-    Migration(9, "sessions.list at scale: indexes in list order, trigram search index", """
-DROP INDEX sessions_updated;
-DROP INDEX sessions_agent_updated;
-DROP INDEX sessions_label;
-DROP INDEX sessions_spawned_by;
-CREATE INDEX sessions_list ON sessions (updated_at DESC, key);
-CREATE INDEX sessions_agent_list ON sessions (agent_id, updated_at DESC, key);
-CREATE INDEX sessions_label_list ON sessions (label, updated_at DESC, key);
-CREATE INDEX sessions_spawned_by_list ON sessions (spawned_by, updated_at DESC, key);
-CREATE VIRTUAL TABLE sessions_fts USING fts5 (
+    Migration(9, "sessions.list at scale: indexes in list order, trigram search index",
+              _LIST_ORDER_INDEXES + """CREATE VIRTUAL TABLE sessions_fts USING fts5 (
     display_name, label, subject, session_id, key,
     content = 'sessions', content_rowid = 'rowid', tokenize = 'trigram'
 );
@@ -299,16 +304,7 @@ AFTER UPDATE OF display_name, label, subject, session_id, key ON sessions BEGIN
     INSERT INTO sessions_fts (rowid, display_name, label, subject, session_id, key)
     VALUES (new.rowid, new.display_name, new.label, new.subject, new.session_id, new.key);
 END;
-""", postgres="""
-DROP INDEX sessions_updated;
-DROP INDEX sessions_agent_updated;
-DROP INDEX sessions_label;
-DROP INDEX sessions_spawned_by;
-CREATE INDEX sessions_list ON sessions (updated_at DESC, key);
-CREATE INDEX sessions_agent_list ON sessions (agent_id, updated_at DESC, key);
-CREATE INDEX sessions_label_list ON sessions (label, updated_at DESC, key);
-CREATE INDEX sessions_spawned_by_list ON sessions (spawned_by, updated_at DESC, key);
-"""),
+""", postgres=_LIST_ORDER_INDEXES),
 )
 SCHEMA_VERSION = MIGRATIONS[-1].version
 
