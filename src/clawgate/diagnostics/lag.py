@@ -54,13 +54,13 @@ class LagMonitor:
         self._halt.clear()
         self._beat = time.monotonic()
         watchdog.start()
-        # One waiter for the whole run: a wake-up costs a timer, not a new task (wait_for
-        # would make one ten times a second, which is most of an idle gateway's CPU).
-        stopped = asyncio.ensure_future(stop.wait())
         try:
             while not stop.is_set():
                 asked = time.monotonic()
-                await asyncio.wait((stopped,), timeout=self.interval_s)
+                try:
+                    await asyncio.wait_for(stop.wait(), self.interval_s)
+                except TimeoutError:
+                    pass
                 woke = time.monotonic()
                 self._beat = woke
                 lag = max(0.0, woke - asked - self.interval_s)
@@ -68,7 +68,6 @@ class LagMonitor:
                 if lag > self.threshold_s and not stop.is_set():
                     self._stalled(lag)
         finally:
-            stopped.cancel()
             self._halt.set()
             await asyncio.to_thread(watchdog.join, 1.0)
 
@@ -85,7 +84,7 @@ class LagMonitor:
                     "every client; run them in a thread)", lag * 1000, culprit)
 
     def _watch(self, loop_thread: int) -> None:
-        step = self.threshold_s / 2  # samples a stall between 1 and 1.5 thresholds in
+        step = min(self.threshold_s / 2, 0.05)
         sampled_beat = -1.0
         while not self._halt.wait(step):
             beat = self._beat
