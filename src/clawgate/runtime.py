@@ -29,6 +29,7 @@ from clawgate.diagnostics.metrics import Metrics
 from clawgate.diagnostics.timeline import Timeline
 from clawgate.errors import Unavailable
 from clawgate.plugins.host import COUNTERS, PluginHost
+from clawgate.sessions.replica import Replica
 from clawgate.sessions.store import SessionStore
 
 DB_FILE = "clawgate.db"
@@ -49,6 +50,9 @@ class Runtime:
         self.host = PluginHost(settings, metrics=self.metrics, timeline=self.timeline,
                                reserved_methods=reserved_methods, reserved_paths=reserved_paths)
         self.store = SessionStore(settings.store_location())
+        # This process among the gateways on one store: an id and a liveness lease that
+        # others probe before they take over what it owned.
+        self.replica = Replica(self.store)
         self.engine = Engine(settings, self.host, self.store, metrics=self.metrics,
                              timeline=self.timeline)
         # The channel runtime (accounts, monitors, durable delivery): only where a gateway
@@ -78,6 +82,8 @@ class Runtime:
         try:
             await self.store.open()
             stack.push_async_callback(self.store.close)
+            await self.replica.start()
+            stack.push_async_callback(self.replica.stop)
             stack.callback(self.timeline.close)
             # Closed even when its start is interrupted (a signal while plugins load): the
             # start task, and any probe child it runs, end with it.
