@@ -14,6 +14,7 @@ from typing import Any
 
 import orjson
 
+from clawgate.cli_usage import needs_action
 from clawgate.client import GatewayError, GatewayUnreachable, call_remote, gateway_url
 
 MAX_RESULTS = 50  # memory_search's own cap
@@ -23,8 +24,8 @@ def add_parser(commands: Any) -> None:
     """Register ``clawgate memory ...`` on the CLI's sub-command table."""
     memory = commands.add_parser("memory", help="the agents' memory (memory-core) in the "
                                                 "running gateway")
-    memory.set_defaults(handler=_usage(memory))
     sub = memory.add_subparsers(metavar="ACTION")
+    memory.set_defaults(handler=needs_action(memory, sub))
     status = sub.add_parser("status", help="each agent's index: files, chunks, vectors, "
                                            "staleness")
     _common(status)
@@ -47,15 +48,6 @@ def _common(parser: argparse.ArgumentParser) -> None:
                                                       "agent; status: every agent)")
     parser.add_argument("--json", action="store_true", help="print the JSON result")
 
-
-def _usage(parser: argparse.ArgumentParser) -> Any:
-    def handler(args: argparse.Namespace) -> int:
-        parser.print_usage(sys.stderr)
-        print("clawgate memory: error: choose an action: status, index or search",
-              file=sys.stderr)
-        return 2
-
-    return handler
 
 
 def _call(method: str, params: dict[str, Any]) -> dict[str, Any] | None:

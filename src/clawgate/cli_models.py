@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import argparse
 import functools
-import sys
 from collections.abc import Callable
 from typing import Any
 
 import orjson
 
+from clawgate.cli_usage import needs_action
 from clawgate.client import call_remote
 
 Remote = Callable[[argparse.Namespace], tuple[str, str | None]]
@@ -28,8 +28,8 @@ def add_parser(commands: Any, remote_options: Callable[[argparse.ArgumentParser]
     the CLI's --url/--port/--token options to a parser, ``remote`` reads them back."""
     models = commands.add_parser("models", help="model catalogue and auth profiles of the "
                                                 "running gateway")
-    models.set_defaults(handler=_usage(models))
     sub = models.add_subparsers(metavar="ACTION")
+    models.set_defaults(handler=needs_action(models, sub))
     listing = sub.add_parser("list", help="every model of the loaded providers, with prices")
     listing.add_argument("--provider", metavar="ID", help="only this provider's models")
     listing.add_argument("--json", action="store_true", help="print the JSON result")
@@ -44,14 +44,6 @@ def add_parser(commands: Any, remote_options: Callable[[argparse.ArgumentParser]
     remote_options(auth)
     auth.set_defaults(handler=functools.partial(_auth, remote=remote))
 
-
-def _usage(parser: argparse.ArgumentParser) -> Any:
-    def handler(args: argparse.Namespace) -> int:
-        parser.print_usage(sys.stderr)
-        print("clawgate models: error: choose an action: list or auth", file=sys.stderr)
-        return 2
-
-    return handler
 
 
 def _list(args: argparse.Namespace, *, remote: Remote) -> int:

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from clawgate import config as config_module
+from clawgate.cli_usage import needs_action
 from clawgate.errors import ClawgateError
 
 
@@ -22,8 +23,8 @@ def add_parser(commands: Any) -> None:
     """Register ``clawgate store ...`` on the CLI's sub-command table."""
     store = commands.add_parser("store", help="the session store: schema migrations, copying "
                                               "between SQLite and PostgreSQL")
-    store.set_defaults(handler=_usage(store))
     sub = store.add_subparsers(metavar="ACTION")
+    store.set_defaults(handler=needs_action(store, sub))
     migrate = sub.add_parser("migrate", help="create or upgrade the store's schema and print "
                                              "its version")
     migrate.add_argument("--url", metavar="URL", help="postgresql://... or sqlite:PATH "
@@ -39,14 +40,6 @@ def add_parser(commands: Any) -> None:
                       help="rows per batch (default 1000)")
     copy.set_defaults(handler=_copy)
 
-
-def _usage(parser: argparse.ArgumentParser) -> Any:
-    def handler(args: argparse.Namespace) -> int:
-        parser.print_usage(sys.stderr)
-        print("clawgate store: error: choose an action: migrate or copy", file=sys.stderr)
-        return 2
-
-    return handler
 
 
 def _location(url: str | None) -> Path | str:
