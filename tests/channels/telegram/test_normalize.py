@@ -73,9 +73,18 @@ def test_what_does_not() -> None:
     theirs = tg.inject_message(group, bob, text="/status@other_bot",
                                entities=[{"type": "bot_command", "offset": 0, "length": 17}])
     to_bob = tg.inject_reply(group, bob, "replying to myself", to=other["message"])
-    for update in (other, plain, theirs, to_bob):
+    for update in (other, plain, to_bob):
         message = read(tg, update)
         assert message is not None and not message.mentioned, update
+    # A command for another bot is not received at all (in a group that needs no mention it
+    # would run here); a plain command, or one later in the text, is.
+    assert read(tg, theirs) is None
+    plain_command = read(tg, tg.inject_message(group, bob, text="/status", entities=[
+        {"type": "bot_command", "offset": 0, "length": 7}]))
+    assert plain_command is not None and plain_command.text == "/status"
+    later = read(tg, tg.inject_message(group, bob, text="see /status@other_bot", entities=[
+        {"type": "bot_command", "offset": 4, "length": 17}]))
+    assert later is not None
 
 
 def test_a_forum_topic_and_its_implicit_reply() -> None:

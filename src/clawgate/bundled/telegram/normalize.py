@@ -9,7 +9,9 @@
 - Photos (the largest size), documents, voice notes, audio, video, animations, video notes and
   stickers become attachments (file id, MIME type, size, name); the text is the caption then.
 - Updates that carry no message from a person (service messages, channel posts, other update
-  types) give None: their offset advances and nothing is received.
+  types) give None: their offset advances and nothing is received. So does a command addressed
+  to another bot (``/reset@other_bot``): in a group that needs no mention it would otherwise
+  reset this bot's session.
 """
 
 from __future__ import annotations
@@ -61,7 +63,7 @@ def normalize(update: Update, me: Identity) -> InboundMessage | None:
     else:
         return None
     sender, name = _sender(message)
-    if sender is None:
+    if sender is None or _for_another_bot(message, me):
         return None
     text = message.text if message.text is not None else (message.caption or "")
     attachments = _attachments(message)
@@ -120,6 +122,15 @@ def mentioned(message: Message, me: Identity) -> bool:
         if kind == "bot_command" and text.lower().endswith(handle):
             return True
     return False
+
+
+def _for_another_bot(message: Message, me: Identity) -> bool:
+    """True when the message starts with ``/command@name`` and ``name`` is not this bot."""
+    first = next((e for e in message.entities or () if e.offset == 0), None)
+    if first is None or first.type != "bot_command":
+        return False
+    command = message.parse_entity(first)
+    return "@" in command and command.rsplit("@", 1)[1].lower() != me.username.lower()
 
 
 def _attachments(message: Message) -> tuple[Attachment, ...]:
