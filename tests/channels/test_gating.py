@@ -41,6 +41,24 @@ async def test_groups_need_to_be_listed_and_the_bot_mentioned(tmp_path: Path) ->
         await until(lambda: len(texts(hook)) == 2)
 
 
+async def test_a_thread_keeps_its_own_context(tmp_path: Path) -> None:
+    channel = {"groups": {"room-1": {"require_mention": True}}}
+    async with WebhookReceiver() as hook, webhook_gateway(tmp_path, hook, **channel) as server, \
+            server.client(token=None) as http:
+        for body in (group("chatter in the room", name="Bob"),
+                     group("chatter in the thread", name="Cy", thread="t-1")):
+            assert (await post(http, body)).json()["outcome"] == "context"
+        asked = await post(http, group("what now?", name="Ann", thread="t-1", mentioned=True))
+        assert asked.json()["session_key"] == "agent:main:webhook:group:room-1:thread:t-1"
+        await until(lambda: len(texts(hook)) == 1)
+        reply = texts(hook)[0]  # the thread's session gets the thread's chatter only
+        assert "Cy: chatter in the thread" in reply and "chatter in the room" not in reply
+        room = await post(http, group("and here?", name="Ann", mentioned=True))
+        assert room.json()["session_key"] == "agent:main:webhook:group:room-1"
+        await until(lambda: len(texts(hook)) == 2)
+        assert "Bob: chatter in the room" in texts(hook)[1]
+
+
 async def test_group_policy_open_and_sender_allowlist(tmp_path: Path) -> None:
     channel = {"group_policy": "open", "group_allow_from": ["ann"]}
     async with WebhookReceiver() as hook, webhook_gateway(tmp_path, hook, **channel) as server, \

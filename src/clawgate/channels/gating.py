@@ -114,14 +114,15 @@ def route(account: AccountConfig, message: InboundMessage, bindings: Sequence[Bi
 
 
 class GroupContext:
-    """The newest messages of each group the bot was not addressed in (at most ``limit`` per
-    conversation, ``MAX_CONVERSATIONS`` conversations), prepended to the next message that is
+    """The newest messages of each group conversation (a chat, or a thread or topic of one)
+    the bot was not addressed in (at most ``limit`` per conversation, ``MAX_CONVERSATIONS``
+    conversations), prepended to the next message that is
     addressed to it, then forgotten. In memory: chatter is context, not a promise."""
 
     def __init__(self) -> None:
-        self._kept: OrderedDict[tuple[str, str, str], deque[str]] = OrderedDict()
+        self._kept: OrderedDict[tuple[str, ...], deque[str]] = OrderedDict()
 
-    def keep(self, key: tuple[str, str, str], message: InboundMessage, limit: int) -> None:
+    def keep(self, key: tuple[str, ...], message: InboundMessage, limit: int) -> None:
         if limit <= 0:
             return
         lines = self._kept.get(key)
@@ -132,7 +133,7 @@ class GroupContext:
         while len(self._kept) > MAX_CONVERSATIONS:
             self._kept.popitem(last=False)
 
-    def render(self, key: tuple[str, str, str], message: InboundMessage, group: bool) -> str:
+    def render(self, key: tuple[str, ...], message: InboundMessage, group: bool) -> str:
         """The text the agent gets: the kept context (if any) and the message, labelled with
         its sender in groups; the context is used up."""
         text = f"{message.sender_name or message.sender}: {message.text}" if group \

@@ -82,7 +82,10 @@ class Inbound:
         reply_to = message.message_id if policy.reply_to_mode != "off" else None
         target = Target(message.conversation, message.chat_type,
                         thread=message.thread or message.topic, reply_to=reply_to)
-        conversation = (channel, account_id, message.conversation)
+        # Chatter is context for the session it belongs to: a thread or forum topic is a
+        # session of its own, so it keeps its own context.
+        conversation = (channel, account_id, message.conversation, message.thread or "",
+                        message.topic or "")
         if gate.verdict == "context":
             self.context.keep(conversation, message, policy.history_limit)
             return Received("context", reason=gate.reason)
