@@ -211,8 +211,36 @@ class Server(uvicorn.Server):
 
     def __init__(self, config: uvicorn.Config,
                  on_started: Callable[[], None] | None = None) -> None:
+        self._exit_wake: tuple[asyncio.AbstractEventLoop, asyncio.Event] | None = None
         super().__init__(config)
         self._on_started = on_started
+
+    # uvicorn's main loop wakes ten times a second to look at ``should_exit``; an idle
+    # gateway then spends most of its CPU there. Here it wakes once a second (the Date
+    # header's resolution) and at once when ``should_exit`` is set, from any thread.
+    @property
+    def should_exit(self) -> bool:
+        return self._should_exit
+
+    @should_exit.setter
+    def should_exit(self, value: bool) -> None:
+        self._should_exit = value
+        wake = self._exit_wake
+        if value and wake is not None:
+            loop, event = wake
+            with contextlib.suppress(RuntimeError):  # the loop is closed: nothing waits
+                loop.call_soon_threadsafe(event.set)
+
+    async def main_loop(self) -> None:
+        event = asyncio.Event()
+        self._exit_wake = (asyncio.get_running_loop(), event)
+        if self.should_exit:
+            event.set()
+        counter = 0
+        while not await self.on_tick(counter):
+            counter += 10  # every pass is a second: on_tick refreshes the Date header
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(event.wait(), 1.0)
 
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
         await super().startup(sockets=sockets)
