@@ -5,6 +5,7 @@ panel at desktop and phone widths."""
 from __future__ import annotations
 
 import re
+import time
 
 from playwright.sync_api import Page, expect
 
@@ -190,6 +191,15 @@ def test_a_pairing_request_is_approved(page: Page, gateway: Gateway) -> None:
     row.get_by_role("button", name="Approve").click()
     expect(page.locator("#pairing-rows")).to_contain_text("No pending requests")
     assert gateway.inbound("now?", sender="stranger")["outcome"] == "admitted"
+    # Pushed (channels.pairing): a new request shows up, and another client's decision
+    # takes it away, both without a reload.
+    assert gateway.inbound("me too?", sender="newcomer")["outcome"] == "pairing"
+    late = page.locator("#pairing-rows tr", has_text="newcomer")
+    expect(late).to_be_visible()
+    code = late.locator("td.mono").inner_text()
+    gateway.cli("pairing", "deny", "webhook", code)
+    expect(page.locator("#pairing-rows")).to_contain_text("No pending requests")
+    assert gateway.inbound("again?", sender="newcomer")["outcome"] != "admitted"
 
 
 def test_every_panel_at_desktop_and_phone_width(page: Page, gateway: Gateway) -> None:
@@ -253,12 +263,17 @@ def test_cron_jobs_run_now_and_history(page: Page, gateway: Gateway) -> None:
 
 
 def test_logs_tail_live_with_level_filter_and_search(page: Page, gateway: Gateway) -> None:
+    sent: list[str] = []
+    page.on("websocket", lambda ws: ws.on("framesent", lambda f: sent.append(str(f))))
     login(page, gateway)
     page.click("a[data-panel=logs]")
+    expect(page.locator("#panel-logs")).to_have_attribute("data-mode", "push")
     expect(page.locator("#logs-lines .logline").first).to_be_visible()
     marker = "logs-live-marker"
     gateway.completion(marker, user=marker)  # a turn logs a line while the panel is open
-    expect(page.locator("#logs-lines")).to_contain_text(marker)
+    expect(page.locator("#logs-lines")).to_contain_text(marker)  # pushed: logs.appended
+    assert not any('"logs.tail"' in frame for frame in sent)  # nothing polled
+    assert sum('"logs.subscribe"' in frame for frame in sent) == 1
     page.fill("#logs-search", marker)
     lines = page.locator("#logs-lines .logline")
     expect(lines.first).to_contain_text(marker)

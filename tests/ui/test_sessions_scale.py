@@ -52,7 +52,8 @@ def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
 
 
 def keys(page: Page) -> list[str]:
-    return page.locator("#sessions-rows tr").evaluate_all("(rows) => rows.map((r) => r.dataset.key)")
+    rows = page.locator("#sessions-rows tr")
+    return list(rows.evaluate_all("(rows) => rows.map((r) => r.dataset.key)"))
 
 
 def test_pages_through_100000_sessions_and_filters_by_channel(page: Page,

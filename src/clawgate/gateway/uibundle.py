@@ -85,7 +85,8 @@ def _module(name: str, text: str) -> tuple[str, list[str]]:
             line = line.removeprefix("export ")
         elif "import.meta" in line or re.search(r"\bexport\b\s*\{", line):
             raise BundleError(f"{name}:{no}: unsupported module syntax: {line}")
-        line = DYNAMIC_IMPORT.sub(lambda m, no=no: f"lazy({resolve(m.group(1), no)!r})", line)
+        for rel in DYNAMIC_IMPORT.findall(line):
+            line = line.replace(f'import("{rel}")', f"lazy({resolve(rel, no)!r})")
         out.append(line)
     # Getters, as ES module bindings are live: an export read before its line ran throws.
     getters = ", ".join(f"{n}: {{ get: () => {n}, enumerable: true }}" for n in names)

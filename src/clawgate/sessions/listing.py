@@ -2,7 +2,8 @@
 
 Order is ``updated_at DESC, key``; an index serves it for every documented filter (none,
 ``agentId``, ``label``, ``spawnedBy``, ``activeMinutes``), so a page reads its own rows and no
-more. ``channel`` (a clawgate extension) walks that order and keeps the matching rows. Pages go by ``offset`` (O(offset): rows before it are stepped over) or by ``cursor``,
+more. ``channel`` (a clawgate extension) walks that order and keeps the matching rows. Pages
+go by ``offset`` (O(offset): rows before it are stepped over) or by ``cursor``,
 the opaque ``nextCursor`` of the previous page (keyset: the last row's sort key, O(page) at any
 depth). ``search`` is a case-insensitive substring of display name, label, subject, session id
 or key, answered from the ``sessions_fts`` trigram index (migration 9) for needles of 3 or

@@ -780,7 +780,9 @@ function create({ gw, navigate }) {
 define('panels/channels.js', (exports) => {
 Object.defineProperties(exports, { create: { get: () => create, enumerable: true } });
 // Channels: every account's status (channels.status with probe) and the pending DM pairing
-// requests, each with Approve and Deny.
+// requests, each with Approve and Deny. The gateway pushes channels.pairing when a request is
+// created, approved or denied (here or by another client), so the list is live: each event
+// reloads it (coalesced while a reload runs).
 
 const { h, fill, errorLine, badge } = load('lib/dom.js');
 const { ago, until } = load('lib/format.js');
@@ -841,7 +843,19 @@ function create({ gw }) {
     } catch (err) { problem.replaceChildren(errorLine(err)); }
   }
 
-  return { el, show() { load(true); } };
+  let reloading = null;
+  let again = false;
+  async function reloadPairing() {
+    if (reloading) { again = true; return; }
+    reloading = loadPairing().catch((err) => problem.replaceChildren(errorLine(err)));
+    await reloading;
+    reloading = null;
+    el.dataset.pairingUpdated = String(Date.now());
+    if (again) { again = false; reloadPairing(); }
+  }
+  gw.on("channels.pairing", () => { if (!el.hidden) reloadPairing(); });
+
+  return { el, show() { load(true); }, connected() { if (!el.hidden) load(false); } };
 }
 });
 
@@ -1334,8 +1348,10 @@ function loginForm(message, submit) {
 // ---- panels/logs.js
 define('panels/logs.js', (exports) => {
 Object.defineProperties(exports, { create: { get: () => create, enumerable: true } });
-// Logs: a live tail of the gateway's log (logs.tail with a cursor, once a second while the
-// panel is visible), a level filter and a search; at most 2,000 lines are kept.
+// Logs: a live tail of the gateway's log, a level filter and a search; at most 2,000 lines are
+// kept. While the panel is visible it follows logs.subscribe: the gateway pushes logs.appended
+// events (each a logs.tail answer continuing the last one), so nothing polls. A gateway without
+// logs.subscribe (or one whose followers are all taken) is tailed with logs.tail once a second.
 
 const { h, fill, errorLine } = load('lib/dom.js');
 
@@ -1372,6 +1388,7 @@ function create({ gw }) {
   let cursor = null;
   let timer = null;
   let visible = false;
+  let pushed = false; // following logs.subscribe (the gateway pushes; no timer)
   const lines = [];
 
   function shows(entry) {
@@ -1391,28 +1408,59 @@ function create({ gw }) {
     if (follow.checked) out.scrollTop = out.scrollHeight;
   }
 
+  // One logs.tail-shaped answer (polled, pushed, or the subscription's first tail).
+  function take(res) {
+    if (res.reset) lines.length = 0;
+    cursor = res.cursor;
+    const fresh = res.lines.map(parse);
+    lines.push(...fresh);
+    if (lines.length > KEEP) lines.splice(0, lines.length - KEEP);
+    if (res.reset || out.childElementCount > KEEP) redraw();
+    else {
+      out.append(...fresh.filter(shows).map(lineEl));
+      if (follow.checked && fresh.length) out.scrollTop = out.scrollHeight;
+    }
+    el.dataset.cursor = String(cursor);
+  }
+
   async function poll() {
     try {
-      const res = await gw.request("logs.tail", cursor === null ? { limit: 500 } : { cursor, limit: 500 });
-      if (res.reset) lines.length = 0;
-      cursor = res.cursor;
-      const fresh = res.lines.map(parse);
-      lines.push(...fresh);
-      if (lines.length > KEEP) lines.splice(0, lines.length - KEEP);
-      if (res.reset || out.childElementCount > KEEP) redraw();
-      else {
-        out.append(...fresh.filter(shows).map(lineEl));
-        if (follow.checked && fresh.length) out.scrollTop = out.scrollHeight;
-      }
+      take(await gw.request("logs.tail", cursor === null ? { limit: 500 } : { cursor, limit: 500 }));
       problem.replaceChildren();
     } catch (err) { problem.replaceChildren(errorLine(err)); }
     clearTimeout(timer);
-    if (visible) timer = setTimeout(poll, 1000);
+    if (visible && !pushed) timer = setTimeout(poll, 1000);
   }
 
+  async function start() {
+    // (Before hello-ok the method list is unknown: the request waits, and a refusal polls.)
+    if (gw.hello && !gw.has("logs.subscribe")) { el.dataset.mode = "poll"; poll(); return; }
+    try {
+      const res = await gw.request("logs.subscribe", { limit: 500 });
+      if (!visible) { gw.request("logs.unsubscribe").catch(() => {}); return; }
+      pushed = true;
+      el.dataset.mode = "push";
+      take({ ...res, reset: true }); // the newest lines: what was shown before may have gaps
+      problem.replaceChildren();
+    } catch {
+      el.dataset.mode = "poll"; // e.g. every follower slot is taken: tail instead
+      poll();
+    }
+  }
+
+  gw.on("logs.appended", (res) => { if (visible && pushed) take(res); });
   level.addEventListener("change", redraw);
   search.addEventListener("input", redraw);
-  return { el, show() { visible = true; poll(); }, hide() { visible = false; clearTimeout(timer); } };
+  return {
+    el,
+    show() { visible = true; start(); },
+    hide() {
+      visible = false;
+      clearTimeout(timer);
+      if (pushed) { pushed = false; gw.request("logs.unsubscribe").catch(() => {}); }
+    },
+    connected() { if (visible) { pushed = false; start(); } }, // a new connection follows nothing
+  };
 }
 });
 
