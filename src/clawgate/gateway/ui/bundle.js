@@ -137,7 +137,8 @@ else login();
 // ---- chat/composer.js
 define('chat/composer.js', (exports) => {
 Object.defineProperties(exports, { composer: { get: () => composer, enumerable: true } });
-// The message box: Enter sends, Shift+Enter is a new line; Stop aborts the running reply.
+// The message box: Enter sends, Shift+Enter is a new line; Stop (or Escape in the box) aborts
+// the running reply.
 
 const { h } = load('lib/dom.js');
 
@@ -145,7 +146,8 @@ function composer({ send, stop }) {
   const input = h("textarea#chat-input", { rows: 2, placeholder: "Message (Enter sends, Shift+Enter for a new line, /help for commands)",
     "aria-label": "Message", autocomplete: "off" });
   const sendButton = h("button.primary#chat-send", { type: "submit" }, "Send");
-  const stopButton = h("button.danger#chat-stop", { type: "button", hidden: true, on: { click: () => stop() } }, "Stop");
+  const stopButton = h("button.danger#chat-stop", { type: "button", hidden: true, title: "Stop the reply (Escape)",
+    "aria-keyshortcuts": "Escape", on: { click: () => stop() } }, "Stop");
   const form = h("form.composer", {
     on: {
       submit: (ev) => {
@@ -161,6 +163,9 @@ function composer({ send, stop }) {
     if (ev.key === "Enter" && !ev.shiftKey && !ev.isComposing) {
       ev.preventDefault();
       form.requestSubmit();
+    } else if (ev.key === "Escape" && !stopButton.hidden) {
+      ev.preventDefault();
+      stop();
     }
   });
   return {
