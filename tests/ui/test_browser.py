@@ -282,6 +282,11 @@ def test_logs_tail_live_with_level_filter_and_search(page: Page, gateway: Gatewa
     page.select_option("#logs-level", "warn")
     expect(page.locator("#logs-lines .logline.info")).to_have_count(0)
     expect(page.locator("#logs-lines")).to_contain_text("raises_at_import")
+    page.click("a[data-panel=chat]")  # hidden: the panel stops following
+    deadline = time.monotonic() + 5
+    while not any('"logs.unsubscribe"' in frame for frame in sent):
+        assert time.monotonic() < deadline, "logs.unsubscribe was not sent"
+        page.wait_for_timeout(50)  # lets Playwright deliver the frame events
 
 
 def test_slash_commands_answer_in_the_chat(page: Page, gateway: Gateway) -> None:
