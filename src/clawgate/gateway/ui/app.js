@@ -54,6 +54,7 @@ function shell() {
   let connectedBefore = false;
   gw.onState((state, problem) => {
     status.className = `conn ${state}`;
+    status.title = state; // the phone layout shows only the dot
     status.textContent = state === "connected" ? `connected · v${gw.hello.server.version}` : state === "connecting" ? "connecting…" : `disconnected${problem ? ": " + problem : ""} — retrying`;
     if (state !== "connected") return;
     // The first hello delivers the requests the panels made while connecting; after a

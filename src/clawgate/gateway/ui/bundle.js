@@ -72,6 +72,7 @@ function shell() {
   let connectedBefore = false;
   gw.onState((state, problem) => {
     status.className = `conn ${state}`;
+    status.title = state; // the phone layout shows only the dot
     status.textContent = state === "connected" ? `connected · v${gw.hello.server.version}` : state === "connecting" ? "connecting…" : `disconnected${problem ? ": " + problem : ""} — retrying`;
     if (state !== "connected") return;
     // The first hello delivers the requests the panels made while connecting; after a
@@ -1669,6 +1670,7 @@ function create({ gw, navigate }) {
       state.rows.clear();
       body.replaceChildren();
       for (const row of res.sessions) addRow(row, false);
+      emptyState();
       renderSummary();
     } catch (err) {
       problem.replaceChildren(errorLine(err));
@@ -1680,7 +1682,7 @@ function create({ gw, navigate }) {
     const first = state.rows.size ? offset + 1 : 0;
     const last = offset + state.rows.size;
     const total = state.capped ? `more than ${num(state.total)}` : num(Math.max(state.total, last));
-    summary.textContent = state.rows.size || page() ? `${num(first)}–${num(last)} of ${total}` : "none";
+    summary.textContent = state.rows.size || page() ? `${num(first)}–${num(last)} of ${total}` : "0 of 0";
     prev.disabled = page() === 0;
     next.disabled = !state.hasMore || !state.next;
   }
@@ -1745,6 +1747,13 @@ function create({ gw, navigate }) {
     return tr;
   }
 
+  // An empty list says so (a table body with no rows is invisible).
+  function emptyState() {
+    const shown = body.querySelector("tr.empty");
+    if (state.rows.size && shown) shown.remove();
+    else if (!state.rows.size && !shown) body.append(h("tr.empty", h("td.muted", { colspan: 8 }, search.value.trim() || agent.value || channel.value ? "No sessions match." : "No sessions yet.")));
+  }
+
   function addRow(row, top) {
     noteChannel(row.channel || row.lastChannel);
     const tr = rowEl(row);
@@ -1753,6 +1762,7 @@ function create({ gw, navigate }) {
     if (old) old.tr.replaceWith(tr);
     else if (top) body.prepend(tr);
     else body.append(tr);
+    emptyState();
   }
 
   function dropRow(key) {
@@ -1760,6 +1770,7 @@ function create({ gw, navigate }) {
     if (!entry) return;
     entry.tr.remove();
     state.rows.delete(key);
+    emptyState();
     state.total = Math.max(0, state.total - 1);
     renderSummary();
   }

@@ -64,6 +64,7 @@ export function create({ gw, navigate }) {
       state.rows.clear();
       body.replaceChildren();
       for (const row of res.sessions) addRow(row, false);
+      emptyState();
       renderSummary();
     } catch (err) {
       problem.replaceChildren(errorLine(err));
@@ -75,7 +76,7 @@ export function create({ gw, navigate }) {
     const first = state.rows.size ? offset + 1 : 0;
     const last = offset + state.rows.size;
     const total = state.capped ? `more than ${num(state.total)}` : num(Math.max(state.total, last));
-    summary.textContent = state.rows.size || page() ? `${num(first)}–${num(last)} of ${total}` : "none";
+    summary.textContent = state.rows.size || page() ? `${num(first)}–${num(last)} of ${total}` : "0 of 0";
     prev.disabled = page() === 0;
     next.disabled = !state.hasMore || !state.next;
   }
@@ -140,6 +141,13 @@ export function create({ gw, navigate }) {
     return tr;
   }
 
+  // An empty list says so (a table body with no rows is invisible).
+  function emptyState() {
+    const shown = body.querySelector("tr.empty");
+    if (state.rows.size && shown) shown.remove();
+    else if (!state.rows.size && !shown) body.append(h("tr.empty", h("td.muted", { colspan: 8 }, search.value.trim() || agent.value || channel.value ? "No sessions match." : "No sessions yet.")));
+  }
+
   function addRow(row, top) {
     noteChannel(row.channel || row.lastChannel);
     const tr = rowEl(row);
@@ -148,6 +156,7 @@ export function create({ gw, navigate }) {
     if (old) old.tr.replaceWith(tr);
     else if (top) body.prepend(tr);
     else body.append(tr);
+    emptyState();
   }
 
   function dropRow(key) {
@@ -155,6 +164,7 @@ export function create({ gw, navigate }) {
     if (!entry) return;
     entry.tr.remove();
     state.rows.delete(key);
+    emptyState();
     state.total = Math.max(0, state.total - 1);
     renderSummary();
   }
