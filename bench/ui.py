@@ -4,9 +4,9 @@
 Measures: first meaningful paint (navigation start to the frame that shows the shell and the
 chat panel with its history: the page's ``clawgate:chat-ready`` mark, set after the next
 animation frame once the history is in the DOM), where it goes (``ui/bundle.js`` loaded;
-``clawgate:hello``: the WebSocket's ``hello-ok``; from there to the paint), the floor of this machine (a fresh context's first
-contentful paint of the gateway's ``/health`` JSON: one request, no script) and the ratio of the
-two, the page's total weight (every file it
+``clawgate:hello``: the WebSocket's ``hello-ok``; from there to the paint), the floor of this
+machine (a fresh context's first contentful paint of the gateway's ``/health`` JSON: one
+request, no script) and the ratio of the two, the page's total weight (every file it
 loaded, uncompressed), the latency from a ``sessions.changed`` event reaching the page to its
 row appearing in the Sessions list, and the page's own CPU while idle (Chromium's
 ``TaskDuration`` over 10 s). Prints JSON, then a verdict against the budgets of issue 14.
@@ -66,8 +66,8 @@ def paint(page: Page, url: str) -> dict[str, float]:
         const bytes = files.reduce((n, r) => n + r.decodedBodySize, nav.decodedBodySize);
         const hello = performance.getEntriesByName('clawgate:hello')[0].startTime;
         const bundle = files.find((r) => r.name.endsWith('/bundle.js'));
-        return {ready_ms: mark, fcp_ms: fcp || null, hello_ms: hello, bundle_ms: bundle.responseEnd, bytes,
-                files: files.length + 1};
+        return {ready_ms: mark, fcp_ms: fcp || null, hello_ms: hello,
+                bundle_ms: bundle.responseEnd, bytes, files: files.length + 1};
     }""")
 
 
