@@ -1,8 +1,12 @@
 """Control UI benchmark: Chromium (Playwright, Debian's /usr/bin/chromium) against a real
 ``clawgate gateway`` process on loopback.
 
-Measures: first meaningful paint (navigation start to the chat panel rendered with its history,
-the page's ``clawgate:chat-ready`` performance mark), the page's total weight (every file it
+Measures: first meaningful paint (navigation start to the frame that shows the shell and the
+chat panel with its history: the page's ``clawgate:chat-ready`` mark, set after the next
+animation frame once the history is in the DOM), where it goes (``ui/bundle.js`` loaded;
+``clawgate:hello``: the WebSocket's ``hello-ok``; from there to the paint), the floor of this
+machine (a fresh context's first contentful paint of the gateway's ``/health`` JSON: one
+request, no script) and the ratio of the two, the page's total weight (every file it
 loaded, uncompressed), the latency from a ``sessions.changed`` event reaching the page to its
 row appearing in the Sessions list, and the page's own CPU while idle (Chromium's
 ``TaskDuration`` over 10 s). Prints JSON, then a verdict against the budgets of issue 14.
@@ -60,8 +64,24 @@ def paint(page: Page, url: str) -> dict[str, float]:
         const files = performance.getEntriesByType('resource')
             .filter((r) => !r.name.startsWith('ws'));
         const bytes = files.reduce((n, r) => n + r.decodedBodySize, nav.decodedBodySize);
-        return {ready_ms: mark, fcp_ms: fcp || null, bytes, files: files.length + 1};
+        const hello = performance.getEntriesByName('clawgate:hello')[0].startTime;
+        const bundle = files.find((r) => r.name.endsWith('/bundle.js'));
+        return {ready_ms: mark, fcp_ms: fcp || null, hello_ms: hello,
+                bundle_ms: bundle.responseEnd, bytes, files: files.length + 1};
     }""")
+
+
+def floor(page: Page, url: str) -> float:
+    """First contentful paint of ``/health`` (JSON shown as text) in a fresh context."""
+    page.goto(url + "/health")
+    page.wait_for_selector("pre, body")
+    for _ in range(100):  # the paint entry lands after the frame
+        fcp = page.evaluate("(performance.getEntriesByName('first-contentful-paint')[0] || {})"
+                            ".startTime || 0")
+        if fcp:
+            return float(fcp)
+        page.wait_for_timeout(10)
+    raise RuntimeError("no first-contentful-paint for /health")
 
 
 def row_latency(page: Page, gateway: Gateway, n: int) -> list[float]:
@@ -102,10 +122,13 @@ def main(argv: list[str] | None = None) -> int:
         gateway.completion("history for the chat panel", user="warm")
         with sync_playwright() as p:
             browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
-            paints = []
+            paints, floors = [], []
             for _ in range(rounds):  # a fresh context each time: nothing cached
                 context = browser.new_context(viewport={"width": 1280, "height": 800})
                 paints.append(paint(context.new_page(), gateway.dashboard()))
+                context.close()
+                context = browser.new_context(viewport={"width": 1280, "height": 800})
+                floors.append(floor(context.new_page(), gateway.url))
                 context.close()
             context = browser.new_context(viewport={"width": 1280, "height": 800})
             context.add_init_script(PROBE)
@@ -117,11 +140,19 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         gateway.stop()
     ready = statistics.median(p["ready_ms"] for p in paints)
+    bare = statistics.median(floors)
     weight = max(p["bytes"] for p in paints)
     row = common.summarize(latencies)
     measured = {
         "first_meaningful_paint_ms": common.summarize([p["ready_ms"] for p in paints]),
         "first_contentful_paint_ms": common.summarize([p["fcp_ms"] or 0 for p in paints]),
+        "bundle_loaded_ms": common.summarize([p["bundle_ms"] for p in paints]),
+        "hello_ok_ms": common.summarize([p["hello_ms"] for p in paints]),
+        "hello_to_meaningful_paint_ms": common.summarize(
+            [p["ready_ms"] - p["hello_ms"] for p in paints]),
+        "floor_health_fcp_ms": common.summarize(floors),
+        "meaningful_paint_over_floor": round(ready / bare, 2),
+        "load_average": Path("/proc/loadavg").read_text().split()[:3],
         "page_weight_bytes": weight, "page_files": paints[0]["files"],
         "sessions_changed_to_row_ms": row, "idle_cpu_percent": round(cpu, 3),
         "idle_seconds": idle_s,

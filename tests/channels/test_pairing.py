@@ -85,3 +85,23 @@ async def test_deny_expiry_and_the_pending_cap(tmp_path: Path) -> None:
         r = await post(http, message("hi again", sender="s3"))
         assert r.json()["outcome"] == "pairing"
         await until(lambda: len(codes(hook)) == 4)
+
+
+async def test_pairing_requests_and_decisions_are_pushed(tmp_path: Path) -> None:
+    async with WebhookReceiver() as hook, \
+            webhook_gateway(tmp_path, hook, dm_policy="pairing", allow_from=[]) as server, \
+            server.client(token=None) as http, open_client(server) as ws, \
+            open_client(server, scopes=["operator.read"]) as reader:
+        r = await post(http, message("hi", sender="pusher"))
+        assert r.json()["outcome"] == "pairing"
+        asked = await ws.event("channels.pairing", lambda p: p["action"] == "requested")
+        assert asked["payload"] == {"action": "requested", "channel": "webhook",
+                                    "accountId": "default", "id": "pusher", "name": None}
+        listed = await ws.ok("channels.pairing.list", {"channel": "webhook"})
+        code = listed["requests"][0]["code"]
+        await ws.ok("channels.pairing.deny", {"channel": "webhook", "code": code})
+        denied = await ws.event("channels.pairing", lambda p: p["action"] == "denied")
+        assert denied["payload"]["id"] == "pusher"
+        assert "code" not in denied["payload"]  # the list (pairing scope) has the codes
+        await reader.ok("health")  # a READ-only client never gets them
+        assert not any(f["event"] == "channels.pairing" for f in reader.events)

@@ -99,6 +99,11 @@ async def test_sessions_list_pages_and_filters(server: GatewayServer, client: Ws
     await bad(client, "sessions.list", {"limit": 0}, "invalid sessions.list params: limit:")
     await bad(client, "sessions.list", {"limit": "5"}, "limit")
     await bad(client, "sessions.list", {"owner": "me"}, "owner: unknown field")
+    await server.gateway.runtime.store.patch("agent:main:gamma", channel="webhook")
+    webhook = await client.ok("sessions.list", {"channel": "webhook"})
+    assert [r["key"] for r in webhook["sessions"]] == ["agent:main:gamma"]
+    assert (await client.ok("sessions.list", {"channel": "slack"}))["sessions"] == []
+    await bad(client, "sessions.list", {"channel": ""}, "channel")
 
 
 async def test_sessions_preview(server: GatewayServer, client: WsClient) -> None:

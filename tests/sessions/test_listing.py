@@ -92,6 +92,26 @@ async def test_label_and_spawned_by_are_exact(store: SessionStore, clock: Clock)
     assert _keys(by.rows) == ["agent:main:a"]
 
 
+async def test_channel_is_the_channel_or_else_the_last_one(store: SessionStore,
+                                                            clock: Clock) -> None:
+    await _seed(
+        store, clock,
+        ("agent:main:telegram:direct:1", {"channel": "telegram"}),
+        ("agent:main:main", {"last_channel": "telegram"}),
+        ("agent:main:slack:group:c1", {"channel": "slack", "last_channel": "telegram"}),
+        ("agent:main:other", {}),
+        ("agent:main:telegram:direct:2", {"channel": "telegram"}),
+    )
+    page = await store.list_sessions(ListQuery(channel="telegram", limit=2))
+    assert _keys(page.rows) == ["agent:main:telegram:direct:2", "agent:main:main"]
+    assert page.total == 3 and page.has_more and page.next_cursor is not None
+    rest = await store.list_sessions(ListQuery(channel="telegram", cursor=page.next_cursor))
+    assert _keys(rest.rows) == ["agent:main:telegram:direct:1"] and not rest.has_more
+    slack = await store.list_sessions(ListQuery(channel="slack"))
+    assert _keys(slack.rows) == ["agent:main:slack:group:c1"]
+    assert (await store.list_sessions(ListQuery(channel="discord"))).rows == ()
+
+
 @pytest.mark.parametrize(
     ("field", "value", "needle"),
     [

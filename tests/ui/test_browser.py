@@ -5,10 +5,11 @@ panel at desktop and phone widths."""
 from __future__ import annotations
 
 import re
+import time
 
 from playwright.sync_api import Page, expect
 
-from tests.ui.conftest import DESKTOP, PHONE, Gateway, login, shoot
+from tests.ui.conftest import DESKTOP, PHONE, SECRET, Gateway, login, shoot
 
 XSS = "<img src=x onerror=alert(1)> <script>alert(2)</script> **bold**"
 
@@ -190,6 +191,15 @@ def test_a_pairing_request_is_approved(page: Page, gateway: Gateway) -> None:
     row.get_by_role("button", name="Approve").click()
     expect(page.locator("#pairing-rows")).to_contain_text("No pending requests")
     assert gateway.inbound("now?", sender="stranger")["outcome"] == "admitted"
+    # Pushed (channels.pairing): a new request shows up, and another client's decision
+    # takes it away, both without a reload.
+    assert gateway.inbound("me too?", sender="newcomer")["outcome"] == "pairing"
+    late = page.locator("#pairing-rows tr", has_text="newcomer")
+    expect(late).to_be_visible()
+    code = late.locator("td.mono").inner_text()
+    gateway.cli("pairing", "deny", "webhook", code)
+    expect(page.locator("#pairing-rows")).to_contain_text("No pending requests")
+    assert gateway.inbound("again?", sender="newcomer")["outcome"] != "admitted"
 
 
 def test_every_panel_at_desktop_and_phone_width(page: Page, gateway: Gateway) -> None:
@@ -253,12 +263,17 @@ def test_cron_jobs_run_now_and_history(page: Page, gateway: Gateway) -> None:
 
 
 def test_logs_tail_live_with_level_filter_and_search(page: Page, gateway: Gateway) -> None:
+    sent: list[str] = []
+    page.on("websocket", lambda ws: ws.on("framesent", lambda f: sent.append(str(f))))
     login(page, gateway)
     page.click("a[data-panel=logs]")
+    expect(page.locator("#panel-logs")).to_have_attribute("data-mode", "push")
     expect(page.locator("#logs-lines .logline").first).to_be_visible()
     marker = "logs-live-marker"
     gateway.completion(marker, user=marker)  # a turn logs a line while the panel is open
-    expect(page.locator("#logs-lines")).to_contain_text(marker)
+    expect(page.locator("#logs-lines")).to_contain_text(marker)  # pushed: logs.appended
+    assert not any('"logs.tail"' in frame for frame in sent)  # nothing polled
+    assert sum('"logs.subscribe"' in frame for frame in sent) == 1
     page.fill("#logs-search", marker)
     lines = page.locator("#logs-lines .logline")
     expect(lines.first).to_contain_text(marker)
@@ -267,3 +282,70 @@ def test_logs_tail_live_with_level_filter_and_search(page: Page, gateway: Gatewa
     page.select_option("#logs-level", "warn")
     expect(page.locator("#logs-lines .logline.info")).to_have_count(0)
     expect(page.locator("#logs-lines")).to_contain_text("raises_at_import")
+    page.click("a[data-panel=chat]")  # hidden: the panel stops following
+    deadline = time.monotonic() + 5
+    while not any('"logs.unsubscribe"' in frame for frame in sent):
+        assert time.monotonic() < deadline, "logs.unsubscribe was not sent"
+        page.wait_for_timeout(50)  # lets Playwright deliver the frame events
+
+
+def test_slash_commands_answer_in_the_chat(page: Page, gateway: Gateway) -> None:
+    login(page, gateway)
+    page.click("#chat-new")
+    page.fill("#chat-input", "/help")
+    page.keyboard.press("Enter")
+    reply = page.locator(".msg.assistant").last
+    expect(reply).to_contain_text("/status")  # the command list, answered before any model
+    expect(page.locator("#chat-queue")).to_be_empty()
+    page.fill("#chat-input", "/status")
+    page.keyboard.press("Enter")
+    expect(page.locator(".msg.assistant").last).not_to_have_text(reply.inner_text())
+    assert page.errors == []  # type: ignore[attr-defined]
+
+
+def test_escape_in_the_box_stops_a_reply(page: Page, gateway: Gateway) -> None:
+    gateway.close_gate()
+    login(page, gateway)
+    page.select_option("#chat-agent", "slow")
+    expect(page.locator("#chat-session")).to_have_value(re.compile("^agent:slow:"))
+    page.click("#chat-new")
+    page.fill("#chat-input", "[half] stop me from the keyboard")
+    page.keyboard.press("Enter")
+    expect(page.locator("#chat-stop")).to_be_visible()
+    page.keyboard.press("Escape")
+    expect(page.locator("#chat-stop")).to_be_hidden()
+    expect(page.locator(".msg.assistant").last.locator(".meta")).to_contain_text("stopped")
+
+
+def test_model_override_from_the_sessions_panel(page: Page, gateway: Gateway) -> None:
+    login(page, gateway)
+    page.select_option("#chat-agent", "slow")  # its primary model is gate/gate
+    expect(page.locator("#chat-session")).to_have_value(re.compile("^agent:slow:"))
+    page.click("#chat-new")
+    key = page.eval_on_selector("#chat-session", "s => s.value")
+    page.fill("#chat-input", "a session to override")
+    page.keyboard.press("Enter")
+    expect(page.locator(".msg.assistant").last).to_contain_text("re: a session to override")
+    page.click("a[data-panel=sessions]")
+    row = page.locator(f"tr[data-key='{key}']")
+    expect(row.locator("td.mono.small")).to_have_text("gate/gate")
+    row.locator("select.modelpick").select_option("echo/echo")
+    # The row is patched, then redrawn from the gateway's copy of the session.
+    expect(row.locator("select.modelpick")).to_have_value("echo/echo")
+    page.click("a[data-panel=chat]")
+    page.fill("#chat-input", "now on the override")
+    page.keyboard.press("Enter")
+    expect(page.locator(".msg.assistant").last).to_contain_text("now on the override")
+    expect(page.locator(".msg.assistant").last).not_to_contain_text("re: now")  # echo, not gate
+    page.click("a[data-panel=sessions]")
+    row.locator("select.modelpick").select_option("")  # back to the agent's default
+    expect(row.locator("select.modelpick")).to_have_value("")
+
+
+def test_config_is_shown_redacted(page: Page, gateway: Gateway) -> None:
+    login(page, gateway)
+    page.click("a[data-panel=config]")
+    shown = page.locator("#config-json")
+    expect(shown).to_contain_text("inbound_secret")
+    expect(shown).to_contain_text("__REDACTED__")
+    assert SECRET not in shown.inner_text()

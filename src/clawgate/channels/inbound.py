@@ -55,8 +55,10 @@ class Inbound:
 
     def __init__(self, settings: Settings, engine: Engine, metrics: Metrics,
                  follow: Callable[[AccountConfig, Turn, Target], None],
-                 wake: Callable[[], None], channel: Callable[[str], Channel | None]) -> None:
+                 wake: Callable[[], None], channel: Callable[[str], Channel | None],
+                 paired: Callable[[dict[str, Any]], None] | None = None) -> None:
         self.settings = settings
+        self._paired = paired  # told of each new pairing request (the channels.pairing event)
         self._channel = channel  # the plugin object of a channel id
         self.engine = engine
         self.store = engine.store
@@ -214,6 +216,10 @@ class Inbound:
             return Received("duplicate")
         if outcome == "created":
             self._wake()
+            if self._paired is not None:
+                self._paired({"action": "requested", "channel": channel,
+                              "accountId": account.account_id, "id": message.sender,
+                              "name": message.sender_name})
         elif outcome == "full":
             log.warning("%s/%s: pairing refused for %s: %d requests are pending already",
                         channel, account.account_id, message.sender, MAX_PENDING_PAIRINGS)

@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -129,7 +129,8 @@ class ChannelRuntime:
         self._previews: dict[str, asyncio.Lock] = {}
         self._blocks = Blocks()
         self.inbound = Inbound(settings, engine, metrics, follow=self._follow, wake=self.wake,
-                               channel=self._channel_of)
+                               channel=self._channel_of, paired=self.pairing_changed)
+        self._pairing_listeners: list[Callable[[dict[str, Any]], None]] = []
         delivery = settings.config.delivery
         roots = [*settings.workspaces(), *(settings.state_dir / Path(r).expanduser()
                                            for r in delivery.media_roots)]
@@ -186,6 +187,18 @@ class ChannelRuntime:
 
     def wake(self) -> None:
         self.outbound.wake()
+
+    def listen_pairing(self, listener: Callable[[dict[str, Any]], None]) -> None:
+        """Call ``listener(payload)`` when a DM pairing request is created, approved or denied
+        (the gateway broadcasts it as ``channels.pairing``)."""
+        self._pairing_listeners.append(listener)
+
+    def pairing_changed(self, payload: dict[str, Any]) -> None:
+        for listener in self._pairing_listeners:
+            try:
+                listener(payload)
+            except Exception:
+                log.exception("channels: pairing listener failed")
 
     def registered_commands(self) -> Mapping[str, Command]:
         """The plugins' slash commands of the generation the accounts run on."""

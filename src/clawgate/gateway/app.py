@@ -45,12 +45,13 @@ from clawgate.gateway.auth import Credentials, FailureLimiter, resolve_credentia
 from clawgate.gateway.control_ui import ControlUi
 from clawgate.gateway.http import RESERVED_PATHS, OriginGuard, bearer, client_address
 from clawgate.gateway.hub import Hub
+from clawgate.gateway.logfeed import LogFeed
 from clawgate.gateway.logring import SERVING, LogRing
 from clawgate.gateway.methods import RESERVED
 from clawgate.gateway.methods.system import health_summary
 from clawgate.gateway.policy import WsPolicy
 from clawgate.gateway.relay import relay
-from clawgate.gateway.rpc import READ, GatewayState
+from clawgate.gateway.rpc import PAIRING, READ, GatewayState
 from clawgate.gateway.ws import asgi_endpoint
 from clawgate.gateway.ws import endpoint as ws_endpoint
 from clawgate.plugins.hooks import Hook
@@ -100,7 +101,10 @@ class Gateway:
                              connections=lambda: len(self.hub.joined))
         if self.runtime.cron is not None:  # cron and heartbeat events reach READ clients
             self.runtime.cron.listen(self._cron_event)
+        if self.runtime.channels is not None:
+            self.runtime.channels.listen_pairing(self._pairing_event)
         self.log_ring = LogRing(owner=self)
+        self.log_feed = LogFeed(self.log_ring, self.hub, self.metrics)
         self.log_file = log_file
         self.limiter = FailureLimiter()
         self.lag = LagMonitor(self.metrics, self.runtime.timeline,
@@ -115,6 +119,10 @@ class Gateway:
 
     def _cron_event(self, event: str, payload: dict[str, Any]) -> None:
         self.hub.broadcast(event, payload, scope=READ)
+
+    def _pairing_event(self, payload: dict[str, Any]) -> None:
+        """A pairing request was created or decided: to whoever may list them (pairing scope)."""
+        self.hub.broadcast("channels.pairing", payload, scope=PAIRING)
 
     def check_bind(self) -> None:
         """Refuse to listen beyond loopback without authentication."""
@@ -248,6 +256,7 @@ class Gateway:
                     tasks.create_task(self.lag.run(self._stop), name="gateway-loop-lag")
                     tasks.create_task(self._trim(), name="gateway-heap-trim")
                     tasks.create_task(self._sample(), name="gateway-metrics-sample")
+                    tasks.create_task(self.log_feed.run(self._stop), name="gateway-logs-feed")
                     self.state = "ready"
                     await self._hook(Hook.GATEWAY_START, gateway=self)
                     try:

@@ -17,6 +17,7 @@ import logging
 import re
 import socket
 from collections import deque
+from collections.abc import Callable
 from contextvars import ContextVar
 from datetime import UTC, datetime
 from pathlib import Path
@@ -68,6 +69,8 @@ class LogRing(logging.Handler):
         self.last = 0
         self.owner = owner
         self.host = socket.gethostname()
+        # Told after each record (on the logging thread): the LogFeed's wake-up, when it runs.
+        self.on_record: Callable[[], None] | None = None
 
     def filter(self, record: logging.LogRecord) -> bool:
         serving = SERVING.get()
@@ -81,6 +84,9 @@ class LogRing(logging.Handler):
             return
         self.last += 1  # emit runs under the handler's lock
         self.lines.append((self.last, line))
+        notify = self.on_record
+        if notify is not None:
+            notify()
 
     def attach(self) -> None:
         """Start receiving the ``clawgate`` loggers' records (once; a second call is a no-op)."""

@@ -19,6 +19,7 @@ from starlette.requests import Request
 from clawgate.config import Settings
 from clawgate.diagnostics.series import Series
 from clawgate.gateway.hub import Hub
+from clawgate.gateway.logfeed import LogFeed
 from clawgate.gateway.logring import LogRing
 from clawgate.gateway.policy import WsPolicy
 from clawgate.gateway.protocol import ConnectParams, ErrorShape
@@ -39,6 +40,7 @@ class Services(Protocol):
     hub: Hub
     policy: WsPolicy
     log_ring: LogRing
+    log_feed: LogFeed  # logs.subscribe: pushed log lines
     series: Series
     log_file: Path | None
     version: str

@@ -2,7 +2,8 @@
 
 Order is ``updated_at DESC, key``; an index serves it for every documented filter (none,
 ``agentId``, ``label``, ``spawnedBy``, ``activeMinutes``), so a page reads its own rows and no
-more. Pages go by ``offset`` (O(offset): rows before it are stepped over) or by ``cursor``,
+more. ``channel`` (a clawgate extension) walks that order and keeps the matching rows. Pages
+go by ``offset`` (O(offset): rows before it are stepped over) or by ``cursor``,
 the opaque ``nextCursor`` of the previous page (keyset: the last row's sort key, O(page) at any
 depth). ``search`` is a case-insensitive substring of display name, label, subject, session id
 or key, answered from the ``sessions_fts`` trigram index (migration 9) for needles of 3 or
@@ -57,6 +58,7 @@ class ListQuery:
     agent_id: str | None = None
     label: str | None = None
     spawned_by: str | None = None
+    channel: str | None = None  # the session's channel, or its last one when it has none
     search: str | None = None
     active_minutes: float | None = None
     include_global: bool = False
@@ -220,6 +222,12 @@ def _where(query: ListQuery, now_ms: int, *, trigram: bool = True) -> tuple[str,
     if query.label is not None:
         clauses.append("label = ?")
         params.append(query.label)
+    if query.channel is not None:
+        # What the row shows as its channel (clients show lastChannel when channel is absent).
+        # No index of its own: the page walks the list order and keeps matching rows, so a
+        # common channel costs a page; a rare one costs the rows stepped over (see docs).
+        clauses.append("COALESCE(channel, last_channel) = ?")
+        params.append(query.channel)
     needle = (query.search or "").strip()
     if trigram and needle and len(needle) >= FTS_MIN_CHARS and needle.isascii():
         # The trigram index matches a quoted string as a case-insensitive substring of a

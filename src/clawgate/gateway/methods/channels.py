@@ -70,7 +70,13 @@ async def _decide(ctx: CallContext, raw: Any, method: str, approve: bool) -> dic
     channels = ctx.gateway.runtime.channels
     if channels is not None and notify:
         channels.wake()
-    return {"ok": True, "approved": approve, "request": request.wire()}
+    wire = request.wire()
+    if channels is not None:
+        channels.pairing_changed({"action": "approved" if approve else "denied",
+                                  "channel": wire.get("channel", p.channel),
+                                  "accountId": wire.get("accountId"), "id": wire.get("id"),
+                                  "name": wire.get("name")})
+    return {"ok": True, "approved": approve, "request": wire}
 
 
 async def pairing_approve(ctx: CallContext, raw: Any) -> dict[str, Any]:

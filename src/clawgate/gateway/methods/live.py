@@ -1,5 +1,6 @@
-"""Live session feeds: ``sessions.subscribe`` / ``.unsubscribe`` (``sessions.changed`` events)
-and ``sessions.messages.subscribe`` / ``.unsubscribe`` (``session.message`` events).
+"""Live feeds: ``sessions.subscribe`` / ``.unsubscribe`` (``sessions.changed`` events),
+``sessions.messages.subscribe`` / ``.unsubscribe`` (``session.message`` events) and
+``logs.subscribe`` / ``.unsubscribe`` (``logs.appended`` events, :mod:`..logfeed`).
 
 A subscription belongs to the calling connection and ends with it; the hub keeps it
 (:class:`~clawgate.gateway.hub.Subscriptions`, bounded per connection) and the relay delivers
@@ -15,6 +16,7 @@ from pydantic import Field
 
 from clawgate.errors import RpcError
 from clawgate.gateway.hub import Peer
+from clawgate.gateway.logfeed import MAX_FOLLOWERS
 from clawgate.gateway.methods.sessions import ListParams, list_page
 from clawgate.gateway.protocol import Params, parse_params
 from clawgate.gateway.rpc import READ, CallContext, CoreMethod
@@ -79,9 +81,37 @@ async def messages_unsubscribe(ctx: CallContext, raw: Any) -> dict[str, Any]:
     return {"subscribed": False, "key": key}
 
 
+class LogsFollowParams(Params):
+    limit: int = Field(default=500, ge=1, le=5000)  # of the first tail, as in logs.tail
+    maxBytes: int = Field(default=250_000, ge=1, le=1_000_000)
+
+
+async def logs_subscribe(ctx: CallContext, raw: Any) -> dict[str, Any]:
+    p = parse_params(LogsFollowParams, raw, "logs.subscribe")
+    peer = _peer(ctx)
+    if peer is None:
+        return {"subscribed": False}
+    first = ctx.gateway.log_feed.follow(peer, p.limit, p.maxBytes)
+    if first is None:
+        raise RpcError("INVALID_REQUEST",
+                       f"{MAX_FOLLOWERS} connections already follow the log; poll logs.tail",
+                       details={"limit": MAX_FOLLOWERS})
+    return {"subscribed": True, **first}
+
+
+async def logs_unsubscribe(ctx: CallContext, raw: Any) -> dict[str, Any]:
+    parse_params(Params, raw, "logs.unsubscribe")
+    peer = _peer(ctx)
+    if peer is not None:
+        ctx.gateway.log_feed.unfollow(peer)
+    return {"subscribed": False}
+
+
 METHODS = (
     CoreMethod("sessions.subscribe", READ, sessions_subscribe),
     CoreMethod("sessions.unsubscribe", READ, sessions_unsubscribe),
     CoreMethod("sessions.messages.subscribe", READ, messages_subscribe),
     CoreMethod("sessions.messages.unsubscribe", READ, messages_unsubscribe),
+    CoreMethod("logs.subscribe", READ, logs_subscribe),
+    CoreMethod("logs.unsubscribe", READ, logs_unsubscribe),
 )

@@ -73,6 +73,7 @@ class ListParams(Params):
     includePeople: bool = False
     spawnedBy: str | None = None
     agentId: str | None = None
+    channel: str | None = Field(default=None, min_length=1, max_length=128)  # clawgate's own
     search: str | None = Field(default=None, max_length=256)
     archived: bool | Literal["all"] | None = None
 
@@ -239,7 +240,7 @@ async def list_page(ctx: CallContext, p: ListParams) -> dict[str, Any]:
             ListQuery(cursor=p.cursor, offset=p.offset)
     else:
         query = ListQuery(agent_id=p.agentId, label=p.label, spawned_by=p.spawnedBy,
-                          search=p.search, active_minutes=p.activeMinutes,
+                          channel=p.channel, search=p.search, active_minutes=p.activeMinutes,
                           include_global=p.includeGlobal, include_unknown=p.includeUnknown,
                           exclude_cron=p.excludeCron, exclude_subagents=p.excludeSubagents,
                           keys=only, limit=limit, offset=p.offset, cursor=p.cursor)

@@ -26,7 +26,8 @@ from clawgate.sessions.listing import ListQuery
 from clawgate.types import now_ms
 
 EVENTS = ("connect.challenge", "agent", "chat", "tick", "presence", "health", "shutdown",
-          "sessions.changed", "session.message", "cron", "heartbeat")
+          "sessions.changed", "session.message", "logs.appended", "channels.pairing", "cron",
+          "heartbeat")
 # features.capabilities (OpenClaw's GATEWAY_SERVER_CAPS), only for what clawgate does:
 # models.list answers the published catalogue (rows with ``available``) and takes agentId /
 # sessionKey; chat.metadata takes sessionKey; sessions.patch takes unread with

@@ -4,8 +4,8 @@ import { Gateway, gatewayUrl } from "./lib/gateway.js";
 import { takeToken, save, forget } from "./lib/auth.js";
 import { h, fill } from "./lib/dom.js";
 
-// Only the connection is imported statically: the WebSocket handshake starts as soon as these
-// three small modules are here, while the panels (preloaded by index.html) finish loading.
+// The page loads ui/bundle.js (every module in one file, built by clawgate.gateway.uibundle);
+// the panels' factories run when first shown.
 const chatModule = import("./panels/chat.js");
 const loginModule = import("./panels/login.js");
 
@@ -51,10 +51,16 @@ function shell() {
     h("footer.sidefoot", status, logout));
   const main = h("main.main#main");
   fill(root, side, main);
+  let connectedBefore = false;
   gw.onState((state, problem) => {
     status.className = `conn ${state}`;
+    status.title = state; // the phone layout shows only the dot
     status.textContent = state === "connected" ? `connected · v${gw.hello.server.version}` : state === "connecting" ? "connecting…" : `disconnected${problem ? ": " + problem : ""} — retrying`;
-    if (state === "connected") for (const panel of panels.values()) panel.connected && panel.connected();
+    if (state !== "connected") return;
+    // The first hello delivers the requests the panels made while connecting; after a
+    // reconnect the panels reload what they may have missed.
+    if (connectedBefore) for (const panel of panels.values()) panel.connected && panel.connected();
+    connectedBefore = true;
   });
 }
 
@@ -90,21 +96,19 @@ async function login(message = "") {
 function start(token) {
   if (gw) gw.stop();
   gw = new Gateway(gatewayUrl(), token);
-  let shown = false;
   gw.onState((state, problem) => {
-    if (state === "unauthorized") {
-      forget();
-      gw.stop();
-      panels.clear();
-      current = null;
-      login(`The gateway refused this token (${problem}). Check it and try again.`);
-    } else if (state === "connected" && !shown) {
-      shown = true;
-      shell();
-      show();
-    }
+    if (state !== "unauthorized") return;
+    forget();
+    gw.stop();
+    panels.clear();
+    current = null;
+    login(`The gateway refused this token (${problem}). Check it and try again.`);
   });
+  // The socket opens first; the shell and the first panel are drawn while it connects. Their
+  // first requests wait in the client and leave the moment hello-ok arrives.
   gw.start();
+  shell();
+  show();
 }
 
 window.addEventListener("hashchange", () => { if (document.getElementById("main") && document.querySelector(".nav")) show(); });

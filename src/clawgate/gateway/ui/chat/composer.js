@@ -1,4 +1,5 @@
-// The message box: Enter sends, Shift+Enter is a new line; Stop aborts the running reply.
+// The message box: Enter sends, Shift+Enter is a new line; Stop (or Escape in the box) aborts
+// the running reply.
 
 import { h } from "../lib/dom.js";
 
@@ -6,7 +7,8 @@ export function composer({ send, stop }) {
   const input = h("textarea#chat-input", { rows: 2, placeholder: "Message (Enter sends, Shift+Enter for a new line, /help for commands)",
     "aria-label": "Message", autocomplete: "off" });
   const sendButton = h("button.primary#chat-send", { type: "submit" }, "Send");
-  const stopButton = h("button.danger#chat-stop", { type: "button", hidden: true, on: { click: () => stop() } }, "Stop");
+  const stopButton = h("button.danger#chat-stop", { type: "button", hidden: true, title: "Stop the reply (Escape)",
+    "aria-keyshortcuts": "Escape", on: { click: () => stop() } }, "Stop");
   const form = h("form.composer", {
     on: {
       submit: (ev) => {
@@ -22,6 +24,9 @@ export function composer({ send, stop }) {
     if (ev.key === "Enter" && !ev.shiftKey && !ev.isComposing) {
       ev.preventDefault();
       form.requestSubmit();
+    } else if (ev.key === "Escape" && !stopButton.hidden) {
+      ev.preventDefault();
+      stop();
     }
   });
   return {

@@ -22,6 +22,7 @@ export class Gateway {
     this._ws = null;
     this._seq = 0;
     this._pending = new Map();
+    this._early = []; // requests made before the first hello-ok, sent when it arrives
     this._listeners = new Map();
     this._stateListeners = new Set();
     this._backoff = 500;
@@ -36,6 +37,7 @@ export class Gateway {
 
   stop() {
     this._closed = true;
+    this._rejectEarly("page closed");
     clearTimeout(this._timer);
     if (this._ws) this._ws.close(1000, "page closed");
   }
@@ -59,13 +61,32 @@ export class Gateway {
   }
 
   request(method, params = {}) {
-    if (this.state !== "connected") return Promise.reject(new GatewayError({ code: "UNAVAILABLE", message: "not connected to the gateway" }));
-    if (this._pending.size >= PENDING_MAX) return Promise.reject(new GatewayError({ code: "UNAVAILABLE", message: "too many requests in flight" }));
+    // Before the first hello-ok, requests wait (the page draws before the socket answers);
+    // after it, a request made while disconnected fails and the panel reloads on reconnect.
+    const early = !this.hello && !this._closed && this.state !== "unauthorized";
+    if (this.state !== "connected" && !early) return Promise.reject(new GatewayError({ code: "UNAVAILABLE", message: "not connected to the gateway" }));
+    if (this._pending.size + this._early.length >= PENDING_MAX) return Promise.reject(new GatewayError({ code: "UNAVAILABLE", message: "too many requests in flight" }));
     const id = `ui-${++this._seq}`;
     return new Promise((resolve, reject) => {
+      if (this.state !== "connected") { this._early.push({ id, method, params, resolve, reject }); return; }
       this._pending.set(id, { resolve, reject, method });
       this._ws.send(JSON.stringify({ type: "req", id, method, params }));
     });
+  }
+
+  _flushEarly() {
+    const waiting = this._early;
+    this._early = [];
+    for (const { id, method, params, resolve, reject } of waiting) {
+      this._pending.set(id, { resolve, reject, method });
+      this._ws.send(JSON.stringify({ type: "req", id, method, params }));
+    }
+  }
+
+  _rejectEarly(message) {
+    const waiting = this._early;
+    this._early = [];
+    for (const waiter of waiting) waiter.reject(new GatewayError({ code: "UNAVAILABLE", message }));
   }
 
   _setState(state, problem = "") {
@@ -99,13 +120,16 @@ export class Gateway {
     if (frame.type === "res" && frame.id === "connect") {
       if (frame.ok) {
         this.hello = frame.payload;
+        if (!performance.getEntriesByName("clawgate:hello").length) performance.mark("clawgate:hello"); // bench/ui.py
         this._backoff = 500;
+        this._flushEarly(); // first: the page's first requests go out before any new ones
         this._setState("connected");
       } else {
         const code = (frame.error.details || {}).code || "";
         const refused = code.startsWith("AUTH_") || /unauthorized/.test(frame.error.message || "");
         this._refusal = refused ? frame.error.message : "";
         this._setState(refused ? "unauthorized" : "disconnected", frame.error.message);
+        if (refused) this._rejectEarly(frame.error.message);
       }
       return;
     }

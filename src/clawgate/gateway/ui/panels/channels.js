@@ -1,5 +1,7 @@
 // Channels: every account's status (channels.status with probe) and the pending DM pairing
-// requests, each with Approve and Deny.
+// requests, each with Approve and Deny. The gateway pushes channels.pairing when a request is
+// created, approved or denied (here or by another client), so the list is live: each event
+// reloads it (coalesced while a reload runs).
 
 import { h, fill, errorLine, badge } from "../lib/dom.js";
 import { ago, until } from "../lib/format.js";
@@ -60,5 +62,17 @@ export function create({ gw }) {
     } catch (err) { problem.replaceChildren(errorLine(err)); }
   }
 
-  return { el, show() { load(true); } };
+  let reloading = null;
+  let again = false;
+  async function reloadPairing() {
+    if (reloading) { again = true; return; }
+    reloading = loadPairing().catch((err) => problem.replaceChildren(errorLine(err)));
+    await reloading;
+    reloading = null;
+    el.dataset.pairingUpdated = String(Date.now());
+    if (again) { again = false; reloadPairing(); }
+  }
+  gw.on("channels.pairing", () => { if (!el.hidden) reloadPairing(); });
+
+  return { el, show() { load(true); }, connected() { if (!el.hidden) load(false); } };
 }

@@ -1,5 +1,7 @@
-// Logs: a live tail of the gateway's log (logs.tail with a cursor, once a second while the
-// panel is visible), a level filter and a search; at most 2,000 lines are kept.
+// Logs: a live tail of the gateway's log, a level filter and a search; at most 2,000 lines are
+// kept. While the panel is visible it follows logs.subscribe: the gateway pushes logs.appended
+// events (each a logs.tail answer continuing the last one), so nothing polls. A gateway without
+// logs.subscribe (or one whose followers are all taken) is tailed with logs.tail once a second.
 
 import { h, fill, errorLine } from "../lib/dom.js";
 
@@ -36,6 +38,7 @@ export function create({ gw }) {
   let cursor = null;
   let timer = null;
   let visible = false;
+  let pushed = false; // following logs.subscribe (the gateway pushes; no timer)
   const lines = [];
 
   function shows(entry) {
@@ -55,26 +58,57 @@ export function create({ gw }) {
     if (follow.checked) out.scrollTop = out.scrollHeight;
   }
 
+  // One logs.tail-shaped answer (polled, pushed, or the subscription's first tail).
+  function take(res) {
+    if (res.reset) lines.length = 0;
+    cursor = res.cursor;
+    const fresh = res.lines.map(parse);
+    lines.push(...fresh);
+    if (lines.length > KEEP) lines.splice(0, lines.length - KEEP);
+    if (res.reset || out.childElementCount > KEEP) redraw();
+    else {
+      out.append(...fresh.filter(shows).map(lineEl));
+      if (follow.checked && fresh.length) out.scrollTop = out.scrollHeight;
+    }
+    el.dataset.cursor = String(cursor);
+  }
+
   async function poll() {
     try {
-      const res = await gw.request("logs.tail", cursor === null ? { limit: 500 } : { cursor, limit: 500 });
-      if (res.reset) lines.length = 0;
-      cursor = res.cursor;
-      const fresh = res.lines.map(parse);
-      lines.push(...fresh);
-      if (lines.length > KEEP) lines.splice(0, lines.length - KEEP);
-      if (res.reset || out.childElementCount > KEEP) redraw();
-      else {
-        out.append(...fresh.filter(shows).map(lineEl));
-        if (follow.checked && fresh.length) out.scrollTop = out.scrollHeight;
-      }
+      take(await gw.request("logs.tail", cursor === null ? { limit: 500 } : { cursor, limit: 500 }));
       problem.replaceChildren();
     } catch (err) { problem.replaceChildren(errorLine(err)); }
     clearTimeout(timer);
-    if (visible) timer = setTimeout(poll, 1000);
+    if (visible && !pushed) timer = setTimeout(poll, 1000);
   }
 
+  async function start() {
+    // (Before hello-ok the method list is unknown: the request waits, and a refusal polls.)
+    if (gw.hello && !gw.has("logs.subscribe")) { el.dataset.mode = "poll"; poll(); return; }
+    try {
+      const res = await gw.request("logs.subscribe", { limit: 500 });
+      if (!visible) { gw.request("logs.unsubscribe").catch(() => {}); return; }
+      pushed = true;
+      el.dataset.mode = "push";
+      take({ ...res, reset: true }); // the newest lines: what was shown before may have gaps
+      problem.replaceChildren();
+    } catch {
+      el.dataset.mode = "poll"; // e.g. every follower slot is taken: tail instead
+      poll();
+    }
+  }
+
+  gw.on("logs.appended", (res) => { if (visible && pushed) take(res); });
   level.addEventListener("change", redraw);
   search.addEventListener("input", redraw);
-  return { el, show() { visible = true; poll(); }, hide() { visible = false; clearTimeout(timer); } };
+  return {
+    el,
+    show() { visible = true; start(); },
+    hide() {
+      visible = false;
+      clearTimeout(timer);
+      if (pushed) { pushed = false; gw.request("logs.unsubscribe").catch(() => {}); }
+    },
+    connected() { if (visible) { pushed = false; start(); } }, // a new connection follows nothing
+  };
 }

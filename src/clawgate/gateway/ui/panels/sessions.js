@@ -1,6 +1,7 @@
 // The Sessions panel: a live list (sessions.subscribe, never polling) with search, agent and
-// channel filters, paging (50 rows a page, so 100,000 sessions cost the same as 50), the live
-// run status, and per-row rename, model override, reset and delete.
+// channel filters (both in sessions.list, on the server), keyset paging (50 rows a page by
+// nextCursor, so page 2,000 of 100,000 sessions costs what page 1 does), the live run status,
+// and per-row rename, model override, reset and delete.
 
 import { h, fill, confirmButton, errorLine, badge } from "../lib/dom.js";
 import { ago, num } from "../lib/format.js";
@@ -25,13 +26,29 @@ export function create({ gw, navigate }) {
       body)),
     h("div.pager", prev, next));
 
-  const state = { offset: 0, rows: new Map(), total: 0, hasMore: false, models: [], epoch: 0, dirty: new Set(), flush: null, channels: new Set() };
+  // cursors[i] is the nextCursor that leads to page i (null: the first page); the last one is
+  // the page shown. Previous pops it, Next pushes the page's nextCursor.
+  const state = { cursors: [null], next: null, rows: new Map(), total: 0, capped: false, hasMore: false, models: [], epoch: 0, dirty: new Set(), flush: null, channels: new Set() };
+  const page = () => state.cursors.length - 1;
 
   function query() {
-    const q = { limit: PAGE, offset: state.offset };
+    const q = { limit: PAGE };
+    const cursor = state.cursors[page()];
+    if (cursor) q.cursor = cursor;
     if (search.value.trim()) q.search = search.value.trim();
     if (agent.value) q.agentId = agent.value;
+    if (channel.value) q.channel = channel.value;
     return q;
+  }
+
+  function restart() {
+    state.cursors = [null];
+    load();
+  }
+
+  function matches(row) {
+    if (agent.value && !row.key.startsWith(`agent:${agent.value}:`)) return false;
+    return !channel.value || (row.channel || row.lastChannel || "") === channel.value;
   }
 
   async function load() {
@@ -41,10 +58,13 @@ export function create({ gw, navigate }) {
       if (epoch !== state.epoch) return;
       problem.replaceChildren();
       state.total = res.totalCount ?? res.count;
+      state.capped = !!res.totalCountCapped;
       state.hasMore = !!res.hasMore;
+      state.next = res.nextCursor || null;
       state.rows.clear();
       body.replaceChildren();
       for (const row of res.sessions) addRow(row, false);
+      emptyState();
       renderSummary();
     } catch (err) {
       problem.replaceChildren(errorLine(err));
@@ -52,17 +72,13 @@ export function create({ gw, navigate }) {
   }
 
   function renderSummary() {
-    const first = state.total ? state.offset + 1 : 0;
-    const last = state.offset + state.rows.size;
-    summary.textContent = `${num(first)}–${num(last)} of ${num(state.total)}`;
-    prev.disabled = state.offset === 0;
-    next.disabled = !state.hasMore;
-    applyChannel();
-  }
-
-  function applyChannel() {
-    const want = channel.value;
-    for (const [, entry] of state.rows) entry.tr.hidden = !!want && (entry.row.channel || entry.row.lastChannel || "") !== want;
+    const offset = page() * PAGE;
+    const first = state.rows.size ? offset + 1 : 0;
+    const last = offset + state.rows.size;
+    const total = state.capped ? `more than ${num(state.total)}` : num(Math.max(state.total, last));
+    summary.textContent = state.rows.size || page() ? `${num(first)}–${num(last)} of ${total}` : "0 of 0";
+    prev.disabled = page() === 0;
+    next.disabled = !state.hasMore || !state.next;
   }
 
   function noteChannel(name) {
@@ -125,6 +141,13 @@ export function create({ gw, navigate }) {
     return tr;
   }
 
+  // An empty list says so (a table body with no rows is invisible).
+  function emptyState() {
+    const shown = body.querySelector("tr.empty");
+    if (state.rows.size && shown) shown.remove();
+    else if (!state.rows.size && !shown) body.append(h("tr.empty", h("td.muted", { colspan: 8 }, search.value.trim() || agent.value || channel.value ? "No sessions match." : "No sessions yet.")));
+  }
+
   function addRow(row, top) {
     noteChannel(row.channel || row.lastChannel);
     const tr = rowEl(row);
@@ -133,6 +156,7 @@ export function create({ gw, navigate }) {
     if (old) old.tr.replaceWith(tr);
     else if (top) body.prepend(tr);
     else body.append(tr);
+    emptyState();
   }
 
   function dropRow(key) {
@@ -140,6 +164,7 @@ export function create({ gw, navigate }) {
     if (!entry) return;
     entry.tr.remove();
     state.rows.delete(key);
+    emptyState();
     state.total = Math.max(0, state.total - 1);
     renderSummary();
   }
@@ -156,10 +181,9 @@ export function create({ gw, navigate }) {
       if (!p.hasActiveRun) { delete row.status; row.lastStatus = p.status; }
       if (p.phase === "model") { row.model = p.model; row.modelProvider = p.modelProvider; }
       addRow(row, false);
-      applyChannel();
       if (p.phase === "start" || p.phase === "model") return;
     }
-    if (!entry && (state.offset > 0 || search.value.trim())) return; // not on this page
+    if (!entry && (page() > 0 || search.value.trim())) return; // not on this page
     if (!entry && agent.value && p.agentId && p.agentId !== agent.value) return;
     state.dirty.add(key);
     if (!state.flush) state.flush = Promise.resolve().then(flush);
@@ -175,6 +199,7 @@ export function create({ gw, navigate }) {
         if (!res.session) { dropRow(key); return; }
         const known = state.rows.has(key);
         const row = { ...(known ? state.rows.get(key).row : {}), ...res.session };
+        if (!known && !matches(row)) return; // a new session the filters leave out
         if (!row.hasActiveRun) delete row.status;
         addRow(row, !known);
         if (!known) { state.total += 1; }
@@ -185,11 +210,11 @@ export function create({ gw, navigate }) {
   }
 
   let searchTimer = null;
-  search.addEventListener("input", () => { clearTimeout(searchTimer); searchTimer = setTimeout(() => { state.offset = 0; load(); }, 200); });
-  agent.addEventListener("change", () => { state.offset = 0; load(); });
-  channel.addEventListener("change", applyChannel);
-  prev.addEventListener("click", () => { state.offset = Math.max(0, state.offset - PAGE); load(); });
-  next.addEventListener("click", () => { state.offset += PAGE; load(); });
+  search.addEventListener("input", () => { clearTimeout(searchTimer); searchTimer = setTimeout(restart, 200); });
+  agent.addEventListener("change", restart);
+  channel.addEventListener("change", restart);
+  prev.addEventListener("click", () => { if (page() > 0) { state.cursors.pop(); load(); } });
+  next.addEventListener("click", () => { if (state.next) { state.cursors.push(state.next); load(); } });
   gw.on("sessions.changed", changed);
 
   async function subscribe() {
@@ -205,6 +230,10 @@ export function create({ gw, navigate }) {
           for (const a of res.agents) agent.append(h("option", { value: a.id }, a.id));
         }
         if (!state.models.length) state.models = (await gw.request("models.list")).models || [];
+        if (!state.channels.size) {
+          const res = await gw.request("channels.status", { probe: false });
+          for (const id of res.channelOrder || Object.keys(res.channelAccounts || {})) noteChannel(id);
+        }
         await subscribe();
       } catch (err) { problem.replaceChildren(errorLine(err)); }
       await load();
