@@ -102,8 +102,13 @@ class Lanes:
         collect_window_s: float = 0.5,
         cancelled: Runner | None = None,
         dropped: Callable[[Run], None] | None = None,
+        claim: Callable[[Run], Coroutine[Any, Any, None]] | None = None,
     ) -> None:
         self._runner = runner
+        # Several replicas on one store: awaited before a run takes a slot, it returns once the
+        # run's session is claimed for this process (agents/claims.py). None: this process
+        # owns every session.
+        self._claim = claim
         self._cancelled = cancelled
         self._dropped = dropped  # told at once when a queued run is cancelled
         self._slots = asyncio.Semaphore(max_concurrent)
@@ -220,9 +225,14 @@ class Lanes:
                     continue
                 if run.mode == "collect":
                     self._coalesce(lane, run)
+                if self._claim is not None and not await self._claimed(lane, run):
+                    continue
                 async with self._slots:
                     if run.cancel_reason is not None:  # aborted while waiting for a slot
                         await self._finish_cancelled(run)
+                        lane.active = None  # set by a claim
+                        run.resolve(RunResult(run.run_id, run.session_key, "aborted",
+                                              stop_reason=run.cancel_reason))
                         continue
                     await self._execute(lane, run)
         finally:
@@ -259,6 +269,27 @@ class Lanes:
             lane.active = None
         run.status = result.status
         run.resolve(result)
+
+    async def _claimed(self, lane: _Lane, run: Run) -> bool:
+        """Wait for the run's claim; it is the lane's active run meanwhile, so an abort finds
+        it. False when it was cancelled while waiting (recorded) or cannot be claimed here."""
+        assert self._claim is not None
+        lane.active = run
+        try:
+            await self._claim(run)
+        except Exception as exc:  # not this replica's run any more (taken over): not ours
+            lane.active = None
+            run.status = "error"
+            run.resolve(RunResult(run.run_id, run.session_key, "error", error=str(exc)))
+            return False
+        if run.cancel_reason is not None:
+            await self._finish_cancelled(run)
+            lane.active = None
+            run.status = "aborted"
+            run.resolve(RunResult(run.run_id, run.session_key, "aborted",
+                                  stop_reason=run.cancel_reason))
+            return False
+        return True
 
     async def _quiet(self, lane: _Lane) -> None:
         while True:
