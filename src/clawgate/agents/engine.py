@@ -178,6 +178,13 @@ class Engine:
         dead = [owner for owner in await self.store.open_owners()
                 if owner is None or not await replica.alive(owner)]
         taken = await self.store.take_over_runs(dead)
+        # Its own runs that it lost track of (their end could not be recorded): run again,
+        # or they would hold their sessions on every replica.
+        for lost in await self.store.owned_open_runs():
+            if not self.in_flight(lost[0]) and all(t[0] != lost[0] for t in taken):
+                log.warning("run %s of %s was left open here; running it again",
+                            lost[0], lost[1])
+                taken.append(lost)
         rerun = self.settings.config.engine.resume_interrupted == "rerun"
         for run_id, key, messages, delivery, _started in taken:
             if rerun:

@@ -20,6 +20,7 @@ These are jobs for the store's writer thread; ``SessionStore`` exposes them as a
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -209,6 +210,9 @@ def complete(c: sqlite3.Connection, run_id: str, key: str, messages: Sequence[An
         # Another replica took the run over (this one was taken for dead): its end is that
         # replica's to record, so the transcript gets one reply and the channel one intent.
         raise InvalidRequest(f"run {run_id!r} was taken over by replica {row[2]!r}")
+    if owner is not None and row is not None and row[0] in ENDED:
+        # Recorded already: a retry after a connection lost while its commit went through.
+        return []
     if row is not None and row[0] == "queued" and row[1]:
         # Its begin never committed (cancelled while waiting for the writer): the input was
         # acknowledged, so it joins the transcript before the final messages.
@@ -308,6 +312,20 @@ def open_owners(c: sqlite3.Connection, me: str) -> list[str | None]:
     rows = c.execute("SELECT DISTINCT owner FROM runs WHERE status IN ('queued', 'running') "
                      "AND (owner IS NULL OR owner <> ?)", (me,)).fetchall()
     return [None if r[0] is None else str(r[0]) for r in rows]
+
+
+def owned_open(c: sqlite3.Connection, me: str) -> list[Taken]:
+    """Replica ``me``'s open runs, in session order (the engine re-runs the ones it has lost
+    track of: a run whose end could not be recorded while the database was away)."""
+    rows = c.execute("SELECT run_id, key, status, input, delivery FROM runs WHERE owner = ? "
+                     "AND status IN ('queued', 'running') ORDER BY key, seq", (me,)).fetchall()
+    taken: list[Taken] = []
+    for run_id, key, status, raw, delivery in rows:
+        with contextlib.suppress(Exception):  # an unreadable input is left to take_over
+            messages = loads(raw)
+            check_messages(messages, "runs.owned_open")
+            taken.append((run_id, key, list(messages), delivery, status == "running"))
+    return taken
 
 
 def take_over(c: sqlite3.Connection, dead: Sequence[str | None], me: str,

@@ -32,6 +32,7 @@ import logging
 import queue
 import sqlite3
 import threading
+import time
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -56,6 +57,7 @@ log = logging.getLogger("clawgate.store")
 T = TypeVar("T")
 Job = Callable[[sqlite3.Connection], Any]
 MAX_BATCH = 128
+COMPLETE_RETRY_S = 60.0  # how long a replica retries recording a run's end
 
 
 @dataclass(frozen=True, slots=True)
@@ -538,6 +540,13 @@ class SessionStore:
             return []
         return await self._read(lambda c: runs.open_owners(c, owner))
 
+    async def owned_open_runs(self) -> list[runs.Taken]:
+        """This replica's open runs (``runs.owned_open``)."""
+        owner = self.owner
+        if owner is None:
+            return []
+        return await self._read(lambda c: runs.owned_open(c, owner))
+
     async def take_over_runs(self, dead: Sequence[str | None]) -> list[runs.Taken]:
         """Move the open runs of dead replicas to this one (``runs.take_over``)."""
         owner = self.owner
@@ -610,10 +619,27 @@ class SessionStore:
         messages it appended and kept (for the transcript's live subscribers)."""
         k = keys.canonical(key)
         now, owner = self._clock(), self.owner
-        return await self._write(lambda c: runs.complete(
-            c, run_id, k, messages, now, status=status, stop_reason=stop_reason, error=error,
-            usage=usage, model=model, provider=provider, merged=tuple(merged), cost=cost,
-            fallbacks=fallbacks, archive_from=archive_from, owner=owner))
+
+        def job(c: sqlite3.Connection) -> list[StoredMessage]:
+            return runs.complete(
+                c, run_id, k, messages, now, status=status, stop_reason=stop_reason,
+                error=error, usage=usage, model=model, provider=provider, merged=tuple(merged),
+                cost=cost, fallbacks=fallbacks, archive_from=archive_from, owner=owner)
+
+        if owner is None:
+            return await self._write(job)
+        # Several replicas: a run left "running" would hold its session on every replica, so
+        # its end is retried while the database is away (a restart); a retry after a commit
+        # that went through records nothing twice (runs.complete).
+        deadline, wait = time.monotonic() + COMPLETE_RETRY_S, 0.1
+        while True:
+            try:
+                return await self._write(job)
+            except Unavailable:
+                if time.monotonic() > deadline:
+                    raise
+                await asyncio.sleep(wait)
+                wait = min(wait * 2, 1.0)
 
     async def recover_runs(self, *, rerun: bool = False) -> tuple[int, list[runs.Resumable]]:
         """Close runs left open by a killed process. Returns how many were marked
