@@ -102,6 +102,37 @@ async def test_a_dead_replicas_queued_and_running_runs_are_taken_over_once(
         await a.close()
 
 
+async def test_a_run_taken_over_behind_one_waiting_for_it_does_not_deadlock(
+        tmp_path: Path, pg_url: str) -> None:
+    """The live replica's own run waits for its claim while a dead replica's run of the session
+    is running; the sweeper then gives it the dead run, which queues behind the waiting one in
+    the same lane. The claim does not wait for its own replica's runs, so both are answered."""
+    b = await _replica(tmp_path, pg_url, "b", takeover_interval_s=0.5)
+    try:
+        async with SessionStore(pg_url) as dead:
+            dead.owner = "dead-replica-2"
+            await dead.admit_and_begin("r1", KEY, [{"role": "user", "content": "one"}],
+                                       starts=lambda _row: 10)
+        turn = await b.engine.submit(Submission("two", session_key=KEY))
+        result = await asyncio.wait_for(turn.result(), 15)
+        assert result.status == "ok"
+
+        async def both() -> list[Any]:
+            while True:
+                runs = await _runs(pg_url)
+                if all(r.status == "ok" for r in runs):
+                    return runs
+                await asyncio.sleep(0.05)
+
+        runs = await asyncio.wait_for(both(), 15)
+        assert {r.owner for r in runs} == {b.store.owner}
+        stored = texts(await b.store.transcript(KEY))
+        assert stored == [("user", "one"), ("assistant", "one"), ("user", "two"),
+                          ("assistant", "two")]
+    finally:
+        await b.close()
+
+
 async def test_a_run_taken_over_from_a_live_replica_is_not_recorded_twice(
         tmp_path: Path, pg_url: str) -> None:
     """The guard behind "answered once": a replica that was taken for dead (cut off from the

@@ -47,18 +47,19 @@ class Claims:
     def waiting(self) -> int:
         return len(self._waiting)
 
-    async def claim(self, run: Run) -> None:
-        """Return once ``run`` is started for this replica (its context set on its request),
-        or once it was cancelled while waiting (``run.cancel_reason`` says why). Raises
-        InvalidRequest when the run is not this replica's any more (taken over)."""
+    async def claim(self, run: Run) -> bool:
+        """True once ``run`` is started for this replica (its context set on its request);
+        False when it was cancelled while waiting (``run.cancel_reason`` says why) or
+        deferred (``run.deferred``: a run taken over goes first). Raises InvalidRequest when
+        the run is not this replica's any more (taken over)."""
         request: TurnRequest = run.payload
         if request.begun is not None:  # started with its admission
-            return
+            return True
         key = run.session_key
         event = self._waiting.setdefault(key, asyncio.Event())
         wait = FIRST_WAIT_S
         try:
-            while run.cancel_reason is None:
+            while run.cancel_reason is None and not run.deferred:
                 event.clear()
                 try:
                     begun = await self._store.claim_run(run.run_id, key, run.messages,
@@ -68,9 +69,9 @@ class Claims:
                     begun = None
                 if begun is not None:
                     run.payload = dataclasses.replace(request, begun=tuple(begun))
-                    return
-                if run.cancel_reason is not None:
-                    return
+                    return True
+                if run.cancel_reason is not None or run.deferred:
+                    return False
                 try:
                     await asyncio.wait_for(event.wait(), wait)
                     wait = FIRST_WAIT_S  # rung: the session freed, a new wait starts short
@@ -79,3 +80,4 @@ class Claims:
         finally:
             if self._waiting.get(key) is event:
                 del self._waiting[key]
+        return False

@@ -141,9 +141,9 @@ class Engine:
             log.info("resuming %d acknowledged message(s) left unanswered by a restart", resumed)
 
     async def _resume(self, run_id: str, key: str, messages: list[dict[str, Any]],
-                      delivery: str | None) -> int:
+                      delivery: str | None, front: bool = False) -> int:
         """Hand a stored run back to the lanes (1), or mark it interrupted when it cannot
-        run again (0)."""
+        run again (0). ``front``: taken over, it runs before the lane's own queued runs."""
         try:
             agent = self.roster.get(keys.agent_of(key))
             entry = await self.store.get(key)
@@ -151,7 +151,10 @@ class Engine:
                 raise SessionError(f"session {key!r} is gone", session_key=key)
             await self._enqueue(run_id, key, agent, messages, Submission(
                 None, session_key=key, channel=entry.channel, mode="followup",
-                delivery=Delivery.load(delivery)), entry, follow=False, resumed=True)
+                delivery=Delivery.load(delivery)), entry, follow=False, resumed=True,
+                front=front)
+            if self.claims is not None:
+                self.claims.wake(key)  # a claim deferred behind it steps back now
             return 1
         except Exception as exc:  # this run cannot run again: keep today's behaviour
             log.warning("run %s of %s cannot be resumed (%s); marking it interrupted",
@@ -188,7 +191,7 @@ class Engine:
         rerun = self.settings.config.engine.resume_interrupted == "rerun"
         for run_id, key, messages, delivery, _started in taken:
             if rerun:
-                await self._resume(run_id, key, messages, delivery)
+                await self._resume(run_id, key, messages, delivery, front=True)
             else:
                 await self.store.interrupt_run(run_id)
         if taken:
@@ -360,7 +363,7 @@ class Engine:
     async def _enqueue(self, run_id: str, key: str, agent: Agent, messages: list[dict[str, Any]],
                        submission: Submission, entry: SessionEntry, follow: bool,
                        resumed: bool = False, begun: list[StoredMessage] | None = None,
-                       ) -> tuple[Run, Subscription | None]:
+                       front: bool = False) -> tuple[Run, Subscription | None]:
         """Hand a stored (queued) run to the lanes; its record goes if the lanes refuse it
         (a ``resumed`` run was acknowledged before a restart: its record stays). ``begun``:
         the run was started with its admission (its context)."""
@@ -390,7 +393,7 @@ class Engine:
         # Subscribed before the run enters the lanes: it cannot have published anything yet.
         sub = self.bus.subscribe(run_id=run_id, maxsize=FOLLOW_QUEUE) if follow else None
         try:
-            self.lanes.submit(run)
+            self.lanes.submit(run, front=front)
         except QueueFullError:
             # Another admission filled the queue while this one was being stored: the message
             # is refused, so its record must not survive (recovery would replay it).

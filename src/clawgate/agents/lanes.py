@@ -62,6 +62,8 @@ class Run:
     )
     task: asyncio.Task[RunResult] | None = None
     merged_ids: list[str] = field(default_factory=list)  # runs coalesced or steered into this
+    front: bool = False  # taken over from a dead replica: runs before the lane's other runs
+    deferred: bool = False  # a front run arrived while this one waited for its claim
     _steered: list[dict[str, Any]] = field(default_factory=list)
 
     def inject(self, message: dict[str, Any]) -> None:
@@ -102,7 +104,7 @@ class Lanes:
         collect_window_s: float = 0.5,
         cancelled: Runner | None = None,
         dropped: Callable[[Run], None] | None = None,
-        claim: Callable[[Run], Coroutine[Any, Any, None]] | None = None,
+        claim: Callable[[Run], Coroutine[Any, Any, bool]] | None = None,
     ) -> None:
         self._runner = runner
         # Several replicas on one store: awaited before a run takes a slot, it returns once the
@@ -122,11 +124,24 @@ class Lanes:
 
     # -- admission -------------------------------------------------------------------------
 
-    def submit(self, run: Run) -> Run:
-        """Queue ``run`` by its mode. Raises QueueFullError when the queue is full."""
+    def submit(self, run: Run, *, front: bool = False) -> Run:
+        """Queue ``run`` by its mode. Raises QueueFullError when the queue is full.
+
+        ``front``: a run taken over from a dead replica, whose turn had begun there (or queued
+        before this replica's own): it goes before the lane's queued runs, and a run waiting
+        for its claim steps back behind it (its claim would wait for it)."""
         lane = self._lanes.get(run.session_key)
         if lane is None:
             lane = self._lanes[run.session_key] = _Lane(run.session_key)
+        if front:
+            run.front = True
+            at = next((i for i, q in enumerate(lane.queue) if not q.front), len(lane.queue))
+            lane.queue.insert(at, run)
+            waiting = lane.active
+            if waiting is not None and waiting.status == "queued":
+                waiting.deferred = True
+            self._wake(lane)
+            return run
         if run.mode == "steer" and lane.active is not None and lane.active.status == "running":
             active = lane.active
             for message in run.messages:
@@ -151,6 +166,10 @@ class Lanes:
                 )
             self._cancel_queued(lane, live[0], "dropped: queue full")
         lane.queue.append(run)
+        self._wake(lane)
+        return run
+
+    def _wake(self, lane: _Lane) -> None:
         lane.arrived.set()
         if lane.worker is None:
             lane.worker = asyncio.get_running_loop().create_task(
@@ -158,7 +177,6 @@ class Lanes:
             )
             self._workers.add(lane.worker)
             lane.worker.add_done_callback(self._workers.discard)
-        return run
 
     def abort(self, session_key: str, run_id: str | None = None) -> list[str]:
         """Abort the session's queued runs, then its active one (or only ``run_id``)."""
@@ -276,11 +294,17 @@ class Lanes:
         assert self._claim is not None
         lane.active = run
         try:
-            await self._claim(run)
+            claimed = await self._claim(run)
         except Exception as exc:  # not this replica's run any more (taken over): not ours
             lane.active = None
             run.status = "error"
             run.resolve(RunResult(run.run_id, run.session_key, "error", error=str(exc)))
+            return False
+        if not claimed and run.cancel_reason is None:  # deferred: behind the front runs
+            run.deferred = False
+            lane.active = None
+            at = next((i for i, q in enumerate(lane.queue) if not q.front), len(lane.queue))
+            lane.queue.insert(at, run)
             return False
         if run.cancel_reason is not None:
             await self._finish_cancelled(run)

@@ -144,9 +144,11 @@ def claim(c: sqlite3.Connection, run_id: str, key: str, messages: Sequence[Any],
           owner: str, history: int = 0) -> list[StoredMessage] | None:
     """Start the run for replica ``owner`` if the session is free (PostgreSQL only), as
     :func:`begin` does; None when it must wait: another transaction holds the session row,
-    a run of the session is running (on any replica, a dead one's included until it is taken
-    over), or another replica's queued run has a lower ``seq``. Its own replica's queued runs
-    are not waited for: the replica's lane orders those, and waiting on them could deadlock.
+    a run of the session is running (on any replica; a dead one's until it is taken over; this
+    one's when it was taken over and waits in the lane, which then runs it first: see
+    ``Lanes.submit(front=True)``), or another replica's queued run has a lower ``seq``. Its own
+    replica's queued runs are not waited for: its lane orders those, and waiting on them
+    could deadlock.
     A run already running for ``owner`` (taken over from a dead replica) gets its context."""
     got, exists, status, holder, running, ahead = c.execute(
         _CLAIM, (key, run_id, key, key, run_id, key, owner)).fetchone()
