@@ -28,6 +28,7 @@ import itertools
 import os
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -66,10 +67,18 @@ def start_replicas(root: Path, url: str, count: int, delay_ms: int = 0) -> list[
             gateway = GatewayProcess(root / f"r{n}", config=CONFIG.format(delay=delay_ms))
             started.append(gateway)
             gateway.wait_ready(120)
+            drain(gateway)
     except BaseException:
         stop(started)
         raise
     return started
+
+
+def drain(gateway: GatewayProcess) -> None:
+    """Read the gateway's log pipe: a full pipe would block its event loop on a log line."""
+    out = gateway.proc.stdout
+    if out is not None:
+        threading.Thread(target=lambda: all(iter(out.readline, "")), daemon=True).start()
 
 
 def stop(gateways: list[GatewayProcess]) -> None:

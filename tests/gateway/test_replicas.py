@@ -6,6 +6,7 @@ acknowledged."""
 from __future__ import annotations
 
 import concurrent.futures
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -66,6 +67,10 @@ def replicas(pg_cluster: Cluster, tmp_path: Path,
                                      config=FAST.format(delay=delay_ms))
             started.append(gateway)
             gateway.wait_ready(60)
+            out = gateway.proc.stdout  # read, or a full log pipe would block the gateway
+            if out is not None:
+                threading.Thread(target=lambda o=out: all(iter(o.readline, "")),
+                                 daemon=True).start()
         return started[-count:]
 
     start.url = url  # type: ignore[attr-defined]

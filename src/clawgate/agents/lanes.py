@@ -303,7 +303,9 @@ class Lanes:
         if not claimed and run.cancel_reason is None:  # deferred: behind the front runs
             run.deferred = False
             lane.active = None
-            at = next((i for i, q in enumerate(lane.queue) if not q.front), len(lane.queue))
+            # A front run deferred by a later front run still goes first (session order).
+            at = 0 if run.front else next(
+                (i for i, q in enumerate(lane.queue) if not q.front), len(lane.queue))
             lane.queue.insert(at, run)
             return False
         if run.cancel_reason is not None:
