@@ -234,6 +234,10 @@ class EngineConfig(_Model):
     # After a crash: "rerun" runs the acknowledged messages that had not started again (so they
     # get a reply); "mark" records them as interrupted, unanswered.
     resume_interrupted: Literal["rerun", "mark"] = "rerun"
+    # Several replicas on one PostgreSQL store: how often each looks for runs owned by a dead
+    # replica and takes them over (the failover delay after a kill -9 is at most this, plus
+    # the turn run again). Unused on SQLite.
+    takeover_interval_s: float = Field(default=2.0, ge=0.1, le=300)
 
 
 class AuthConfig(_Model):

@@ -54,7 +54,7 @@ class Runtime:
         # others probe before they take over what it owned.
         self.replica = Replica(self.store)
         self.engine = Engine(settings, self.host, self.store, metrics=self.metrics,
-                             timeline=self.timeline)
+                             timeline=self.timeline, replica=self.replica)
         # The channel runtime (accounts, monitors, durable delivery): only where a gateway
         # serves; a CLI command has no business polling Telegram.
         self.channels = ChannelRuntime(settings, self.host, self.engine, self.metrics,

@@ -4,6 +4,7 @@ plugin folders, SQLite store in tmp_path) and closes everything it built."""
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -94,8 +95,14 @@ def build_config(
     return data
 
 
+# CLAWGATE_TEST_STORE=postgres runs the engine tests on a fresh PostgreSQL database each (the
+# replica code paths: owners, claims, the takeover sweeper); the default is SQLite.
+ON_POSTGRES = os.environ.get("CLAWGATE_TEST_STORE") == "postgres"
+
+
 @pytest.fixture
-async def make_engine(tmp_path: Path, anyio_backend: str) -> AsyncIterator[Factory]:
+async def make_engine(tmp_path: Path, anyio_backend: str,
+                      request: pytest.FixtureRequest) -> AsyncIterator[Factory]:
     """``await make_engine(engine=..., echo=..., mock=..., tools=..., model=..., agents=...,
     state=...)`` -> a started :class:`Harness`; all of them are closed after the test.
 
@@ -103,11 +110,19 @@ async def make_engine(tmp_path: Path, anyio_backend: str) -> AsyncIterator[Facto
     primary model points at (fallback ``echo/echo``); ``tools``: config of the engine_tools
     fixture plugin (loaded when given); ``state``: the state directory (default tmp_path).
     """
+    if ON_POSTGRES and request.node.get_closest_marker("sqlite_only") is not None:
+        pytest.skip("inspects the SQLite file itself")
     built: list[Harness] = []
+    urls: dict[Path, str] = {}  # one database per state directory (a restart reopens it)
 
     async def factory(*, state: Path | None = None, **options: Any) -> Harness:
         state_dir = state or tmp_path
-        settings = config.Settings(config.parse(build_config(**options)), state_dir=state_dir,
+        data = build_config(**options)
+        if ON_POSTGRES:
+            cluster = request.getfixturevalue("pg_cluster")
+            url = urls[state_dir] = urls.get(state_dir) or cluster.database()
+            data["store"] = {"url": url}
+        settings = config.Settings(config.parse(data), state_dir=state_dir,
                                    config_path=state_dir / "clawgate.toml")
         runtime = Runtime(settings, drain_deadline_s=5.0)
         await runtime.start()
@@ -118,6 +133,8 @@ async def make_engine(tmp_path: Path, anyio_backend: str) -> AsyncIterator[Facto
     yield factory
     for harness in reversed(built):
         await harness.close()
+    for url in urls.values():
+        request.getfixturevalue("pg_cluster").release(url)
 
 
 @pytest.fixture(autouse=True)

@@ -20,7 +20,7 @@ from clawgate.agents.turn import Submission
 from tests.agents.conftest import MAIN, texts
 from tests.support.poll import until
 
-pytestmark = pytest.mark.anyio
+pytestmark = [pytest.mark.anyio, pytest.mark.sqlite_only]  # reads the SQLite file
 REPO = Path(__file__).resolve().parents[2]
 
 CHILD = textwrap.dedent('''

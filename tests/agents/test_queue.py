@@ -72,6 +72,7 @@ async def test_interrupt_keeps_the_partial_reply(make_engine, tmp_path):
         ("user", "never mind", None), ("assistant", "re: never mind", "stop")]
 
 
+@pytest.mark.sqlite_only  # reads the SQLite file
 async def test_collect_coalesces_a_burst_into_one_run(make_engine, mock_openai):
     h = await make_engine(mock=mock_openai,
                           engine={"queue_mode": "collect", "collect_window_ms": 300})
@@ -110,6 +111,7 @@ async def test_followup_runs_queued_messages_in_order(make_engine, tmp_path):
         ("assistant", "re: b"), ("user", "c"), ("assistant", "re: c")]
 
 
+@pytest.mark.sqlite_only  # reads the SQLite file
 async def test_steer_joins_the_active_run_at_the_next_tool_boundary(make_engine, tmp_path):
     h = await make_engine(tools={})  # echo provider: "/tool <name> <args>" calls the tool
     release = tmp_path / "release"

@@ -12,7 +12,7 @@ from clawgate.agents.turn import Submission
 from tests.agents.conftest import MAIN, next_event, started, texts, user_texts
 from tests.support.mock_openai import Reply, stall
 
-pytestmark = pytest.mark.anyio
+pytestmark = [pytest.mark.anyio, pytest.mark.sqlite_only]  # reads the SQLite file
 
 
 def open_runs(db):

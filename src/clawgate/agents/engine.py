@@ -33,6 +33,7 @@ from clawgate.agents.bus import (
     Stream,
     Subscription,
 )
+from clawgate.agents.claims import Claims
 from clawgate.agents.compaction import Outcome
 from clawgate.agents.lanes import Lanes, Run, RunResult
 from clawgate.agents.roster import Agent, ModelRef, Roster
@@ -50,6 +51,8 @@ from clawgate.providers.base import THINKING_LEVELS, ThinkingLevel, text_of
 from clawgate.sessions import keys
 from clawgate.sessions.channelstore import Delivery
 from clawgate.sessions.listing import ListQuery, ListResult
+from clawgate.sessions.replica import Replica
+from clawgate.sessions.runs import Taken
 from clawgate.sessions.schema import SessionEntry
 from clawgate.sessions.store import SessionStore
 from clawgate.sessions.transcript import StoredMessage
@@ -73,6 +76,7 @@ class Engine:
         bus: EventBus | None = None,
         metrics: Metrics | None = None,
         timeline: Timeline | None = None,
+        replica: Replica | None = None,
     ) -> None:
         self.settings = settings
         self.host = host
@@ -82,6 +86,15 @@ class Engine:
         self.timeline = timeline or host.timeline
         self.roster = Roster(settings)
         engine = settings.config.engine
+        # Several replicas on one PostgreSQL store: runs name this replica as their owner,
+        # start through a claim of their session, and the runs of dead replicas are taken
+        # over (a sweeper). On SQLite (or without a replica) the process owns everything.
+        self.replica = replica if replica is not None and store.backend.kind == "postgres" \
+            else None
+        if self.replica is not None:
+            store.owner = self.replica.id
+        self.claims = Claims(store) if self.replica is not None else None
+        self._sweeper: asyncio.Task[None] | None = None
         self.runner = TurnRunner(store, self.bus, engine, self.metrics, self.timeline,
                                  run_sync=host.run_sync)
         self.lanes = Lanes(
@@ -92,6 +105,7 @@ class Engine:
             collect_window_s=engine.collect_window_ms / 1000,
             cancelled=self.runner.cancelled,
             dropped=self._dropped,
+            claim=None if self.claims is None else self.claims.claim,
         )
         self._recent: OrderedDict[str, RunResult] = OrderedDict()
         self.closing = False
@@ -111,29 +125,95 @@ class Engine:
         ``"mark"`` every open run is marked ``interrupted``.
         """
         await asyncio.to_thread(self.roster.ensure_workspaces, self.settings.state_dir)
+        if self.replica is not None:
+            # Other replicas may be running turns: only dead ones' runs are this one's to
+            # close, and the sweeper takes them over (now, then every takeover_interval_s).
+            await self.sweep()
+            self._sweeper = asyncio.get_running_loop().create_task(
+                self._sweep_forever(), name="runs:takeover")
+            return
         rerun = self.settings.config.engine.resume_interrupted == "rerun"
         _closed, resumable = await self.store.recover_runs(rerun=rerun)
         resumed = 0
         for run_id, key, messages, delivery in resumable:
-            try:
-                agent = self.roster.get(keys.agent_of(key))
-                entry = await self.store.get(key)
-                if entry is None:
-                    raise SessionError(f"session {key!r} is gone", session_key=key)
-                await self._enqueue(run_id, key, agent, messages, Submission(
-                    None, session_key=key, channel=entry.channel, mode="followup",
-                    delivery=Delivery.load(delivery)), entry, follow=False, resumed=True)
-                resumed += 1
-            except Exception as exc:  # this run cannot run again: keep today's behaviour
-                log.warning("run %s of %s cannot be resumed (%s); marking it interrupted",
-                            run_id, key, exc)
-                await self.store.interrupt_run(run_id)
+            resumed += await self._resume(run_id, key, messages, delivery)
         if resumed:
             log.info("resuming %d acknowledged message(s) left unanswered by a restart", resumed)
+
+    async def _resume(self, run_id: str, key: str, messages: list[dict[str, Any]],
+                      delivery: str | None, front: bool = False) -> int:
+        """Hand a stored run back to the lanes (1), or mark it interrupted when it cannot
+        run again (0). ``front``: taken over, it runs before the lane's own queued runs."""
+        try:
+            agent = self.roster.get(keys.agent_of(key))
+            entry = await self.store.get(key)
+            if entry is None:
+                raise SessionError(f"session {key!r} is gone", session_key=key)
+            await self._enqueue(run_id, key, agent, messages, Submission(
+                None, session_key=key, channel=entry.channel, mode="followup",
+                delivery=Delivery.load(delivery)), entry, follow=False, resumed=True,
+                front=front)
+            if self.claims is not None:
+                self.claims.wake(key)  # a claim deferred behind it steps back now
+            return 1
+        except Exception as exc:  # this run cannot run again: keep today's behaviour
+            log.warning("run %s of %s cannot be resumed (%s); marking it interrupted",
+                        run_id, key, exc)
+            await self.store.interrupt_run(run_id)
+            return 0
+
+    # -- takeover (several replicas) ---------------------------------------------------------
+
+    async def sweep(self) -> list[Taken]:
+        """Take over the open runs of replicas that died (their liveness lease is free) and
+        run them here: a queued run as admitted, a running one again from its transcript (its
+        input is there; its reply was never recorded, so it is answered once). With
+        ``resume_interrupted = "mark"`` they are marked interrupted instead."""
+        replica = self.replica
+        if replica is None or self.closing:
+            return []
+        if not await replica.holding():
+            # Lost with a database connection (a restart): take it again before judging
+            # others, or they would all look dead to a replica that is itself cut off.
+            with contextlib.suppress(Exception):
+                await replica.start()
+            return []
+        dead = [owner for owner in await self.store.open_owners()
+                if owner is None or not await replica.alive(owner)]
+        taken = await self.store.take_over_runs(dead)
+        # Its own runs that it lost track of (their end could not be recorded): run again,
+        # or they would hold their sessions on every replica.
+        for lost in await self.store.owned_open_runs():
+            if not self.in_flight(lost[0]) and all(t[0] != lost[0] for t in taken):
+                log.warning("run %s of %s was left open here; running it again",
+                            lost[0], lost[1])
+                taken.append(lost)
+        rerun = self.settings.config.engine.resume_interrupted == "rerun"
+        for run_id, key, messages, delivery, _started in taken:
+            if rerun:
+                await self._resume(run_id, key, messages, delivery, front=True)
+            else:
+                await self.store.interrupt_run(run_id)
+        if taken:
+            log.info("took over %d run(s) of dead replica(s) %s", len(taken),
+                     ", ".join(str(d) for d in dead))
+        return taken
+
+    async def _sweep_forever(self) -> None:
+        period = self.settings.config.engine.takeover_interval_s
+        while True:
+            await asyncio.sleep(period)
+            try:
+                await self.sweep()
+            except Exception as exc:  # the store is away (a restart): the next sweep retries
+                log.warning("takeover sweep failed: %s", exc)
 
     async def aclose(self, deadline_s: float = 10.0) -> None:
         """Let running turns finish within ``deadline_s``; abort what is left."""
         self.closing = True  # admit nothing new while the running turns drain
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            await asyncio.gather(self._sweeper, return_exceptions=True)
         await asyncio.gather(*self._admissions.values(), return_exceptions=True)
         await self.lanes.aclose(deadline_s)
         await asyncio.gather(*self._background, return_exceptions=True)
@@ -283,7 +363,7 @@ class Engine:
     async def _enqueue(self, run_id: str, key: str, agent: Agent, messages: list[dict[str, Any]],
                        submission: Submission, entry: SessionEntry, follow: bool,
                        resumed: bool = False, begun: list[StoredMessage] | None = None,
-                       ) -> tuple[Run, Subscription | None]:
+                       front: bool = False) -> tuple[Run, Subscription | None]:
         """Hand a stored (queued) run to the lanes; its record goes if the lanes refuse it
         (a ``resumed`` run was acknowledged before a restart: its record stays). ``begun``:
         the run was started with its admission (its context)."""
@@ -313,7 +393,7 @@ class Engine:
         # Subscribed before the run enters the lanes: it cannot have published anything yet.
         sub = self.bus.subscribe(run_id=run_id, maxsize=FOLLOW_QUEUE) if follow else None
         try:
-            self.lanes.submit(run)
+            self.lanes.submit(run, front=front)
         except QueueFullError:
             # Another admission filled the queue while this one was being stored: the message
             # is refused, so its record must not survive (recovery would replay it).
@@ -347,6 +427,8 @@ class Engine:
         # run merged into another (collect, steer) never reaches it. A second release is a no-op.
         request.lease.release()
         self._runs.pop(run.run_id, None)
+        if self.claims is not None:  # the session may be free for a run waiting here
+            self.claims.wake(run.session_key)
         if not run.done.cancelled():
             self._remember(run.done.result())
 
@@ -509,7 +591,10 @@ class Engine:
 
     def abort(self, session_key: str, run_id: str | None = None) -> list[str]:
         """Abort queued runs, then the active one, of a session (or only ``run_id``)."""
-        return self.lanes.abort(session_key, run_id)
+        aborted = self.lanes.abort(session_key, run_id)
+        if self.claims is not None:  # a run waiting for its claim notices at once
+            self.claims.wake(session_key)
+        return aborted
 
     async def stop(self, session_key: str, wait_s: float = STOP_WAIT_S) -> bool:
         """Abort the session's runs; True once the active one has ended (within ``wait_s``)."""

@@ -62,6 +62,8 @@ class Run:
     )
     task: asyncio.Task[RunResult] | None = None
     merged_ids: list[str] = field(default_factory=list)  # runs coalesced or steered into this
+    front: bool = False  # taken over from a dead replica: runs before the lane's other runs
+    deferred: bool = False  # a front run arrived while this one waited for its claim
     _steered: list[dict[str, Any]] = field(default_factory=list)
 
     def inject(self, message: dict[str, Any]) -> None:
@@ -102,8 +104,13 @@ class Lanes:
         collect_window_s: float = 0.5,
         cancelled: Runner | None = None,
         dropped: Callable[[Run], None] | None = None,
+        claim: Callable[[Run], Coroutine[Any, Any, bool]] | None = None,
     ) -> None:
         self._runner = runner
+        # Several replicas on one store: awaited before a run takes a slot, it returns once the
+        # run's session is claimed for this process (agents/claims.py). None: this process
+        # owns every session.
+        self._claim = claim
         self._cancelled = cancelled
         self._dropped = dropped  # told at once when a queued run is cancelled
         self._slots = asyncio.Semaphore(max_concurrent)
@@ -117,11 +124,24 @@ class Lanes:
 
     # -- admission -------------------------------------------------------------------------
 
-    def submit(self, run: Run) -> Run:
-        """Queue ``run`` by its mode. Raises QueueFullError when the queue is full."""
+    def submit(self, run: Run, *, front: bool = False) -> Run:
+        """Queue ``run`` by its mode. Raises QueueFullError when the queue is full.
+
+        ``front``: a run taken over from a dead replica, whose turn had begun there (or queued
+        before this replica's own): it goes before the lane's queued runs, and a run waiting
+        for its claim steps back behind it (its claim would wait for it)."""
         lane = self._lanes.get(run.session_key)
         if lane is None:
             lane = self._lanes[run.session_key] = _Lane(run.session_key)
+        if front:
+            run.front = True
+            at = next((i for i, q in enumerate(lane.queue) if not q.front), len(lane.queue))
+            lane.queue.insert(at, run)
+            waiting = lane.active
+            if waiting is not None and waiting.status == "queued":
+                waiting.deferred = True
+            self._wake(lane)
+            return run
         if run.mode == "steer" and lane.active is not None and lane.active.status == "running":
             active = lane.active
             for message in run.messages:
@@ -146,6 +166,10 @@ class Lanes:
                 )
             self._cancel_queued(lane, live[0], "dropped: queue full")
         lane.queue.append(run)
+        self._wake(lane)
+        return run
+
+    def _wake(self, lane: _Lane) -> None:
         lane.arrived.set()
         if lane.worker is None:
             lane.worker = asyncio.get_running_loop().create_task(
@@ -153,7 +177,6 @@ class Lanes:
             )
             self._workers.add(lane.worker)
             lane.worker.add_done_callback(self._workers.discard)
-        return run
 
     def abort(self, session_key: str, run_id: str | None = None) -> list[str]:
         """Abort the session's queued runs, then its active one (or only ``run_id``)."""
@@ -220,9 +243,14 @@ class Lanes:
                     continue
                 if run.mode == "collect":
                     self._coalesce(lane, run)
+                if self._claim is not None and not await self._claimed(lane, run):
+                    continue
                 async with self._slots:
                     if run.cancel_reason is not None:  # aborted while waiting for a slot
                         await self._finish_cancelled(run)
+                        lane.active = None  # set by a claim
+                        run.resolve(RunResult(run.run_id, run.session_key, "aborted",
+                                              stop_reason=run.cancel_reason))
                         continue
                     await self._execute(lane, run)
         finally:
@@ -259,6 +287,35 @@ class Lanes:
             lane.active = None
         run.status = result.status
         run.resolve(result)
+
+    async def _claimed(self, lane: _Lane, run: Run) -> bool:
+        """Wait for the run's claim; it is the lane's active run meanwhile, so an abort finds
+        it. False when it was cancelled while waiting (recorded) or cannot be claimed here."""
+        assert self._claim is not None
+        lane.active = run
+        try:
+            claimed = await self._claim(run)
+        except Exception as exc:  # not this replica's run any more (taken over): not ours
+            lane.active = None
+            run.status = "error"
+            run.resolve(RunResult(run.run_id, run.session_key, "error", error=str(exc)))
+            return False
+        if not claimed and run.cancel_reason is None:  # deferred: behind the front runs
+            run.deferred = False
+            lane.active = None
+            # A front run deferred by a later front run still goes first (session order).
+            at = 0 if run.front else next(
+                (i for i, q in enumerate(lane.queue) if not q.front), len(lane.queue))
+            lane.queue.insert(at, run)
+            return False
+        if run.cancel_reason is not None:
+            await self._finish_cancelled(run)
+            lane.active = None
+            run.status = "aborted"
+            run.resolve(RunResult(run.run_id, run.session_key, "aborted",
+                                  stop_reason=run.cancel_reason))
+            return False
+        return True
 
     async def _quiet(self, lane: _Lane) -> None:
         while True:

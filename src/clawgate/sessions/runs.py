@@ -7,11 +7,20 @@ receives it when the run starts. After a crash, ``recover`` closes what was left
 runs become ``interrupted`` (their messages are in the transcript already) and queued runs give
 their messages to the transcript, also as ``interrupted`` — no acknowledged message is lost.
 
+Several replicas (PostgreSQL): every run names its ``owner`` (the replica that admitted it, or
+took it over) and gets a per-session ``seq`` at admission. A replica starts a run only through
+:func:`claim`, which holds the session row (``FOR UPDATE SKIP LOCKED``) so that two replicas
+claiming one session serialize, and starts the run only when no run of the session is running
+and no other replica's queued run is ahead of it. :func:`take_over` moves a dead replica's
+open runs to a live one (rows locked ``SKIP LOCKED``: exactly one replica gets each). On SQLite
+``owner`` stays NULL and none of this runs: one process owns everything.
+
 These are jobs for the store's writer thread; ``SessionStore`` exposes them as async methods.
 """
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -26,6 +35,9 @@ from clawgate.types import RUN_STATUSES, RunStatus
 # A run to run again after a restart: (run id, session key, its input messages, where its
 # reply goes: the stored delivery, or None).
 Resumable = tuple[str, str, list[dict[str, Any]], str | None]
+# A run taken over from a dead replica: a Resumable and whether it had started ("running": its
+# input is in the transcript already, so it runs again from there).
+Taken = tuple[str, str, list[dict[str, Any]], str | None, bool]
 
 ENDED: tuple[RunStatus, ...] = tuple(s for s in RUN_STATUSES if s not in ("queued", "running"))
 
@@ -63,7 +75,8 @@ def append(c: sqlite3.Connection, key: str, new: Sequence[NewMessage],
 def admit(c: sqlite3.Connection, run_id: str, key: str, messages: Sequence[Any], now: int, *,
           session: dict[str, Any], check: Callable[[sqlite3.Row], None],
           inbound: tuple[str, str, str] | None = None,
-          delivery: Delivery | None = None) -> tuple[sqlite3.Row, bool]:
+          delivery: Delivery | None = None,
+          owner: str | None = None) -> tuple[sqlite3.Row, bool]:
     """Admission in one transaction: record a channel message's dedupe row (``inbound``:
     channel, account, platform message id — DuplicateMessage when it was seen), create the
     session if missing (``session`` holds its columns), let ``check`` refuse by raising (e.g. a
@@ -78,7 +91,7 @@ def admit(c: sqlite3.Connection, run_id: str, key: str, messages: Sequence[Any],
         list(session.values())).rowcount > 0
     row = c.execute("SELECT * FROM sessions WHERE key = ?", (key,)).fetchone()
     check(row)
-    queue(c, run_id, key, messages, now, delivery)
+    queue(c, run_id, key, messages, now, delivery, owner)
     if delivery is not None and inbound is not None:
         # A channel message's route is the session's last route (a heartbeat's "last").
         target = delivery.target
@@ -90,16 +103,18 @@ def admit(c: sqlite3.Connection, run_id: str, key: str, messages: Sequence[Any],
 
 
 def queue(c: sqlite3.Connection, run_id: str, key: str, messages: Sequence[Any],
-          now: int, delivery: Delivery | None = None) -> None:
-    """Record an admitted run with its input messages (the acknowledgement point)."""
+          now: int, delivery: Delivery | None = None, owner: str | None = None) -> None:
+    """Record an admitted run with its input messages (the acknowledgement point), its place
+    in the session's order (``seq``) and the replica that owns it."""
     check_messages(messages, "runs.queue")
     sid = current_session_id(c, key)
     try:
         c.execute(
             "INSERT INTO runs (run_id, key, session_id, status, started_at, queued_at, input, "
-            "delivery) VALUES (?, ?, ?, 'queued', ?, ?, ?, ?)",
+            "delivery, owner, seq) VALUES (?, ?, ?, 'queued', ?, ?, ?, ?, ?, "
+            "(SELECT COALESCE(MAX(seq), 0) + 1 FROM runs WHERE key = ?))",
             (run_id, key, sid, now, now, dumps(list(messages)),
-             None if delivery is None else delivery.dump()),
+             None if delivery is None else delivery.dump(), owner, key),
         )
     except sqlite3.IntegrityError:
         raise InvalidRequest(f"run {run_id!r} already exists") from None
@@ -109,6 +124,46 @@ def discard(c: sqlite3.Connection, run_id: str) -> bool:
     """Forget a queued run that was refused after its record was written (never acknowledged)."""
     return c.execute("DELETE FROM runs WHERE run_id = ? AND status = 'queued'",
                      (run_id,)).rowcount > 0
+
+
+# One statement (one round trip): lock the session row unless another transaction holds it
+# (a replica claiming it now), and read what decides the claim.
+_CLAIM = (
+    "WITH locked AS (SELECT key FROM sessions WHERE key = ? FOR UPDATE SKIP LOCKED), "
+    "mine AS (SELECT status, owner, seq FROM runs WHERE run_id = ?) "
+    "SELECT (SELECT COUNT(*) FROM locked), "
+    "EXISTS (SELECT 1 FROM sessions WHERE key = ?), "
+    "(SELECT status FROM mine), (SELECT owner FROM mine), "
+    "EXISTS (SELECT 1 FROM runs WHERE key = ? AND status = 'running' AND run_id <> ?), "
+    "EXISTS (SELECT 1 FROM runs WHERE key = ? AND status = 'queued' AND owner <> ? "
+    "AND seq < (SELECT seq FROM mine))"
+)
+
+
+def claim(c: sqlite3.Connection, run_id: str, key: str, messages: Sequence[Any], now: int,
+          owner: str, history: int = 0) -> list[StoredMessage] | None:
+    """Start the run for replica ``owner`` if the session is free (PostgreSQL only), as
+    :func:`begin` does; None when it must wait: another transaction holds the session row,
+    a run of the session is running (on any replica; a dead one's until it is taken over; this
+    one's when it was taken over and waits in the lane, which then runs it first: see
+    ``Lanes.submit(front=True)``), or another replica's queued run has a lower ``seq``. Its own
+    replica's queued runs are not waited for: its lane orders those, and waiting on them
+    could deadlock.
+    A run already running for ``owner`` (taken over from a dead replica) gets its context."""
+    got, exists, status, holder, running, ahead = c.execute(
+        _CLAIM, (key, run_id, key, key, run_id, key, owner)).fetchone()
+    if not exists:
+        raise SessionNotFound(f"no session {key!r}", session_key=key)
+    if status is not None and holder is not None and holder != owner:
+        raise InvalidRequest(f"run {run_id!r} belongs to replica {holder!r}")
+    if status == "running":
+        return compaction.context(c, current_session_id(c, key), history) if history > 0 else []
+    if status is not None and status != "queued":
+        raise InvalidRequest(f"run {run_id!r} has ended ({status})")
+    if not got or running or ahead:
+        return None
+    c.execute("UPDATE runs SET owner = ? WHERE run_id = ?", (owner, run_id))
+    return begin(c, run_id, key, messages, now, history)
 
 
 def begin(c: sqlite3.Connection, run_id: str, key: str, messages: Sequence[Any],
@@ -140,7 +195,7 @@ def complete(c: sqlite3.Connection, run_id: str, key: str, messages: Sequence[An
              usage: dict[str, Any] | None, model: str | None, provider: str | None,
              merged: Sequence[str], cost: float | None = None,
              fallbacks: Sequence[dict[str, Any]] | None = None,
-             archive_from: int | None = None) -> list[StoredMessage]:
+             archive_from: int | None = None, owner: str | None = None) -> list[StoredMessage]:
     """End a run: final messages, run record, session counters — one transaction (and the
     reply's send intent when the run owes a channel one). ``cost`` (USD) is added to the
     session's; ``fallbacks`` are the failed model attempts. ``archive_from`` (the ``seq`` of the
@@ -151,7 +206,15 @@ def complete(c: sqlite3.Connection, run_id: str, key: str, messages: Sequence[An
     if status not in ENDED:
         raise InvalidRequest(f"a run cannot end as {status!r}")
     new = check_messages(messages, "runs.complete")
-    row = c.execute("SELECT status, input FROM runs WHERE run_id = ?", (run_id,)).fetchone()
+    row = c.execute("SELECT status, input, owner FROM runs WHERE run_id = ?",
+                    (run_id,)).fetchone()
+    if owner is not None and row is not None and row[2] is not None and row[2] != owner:
+        # Another replica took the run over (this one was taken for dead): its end is that
+        # replica's to record, so the transcript gets one reply and the channel one intent.
+        raise InvalidRequest(f"run {run_id!r} was taken over by replica {row[2]!r}")
+    if owner is not None and row is not None and row[0] in ENDED:
+        # Recorded already: a retry after a connection lost while its commit went through.
+        return []
     if row is not None and row[0] == "queued" and row[1]:
         # Its begin never committed (cancelled while waiting for the writer): the input was
         # acknowledged, so it joins the transcript before the final messages.
@@ -244,3 +307,50 @@ def _interrupt(c: sqlite3.Connection, run_id: str, key: str, status: str, raw: A
     c.execute("UPDATE runs SET status = 'interrupted', ended_at = ?, "
               "stop_reason = 'gateway restarted' WHERE run_id = ?", (now, run_id))
     intent_for_run(c, run_id, "", "interrupted", "the gateway restarted", now)
+
+
+def open_owners(c: sqlite3.Connection, me: str) -> list[str | None]:
+    """The other replicas that own open runs (None: runs from before owners were recorded)."""
+    rows = c.execute("SELECT DISTINCT owner FROM runs WHERE status IN ('queued', 'running') "
+                     "AND (owner IS NULL OR owner <> ?)", (me,)).fetchall()
+    return [None if r[0] is None else str(r[0]) for r in rows]
+
+
+def owned_open(c: sqlite3.Connection, me: str) -> list[Taken]:
+    """Replica ``me``'s open runs, in session order (the engine re-runs the ones it has lost
+    track of: a run whose end could not be recorded while the database was away)."""
+    rows = c.execute("SELECT run_id, key, status, input, delivery FROM runs WHERE owner = ? "
+                     "AND status IN ('queued', 'running') ORDER BY key, seq", (me,)).fetchall()
+    taken: list[Taken] = []
+    for run_id, key, status, raw, delivery in rows:
+        with contextlib.suppress(Exception):  # an unreadable input is left to take_over
+            messages = loads(raw)
+            check_messages(messages, "runs.owned_open")
+            taken.append((run_id, key, list(messages), delivery, status == "running"))
+    return taken
+
+
+def take_over(c: sqlite3.Connection, dead: Sequence[str | None], me: str,
+              now: int) -> list[Taken]:
+    """Give the open runs of the ``dead`` replicas to replica ``me``, in session order. Rows
+    another replica is taking over right now are skipped (``SKIP LOCKED``): each run moves
+    once. A run whose input cannot be read is marked interrupted instead."""
+    taken: list[Taken] = []
+    for owner in dead:
+        where = "owner IS NULL" if owner is None else "owner = ?"
+        rows = c.execute(
+            f"SELECT run_id, key, status, input, delivery FROM runs WHERE {where} "
+            "AND status IN ('queued', 'running') ORDER BY key, seq FOR UPDATE SKIP LOCKED",
+            () if owner is None else (owner,)).fetchall()
+        for run_id, key, status, raw, delivery in rows:
+            c.execute("UPDATE runs SET owner = ? WHERE run_id = ?", (me, run_id))
+            try:
+                messages = loads(raw) if raw else None
+                check_messages(messages or [], "runs.take_over")
+            except Exception:  # an unreadable input cannot run again
+                messages = None
+            if not messages:
+                _interrupt(c, run_id, key, status, raw, now)
+                continue
+            taken.append((run_id, key, list(messages), delivery, status == "running"))
+    return taken

@@ -305,6 +305,13 @@ AFTER UPDATE OF display_name, label, subject, session_id, key ON sessions BEGIN
     VALUES (new.rowid, new.display_name, new.label, new.subject, new.session_id, new.key);
 END;
 """, postgres=_LIST_ORDER_INDEXES),
+    Migration(10, "runs: owner replica and per-session sequence (one active run across replicas)",
+              """
+ALTER TABLE runs ADD COLUMN owner TEXT;
+ALTER TABLE runs ADD COLUMN seq INTEGER;
+CREATE INDEX runs_session_seq ON runs (key, seq);
+CREATE INDEX runs_session_open ON runs (key, status) WHERE status IN ('queued', 'running');
+"""),
 )
 SCHEMA_VERSION = MIGRATIONS[-1].version
 

@@ -32,6 +32,7 @@ import logging
 import queue
 import sqlite3
 import threading
+import time
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -56,6 +57,7 @@ log = logging.getLogger("clawgate.store")
 T = TypeVar("T")
 Job = Callable[[sqlite3.Connection], Any]
 MAX_BATCH = 128
+COMPLETE_RETRY_S = 60.0  # how long a replica retries recording a run's end
 
 
 @dataclass(frozen=True, slots=True)
@@ -266,6 +268,10 @@ class SessionStore:
         self._local = threading.local()
         self._read_conns: list[sqlite3.Connection] = []
         self._lock = threading.Lock()
+        # The replica whose runs this store records (several gateways on one PostgreSQL
+        # database: runs name their owner and start through a claim, see sessions/runs.py);
+        # None on SQLite, where one process owns every run.
+        self.owner: str | None = None
 
     async def open(self) -> None:
         """Create or migrate the database and start the writer and reader threads."""
@@ -515,6 +521,40 @@ class SessionStore:
         now = self._clock()
         return await self._write(lambda c: runs.begin(c, run_id, k, messages, now, history))
 
+    async def claim_run(self, run_id: str, key: str, messages: Sequence[Message], *,
+                        history: int = 0) -> list[StoredMessage] | None:
+        """Start a queued run for this store's replica (``owner``) as ``begin_run`` does, or
+        None while the session is busy on another replica or another replica's run is ahead
+        (``runs.claim``). Without an owner (SQLite) it is ``begin_run``."""
+        k = keys.canonical(key)
+        now, owner = self._clock(), self.owner
+        if owner is None:
+            return await self.begin_run(run_id, k, messages, history=history)
+        return await self._write(
+            lambda c: runs.claim(c, run_id, k, messages, now, owner, history))
+
+    async def open_owners(self) -> list[str | None]:
+        """The other replicas that own open runs (``runs.open_owners``)."""
+        owner = self.owner
+        if owner is None:
+            return []
+        return await self._read(lambda c: runs.open_owners(c, owner))
+
+    async def owned_open_runs(self) -> list[runs.Taken]:
+        """This replica's open runs (``runs.owned_open``)."""
+        owner = self.owner
+        if owner is None:
+            return []
+        return await self._read(lambda c: runs.owned_open(c, owner))
+
+    async def take_over_runs(self, dead: Sequence[str | None]) -> list[runs.Taken]:
+        """Move the open runs of dead replicas to this one (``runs.take_over``)."""
+        owner = self.owner
+        if owner is None or not dead:
+            return []
+        now = self._clock()
+        return await self._write(lambda c: runs.take_over(c, list(dead), owner, now))
+
     async def admit(self, run_id: str, key: str, messages: Sequence[Message], *,
                     agent_id: str | None = None, channel: str | None = None,
                     inbound: tuple[str, str, str] | None = None,
@@ -544,7 +584,7 @@ class SessionStore:
         agent = _agent_for(k, agent_id)
         values = check_fields({"channel": channel} if channel else {}, "sessions.ensure")
         check_messages(messages, "runs.queue")
-        now, sid = self._clock(), str(uuid.uuid4())
+        now, sid, owner = self._clock(), str(uuid.uuid4()), self.owner
         session = {"key": k, "agent_id": agent, "session_id": sid, "created_at": now,
                    "updated_at": now, "started_at": now, **values}
 
@@ -554,10 +594,13 @@ class SessionStore:
 
         def job(c: sqlite3.Connection) -> tuple[sqlite3.Row, bool, list[StoredMessage] | None]:
             row, created = runs.admit(c, run_id, k, messages, now, session=session,
-                                      check=refuse_denied, inbound=inbound, delivery=delivery)
+                                      check=refuse_denied, inbound=inbound, delivery=delivery,
+                                      owner=owner)
             history = None if starts is None else starts(row)
             if history is None:
                 return row, created, None
+            if owner is not None:  # another replica may be running the session
+                return row, created, runs.claim(c, run_id, k, messages, now, owner, history)
             return row, created, runs.begin(c, run_id, k, messages, now, history)
 
         row, created, begun = await self._write(job)
@@ -575,11 +618,28 @@ class SessionStore:
         ``archive_from``: the run's messages are archived, see ``runs.complete``); returns the
         messages it appended and kept (for the transcript's live subscribers)."""
         k = keys.canonical(key)
-        now = self._clock()
-        return await self._write(lambda c: runs.complete(
-            c, run_id, k, messages, now, status=status, stop_reason=stop_reason, error=error,
-            usage=usage, model=model, provider=provider, merged=tuple(merged), cost=cost,
-            fallbacks=fallbacks, archive_from=archive_from))
+        now, owner = self._clock(), self.owner
+
+        def job(c: sqlite3.Connection) -> list[StoredMessage]:
+            return runs.complete(
+                c, run_id, k, messages, now, status=status, stop_reason=stop_reason,
+                error=error, usage=usage, model=model, provider=provider, merged=tuple(merged),
+                cost=cost, fallbacks=fallbacks, archive_from=archive_from, owner=owner)
+
+        if owner is None:
+            return await self._write(job)
+        # Several replicas: a run left "running" would hold its session on every replica, so
+        # its end is retried while the database is away (a restart); a retry after a commit
+        # that went through records nothing twice (runs.complete).
+        deadline, wait = time.monotonic() + COMPLETE_RETRY_S, 0.1
+        while True:
+            try:
+                return await self._write(job)
+            except Unavailable:
+                if time.monotonic() > deadline:
+                    raise
+                await asyncio.sleep(wait)
+                wait = min(wait * 2, 1.0)
 
     async def recover_runs(self, *, rerun: bool = False) -> tuple[int, list[runs.Resumable]]:
         """Close runs left open by a killed process. Returns how many were marked
