@@ -36,8 +36,12 @@ class GatewayProcess:
         env = {**os.environ, "CLAWGATE_STATE_DIR": str(state),
                "CLAWGATE_GATEWAY_PORT": str(self.port)}
         env.pop("CLAWGATE_CONFIG", None)
-        self.proc = subprocess.Popen([CLAWGATE, "gateway"], env=env, stdout=subprocess.PIPE,
-                                     stderr=subprocess.STDOUT, text=True)
+        # Output goes to a file, not a pipe: a pipe nobody reads fills up and then blocks the
+        # gateway's event loop on its next log line.
+        self.log = state / "gateway.log"
+        with self.log.open("w") as out:
+            self.proc = subprocess.Popen([CLAWGATE, "gateway"], env=env, stdout=out,
+                                         stderr=subprocess.STDOUT, text=True)
         self.url = f"http://127.0.0.1:{self.port}"
 
     @property
@@ -48,7 +52,7 @@ class GatewayProcess:
         deadline = time.monotonic() + within
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                raise AssertionError(f"gateway exited early:\n{self.proc.stdout.read()}")  # type: ignore[union-attr]
+                raise AssertionError(f"gateway exited early:\n{self.log.read_text()}")
             try:
                 if httpx.get(f"{self.url}/ready", timeout=1).status_code == 200:
                     return
@@ -253,7 +257,8 @@ def test_sighup_and_cli_report_a_refused_reload(spawn: type[GatewayProcess]) -> 
                                                                 "content": "after"}]}, timeout=30)
     assert reply.status_code == 200, reply.text
     gateway.proc.send_signal(signal.SIGTERM)
-    out, _ = gateway.proc.communicate(timeout=20)
+    gateway.proc.wait(20)
+    out = gateway.log.read_text()
     assert "plugin reload refused, keeping the running plugins" in out
     assert "plugins.entries.echo.config.delay_ms" in out
 
