@@ -305,6 +305,25 @@ AFTER UPDATE OF display_name, label, subject, session_id, key ON sessions BEGIN
     VALUES (new.rowid, new.display_name, new.label, new.subject, new.session_id, new.key);
 END;
 """, postgres=_LIST_ORDER_INDEXES),
+    Migration(10, "replicas: the events log fanned out between gateways, the replica registry",
+              """
+CREATE TABLE events (
+    id INTEGER PRIMARY KEY,
+    replica TEXT NOT NULL,
+    created_at INTEGER NOT NULL,
+    body TEXT NOT NULL
+);
+CREATE INDEX events_created ON events (created_at);
+CREATE TABLE replicas (
+    id TEXT PRIMARY KEY,
+    host TEXT NOT NULL,
+    pid INTEGER NOT NULL,
+    version TEXT NOT NULL,
+    started_at INTEGER NOT NULL,
+    seen_at INTEGER NOT NULL,
+    owns TEXT NOT NULL DEFAULT '[]'
+);
+"""),
 )
 SCHEMA_VERSION = MIGRATIONS[-1].version
 

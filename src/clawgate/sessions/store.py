@@ -46,8 +46,11 @@ from clawgate.sessions.backend import Backend, SqliteBackend, backend_for
 from clawgate.sessions.channelstore import ChannelStore, Delivery
 from clawgate.sessions.compaction import View
 from clawgate.sessions.cronstore import CronStore
+from clawgate.sessions.doorbell import Doorbell, LocalDoorbell, PgDoorbell
+from clawgate.sessions.events import EventLog
 from clawgate.sessions.leases import Lease, lease_for
 from clawgate.sessions.listing import DisplayModel, ListQuery, ListResult
+from clawgate.sessions.replica import ReplicaTable
 from clawgate.sessions.schema import Run, SessionEntry, check_fields
 from clawgate.sessions.transcript import StoredMessage, check_messages, export_jsonl
 from clawgate.types import RunStatus, now_ms
@@ -685,6 +688,31 @@ class SessionStore:
         location = self.backend.url if isinstance(self.backend, postgres.PostgresBackend) \
             else self.backend.path if isinstance(self.backend, SqliteBackend) else None
         return lease_for(location, name)
+
+    # -- replicas -----------------------------------------------------------------------------
+
+    @functools.cached_property
+    def events(self) -> EventLog:
+        """The log of engine events handed between replicas (``sessions.events``)."""
+        return EventLog(self._write, self._read, self._clock)
+
+    @functools.cached_property
+    def replicas(self) -> ReplicaTable:
+        """The registry of the gateways on this store (``sessions.replica``)."""
+        return ReplicaTable(self._write, self._read, self._clock)
+
+    @functools.cached_property
+    def doorbell(self) -> Doorbell:
+        """``LISTEN``/``NOTIFY`` between the processes on this PostgreSQL database, or the
+        in-process doorbell on SQLite (``sessions.doorbell``)."""
+        if isinstance(self.backend, postgres.PostgresBackend):
+            return PgDoorbell(self.backend.url, self._write)
+        return LocalDoorbell()
+
+    @property
+    def shared(self) -> bool:
+        """Whether other processes may serve from this store (PostgreSQL)."""
+        return isinstance(self.backend, postgres.PostgresBackend)
 
     # -- cron ---------------------------------------------------------------------------------
 
