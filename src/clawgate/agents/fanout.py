@@ -9,7 +9,8 @@ many streaming deltas travel as a few rows, not one each — and that row's inse
 doorbell at its commit.
 
 In: one reader task waits for the doorbell's ``events`` topic (or :data:`POLL_S`, the polling
-fallback), reads the rows after its cursor that other replicas wrote, and republishes their
+fallback; rings of its own rows are ignored), reads the rows after its cursor that other
+replicas wrote, and republishes their
 events on the local bus with ``remote=True`` (so they are never exported again). Per-client
 limits stay where they are: the hub disconnects a slow WebSocket client whatever replica the
 event came from.
@@ -36,7 +37,7 @@ from clawgate.sessions.transcript import StoredMessage
 
 log = logging.getLogger("clawgate.fanout")
 
-FLUSH_S = 0.02  # events of this long travel as one row
+FLUSH_S = 0.05  # events of this long travel as one row (the relay sends deltas as often)
 MAX_PENDING = 8_192  # events waiting to be written (drop oldest past that)
 POLL_S = 2.0  # the reader looks at the log this often without a ring
 PRUNE_S = 60.0
@@ -134,8 +135,11 @@ class Fanout:
         pruned = loop.time()
         try:
             while True:
-                await bell.wait(self.poll_s)
-                bell.missed = False
+                rung = await bell.wait(self.poll_s)
+                missed, bell.missed = bell.missed, False
+                own = f"{self.replica_id}/"
+                if rung and not missed and all(p.startswith(own) for p in rung):
+                    continue  # only this replica's own rows: nothing to read
                 try:
                     await self.pull()
                     if loop.time() - pruned > PRUNE_S:

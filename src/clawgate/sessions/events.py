@@ -1,10 +1,11 @@
 """The events log: engine events one replica hands to the others (table ``events``).
 
 A row is a batch of events (``body``: JSON written by :mod:`clawgate.agents.fanout`) from one
-replica; appending it rings the doorbell's ``events`` topic in the same statement, so the ring
-goes out when the row commits. Rows are read by id and pruned by age: the log is a hand-over,
-not a history (a replica that was away for longer than :data:`KEEP_MS` has missed them, as a
-WebSocket client that reconnects has).
+replica; appending it rings the doorbell's ``events`` topic (payload ``<replica>/<id>``) in the
+same statement, so the ring goes out when the row commits. On PostgreSQL rows are written on a
+connection of their own (:class:`SideWriter`). Rows are read by id and pruned by age: the log is
+a hand-over, not a history (a replica that was away for longer than :data:`KEEP_MS` has missed
+them, as a WebSocket client that reconnects has).
 
 Ids come from a sequence and are taken before commit, so rows can become visible out of order
 (replica A takes 5, B takes 6, B commits first). :class:`Cursor` therefore remembers the ids
@@ -14,6 +15,9 @@ them again; an id that never appears (a rolled-back insert) is given up after th
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
+import contextlib
 import sqlite3
 import time
 from collections.abc import Awaitable, Callable
@@ -21,6 +25,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from clawgate.sessions import doorbell
+from clawgate.sessions.backend import Backend
 
 T = TypeVar("T")
 Submit = Callable[[Callable[[sqlite3.Connection], T]], Awaitable[T]]
@@ -73,8 +78,51 @@ class Cursor:
         return fresh
 
 
+class SideWriter:
+    """A write connection of the log's own (PostgreSQL), in a thread of its own: its one
+    autocommit statement per row never waits behind a batch of turns in the store's writer,
+    and no turn waits behind it. A lost connection is opened again for the next row."""
+
+    def __init__(self, backend: Backend) -> None:
+        self._backend = backend
+        self._conn: sqlite3.Connection | None = None
+        self._pool = concurrent.futures.ThreadPoolExecutor(1, "clawgate-db-events")
+
+    async def __call__(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self._pool, self._run, fn)
+
+    def _run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        if self._conn is not None and not self._backend.alive(self._conn):
+            self._drop()
+        if self._conn is None:
+            self._conn = self._backend.reopen_writer()
+        try:
+            return fn(self._conn)
+        except Exception as exc:
+            error = self._backend.storage_error(exc)
+            if not self._backend.alive(self._conn):
+                self._drop()
+            if error is not None:
+                raise error from exc
+            raise
+
+    def _drop(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            with contextlib.suppress(Exception):
+                conn.close()
+
+    async def close(self) -> None:
+        await asyncio.to_thread(self._close)
+
+    def _close(self) -> None:
+        self._pool.shutdown(wait=True)
+        self._drop()
+
+
 class EventLog:
-    """The ``events`` table, on the store's threads."""
+    """The ``events`` table: rows written by ``write`` (the store's writer, or on PostgreSQL a
+    :class:`SideWriter`), read on the store's readers."""
 
     def __init__(self, write: Submit[Any], read: Submit[Any], clock: Callable[[], int]) -> None:
         self._write = write
@@ -87,13 +135,16 @@ class EventLog:
         now = self._clock()
 
         def job(c: sqlite3.Connection) -> int:
-            insert = "INSERT INTO events (replica, created_at, body) VALUES (?, ?, ?) RETURNING id"
+            insert = "INSERT INTO events (replica, created_at, body) VALUES (?, ?, ?) " \
+                "RETURNING id, replica"
             if not ring:
                 return int(c.execute(insert, (replica, now, body)).fetchone()[0])
-            # One statement, one round trip: the ring is sent when this transaction commits.
+            # One statement, one round trip: the ring (``events:<replica>/<id>``, so a replica
+            # can tell its own rows' rings) is sent when this statement's transaction commits.
             row = c.execute(
                 f"WITH e AS ({insert}) SELECT id, pg_notify('{doorbell.CHANNEL}', "
-                f"'{doorbell.EVENTS}:' || id) FROM e", (replica, now, body)).fetchone()
+                f"'{doorbell.EVENTS}:' || replica || '/' || id) FROM e",
+                (replica, now, body)).fetchone()
             return int(row[0])
 
         result: int = await self._write(job)

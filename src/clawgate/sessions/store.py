@@ -47,7 +47,7 @@ from clawgate.sessions.channelstore import ChannelStore, Delivery
 from clawgate.sessions.compaction import View
 from clawgate.sessions.cronstore import CronStore
 from clawgate.sessions.doorbell import Doorbell, LocalDoorbell, PgDoorbell
-from clawgate.sessions.events import EventLog
+from clawgate.sessions.events import EventLog, SideWriter
 from clawgate.sessions.leases import Lease, lease_for
 from clawgate.sessions.listing import DisplayModel, ListQuery, ListResult
 from clawgate.sessions.replica import ReplicaTable
@@ -269,6 +269,7 @@ class SessionStore:
         self._local = threading.local()
         self._read_conns: list[sqlite3.Connection] = []
         self._lock = threading.Lock()
+        self._side: SideWriter | None = None  # the events log's writer (PostgreSQL)
 
     async def open(self) -> None:
         """Create or migrate the database and start the writer and reader threads."""
@@ -283,9 +284,12 @@ class SessionStore:
 
     async def close(self) -> None:
         """Commit the queued writes, then stop every thread and close every connection."""
-        writer, readers = self._writer, self._readers
+        writer, readers, side = self._writer, self._readers, self._side
         self._writer = None
         self._readers = None
+        self._side = None
+        if side is not None:
+            await side.close()
         if readers is not None:
             await asyncio.to_thread(self._stop_readers, readers)
         if writer is not None:
@@ -693,7 +697,11 @@ class SessionStore:
 
     @functools.cached_property
     def events(self) -> EventLog:
-        """The log of engine events handed between replicas (``sessions.events``)."""
+        """The log of engine events handed between replicas (``sessions.events``); on
+        PostgreSQL its rows go through a connection of their own."""
+        if isinstance(self.backend, postgres.PostgresBackend):
+            self._side = SideWriter(self.backend)
+            return EventLog(self._side, self._read, self._clock)
         return EventLog(self._write, self._read, self._clock)
 
     @functools.cached_property
