@@ -16,12 +16,16 @@ one before it serves.
 from __future__ import annotations
 
 import contextlib
+import os
+import socket
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from types import TracebackType
 from typing import Any
 
+from clawgate import __version__
 from clawgate.agents.engine import Engine
+from clawgate.agents.fanout import Fanout
 from clawgate.channels.runtime import ChannelRuntime
 from clawgate.config import Settings
 from clawgate.cron.service import CronService
@@ -29,8 +33,9 @@ from clawgate.diagnostics.metrics import Metrics
 from clawgate.diagnostics.timeline import Timeline
 from clawgate.errors import Unavailable
 from clawgate.plugins.host import COUNTERS, PluginHost
-from clawgate.sessions.replica import Replica
+from clawgate.sessions.replica import Registry, Replica, ReplicaRow
 from clawgate.sessions.store import SessionStore
+from clawgate.types import now_ms
 
 DB_FILE = "clawgate.db"
 
@@ -58,13 +63,24 @@ class Runtime:
         # The channel runtime (accounts, monitors, durable delivery): only where a gateway
         # serves; a CLI command has no business polling Telegram.
         self.channels = ChannelRuntime(settings, self.host, self.engine, self.metrics,
-                                       env or {}) if channels else None
+                                       env or {}, replica_id=self.replica.id) \
+            if channels else None
         # Jobs and heartbeats run only where a gateway serves, like the channels.
         self.cron = CronService(self.engine, channels=self.channels,
                                 metrics=self.metrics) if cron else None
+        # Where a gateway serves on a shared store (PostgreSQL): the registry row other
+        # replicas and `status` see, and the fan-out of engine events between replicas.
+        serving = channels or cron
+        self.registry = Registry(self.store.replicas, self.replica, version=__version__,
+                                 owned=self.owned, clock=now_ms) \
+            if serving and self.store.shared else None
+        self.fanout = Fanout(self.engine.bus, self.store.events, self.store.doorbell,
+                             self.metrics, replica_id=self.replica.id) \
+            if serving and self.store.shared else None
         self.drain_deadline_s = drain_deadline_s
         self._services = services
         self._stack: contextlib.AsyncExitStack | None = None
+        self._started_at = now_ms()
 
     @classmethod
     @asynccontextmanager
@@ -84,6 +100,11 @@ class Runtime:
             stack.push_async_callback(self.store.close)
             await self.replica.start()
             stack.push_async_callback(self.replica.stop)
+            if self.fanout is not None:
+                await self.store.doorbell.start()
+                stack.push_async_callback(self.store.doorbell.stop)
+                await self.fanout.start()
+                stack.push_async_callback(self.fanout.stop)
             stack.callback(self.timeline.close)
             # Closed even when its start is interrupted (a signal while plugins load): the
             # start task, and any probe child it runs, end with it.
@@ -97,10 +118,29 @@ class Runtime:
             if self.cron is not None:
                 await self.cron.start()
                 stack.push_async_callback(self.cron.stop)
+            if self.registry is not None:
+                await self.registry.start()
+                stack.push_async_callback(self.registry.stop)
         except BaseException:
             await stack.aclose()
             raise
         self._stack = stack
+
+    def owned(self) -> list[str]:
+        """The lease names this gateway holds for others to see: ``cron`` when it leads, the
+        channel accounts it owns."""
+        names = ["cron"] if self.cron is not None and self.cron.leading else []
+        return names + (self.channels.owned() if self.channels is not None else [])
+
+    async def replicas(self) -> list[dict[str, Any]]:
+        """The gateways on this store (``status``): the registry's live rows, or this one
+        alone where there is no registry (SQLite, a CLI command)."""
+        if self.registry is not None:
+            with contextlib.suppress(Exception):  # the store is down: show this one
+                return [r.wire(self.replica.id) for r in await self.registry.rows()]
+        row = ReplicaRow(self.replica.id, socket.gethostname(), os.getpid(), __version__,
+                         self._started_at, now_ms(), tuple(self.owned()))
+        return [row.wire(self.replica.id)]
 
     async def stop_schedules(self) -> None:
         """Stop cron jobs and heartbeats now (the first step of a shutdown: nothing new may be

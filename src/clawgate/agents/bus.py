@@ -4,13 +4,19 @@ Publishing never blocks and never grows memory without bound: every subscription
 queue, and a subscriber that falls behind is marked ``overflowed`` (and stops receiving) so the
 surface that owns it can disconnect the slow client. Subscriptions may filter by run id or
 session key, so a streamed HTTP completion only wakes for its own run.
+
+Replicas. On a shared store every event published here is also handed to ``bus.export``
+(:mod:`clawgate.agents.fanout` writes it to the events log for the other replicas); events
+that came from another replica are published with ``remote=True``: local subscribers get
+them, the export does not (an event is fanned out once, by the replica that produced it).
+Without an export (SQLite) publishing costs one attribute test more.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -124,6 +130,8 @@ class EventBus:
     def __init__(self) -> None:
         self._by_run: dict[str, set[Subscription]] = {}
         self._others: set[Subscription] = set()
+        # Called with every local event (never with a remote one); set by the fan-out.
+        self.export: Callable[[Event], None] | None = None
 
     def subscribe(self, *, run_id: str | None = None, session_key: str | None = None,
                   maxsize: int = 1024, sessions: bool = False) -> Subscription:
@@ -147,7 +155,11 @@ class EventBus:
         else:
             self._others.discard(sub)
 
-    def publish(self, event: Event) -> None:
+    def publish(self, event: Event, *, remote: bool = False) -> None:
+        """Hand ``event`` to its subscribers (and to the export unless it is ``remote``:
+        produced by another replica)."""
+        if self.export is not None and not remote:
+            self.export(event)
         if isinstance(event, RunEvent):
             for sub in self._by_run.get(event.run_id, ()):
                 if sub.wants(event):

@@ -57,6 +57,8 @@ class Endpoint:
 
 
 Lookup = Callable[[str, str], Endpoint | None]
+Owns = Callable[[str, str], bool]
+NOT_OWNER_WAIT_S = 2.0  # how often a replica looks again at due intents another one owns
 
 
 class Outbound:
@@ -64,8 +66,13 @@ class Outbound:
 
     def __init__(self, store: SessionStore, lookup: Lookup, config: DeliveryConfig,
                  metrics: Metrics, previews: dict[str, asyncio.Lock],
-                 media: MediaLoader, blocks: Blocks | None = None) -> None:
+                 media: MediaLoader, blocks: Blocks | None = None,
+                 owns: Owns | None = None) -> None:
         self._store = store
+        # Which accounts this replica sends for (their owner; see channels.runtime): due
+        # intents of the others are left to their owner.
+        self._owns = owns
+        self._skipped = False
         self._media = media
         self._lookup = lookup
         self._config = config
@@ -110,6 +117,10 @@ class Outbound:
             while True:
                 self._wakeup.clear()
                 due = await self._store.channels.due(BATCH)
+                if self._owns is not None:
+                    mine = [i for i in due if self._owns(i.channel, i.account)]
+                    self._skipped = len(mine) < len(due)
+                    due = mine
                 for slot, intents in _by_conversation(due).items():
                     account = slot[:2]
                     if (slot in self._busy or len(self._busy) >= IN_FLIGHT
@@ -148,6 +159,8 @@ class Outbound:
         wait = None if due is None else max(0.0, (due - now_ms()) / 1000)
         if wait == 0.0 and self._busy:
             wait = None  # the due ones belong to conversations that are sending: wait for them
+        if self._skipped:  # due ones of accounts another replica owns: look again later
+            wait = NOT_OWNER_WAIT_S if wait is None else max(wait, NOT_OWNER_WAIT_S)
         try:
             await asyncio.wait_for(self._wakeup.wait(), wait)
         except TimeoutError:

@@ -9,13 +9,26 @@ A plugin reload restarts the monitors on the new generation; pending deliveries 
 Messages the gateway starts itself (a cron job's announcement, a heartbeat's reply) go out the
 same durable way: ``route`` checks where they go (naming what is missing), ``announce`` makes
 the intent, ``settle`` awaits its outcome with a deadline.
+
+One owner per account. Several gateways on one database must not all poll one Telegram token
+or open one Slack socket: an account's monitor runs only while this gateway holds the store
+lease ``channel.<channel>.<account>`` (:func:`lease_name`; released by the OS or the database
+server when its holder dies). A gateway that does not hold it tries again every
+:data:`OWNER_RETRY_S` and so takes over within about that when the owner dies; the owner checks
+it still holds it as often and stops the monitor when it lost it. The owner also sends the
+account's deliveries (durable intents, whichever replica made them): the outbound worker skips
+accounts it does not own, so a takeover hands the owed ones to the new owner. Webhook-mode
+inbound (``/channels/<channel>/<account>/...``) is accepted by any gateway. On SQLite the one
+gateway owns every account.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import logging
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -48,6 +61,8 @@ from clawgate.plugins.host import Generation, Lease, PluginHost
 from clawgate.plugins.metadata import SchemaCache
 from clawgate.plugins.registry import Command
 from clawgate.sessions.channelstore import Delivery, Intent, IntentKind
+from clawgate.sessions.leases import Lease as StoreLease
+from clawgate.sessions.leases import check_name
 from clawgate.types import now_ms
 
 log = logging.getLogger("clawgate.channels")
@@ -58,6 +73,19 @@ AUTH_BACKOFF_S = 300.0  # a refused token is not fixed by hammering the platform
 HEALTHY_AFTER_S = 60.0  # a monitor that ran this long starts its next backoff from the start
 MAX_FOLLOWERS = 10_000
 RUN_EVENTS = 65_536  # the run-end listener's mailbox (it reads fast: one check per event)
+OWNER_RETRY_S = 3.0  # how often a non-owner tries an account's lease and an owner checks it
+_UNSAFE = re.compile(r"[^a-z0-9_.-]")
+
+
+def lease_name(channel: str, account: str) -> str:
+    """The lease that makes a gateway an account's owner: ``channel.<channel>.<account>``,
+    made fit for a lease name (lowercase, 64 characters) with a digest when it had to change,
+    so two accounts never share one."""
+    raw = f"channel.{channel}.{account}"
+    safe = _UNSAFE.sub("-", raw.lower())
+    if safe != raw or len(safe) > 64:
+        safe = f"{safe[:55]}-{hashlib.sha256(raw.encode()).hexdigest()[:8]}"
+    return check_name(safe)
 
 
 class _State:
@@ -82,6 +110,7 @@ class _Live:
     config: AccountConfig
     snapshot: dict[str, Any] = field(default_factory=dict)
     task: asyncio.Task[None] | None = None
+    owner: bool = False  # this gateway holds the account's lease (runs its monitor, sends)
 
 
 class _Context:
@@ -119,8 +148,10 @@ class ChannelRuntime:
     """Channels of one gateway."""
 
     def __init__(self, settings: Settings, host: PluginHost, engine: Engine, metrics: Metrics,
-                 env: Mapping[str, str]) -> None:
+                 env: Mapping[str, str], *, replica_id: str = "") -> None:
         self.settings = settings
+        self.replica_id = replica_id
+        self.owner_retry_s = OWNER_RETRY_S
         self.host = host
         self.engine = engine
         self.env = env
@@ -136,7 +167,7 @@ class ChannelRuntime:
                                            for r in delivery.media_roots)]
         self.media = MediaLoader(roots, max_bytes=int(delivery.media_max_mb * 1024 * 1024))
         self.outbound = Outbound(engine.store, self.endpoint, delivery, metrics,
-                                 self._previews, self.media, self._blocks)
+                                 self._previews, self.media, self._blocks, owns=self.owns)
         self._live: dict[tuple[str, str], _Live] = {}
         self._problems: dict[str, str] = {}  # channel id -> why it has no accounts
         self._generation: Generation | None = None
@@ -249,7 +280,7 @@ class ChannelRuntime:
                     log.warning("channels: %s", config.error)
                 self._live[(cid, config.account_id)] = live
                 if config.enabled:
-                    live.task = loop.create_task(self._supervise(live),
+                    live.task = loop.create_task(self._own(live),
                                                  name=f"channel:{cid}/{config.account_id}")
 
     async def _stop_accounts(self) -> None:
@@ -261,6 +292,59 @@ class ChannelRuntime:
         if self._lease is not None:
             self._lease.release()
             self._lease = None
+
+    def owns(self, channel: str, account: str) -> bool:
+        """Whether this gateway sends ``channel/account``'s deliveries: it holds the account's
+        lease (an account not configured or not enabled here is not waited for: its
+        deliveries fail here as they would anywhere)."""
+        live = self._live.get((channel, account))
+        return live is None or not live.config.enabled or live.owner
+
+    def owned(self) -> list[str]:
+        """The lease names of the accounts this gateway owns."""
+        return [lease_name(c, a) for (c, a), live in self._live.items() if live.owner]
+
+    async def _own(self, live: _Live) -> None:
+        """Hold the account's lease and run its monitor while held; without it, try again
+        every ``owner_retry_s``."""
+        name = lease_name(live.config.channel, live.config.account_id)
+        lease = self.engine.store.lease(name)
+        try:
+            while True:
+                if await lease.acquire():
+                    log.info("channel %s/%s: this gateway owns the account", live.config.channel,
+                             live.config.account_id)
+                    live.owner = True
+                    live.snapshot.update(owner=True, ownerReplica=self.replica_id)
+                    self.wake()  # deliveries a previous owner still owed are ours now
+                    await self._while_held(live, lease)
+                    live.owner = False
+                    live.snapshot.update(owner=False, ownerReplica=None)
+                    await lease.release()
+                else:
+                    live.snapshot.update(owner=False, running=False)
+                await asyncio.sleep(self.owner_retry_s)
+        finally:
+            live.owner = False
+            live.snapshot["owner"] = False
+            await lease.release()
+
+    async def _while_held(self, live: _Live, lease: StoreLease) -> None:
+        monitor = asyncio.get_running_loop().create_task(
+            self._supervise(live), name=f"monitor:{live.config.channel}/{live.config.account_id}")
+        try:
+            while True:
+                await asyncio.wait({monitor}, timeout=self.owner_retry_s)
+                if monitor.done():
+                    return
+                if not await lease.check():
+                    log.warning("channel %s/%s: lost the account's lease; stopping its monitor "
+                                "(another gateway owns it now)", live.config.channel,
+                                live.config.account_id)
+                    return
+        finally:
+            monitor.cancel()
+            await asyncio.gather(monitor, return_exceptions=True)
 
     async def _supervise(self, live: _Live) -> None:
         """Run the account's monitor for ever, restarting it with backoff."""

@@ -312,6 +312,25 @@ ALTER TABLE runs ADD COLUMN seq INTEGER;
 CREATE INDEX runs_session_seq ON runs (key, seq);
 CREATE INDEX runs_session_open ON runs (key, status) WHERE status IN ('queued', 'running');
 """),
+    Migration(11, "replicas: the events log fanned out between gateways, the replica registry",
+              """
+CREATE TABLE events (
+    id INTEGER PRIMARY KEY,
+    replica TEXT NOT NULL,
+    created_at INTEGER NOT NULL,
+    body TEXT NOT NULL
+);
+CREATE INDEX events_created ON events (created_at);
+CREATE TABLE replicas (
+    id TEXT PRIMARY KEY,
+    host TEXT NOT NULL,
+    pid INTEGER NOT NULL,
+    version TEXT NOT NULL,
+    started_at INTEGER NOT NULL,
+    seen_at INTEGER NOT NULL,
+    owns TEXT NOT NULL DEFAULT '[]'
+);
+"""),
 )
 SCHEMA_VERSION = MIGRATIONS[-1].version
 

@@ -47,8 +47,11 @@ from clawgate.sessions.backend import Backend, SqliteBackend, backend_for
 from clawgate.sessions.channelstore import ChannelStore, Delivery
 from clawgate.sessions.compaction import View
 from clawgate.sessions.cronstore import CronStore
+from clawgate.sessions.doorbell import Doorbell, LocalDoorbell, PgDoorbell
+from clawgate.sessions.events import EventLog, SideWriter
 from clawgate.sessions.leases import Lease, lease_for
 from clawgate.sessions.listing import DisplayModel, ListQuery, ListResult
+from clawgate.sessions.replica import ReplicaTable
 from clawgate.sessions.schema import Run, SessionEntry, check_fields
 from clawgate.sessions.transcript import StoredMessage, check_messages, export_jsonl
 from clawgate.types import RunStatus, now_ms
@@ -272,6 +275,7 @@ class SessionStore:
         # database: runs name their owner and start through a claim, see sessions/runs.py);
         # None on SQLite, where one process owns every run.
         self.owner: str | None = None
+        self._side: SideWriter | None = None  # the events log's writer (PostgreSQL)
 
     async def open(self) -> None:
         """Create or migrate the database and start the writer and reader threads."""
@@ -286,9 +290,12 @@ class SessionStore:
 
     async def close(self) -> None:
         """Commit the queued writes, then stop every thread and close every connection."""
-        writer, readers = self._writer, self._readers
+        writer, readers, side = self._writer, self._readers, self._side
         self._writer = None
         self._readers = None
+        self._side = None
+        if side is not None:
+            await side.close()
         if readers is not None:
             await asyncio.to_thread(self._stop_readers, readers)
         if writer is not None:
@@ -745,6 +752,35 @@ class SessionStore:
         location = self.backend.url if isinstance(self.backend, postgres.PostgresBackend) \
             else self.backend.path if isinstance(self.backend, SqliteBackend) else None
         return lease_for(location, name)
+
+    # -- replicas -----------------------------------------------------------------------------
+
+    @functools.cached_property
+    def events(self) -> EventLog:
+        """The log of engine events handed between replicas (``sessions.events``); on
+        PostgreSQL its rows go through a connection of their own."""
+        if isinstance(self.backend, postgres.PostgresBackend):
+            self._side = SideWriter(self.backend)
+            return EventLog(self._side, self._read, self._clock)
+        return EventLog(self._write, self._read, self._clock)
+
+    @functools.cached_property
+    def replicas(self) -> ReplicaTable:
+        """The registry of the gateways on this store (``sessions.replica``)."""
+        return ReplicaTable(self._write, self._read, self._clock)
+
+    @functools.cached_property
+    def doorbell(self) -> Doorbell:
+        """``LISTEN``/``NOTIFY`` between the processes on this PostgreSQL database, or the
+        in-process doorbell on SQLite (``sessions.doorbell``)."""
+        if isinstance(self.backend, postgres.PostgresBackend):
+            return PgDoorbell(self.backend.url, self._write)
+        return LocalDoorbell()
+
+    @property
+    def shared(self) -> bool:
+        """Whether other processes may serve from this store (PostgreSQL)."""
+        return isinstance(self.backend, postgres.PostgresBackend)
 
     # -- cron ---------------------------------------------------------------------------------
 

@@ -7,7 +7,7 @@ from typing import Any
 
 from pydantic import Field
 
-from clawgate.channels.runtime import ChannelRuntime
+from clawgate.channels.runtime import ChannelRuntime, lease_name
 from clawgate.errors import Unavailable
 from clawgate.gateway.protocol import Params, invalid, parse_params
 from clawgate.gateway.rpc import ADMIN, PAIRING, READ, CallContext, CoreMethod
@@ -44,8 +44,21 @@ def _channels(ctx: CallContext) -> ChannelRuntime:
 
 
 async def channels_status(ctx: CallContext, raw: Any) -> dict[str, Any]:
+    """OpenClaw's shape plus, as extra fields, the replicas and each account's owner
+    (``ownerReplica``: the gateway that runs its monitor and sends its deliveries)."""
     p = parse_params(StatusParams, raw, "channels.status")
-    return await _channels(ctx).status(probe=p.probe, timeout_s=p.timeoutMs / 1000)
+    channels = _channels(ctx)
+    out = await channels.status(probe=p.probe, timeout_s=p.timeoutMs / 1000)
+    replicas = await ctx.gateway.runtime.replicas()
+    owner_of = {name: r["id"] for r in replicas for name in r["owns"]}
+    for channel, rows in out["channelAccounts"].items():
+        for row in rows:
+            owner = row.get("ownerReplica") if row.get("owner") else None
+            row["ownerReplica"] = owner or owner_of.get(lease_name(channel, row["accountId"]))
+            row["owner"] = bool(row.get("owner"))
+    out["replicas"] = replicas
+    out["replicaId"] = channels.replica_id
+    return out
 
 
 async def channels_logout(ctx: CallContext, raw: Any) -> dict[str, Any]:

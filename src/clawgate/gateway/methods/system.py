@@ -153,8 +153,10 @@ async def health(ctx: CallContext, raw: Any) -> dict[str, Any]:
 async def status(ctx: CallContext, raw: Any) -> dict[str, Any]:
     parse_params(NoParams, raw, "status")
     gateway = ctx.gateway
-    engine, store = gateway.runtime.engine, gateway.runtime.store
+    runtime = gateway.runtime
+    engine, store = runtime.engine, runtime.store
     records = ctx.generation.registry.records.values()
+    replicas = await runtime.replicas()
     return {
         "ok": True, "version": gateway.version, "uptimeMs": gateway.uptime_ms,
         "defaultAgentId": engine.roster.default.id,
@@ -166,6 +168,11 @@ async def status(ctx: CallContext, raw: Any) -> dict[str, Any]:
                     "methods": sorted(ctx.generation.registry.methods)},
         "connections": len(gateway.hub.connections),
         "counters": gateway.runtime.metrics.counters(),
+        # Extra fields (OpenClaw clients ignore them): the gateways on this store and who
+        # owns what (``owns``: lease names — ``cron``, ``channel.<channel>.<account>``).
+        "replicaId": runtime.replica.id,
+        "replicas": replicas,
+        "cronLeader": next((r["id"] for r in replicas if "cron" in r["owns"]), None),
     }
 
 
