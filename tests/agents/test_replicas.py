@@ -179,3 +179,29 @@ async def _runs(url: str) -> list[Any]:
 
     with psycopg.connect(url, row_factory=namedtuple_row) as conn:
         return list(conn.execute("SELECT run_id, status, owner, seq FROM runs ORDER BY seq"))
+
+
+async def test_a_runs_end_rings_session_free_for_another_replicas_queued_run(
+        pg_url: str) -> None:
+    async with SessionStore(pg_url) as a, SessionStore(pg_url) as b:
+        a.owner, b.owner = "replica-a", "replica-b"
+        await b.doorbell.start()
+        bell = b.doorbell.subscribe("session.free")
+        listening = b.doorbell.listening  # type: ignore[attr-defined]
+        assert await asyncio.to_thread(listening.wait, 10)
+        try:
+            reply = [{"role": "assistant", "content": "done"}]
+            # Nobody else waits: the end of a run rings nothing.
+            await a.admit_and_begin("r0", KEY, [{"role": "user", "content": "zero"}],
+                                    starts=lambda _row: 10)
+            await a.complete_run("r0", KEY, reply, status="ok")
+            assert await bell.wait(1.0) == []
+            # B's run queued behind A's: A's end rings the session free at its commit.
+            await a.admit_and_begin("r1", KEY, [{"role": "user", "content": "one"}],
+                                    starts=lambda _row: 10)
+            await b.admit("r2", KEY, [{"role": "user", "content": "two"}])
+            await a.complete_run("r1", KEY, reply, status="ok")
+            assert await asyncio.wait_for(bell.wait(None), 10) == [KEY]
+        finally:
+            bell.close()
+            await b.doorbell.stop()

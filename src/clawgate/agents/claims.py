@@ -7,10 +7,12 @@ which asks the store to start the run (``store.claim_run``, one transaction: the
 joins the transcript and the turn's context is read) and, while the session is busy on another
 replica, waits and asks again: polling with a backoff from 20 ms to 250 ms.
 
-:meth:`Claims.wake` is the seam a LISTEN/NOTIFY doorbell rings when a run of a session ends
-anywhere: it cuts the current wait short, so a claim is retried at once instead of at the next
-poll. The engine also rings it itself when one of its own runs ends. On SQLite there is no
-claim: one process owns every session and the lanes alone decide.
+:meth:`Claims.wake` cuts the current wait short, so a claim is retried at once instead of at
+the next poll. It is rung by the engine when one of its own runs ends, and by
+:meth:`Claims.follow` for the store doorbell's ``session.free`` topic: a run's end that leaves
+another replica's run queued behind it rings that topic in its own transaction
+(``runs.complete``), so the waiting replica hears it at the commit. A lost ring costs one poll.
+On SQLite there is no claim: one process owns every session and the lanes alone decide.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import logging
 from clawgate.agents.lanes import Run
 from clawgate.agents.runner import HISTORY_LIMIT, TurnRequest
 from clawgate.errors import Unavailable
+from clawgate.sessions import doorbell
 from clawgate.sessions.store import SessionStore
 
 log = logging.getLogger("clawgate.claims")
@@ -43,6 +46,17 @@ class Claims:
         event = self._waiting.get(session_key)
         if event is not None:
             event.set()
+
+    async def follow(self, bell: doorbell.Bell) -> None:
+        """Until cancelled: wake the claims of the sessions rung free on ``bell`` (all of them
+        when rings were lost)."""
+        while True:
+            keys = await bell.wait(None)
+            if bell.missed:
+                bell.missed = False
+                keys = list(self._waiting)
+            for key in keys:
+                self.wake(key)
 
     def waiting(self) -> int:
         return len(self._waiting)

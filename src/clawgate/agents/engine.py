@@ -48,7 +48,7 @@ from clawgate.plugins.hooks import Hook
 from clawgate.plugins.host import Generation, PluginHost
 from clawgate.plugins.registry import CommandContext
 from clawgate.providers.base import THINKING_LEVELS, ThinkingLevel, text_of
-from clawgate.sessions import keys
+from clawgate.sessions import doorbell, keys
 from clawgate.sessions.channelstore import Delivery
 from clawgate.sessions.listing import ListQuery, ListResult
 from clawgate.sessions.replica import Replica
@@ -95,6 +95,7 @@ class Engine:
             store.owner = self.replica.id
         self.claims = Claims(store) if self.replica is not None else None
         self._sweeper: asyncio.Task[None] | None = None
+        self._follower: asyncio.Task[None] | None = None  # the doorbell's session.free rings
         self.runner = TurnRunner(store, self.bus, engine, self.metrics, self.timeline,
                                  run_sync=host.run_sync)
         self.lanes = Lanes(
@@ -129,8 +130,13 @@ class Engine:
             # Other replicas may be running turns: only dead ones' runs are this one's to
             # close, and the sweeper takes them over (now, then every takeover_interval_s).
             await self.sweep()
-            self._sweeper = asyncio.get_running_loop().create_task(
-                self._sweep_forever(), name="runs:takeover")
+            loop = asyncio.get_running_loop()
+            self._sweeper = loop.create_task(self._sweep_forever(), name="runs:takeover")
+            if self.claims is not None:  # other replicas ring when they free a session
+                bell = self.store.doorbell.subscribe(doorbell.SESSION_FREE)
+                self._follower = loop.create_task(self.claims.follow(bell),
+                                                  name="runs:session-free")
+                self._follower.add_done_callback(lambda _: bell.close())
             return
         rerun = self.settings.config.engine.resume_interrupted == "rerun"
         _closed, resumable = await self.store.recover_runs(rerun=rerun)
@@ -211,9 +217,10 @@ class Engine:
     async def aclose(self, deadline_s: float = 10.0) -> None:
         """Let running turns finish within ``deadline_s``; abort what is left."""
         self.closing = True  # admit nothing new while the running turns drain
-        if self._sweeper is not None:
-            self._sweeper.cancel()
-            await asyncio.gather(self._sweeper, return_exceptions=True)
+        for task in (self._sweeper, self._follower):
+            if task is not None:
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
         await asyncio.gather(*self._admissions.values(), return_exceptions=True)
         await self.lanes.aclose(deadline_s)
         await asyncio.gather(*self._background, return_exceptions=True)

@@ -26,7 +26,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from clawgate.errors import InvalidRequest, SessionNotFound
-from clawgate.sessions import compaction
+from clawgate.sessions import compaction, doorbell
 from clawgate.sessions.channelstore import Delivery, insert_inbound, intent_for_run
 from clawgate.sessions.schema import dumps, loads
 from clawgate.sessions.transcript import NewMessage, StoredMessage, check_messages
@@ -233,6 +233,8 @@ def complete(c: sqlite3.Connection, run_id: str, key: str, messages: Sequence[An
     final = next((m for m in reversed(new) if m.role == "assistant"), None)
     text = final.content if final is not None and isinstance(final.content, str) else ""
     intent_for_run(c, run_id, text, status, error, now)
+    if owner is not None:
+        _ring_free(c, key, owner)
     used = usage or {}
     used_in, used_out = int(used.get("input", 0)), int(used.get("output", 0))
     read, written = int(used.get("cache_read", 0)), int(used.get("cache_write", 0))
@@ -354,3 +356,17 @@ def take_over(c: sqlite3.Connection, dead: Sequence[str | None], me: str,
                 continue
             taken.append((run_id, key, list(messages), delivery, status == "running"))
     return taken
+
+
+def _ring_free(c: sqlite3.Connection, key: str, owner: str) -> None:
+    """Several replicas: when another replica's run of ``key`` waits queued, ring the
+    doorbell's ``session.free`` (sent by the server at this transaction's commit) so it claims
+    the session at once instead of at its next poll. A key too long for a ring is left to the
+    poll."""
+    try:
+        text = doorbell.check(doorbell.SESSION_FREE, key)
+    except ValueError:
+        return
+    c.execute("SELECT pg_notify(?, ?) WHERE EXISTS (SELECT 1 FROM runs WHERE key = ? AND "
+              "status = 'queued' AND owner IS DISTINCT FROM ?)",
+              (doorbell.CHANNEL, text, key, owner))
