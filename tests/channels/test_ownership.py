@@ -6,8 +6,6 @@ message is answered exactly once (those sent while nobody owned it too)."""
 from __future__ import annotations
 
 import asyncio
-import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +15,7 @@ from clawgate.channels.runtime import lease_name
 from clawgate.client import call_remote
 from tests.gateway.test_process import GatewayProcess
 from tests.support.fakes.telegram import TelegramFake
+from tests.support.poll import until
 from tests.support.postgres import Cluster
 
 pytestmark = [pytest.mark.anyio,
@@ -52,16 +51,6 @@ async def _account(gateway: GatewayProcess) -> dict[str, Any]:
     return row
 
 
-async def _until(check: Callable[[], Any], within: float = 20.0) -> Any:
-    deadline = time.monotonic() + within
-    while True:
-        value = check()
-        if asyncio.iscoroutine(value):
-            value = await value
-        if value:
-            return value
-        assert time.monotonic() < deadline, "condition not met before the deadline"
-        await asyncio.sleep(0.1)
 
 
 async def test_one_replica_polls_and_the_other_takes_over_after_kill_9(
@@ -87,7 +76,7 @@ async def test_one_replica_polls_and_the_other_takes_over_after_kill_9(
                 owners = [g for g, r in zip(gateways, rows, strict=True) if r["owner"]]
                 return owners if owners and all(r["ownerReplica"] for r in rows) else None
 
-            owners = await _until(one_owner)
+            owners = await until(one_owner, 20, interval=0.1)
             assert len(owners) == 1
             owner = owners[0]
             follower = next(g for g in gateways if g is not owner)
@@ -103,15 +92,15 @@ async def test_one_replica_polls_and_the_other_takes_over_after_kill_9(
             assert lease_name("telegram", "default") in owned[rows[owner.port]["ownerReplica"]]
 
             tg.inject_text(chat, ada, "before the kill")
-            await _until(lambda: replies("before the kill"), 30)
+            await until(lambda: replies("before the kill"), 30, interval=0.1)
 
             owner.proc.kill()  # kill -9: its leases go with its database connections
             await asyncio.to_thread(owner.proc.wait, 10)
             tg.inject_text(chat, ada, "while nobody owns it")
-            await _until(lambda: _owner(follower), 20)
+            await until(lambda: _owner(follower), 20, interval=0.1)
             tg.inject_text(chat, ada, "after the takeover")
-            await _until(lambda: replies("while nobody owns it") and
-                         replies("after the takeover"), 30)
+            await until(lambda: replies("while nobody owns it") and
+                        replies("after the takeover"), 30, interval=0.1)
             await asyncio.sleep(2)  # a duplicate would have arrived by now
             assert [replies(t) for t in ("before the kill", "while nobody owns it",
                                          "after the takeover")] == [1, 1, 1]

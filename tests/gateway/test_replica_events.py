@@ -6,26 +6,19 @@ nothing is fanned out and ``status`` shows the one gateway."""
 from __future__ import annotations
 
 import asyncio
-import time
-from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from tests.support.gateway_server import serve_gateway
+from tests.support.poll import until
 from tests.support.postgres import Cluster
 from tests.support.ws_client import open_client
 
 pytestmark = pytest.mark.anyio
 
 
-async def _until(check: Callable[[], Awaitable[Any]], within: float = 15.0) -> Any:
-    deadline = time.monotonic() + within
-    while not (value := await check()):
-        assert time.monotonic() < deadline, "condition not met before the deadline"
-        await asyncio.sleep(0.05)
-    return value
 
 
 async def test_a_client_on_one_replica_sees_a_turn_run_on_the_other(
@@ -70,7 +63,7 @@ async def test_a_client_on_one_replica_sees_a_turn_run_on_the_other(
                 status = await watcher.ok("status")
                 return status if len(status["replicas"]) == 2 else None
 
-            status = await _until(both)
+            status = await until(both, 15, interval=0.05)
             ids = {a.gateway.runtime.replica.id, b.gateway.runtime.replica.id}
             assert {r["id"] for r in status["replicas"]} == ids
             assert status["replicaId"] == a.gateway.runtime.replica.id
