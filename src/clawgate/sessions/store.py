@@ -40,7 +40,7 @@ from typing import Any, TypeVar
 
 from clawgate.errors import InvalidRequest, SessionError, SessionNotFound, Unavailable
 from clawgate.providers.base import Message
-from clawgate.sessions import compaction, keys, listing, postgres, runs, usage
+from clawgate.sessions import compaction, keys, listing, postgres, runs, searchindex, usage
 from clawgate.sessions.backend import SqliteBackend, backend_for
 from clawgate.sessions.channelstore import ChannelStore, Delivery
 from clawgate.sessions.compaction import View
@@ -88,6 +88,8 @@ class SessionStore:
         # None on SQLite, where one process owns every run.
         self.owner: str | None = None
         self._side: SideWriter | None = None  # the events log's writer (PostgreSQL)
+        # Fills SQLite's search index in batches (sessions/searchindex.py); None on PostgreSQL.
+        self._indexer: searchindex.Indexer | None = None
 
     async def open(self) -> None:
         """Create or migrate the database and start the writer and reader threads."""
@@ -99,10 +101,16 @@ class SessionStore:
         self._readers = concurrent.futures.ThreadPoolExecutor(
             self._reader_count, "clawgate-db-read"
         )
+        if isinstance(self.backend, SqliteBackend):
+            await writer.submit(searchindex.flush)  # rows left pending by the last process
+            self._indexer = searchindex.Indexer(writer.submit)
 
     async def close(self) -> None:
         """Commit the queued writes, then stop every thread and close every connection."""
         writer, readers, side = self._writer, self._readers, self._side
+        indexer, self._indexer = self._indexer, None
+        if indexer is not None:
+            await indexer.close()  # before the writer stops: a flush in flight uses it
         self._writer = None
         self._readers = None
         self._side = None
@@ -167,16 +175,19 @@ class SessionStore:
         row = {"key": k, "agent_id": agent, "session_id": sid, "created_at": now,
                "updated_at": now, "started_at": now, **values}
 
-        def job(c: sqlite3.Connection) -> SessionEntry:
+        def job(c: sqlite3.Connection) -> tuple[SessionEntry, bool]:
             names = ", ".join(row)
             marks = ", ".join("?" for _ in row)
-            c.execute(
+            created = c.execute(
                 f"INSERT INTO sessions ({names}) VALUES ({marks}) ON CONFLICT (key) DO NOTHING",
                 list(row.values()),
-            )
-            return _must(c, k)
+            ).rowcount > 0
+            return _must(c, k), created
 
-        return await self._write(job)
+        entry, created = await self._write(job)
+        if created:
+            self._created()
+        return entry
 
     async def patch(self, key: str, **fields: Any) -> SessionEntry:
         """Set fields of an existing session (None clears one) and touch ``updated_at``. An unknown
@@ -423,6 +434,8 @@ class SessionStore:
             return row, created, runs.begin(c, run_id, k, messages, now, history)
 
         row, created, begun = await self._write(job)
+        if created:
+            self._created()
         return SessionEntry.from_row(row), created, begun
 
     async def complete_run(
@@ -500,6 +513,17 @@ class SessionStore:
         return await self._read(lambda c: usage.session_details(c, ks, start_ms, end_ms))
 
     # -- plumbing -----------------------------------------------------------------------------
+
+    def _created(self) -> None:
+        """A session was created: its search-index row is pending until the next flush."""
+        if self._indexer is not None:
+            self._indexer.created()
+
+    async def flush_search_index(self) -> int:
+        """Index the pending sessions now (SQLite; 0 on PostgreSQL); returns how many."""
+        if self._indexer is None:
+            return 0
+        return await self._write(searchindex.flush)
 
     async def _write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         if self._writer is None:
