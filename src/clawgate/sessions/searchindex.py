@@ -56,11 +56,12 @@ END;
 
 
 def flush(c: sqlite3.Connection) -> int:
-    """Index every pending session (inside a write transaction); returns how many."""
+    """Index every pending session (inside a write transaction); returns how many. CROSS JOIN
+    keeps the pending set as the outer loop (else SQLite may walk every session)."""
     indexed = c.execute(
         "INSERT INTO sessions_fts (rowid, display_name, label, subject, session_id, key) "
         "SELECT s.rowid, s.display_name, s.label, s.subject, s.session_id, s.key "
-        f"FROM {PENDING_TABLE} AS p JOIN sessions AS s ON s.rowid = p.row").rowcount
+        f"FROM {PENDING_TABLE} AS p CROSS JOIN sessions AS s ON s.rowid = p.row").rowcount
     c.execute(f"DELETE FROM {PENDING_TABLE}")
     return max(indexed, 0)
 
