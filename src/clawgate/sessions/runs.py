@@ -28,6 +28,7 @@ from typing import Any
 from clawgate.errors import InvalidRequest, SessionNotFound
 from clawgate.sessions import compaction, doorbell
 from clawgate.sessions.channelstore import Delivery, insert_inbound, intent_for_run
+from clawgate.sessions.history import HistoryCache
 from clawgate.sessions.schema import dumps, loads
 from clawgate.sessions.transcript import NewMessage, StoredMessage, check_messages
 from clawgate.types import RUN_STATUSES, RunStatus
@@ -167,12 +168,13 @@ def claim(c: sqlite3.Connection, run_id: str, key: str, messages: Sequence[Any],
 
 
 def begin(c: sqlite3.Connection, run_id: str, key: str, messages: Sequence[Any],
-          now: int, history: int = 0) -> list[StoredMessage]:
+          now: int, history: int = 0, cache: HistoryCache | None = None) -> list[StoredMessage]:
     """Start a run: its messages join the transcript and the record says running.
 
     Returns the turn's context, read in the same transaction so the turn needs no second trip
     to the store: the latest compaction entry, if any, then the newest ``history`` messages
-    from its cut on (oldest first; see :func:`clawgate.sessions.compaction.context`).
+    from its cut on (oldest first; see :func:`clawgate.sessions.compaction.context`) — from
+    ``cache`` when it holds the session's context as the transcript stood just before.
     """
     new = check_messages(messages, "runs.begin")
     sid = current_session_id(c, key)
@@ -184,10 +186,17 @@ def begin(c: sqlite3.Connection, run_id: str, key: str, messages: Sequence[Any],
                       "VALUES (?, ?, ?, 'running', ?)", (run_id, key, sid, now))
         except sqlite3.IntegrityError:
             raise InvalidRequest(f"run {run_id!r} was already started") from None
-    append(c, key, new, now)
+    stored = append(c, key, new, now)
     if history <= 0:
         return []
-    return compaction.context(c, sid, history)
+    if cache is not None:
+        cached = cache.context(key, sid, history, stored)
+        if cached is not None:
+            return cached
+    context = compaction.context(c, sid, history)
+    if cache is not None and stored:
+        cache.put(key, sid, history, context, newest=stored[-1].seq)
+    return context
 
 
 def complete(c: sqlite3.Connection, run_id: str, key: str, messages: Sequence[Any], now: int, *,
@@ -195,7 +204,8 @@ def complete(c: sqlite3.Connection, run_id: str, key: str, messages: Sequence[An
              usage: dict[str, Any] | None, model: str | None, provider: str | None,
              merged: Sequence[str], cost: float | None = None,
              fallbacks: Sequence[dict[str, Any]] | None = None,
-             archive_from: int | None = None, owner: str | None = None) -> list[StoredMessage]:
+             archive_from: int | None = None, owner: str | None = None,
+             cache: HistoryCache | None = None) -> list[StoredMessage]:
     """End a run: final messages, run record, session counters — one transaction (and the
     reply's send intent when the run owes a channel one). ``cost`` (USD) is added to the
     session's; ``fallbacks`` are the failed model attempts. ``archive_from`` (the ``seq`` of the
@@ -220,6 +230,8 @@ def complete(c: sqlite3.Connection, run_id: str, key: str, messages: Sequence[An
         # acknowledged, so it joins the transcript before the final messages.
         new = check_messages(loads(row[1]), "runs.complete") + new
     stored = append(c, key, new, now)
+    if cache is not None:
+        cache.appended(key, stored)
     c.execute(
         "UPDATE runs SET status = ?, ended_at = ?, stop_reason = ?, error = ?, usage = ?, "
         "model = ?, provider = ?, cost_usd = ?, fallbacks = ? WHERE run_id = ?",
@@ -254,6 +266,8 @@ def complete(c: sqlite3.Connection, run_id: str, key: str, messages: Sequence[An
     )
     if archive_from is not None:
         _archive_run(c, key, archive_from)
+        if cache is not None:
+            cache.drop(key)  # archiving moves neither the transcript nor its newest seq
         return []  # archived: no subscriber ever sees them
     return stored
 

@@ -47,6 +47,7 @@ from clawgate.sessions.compaction import View
 from clawgate.sessions.cronstore import CronStore
 from clawgate.sessions.doorbell import Doorbell, LocalDoorbell, PgDoorbell
 from clawgate.sessions.events import EventLog, SideWriter
+from clawgate.sessions.history import HistoryCache
 from clawgate.sessions.leases import Lease, lease_for
 from clawgate.sessions.listing import DisplayModel, ListQuery, ListResult
 from clawgate.sessions.replica import ReplicaTable
@@ -90,6 +91,9 @@ class SessionStore:
         self._side: SideWriter | None = None  # the events log's writer (PostgreSQL)
         # Fills SQLite's search index in batches (sessions/searchindex.py); None on PostgreSQL.
         self._indexer: searchindex.Indexer | None = None
+        # Turn contexts kept between turns (sessions/history.py; only the writer thread uses
+        # it). SQLite only: on PostgreSQL other replicas write the same transcripts.
+        self._history = HistoryCache() if isinstance(self.backend, SqliteBackend) else None
 
     async def open(self) -> None:
         """Create or migrate the database and start the writer and reader threads."""
@@ -139,6 +143,14 @@ class SessionStore:
     def failure(self) -> str | None:
         """Why the store cannot write (disk full, database corrupt, I/O error), or None."""
         return None if self._writer is None else self._writer.failure
+
+    @property
+    def context_reads(self) -> tuple[int, int]:
+        """(hits, misses) of the turn contexts kept between turns (sessions/history.py):
+        contexts given without reading the transcript, and contexts read; (0, 0) on
+        PostgreSQL."""
+        cache = self._history
+        return (0, 0) if cache is None else (cache.hits, cache.misses)
 
     async def probe_write(self) -> str | None:
         """Try one write the size of a large message (64 KiB, into a scratch table, deleted in
@@ -349,7 +361,9 @@ class SessionStore:
         ``history`` messages (the turn's context) read in that same transaction."""
         k = keys.canonical(key)
         now = self._clock()
-        return await self._write(lambda c: runs.begin(c, run_id, k, messages, now, history))
+        cache = self._history
+        return await self._write(
+            lambda c: runs.begin(c, run_id, k, messages, now, history, cache))
 
     async def claim_run(self, run_id: str, key: str, messages: Sequence[Message], *,
                         history: int = 0) -> list[StoredMessage] | None:
@@ -414,7 +428,7 @@ class SessionStore:
         agent = _agent_for(k, agent_id)
         values = check_fields({"channel": channel} if channel else {}, "sessions.ensure")
         check_messages(messages, "runs.queue")
-        now, sid, owner = self._clock(), str(uuid.uuid4()), self.owner
+        now, sid, owner, cache = self._clock(), str(uuid.uuid4()), self.owner, self._history
         session = {"key": k, "agent_id": agent, "session_id": sid, "created_at": now,
                    "updated_at": now, "started_at": now, **values}
 
@@ -431,7 +445,7 @@ class SessionStore:
                 return row, created, None
             if owner is not None:  # another replica may be running the session
                 return row, created, runs.claim(c, run_id, k, messages, now, owner, history)
-            return row, created, runs.begin(c, run_id, k, messages, now, history)
+            return row, created, runs.begin(c, run_id, k, messages, now, history, cache)
 
         row, created, begun = await self._write(job)
         if created:
@@ -450,13 +464,14 @@ class SessionStore:
         ``archive_from``: the run's messages are archived, see ``runs.complete``); returns the
         messages it appended and kept (for the transcript's live subscribers)."""
         k = keys.canonical(key)
-        now, owner = self._clock(), self.owner
+        now, owner, cache = self._clock(), self.owner, self._history
 
         def job(c: sqlite3.Connection) -> list[StoredMessage]:
             return runs.complete(
                 c, run_id, k, messages, now, status=status, stop_reason=stop_reason,
                 error=error, usage=usage, model=model, provider=provider, merged=tuple(merged),
-                cost=cost, fallbacks=fallbacks, archive_from=archive_from, owner=owner)
+                cost=cost, fallbacks=fallbacks, archive_from=archive_from, owner=owner,
+                cache=cache)
 
         if owner is None:
             return await self._write(job)
