@@ -51,8 +51,10 @@ def current_session_id(c: sqlite3.Connection, key: str) -> str:
 
 
 def append(c: sqlite3.Connection, key: str, new: Sequence[NewMessage],
-           now: int) -> list[StoredMessage]:
-    """Append checked messages to the session's current transcript (inside a transaction)."""
+           now: int, *, touch: bool = True) -> list[StoredMessage]:
+    """Append checked messages to the session's current transcript (inside a transaction) and
+    set the session's ``updated_at`` unless ``touch`` is False (the caller's own UPDATE of the
+    session sets it: one UPDATE of the list indexes instead of two)."""
     sid = current_session_id(c, key)
     seq = int(c.execute("SELECT COALESCE(MAX(seq), 0) FROM messages WHERE session_id = ?",
                         (sid,)).fetchone()[0])
@@ -68,7 +70,7 @@ def append(c: sqlite3.Connection, key: str, new: Sequence[NewMessage],
              m.stop_reason, now, extra),
         ).fetchone()
         out.append(m.stored(id=int(row[0]), key=key, session_id=sid, seq=seq, at=now))
-    if out:
+    if out and touch:
         c.execute("UPDATE sessions SET updated_at = ? WHERE key = ?", (now, key))
     return out
 
@@ -189,6 +191,11 @@ def begin(c: sqlite3.Connection, run_id: str, key: str, messages: Sequence[Any],
     stored = append(c, key, new, now)
     if history <= 0:
         return []
+    if stored and stored[0].seq == 1:
+        # The transcript was empty (a new session): its context is what was just appended.
+        if cache is not None:
+            cache.put(key, sid, history, stored[-history:], newest=stored[-1].seq)
+        return stored[-history:]
     if cache is not None:
         cached = cache.context(key, sid, history, stored)
         if cached is not None:
@@ -229,7 +236,7 @@ def complete(c: sqlite3.Connection, run_id: str, key: str, messages: Sequence[An
         # Its begin never committed (cancelled while waiting for the writer): the input was
         # acknowledged, so it joins the transcript before the final messages.
         new = check_messages(loads(row[1]), "runs.complete") + new
-    stored = append(c, key, new, now)
+    stored = append(c, key, new, now, touch=False)  # the counters' UPDATE below sets updated_at
     if cache is not None:
         cache.appended(key, stored)
     c.execute(
