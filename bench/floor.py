@@ -6,11 +6,12 @@ chunks when the body asks for a stream. The gateway runs as users run it (`clawg
 embedded defaults, the echo provider: a new session per request, 20 chunks per stream). Both
 are driven by the same load client: keep-alive HTTP/1.1 connections, pre-built requests, raw
 socket reads (so the client's own cost is small and equal for both), at concurrency 1, 4, 16
-and 64. Reported per pair: p50/p99 latency, requests/s, and the ratio to the floor, with the
-load average seen. The server runs in a child process; the client in this one. Then, on the
-gateway only, a turn on a session with history: 40 sessions (200 without ``--quick``) are filled
-with 25 turns each (50 messages), then one more turn on each is timed, one at a time; its p50
-against the new-session p50 at concurrency 1.
+and 64. Reported per pair: p50/p99 latency, requests/s, the server's CPU time per request (all
+its threads, from /proc: steadier than latency on a shared machine), and the ratio to the
+floor, with the load average seen. The server runs in a child process; the client in this one.
+Then, on the gateway only, a turn on a session with history: 40 sessions (200 without
+``--quick``) are filled with 25 turns each (50 messages), then one more turn on each is timed,
+one at a time; its p50 against the new-session p50 at concurrency 1.
 
 Prints one JSON document, then a `verdict:` line. `--quick` sends fewer requests.
 """
@@ -109,8 +110,17 @@ async def read_response(reader: asyncio.StreamReader) -> int:
     return status
 
 
-async def load(port: int, payload: bytes, *, concurrency: int, total: int) -> dict[str, Any]:
-    """``total`` requests over ``concurrency`` keep-alive connections."""
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far (all its threads), from /proc."""
+    with open(f"/proc/{pid}/stat", encoding="ascii") as stat:
+        fields = stat.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+async def load(port: int, payload: bytes, *, concurrency: int, total: int,
+               pid: int | None = None) -> dict[str, Any]:
+    """``total`` requests over ``concurrency`` keep-alive connections; with ``pid``, also the
+    server's CPU time per request (steadier than latency on a shared machine)."""
     samples: list[float] = []
     per_connection = max(1, total // concurrency)
 
@@ -131,13 +141,17 @@ async def load(port: int, payload: bytes, *, concurrency: int, total: int) -> di
 
     await asyncio.gather(*(connection() for _ in range(concurrency)))  # warm the connections
     samples.clear()
+    cpu = cpu_seconds(pid) if pid is not None else 0.0
     started = time.perf_counter()
     await asyncio.gather(*(connection() for _ in range(concurrency)))
     wall = time.perf_counter() - started
     ms = [s * 1000 for s in samples]
-    return {"p50_ms": round(common.percentile(ms, 50), 3),
-            "p99_ms": round(common.percentile(ms, 99), 3),
-            "rps": round(len(samples) / wall, 1), "n": len(samples)}
+    row = {"p50_ms": round(common.percentile(ms, 50), 3),
+           "p99_ms": round(common.percentile(ms, 99), 3),
+           "rps": round(len(samples) / wall, 1), "n": len(samples)}
+    if pid is not None:
+        row["cpu_ms_per_request"] = round((cpu_seconds(pid) - cpu) * 1000 / len(samples), 3)
+    return row
 
 
 async def existing_sessions(port: int, token: str, *, sessions: int) -> dict[str, Any]:
@@ -251,7 +265,8 @@ async def measure(quick: bool) -> dict[str, Any]:
                     payload = request_bytes(port, token, stream=stream)
                     for c in CONCURRENCY:
                         rows[f"{'stream' if stream else 'json'}@{c}"] = await load(
-                            port, payload, concurrency=c, total=max(total, c * 8))
+                            port, payload, concurrency=c, total=max(total, c * 8),
+                            pid=proc.pid)
                 if token is not None:
                     rows["json@1 existing"] = await existing_sessions(
                         port, token, sessions=40 if quick else 200)
