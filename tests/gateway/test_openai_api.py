@@ -12,6 +12,7 @@ import pytest
 from clawgate.gateway.auth import FailureLimiter
 from clawgate.gateway.openai_chat import CURRENT_MARKER, HISTORY_MARKER
 from tests.support.gateway_server import (
+    TOKEN,
     GatewayApp,
     echo,
     in_process,
@@ -75,6 +76,37 @@ async def test_stream_sends_role_deltas_finish_usage_and_done(server: GatewayApp
     assert len(content) == len(text) // 4 + 1 and "".join(content) == text
     assert chunks[-2]["choices"] == [{"index": 0, "delta": {}, "finish_reason": "stop"}]
     assert chunks[-1]["choices"] == [] and chunks[-1]["usage"]["completion_tokens"] > 0
+
+
+async def _chunked(port: int, body: dict[str, Any]) -> list[bytes]:
+    """POST ``body`` over a raw socket; the response's HTTP chunks, one per body write."""
+    payload = orjson.dumps(body)
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        writer.write(b"POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                     b"Content-Type: application/json\r\nConnection: close\r\n"
+                     + f"Authorization: Bearer {TOKEN}\r\n".encode()
+                     + f"Content-Length: {len(payload)}\r\n\r\n".encode() + payload)
+        head = await reader.readuntil(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 200") and b"chunked" in head.lower()
+        parts = []
+        while size := int((await reader.readuntil(b"\r\n"))[:-2], 16):
+            parts.append((await reader.readexactly(size + 2))[:-2])
+        return parts
+    finally:
+        writer.close()
+
+
+async def test_a_burst_of_deltas_goes_out_in_few_writes(tmp_path: Path) -> None:
+    # The echo provider yields every delta at once, as a fast provider (or a busy loop) does:
+    # the SSE records made from events already queued go out in one body write.
+    text = "streaming in many small chunks"
+    async with serve_gateway(tmp_path, echo(chunk_chars=4)) as running:
+        writes = await _chunked(running.port, chat(text, stream=True))
+    chunks = chunks_of(b"".join(writes).decode())
+    assert "".join(c["choices"][0]["delta"].get("content") or "" for c in chunks) == text
+    assert len(chunks) == len(text) // 4 + 1 + 2  # every record is there: role, deltas, finish
+    assert len(writes) <= 4 < len(chunks)
 
 
 async def test_user_keeps_one_session_over_requests(server: GatewayApp) -> None:

@@ -109,6 +109,11 @@ class Subscription:
     async def get(self) -> Event:
         return await self._queue.get()
 
+    @property
+    def queued(self) -> int:
+        """Events waiting in the mailbox."""
+        return self._queue.qsize()
+
     def get_nowait(self) -> Event | None:
         try:
             return self._queue.get_nowait()

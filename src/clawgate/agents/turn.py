@@ -165,6 +165,11 @@ class Turn:
             return event if isinstance(event, RunEvent) else None
         return None
 
+    @property
+    def queued(self) -> int:
+        """Events of the run already waiting to be read (0 when not following)."""
+        return 0 if self._sub is None else self._sub.queued
+
     def close(self) -> None:
         """Stop following (the run goes on)."""
         if self._sub is not None:

@@ -11,7 +11,7 @@ through the one error table to OpenAI-shaped bodies.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -217,6 +217,21 @@ def run_error(gateway: Services, result: RunResult) -> ClawgateError | None:
 def sse(data: Any, event: str | None = None) -> bytes:
     head = f"event: {event}\n".encode() if event else b""
     return head + b"data: " + orjson.dumps(data) + b"\n\n"
+
+
+async def coalesced(chunks: AsyncIterator[bytes], turn: Turn) -> AsyncIterator[bytes]:
+    """``chunks`` with those made from events that were already queued joined into one body
+    write: a burst of deltas (a fast provider, or a loop busy with other turns) costs one
+    send instead of one each. A provider whose deltas arrive apart sees no change; the bytes
+    are the same either way, and a batch is at most the run's mailbox."""
+    batch: list[bytes] = []
+    async for chunk in chunks:
+        batch.append(chunk)
+        if not turn.queued:
+            yield b"".join(batch) if len(batch) > 1 else chunk
+            batch.clear()
+    if batch:
+        yield b"".join(batch)
 
 
 # -- GET /v1/models -----------------------------------------------------------------------------

@@ -36,6 +36,7 @@ from clawgate.gateway.openai_api import (
     SSE_HEADERS,
     Prompt,
     Target,
+    coalesced,
     failure,
     flag,
     has_transcript,
@@ -332,7 +333,8 @@ async def completions(gateway: Services, request: Request) -> Response:
             raise error
         return JSONResponse(completion(result, model))
     chunks = _chunks(turn, model, usage=bool(options.get("include_usage")))
-    return StreamingResponse(chunks, media_type="text/event-stream", headers=SSE_HEADERS)
+    return StreamingResponse(coalesced(chunks, turn), media_type="text/event-stream",
+                             headers=SSE_HEADERS)
 
 
 def completion(result: RunResult, model: str) -> dict[str, Any]:

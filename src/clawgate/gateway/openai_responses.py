@@ -24,6 +24,7 @@ from clawgate.errors import InvalidRequest, NotFound
 from clawgate.gateway.openai_api import (
     DONE,
     SSE_HEADERS,
+    coalesced,
     failure,
     flag,
     optional_str,
@@ -134,7 +135,7 @@ async def responses(gateway: Services, request: Request) -> Response:
         output = ([_message(turn.run_id, result.text, status)]
                   if result.text or not result.tool_calls else [])
         return JSONResponse(_final(base, result, [*output, *map(_call, result.tool_calls)]))
-    return StreamingResponse(_events(turn, base), media_type="text/event-stream",
+    return StreamingResponse(coalesced(_events(turn, base), turn), media_type="text/event-stream",
                              headers=SSE_HEADERS)
 
 
