@@ -100,6 +100,24 @@ async def test_a_subscription_to_some_streams_gets_only_those(make_engine):
     assert ends.overflowed is False  # the deltas (more than 8) never reached its mailbox
 
 
+async def test_a_woken_mailbox_gives_what_it_holds_then_none_even_when_full(make_engine):
+    h = await make_engine(echo={"chunk_chars": 1})
+    sub = h.engine.bus.subscribe(session_key=MAIN, maxsize=3)
+    await h.engine.run(Submission("many deltas"))
+    assert sub.overflowed and sub.queued == 3
+    waiter = asyncio.ensure_future(asyncio.wait_for(_all(sub), 5))
+    sub.wake()  # a full mailbox still takes the wake-up
+    assert len(await waiter) == 3  # the three it held, then None ended the reading
+    sub.close()
+
+
+async def _all(sub):
+    out = []
+    while (event := await sub.next()) is not None:
+        out.append(event)
+    return out
+
+
 async def test_assistant_events_carry_only_the_new_text(make_engine):
     # A cumulative copy per event would make every mailbox hold O(reply²) bytes.
     h = await make_engine(echo={"chunk_chars": 3})

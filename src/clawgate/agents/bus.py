@@ -84,9 +84,14 @@ class Subscription:
         self.session_key = session_key
         self.sessions = sessions  # session events too, not only run events
         self.streams = streams  # the run-event streams it wants (None: all)
+        if maxsize < 1:
+            raise ValueError("a subscription's mailbox holds at least one event")
         self.overflowed = False
         self._bus = bus
-        self._queue: asyncio.Queue[Event] = asyncio.Queue(maxsize)
+        self._max = maxsize
+        # One slot more than the bound, for wake()'s marker (None), which never overflows.
+        self._queue: asyncio.Queue[Event | None] = asyncio.Queue(maxsize + 1)
+        self._woken = False
 
     def wants(self, event: Event) -> bool:
         if isinstance(event, RunEvent):
@@ -101,13 +106,26 @@ class Subscription:
     def offer(self, event: Event) -> None:
         if self.overflowed:
             return
-        try:
-            self._queue.put_nowait(event)
-        except asyncio.QueueFull:
+        if self._queue.qsize() >= self._max + self._woken:
             self.overflowed = True
+            return
+        self._queue.put_nowait(event)
+
+    def wake(self) -> None:
+        """Wake a reader waiting in :meth:`next` (once): after the events queued before it,
+        it gets None. A turn's end calls it, so its reader needs no second thing to wait on."""
+        if not self._woken:
+            self._woken = True
+            self._queue.put_nowait(None)
+
+    async def next(self) -> Event | None:
+        """The next event, or None once :meth:`wake` was called and what came before is read."""
+        return await self._queue.get()
 
     async def get(self) -> Event:
-        return await self._queue.get()
+        while (event := await self._queue.get()) is None:
+            pass  # a wake-up marker: only next() readers care
+        return event
 
     @property
     def queued(self) -> int:
@@ -115,6 +133,7 @@ class Subscription:
         return self._queue.qsize()
 
     def get_nowait(self) -> Event | None:
+        """The next queued event, or None when there is none (or only the wake-up marker)."""
         try:
             return self._queue.get_nowait()
         except asyncio.QueueEmpty:
@@ -122,7 +141,7 @@ class Subscription:
 
     async def __aiter__(self) -> AsyncIterator[Event]:
         while True:
-            yield await self._queue.get()
+            yield await self.get()
 
     def close(self) -> None:
         self._bus.unsubscribe(self)

@@ -99,8 +99,9 @@ class Turn:
         self._sub = subscription
         self._abort = abort
         if subscription is not None:
-            # The run's end closes its mailbox even if nobody reads to the end.
-            done.add_done_callback(lambda _done: subscription.close())
+            # The run's end closes its mailbox even if nobody reads to the end, and wakes a
+            # reader waiting for more (events() then drains what is queued and stops).
+            done.add_done_callback(lambda _done: _ended(subscription))
 
     @property
     def done(self) -> bool:
@@ -154,16 +155,8 @@ class Turn:
             sub.close()
 
     async def _next(self, sub: Subscription) -> RunEvent | None:
-        getter = asyncio.ensure_future(sub.get())
-        try:
-            await asyncio.wait((getter, self._done), return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            if not getter.done():
-                getter.cancel()  # an item it was woken for stays queued for the drain
-        if getter.done() and not getter.cancelled():
-            event = getter.result()
-            return event if isinstance(event, RunEvent) else None
-        return None
+        event = await sub.next()  # None: the run ended (its end woke the mailbox)
+        return event if isinstance(event, RunEvent) else None
 
     @property
     def queued(self) -> int:
@@ -182,6 +175,11 @@ class Turn:
             if event.stream == "assistant" and event.data.get("delta"):
                 yield str(event.data["delta"])
         yield await self.result()
+
+
+def _ended(subscription: Subscription) -> None:
+    subscription.close()
+    subscription.wake()
 
 
 def finished(result: RunResult) -> asyncio.Future[RunResult]:
