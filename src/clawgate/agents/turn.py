@@ -134,6 +134,13 @@ class Turn:
         cancelled while queued), or when the mailbox overflowed. Callers complete what they
         missed from ``await turn.result()``.
         """
+        async for event in self._events(pauses=False):
+            if event is not None:
+                yield event
+
+    async def _events(self, *, pauses: bool) -> AsyncGenerator[RunEvent | None, None]:
+        # With ``pauses``, None marks each point where no event is queued and the reader is
+        # about to wait: what it made so far should go out now.
         sub = self._sub
         if sub is None:
             raise RuntimeError("this turn was submitted without follow=True")
@@ -143,6 +150,8 @@ class Turn:
                 if event is None:
                     if self._done.done() or sub.overflowed:
                         return
+                    if pauses:
+                        yield None
                     event = await self._next(sub)
                     if event is None:
                         continue  # the run ended: drain what is queued, then stop
@@ -158,11 +167,6 @@ class Turn:
         event = await sub.next()  # None: the run ended (its end woke the mailbox)
         return event if isinstance(event, RunEvent) else None
 
-    @property
-    def queued(self) -> int:
-        """Events of the run already waiting to be read (0 when not following)."""
-        return 0 if self._sub is None else self._sub.queued
-
     def close(self) -> None:
         """Stop following (the run goes on)."""
         if self._sub is not None:
@@ -171,8 +175,17 @@ class Turn:
     async def text(self) -> AsyncIterator[str | RunResult]:
         """The assistant text deltas as they stream, then the result (for surfaces that only
         relay text, like the OpenAI API)."""
-        async for event in self.events():
-            if event.stream == "assistant" and event.data.get("delta"):
+        async for item in self.text_paused():
+            if item is not None:
+                yield item
+
+    async def text_paused(self) -> AsyncIterator[str | RunResult | None]:
+        """:meth:`text`, with None where nothing more is queued and it is about to wait: a
+        surface can gather what arrives together and write it at once."""
+        async for event in self._events(pauses=True):
+            if event is None:
+                yield None
+            elif event.stream == "assistant" and event.data.get("delta"):
                 yield str(event.data["delta"])
         yield await self.result()
 

@@ -21,6 +21,7 @@ and ``system-presence``. One-shot CLI connections are not presence entries (as i
 
 from __future__ import annotations
 
+import asyncio
 import socket
 import sys
 from collections.abc import Iterable
@@ -151,6 +152,7 @@ class Hub:
         self.started_at = now_ms()
         self.open: set[Peer] = set()  # accepted sockets, authorized or not
         self.joined: dict[Peer, dict[str, Any] | None] = {}  # authorized -> presence entry
+        self.audience = asyncio.Event()  # set while a connection is joined (the relay listens)
         self.by_id: dict[str, Peer] = {}  # authorized, by conn_id
         self.subs = Subscriptions(metrics)
         self.versions = {"presence": 0, "health": 0}
@@ -175,6 +177,7 @@ class Hub:
         """``peer`` passed the handshake: broadcasts reach it from now on."""
         self.joined[peer] = entry
         self.by_id[peer.conn_id] = peer
+        self.audience.set()
         if entry is not None:
             self.versions["presence"] += 1
             self.broadcast("presence", {"change": "joined", "presence": [entry]},
@@ -185,6 +188,8 @@ class Hub:
             return
         entry = self.joined.pop(peer)
         self.by_id.pop(peer.conn_id, None)
+        if not self.joined:
+            self.audience.clear()
         self.subs.drop(peer)
         if entry is not None:
             self.versions["presence"] += 1

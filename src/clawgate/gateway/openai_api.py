@@ -219,17 +219,23 @@ def sse(data: Any, event: str | None = None) -> bytes:
     return head + b"data: " + orjson.dumps(data) + b"\n\n"
 
 
-async def coalesced(chunks: AsyncIterator[bytes], turn: Turn) -> AsyncIterator[bytes]:
-    """``chunks`` with those made from events that were already queued joined into one body
-    write: a burst of deltas (a fast provider, or a loop busy with other turns) costs one
-    send instead of one each. A provider whose deltas arrive apart sees no change; the bytes
-    are the same either way, and a batch is at most the run's mailbox."""
+PAUSE = b""  # from a stream's chunk generator: nothing more is ready, send what was made
+
+
+async def coalesced(chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+    """``chunks`` joined into one body write between two pauses (an empty chunk,
+    :data:`PAUSE`: a generator yields one where its turn is about to wait,
+    :meth:`Turn.text_paused`). A burst of deltas (a fast provider, or a loop busy with other
+    turns) costs one send instead of one each, and nothing made is held back while the turn
+    waits. The bytes are the same either way."""
     batch: list[bytes] = []
     async for chunk in chunks:
-        batch.append(chunk)
-        if not turn.queued:
-            yield b"".join(batch) if len(batch) > 1 else chunk
-            batch.clear()
+        if not chunk:
+            if batch:
+                yield b"".join(batch)
+                batch.clear()
+        else:
+            batch.append(chunk)
     if batch:
         yield b"".join(batch)
 

@@ -33,6 +33,7 @@ from clawgate.agents.turn import Turn
 from clawgate.errors import InvalidRequest
 from clawgate.gateway.openai_api import (
     DONE,
+    PAUSE,
     SSE_HEADERS,
     Prompt,
     Target,
@@ -333,7 +334,7 @@ async def completions(gateway: Services, request: Request) -> Response:
             raise error
         return JSONResponse(completion(result, model))
     chunks = _chunks(turn, model, usage=bool(options.get("include_usage")))
-    return StreamingResponse(coalesced(chunks, turn), media_type="text/event-stream",
+    return StreamingResponse(coalesced(chunks), media_type="text/event-stream",
                              headers=SSE_HEADERS)
 
 
@@ -367,7 +368,10 @@ async def _chunks(turn: Turn, model: str, *, usage: bool) -> AsyncIterator[bytes
 
     sent = ""
     yield chunk({"role": "assistant"})
-    async for item in turn.text():
+    async for item in turn.text_paused():
+        if item is None:
+            yield PAUSE  # nothing more is ready: what was made goes out now
+            continue
         if isinstance(item, str):
             sent += item
             yield chunk({"content": item})

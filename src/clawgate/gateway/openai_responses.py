@@ -23,6 +23,7 @@ from clawgate.agents.turn import Turn
 from clawgate.errors import InvalidRequest, NotFound
 from clawgate.gateway.openai_api import (
     DONE,
+    PAUSE,
     SSE_HEADERS,
     coalesced,
     failure,
@@ -135,7 +136,7 @@ async def responses(gateway: Services, request: Request) -> Response:
         output = ([_message(turn.run_id, result.text, status)]
                   if result.text or not result.tool_calls else [])
         return JSONResponse(_final(base, result, [*output, *map(_call, result.tool_calls)]))
-    return StreamingResponse(coalesced(_events(turn, base), turn), media_type="text/event-stream",
+    return StreamingResponse(coalesced(_events(turn, base)), media_type="text/event-stream",
                              headers=SSE_HEADERS)
 
 
@@ -194,7 +195,10 @@ async def _events(turn: Turn, base: dict[str, Any]) -> AsyncIterator[bytes]:
     yield emit("response.created", response=base)
     yield emit("response.in_progress", response=base)
     text, opened = "", False
-    async for item in turn.text():
+    async for item in turn.text_paused():
+        if item is None:
+            yield PAUSE  # nothing more is ready: what was made goes out now
+            continue
         if isinstance(item, str):
             if not opened:
                 for event in opening():

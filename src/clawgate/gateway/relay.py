@@ -216,12 +216,22 @@ class Relay:
 
 
 async def relay(bus: EventBus, hub: Hub) -> None:
-    """Forward every event of the engine's bus to the hub until cancelled (the gateway's
-    lifespan owns the task)."""
+    """Forward the engine's bus to the hub until cancelled (the gateway's lifespan owns the
+    task). It listens only while a WebSocket client is connected: with none, a turn's events
+    would be read, turned into frames for nobody and dropped (a headless API gateway spent
+    ~1/10 of its event loop on that). So it subscribes when the first client joins and leaves
+    the bus at the first event after the last one left; a client that joins during a run gets
+    that run's events from then on (its final event carries the whole reply)."""
+    while True:
+        await hub.audience.wait()
+        await _forward(bus, hub)
+
+
+async def _forward(bus: EventBus, hub: Hub) -> None:
     sub: Subscription = bus.subscribe(maxsize=RELAY_QUEUE, sessions=True)
     state = Relay(hub)
     try:
-        while True:
+        while hub.audience.is_set():
             wait = state.next_due()
             ev: Event | None
             try:
