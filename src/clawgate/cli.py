@@ -14,7 +14,6 @@ import orjson
 
 from clawgate import __version__, cli_memory, cli_models, cli_store, crontab
 from clawgate import config as config_module
-from clawgate.client import GatewayUnreachable
 from clawgate.errors import ClawgateError, ConfigError
 from clawgate.plugins.host import Generation, PluginHost
 
@@ -31,10 +30,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     try:
         return handler(args)
-    except GatewayUnreachable as exc:
-        print(f"clawgate: {exc}", file=sys.stderr)
-        return 2
     except ClawgateError as exc:
+        # client.GatewayUnreachable, known by its reason: importing clawgate.client (websockets,
+        # urllib, http.client) only to catch it would slow every command, the gateway's too.
+        if exc.reason == "gateway_unreachable":
+            print(f"clawgate: {exc}", file=sys.stderr)
+            return 2
         print(f"clawgate: error: {exc}", file=sys.stderr)
         return 1
     except OSError as exc:  # a file or socket the command needed: one line, not a traceback

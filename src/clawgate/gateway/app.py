@@ -19,9 +19,8 @@ import signal
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.routing import BaseRoute, Route, WebSocketRoute
@@ -58,6 +57,9 @@ from clawgate.plugins.hooks import Hook
 from clawgate.plugins.host import COUNTERS, Generation
 from clawgate.runtime import Runtime
 from clawgate.types import now_ms
+
+if TYPE_CHECKING:
+    import uvicorn  # serving decides how uvicorn is imported (without its CLI)
 
 log = logging.getLogger("clawgate.gateway")
 
