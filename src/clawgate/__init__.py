@@ -6,66 +6,78 @@ Bundled plugins import only from here, like any third-party plugin.
 
 from __future__ import annotations
 
-from clawgate.chat import (
-    Account,
-    Attachment,
-    Capabilities,
-    Channel,
-    ChannelAuthError,
-    ChannelContext,
-    ChannelSendError,
-    ChannelState,
-    DeliveryReceipt,
-    InboundMessage,
-    OutboundMedia,
-    OutboundMessage,
-    Received,
-    Target,
-    WebhookRequest,
-    WebhookResponse,
-)
-from clawgate.errors import (
-    ClawgateError,
-    InvalidRequest,
-    PluginError,
-    ProviderError,
-    ProviderErrorKind,
-    RegistrationError,
-    ToolError,
-)
-from clawgate.plugins.api import PluginApi
-from clawgate.plugins.hooks import SPECS as HOOK_SPECS
-from clawgate.plugins.hooks import HookSpec
-from clawgate.plugins.registry import (
-    CommandContext,
-    MethodContext,
-    ServiceContext,
-    Tool,
-    ToolContext,
-)
-from clawgate.providers.base import (
-    THINKING_LEVELS,
-    AuthAware,
-    Cost,
-    Finish,
-    InputKind,
-    Message,
-    ModelCost,
-    ModelEvent,
-    ModelInfo,
-    ModelRequest,
-    ProfileStatus,
-    Provider,
-    TextDelta,
-    ThinkingLevel,
-    ToolCall,
-    ToolSpec,
-    Usage,
-    text_of,
-)
-from clawgate.providers.catalog import Catalog, parse_models
-from clawgate.providers.profiles import AuthProfiles, Credential, profile_credentials
-from clawgate.sessions.keys import session_scope
+import gc
+
+# Importing the API below creates ~100,000 objects that live as long as the process, and the
+# cyclic collector would walk them over and over to find next to nothing (about a tenth of a
+# gateway's start-up). It is paused for these imports and left as it was found.
+_collecting = gc.isenabled()
+gc.disable()
+
+try:
+    from clawgate.chat import (
+        Account,
+        Attachment,
+        Capabilities,
+        Channel,
+        ChannelAuthError,
+        ChannelContext,
+        ChannelSendError,
+        ChannelState,
+        DeliveryReceipt,
+        InboundMessage,
+        OutboundMedia,
+        OutboundMessage,
+        Received,
+        Target,
+        WebhookRequest,
+        WebhookResponse,
+    )
+    from clawgate.errors import (
+        ClawgateError,
+        InvalidRequest,
+        PluginError,
+        ProviderError,
+        ProviderErrorKind,
+        RegistrationError,
+        ToolError,
+    )
+    from clawgate.plugins.api import PluginApi
+    from clawgate.plugins.hooks import SPECS as HOOK_SPECS
+    from clawgate.plugins.hooks import HookSpec
+    from clawgate.plugins.registry import (
+        CommandContext,
+        MethodContext,
+        ServiceContext,
+        Tool,
+        ToolContext,
+    )
+    from clawgate.providers.base import (
+        THINKING_LEVELS,
+        AuthAware,
+        Cost,
+        Finish,
+        InputKind,
+        Message,
+        ModelCost,
+        ModelEvent,
+        ModelInfo,
+        ModelRequest,
+        ProfileStatus,
+        Provider,
+        TextDelta,
+        ThinkingLevel,
+        ToolCall,
+        ToolSpec,
+        Usage,
+        text_of,
+    )
+    from clawgate.providers.catalog import Catalog, parse_models
+    from clawgate.providers.profiles import AuthProfiles, Credential, profile_credentials
+    from clawgate.sessions.keys import session_scope
+finally:
+    if _collecting:
+        gc.enable()
 
 __version__ = "0.1.0"
 

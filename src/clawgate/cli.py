@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import logging
 import os
 import sys
@@ -186,6 +187,24 @@ def _port(text: str) -> int:
 
 
 def _gateway(args: argparse.Namespace) -> int:
+    # Start-up allocates objects that live as long as the process (modules, classes, pydantic
+    # validators, plugins): the cyclic collector would walk them again and again for nothing.
+    # It is off until the gateway listens; then they are frozen (moved out of every later
+    # collection) and it is back on. A failed start turns it back on too.
+    gc.disable()
+    try:
+        return _serve(args)
+    finally:
+        gc.enable()
+
+
+def _settle() -> None:
+    """The gateway listens: what start-up built stays, out of the collector's way."""
+    gc.freeze()
+    gc.enable()
+
+
+def _serve(args: argparse.Namespace) -> int:
     from clawgate.gateway.app import Gateway
 
     level = os.environ.get("CLAWGATE_LOG_LEVEL", "INFO").upper()
@@ -197,7 +216,7 @@ def _gateway(args: argparse.Namespace) -> int:
     os.umask(0o077)
     settings = config_module.load()
     gateway = Gateway(settings, host=args.bind, port=args.port)
-    asyncio.run(gateway.serve())  # announces "listening on ..." once the port is bound
+    asyncio.run(gateway.serve(on_ready=_settle))  # announces "listening on ..." once bound
     return 0
 
 
