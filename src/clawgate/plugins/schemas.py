@@ -8,15 +8,17 @@ gateway's start-up, yet a restart with unchanged manifests and config asks it no
 state directory it keeps them in ``<state>/plugin-schemas.json``. A remembered pass is a set
 lookup and jsonschema is imported only when something must really be checked. Failures are
 never remembered: a broken manifest or config is checked again on every scan and refused with
-the same message. The file is stamped with clawgate's and jsonschema's versions and ignored
-when either differs, holds at most :data:`MAX_PASSES` digests (oldest dropped) and is only a
-cache: unreadable or damaged, it costs one full check.
+the same message. The file is stamped with the default dialect and the installed jsonschema
+(its package file's path, size and modification time: looking its version up in the
+distributions' metadata would cost ~3 ms of every start) and ignored when either differs. It
+holds at most :data:`MAX_PASSES` digests (oldest dropped) and is only a cache: unreadable or
+damaged, it costs one full check.
 """
 
 from __future__ import annotations
 
 import functools
-import importlib.metadata
+import importlib.util
 import logging
 import os
 import tempfile
@@ -39,11 +41,20 @@ CACHE_FILE = "plugin-schemas.json"
 MAX_PASSES = 2048
 
 
-def _version(distribution: str) -> str:
+DIALECT = "draft-07"  # of a configSchema without "$schema" (see _default_dialect)
+
+
+def _jsonschema_stamp() -> str:
+    """Which jsonschema is installed, without importing it: an upgrade or reinstall rewrites
+    its package file."""
+    spec = importlib.util.find_spec("jsonschema")
+    if spec is None or spec.origin is None:
+        return "missing"
     try:
-        return importlib.metadata.version(distribution)
-    except importlib.metadata.PackageNotFoundError:  # running from a source tree
-        return "0"
+        info = os.stat(spec.origin)
+    except OSError:
+        return "unreadable"
+    return f"{spec.origin}:{info.st_size}:{info.st_mtime_ns}"
 
 
 class SchemaCache:
@@ -180,7 +191,7 @@ class SchemaCache:
 
     def _versions(self) -> list[str]:
         if self._stamp is None:
-            self._stamp = [_version("clawgate"), _version("jsonschema")]
+            self._stamp = [DIALECT, _jsonschema_stamp()]
         return self._stamp
 
 
