@@ -6,8 +6,12 @@ chunks when the body asks for a stream. The gateway runs as users run it (`clawg
 embedded defaults, the echo provider: a new session per request, 20 chunks per stream). Both
 are driven by the same load client: keep-alive HTTP/1.1 connections, pre-built requests, raw
 socket reads (so the client's own cost is small and equal for both), at concurrency 1, 4, 16
-and 64. Reported per pair: p50/p99 latency, requests/s, and the ratio to the floor, with the
-load average seen. The server runs in a child process; the client in this one.
+and 64. Reported per pair: p50/p99 latency, requests/s, the server's CPU time per request (all
+its threads, from /proc: steadier than latency on a shared machine), and the ratio to the
+floor, with the load average seen. The server runs in a child process; the client in this one.
+Then, on the gateway only, a turn on a session with history: 40 sessions (200 without
+``--quick``) are filled with 25 turns each (50 messages), then one more turn on each is timed,
+one at a time; its p50 against the new-session p50 at concurrency 1.
 
 Prints one JSON document, then a `verdict:` line. `--quick` sends fewer requests.
 """
@@ -34,6 +38,7 @@ CLAWGATE = str(Path(sys.executable).with_name("clawgate"))
 CONCURRENCY = (1, 4, 16, 64)
 CHUNKS = 20
 CHUNK_CHARS = 4
+HISTORY_TURNS = 25  # a session "with history" holds 50 messages when its turn is timed
 PROMPT = "x" * (CHUNKS * CHUNK_CHARS)  # the echo provider streams it back in 20 chunks
 
 FLOOR_APP = textwrap.dedent('''
@@ -73,9 +78,14 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def request_bytes(port: int, token: str | None, *, stream: bool) -> bytes:
-    body = orjson.dumps({"model": "clawgate", "stream": stream,
-                         "messages": [{"role": "user", "content": PROMPT}]})
+def request_bytes(port: int, token: str | None, *, stream: bool,
+                  user: str | None = None) -> bytes:
+    """One completion request; ``user`` names a session (else each request starts one)."""
+    fields: dict[str, Any] = {"model": "clawgate", "stream": stream,
+                              "messages": [{"role": "user", "content": PROMPT}]}
+    if user is not None:
+        fields["user"] = user
+    body = orjson.dumps(fields)
     head = ["POST /v1/chat/completions HTTP/1.1", f"Host: 127.0.0.1:{port}",
             "Content-Type: application/json", f"Content-Length: {len(body)}"]
     if token:
@@ -100,8 +110,17 @@ async def read_response(reader: asyncio.StreamReader) -> int:
     return status
 
 
-async def load(port: int, payload: bytes, *, concurrency: int, total: int) -> dict[str, Any]:
-    """``total`` requests over ``concurrency`` keep-alive connections."""
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far (all its threads), from /proc."""
+    with open(f"/proc/{pid}/stat", encoding="ascii") as stat:
+        fields = stat.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+async def load(port: int, payload: bytes, *, concurrency: int, total: int,
+               pid: int | None = None) -> dict[str, Any]:
+    """``total`` requests over ``concurrency`` keep-alive connections; with ``pid``, also the
+    server's CPU time per request (steadier than latency on a shared machine)."""
     samples: list[float] = []
     per_connection = max(1, total // concurrency)
 
@@ -122,13 +141,55 @@ async def load(port: int, payload: bytes, *, concurrency: int, total: int) -> di
 
     await asyncio.gather(*(connection() for _ in range(concurrency)))  # warm the connections
     samples.clear()
+    cpu = cpu_seconds(pid) if pid is not None else 0.0
     started = time.perf_counter()
     await asyncio.gather(*(connection() for _ in range(concurrency)))
     wall = time.perf_counter() - started
     ms = [s * 1000 for s in samples]
-    return {"p50_ms": round(common.percentile(ms, 50), 3),
-            "p99_ms": round(common.percentile(ms, 99), 3),
-            "rps": round(len(samples) / wall, 1), "n": len(samples)}
+    row = {"p50_ms": round(common.percentile(ms, 50), 3),
+           "p99_ms": round(common.percentile(ms, 99), 3),
+           "rps": round(len(samples) / wall, 1), "n": len(samples)}
+    if pid is not None:
+        row["cpu_ms_per_request"] = round((cpu_seconds(pid) - cpu) * 1000 / len(samples), 3)
+    return row
+
+
+async def existing_sessions(port: int, token: str, *, sessions: int) -> dict[str, Any]:
+    """Fill ``sessions`` sessions with HISTORY_TURNS turns each (16 at a time), then time one
+    more turn on each, one at a time: the p50 of a turn on a session with history."""
+    gate = asyncio.Semaphore(16)
+
+    async def fill(user: str) -> None:
+        async with gate:
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            try:
+                payload = request_bytes(port, token, stream=False, user=user)
+                for _ in range(HISTORY_TURNS):
+                    writer.write(payload)
+                    if await read_response(reader) != 200:
+                        raise RuntimeError(f"HTTP error filling {user}")
+            finally:
+                writer.close()
+
+    users = [f"bench-history-{n}" for n in range(sessions)]
+    await asyncio.gather(*(fill(u) for u in users))
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.transport.get_extra_info("socket").setsockopt(
+        socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    samples: list[float] = []
+    try:
+        for user in users:
+            payload = request_bytes(port, token, stream=False, user=user)
+            started = time.perf_counter()
+            writer.write(payload)
+            if await read_response(reader) != 200:
+                raise RuntimeError(f"HTTP error on {user}")
+            samples.append((time.perf_counter() - started) * 1000)
+    finally:
+        writer.close()
+    return {"p50_ms": round(common.percentile(samples, 50), 3),
+            "p99_ms": round(common.percentile(samples, 99), 3), "n": len(samples),
+            "messages_before": 2 * HISTORY_TURNS}
 
 
 async def wait_ready(port: int, path: str, proc: asyncio.subprocess.Process) -> None:
@@ -204,7 +265,11 @@ async def measure(quick: bool) -> dict[str, Any]:
                     payload = request_bytes(port, token, stream=stream)
                     for c in CONCURRENCY:
                         rows[f"{'stream' if stream else 'json'}@{c}"] = await load(
-                            port, payload, concurrency=c, total=max(total, c * 8))
+                            port, payload, concurrency=c, total=max(total, c * 8),
+                            pid=proc.pid)
+                if token is not None:
+                    rows["json@1 existing"] = await existing_sessions(
+                        port, token, sessions=40 if quick else 200)
                 results[name] = rows
             finally:
                 await stop(proc)
@@ -213,6 +278,9 @@ async def measure(quick: bool) -> dict[str, Any]:
                     "rps": round(results["gateway"][key]["rps"] / results["floor"][key]["rps"],
                                  3)}
               for key in results["floor"]}
+    existing = results["gateway"]["json@1 existing"]["p50_ms"]
+    ratios["existing vs new"] = {"p50": round(existing / results["gateway"]["json@1"]["p50_ms"],
+                                              2)}
     return {**results, "ratio": ratios}
 
 
@@ -227,6 +295,8 @@ def budgets(m: dict[str, Any]) -> list[common.Budget]:
                       r["stream@1"]["p50"], r["stream@1"]["p50"] <= 3),
         common.Budget("non-stream p50 at concurrency 64 (ms)", "<= 30", g["json@64"]["p50_ms"],
                       g["json@64"]["p50_ms"] <= 30),
+        common.Budget("turn on a 50-message session / on a new one, p50", "<= 1.3x",
+                      r["existing vs new"]["p50"], r["existing vs new"]["p50"] <= 1.3),
     ]
 
 

@@ -86,6 +86,20 @@ async def test_slow_subscriber_overflows_instead_of_growing(make_engine):
     assert kept == everything[:2]  # it kept what fitted and stopped receiving
 
 
+async def test_a_subscription_to_some_streams_gets_only_those(make_engine):
+    h = await make_engine(echo={"chunk_chars": 1})
+    with h.engine.bus.subscribe(session_key=MAIN, maxsize=8,
+                                streams=frozenset({"lifecycle"})) as ends, \
+            h.engine.bus.subscribe(session_key=MAIN) as everything:
+        result = await h.engine.run(Submission("a reply of many deltas"))
+        seen, kept = drain(everything), drain(ends)
+
+    assert result.status == "ok"
+    assert kept == [e for e in seen if e.stream == "lifecycle"]
+    assert {e.data["phase"] for e in kept} >= {"start", "end"}
+    assert ends.overflowed is False  # the deltas (more than 8) never reached its mailbox
+
+
 async def test_assistant_events_carry_only_the_new_text(make_engine):
     # A cumulative copy per event would make every mailbox hold O(reply²) bytes.
     h = await make_engine(echo={"chunk_chars": 3})

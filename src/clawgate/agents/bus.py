@@ -78,16 +78,21 @@ class Subscription:
     """A bounded mailbox of events; iterate it, or ``get()`` one event at a time."""
 
     def __init__(self, bus: EventBus, *, run_id: str | None, session_key: str | None,
-                 maxsize: int, sessions: bool = False) -> None:
+                 maxsize: int, sessions: bool = False,
+                 streams: frozenset[Stream] | None = None) -> None:
         self.run_id = run_id
         self.session_key = session_key
         self.sessions = sessions  # session events too, not only run events
+        self.streams = streams  # the run-event streams it wants (None: all)
         self.overflowed = False
         self._bus = bus
         self._queue: asyncio.Queue[Event] = asyncio.Queue(maxsize)
 
     def wants(self, event: Event) -> bool:
-        if not isinstance(event, RunEvent) and not self.sessions:
+        if isinstance(event, RunEvent):
+            if self.streams is not None and event.stream not in self.streams:
+                return False
+        elif not self.sessions:
             return False
         return (self.run_id is None or event.run_id == self.run_id) and (
             self.session_key is None or event.session_key == self.session_key
@@ -134,11 +139,13 @@ class EventBus:
         self.export: Callable[[Event], None] | None = None
 
     def subscribe(self, *, run_id: str | None = None, session_key: str | None = None,
-                  maxsize: int = 1024, sessions: bool = False) -> Subscription:
-        """A mailbox of run events (of ``run_id`` / ``session_key`` when given), and of
-        session and message events too with ``sessions=True``."""
+                  maxsize: int = 1024, sessions: bool = False,
+                  streams: frozenset[Stream] | None = None) -> Subscription:
+        """A mailbox of run events (of ``run_id`` / ``session_key`` when given; of the
+        ``streams`` given, e.g. only ``lifecycle``: a run's text deltas then never reach it),
+        and of session and message events too with ``sessions=True``."""
         sub = Subscription(self, run_id=run_id, session_key=session_key, maxsize=maxsize,
-                           sessions=sessions)
+                           sessions=sessions, streams=streams)
         if run_id is not None:
             self._by_run.setdefault(run_id, set()).add(sub)
         else:

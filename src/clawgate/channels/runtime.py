@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from clawgate.agents.bus import RunEvent
+from clawgate.agents.bus import RunEvent, Stream
 from clawgate.agents.commands import catalogue
 from clawgate.agents.engine import Engine
 from clawgate.agents.turn import Turn
@@ -240,13 +240,14 @@ class ChannelRuntime:
         """Wake the outbound worker when a run that owes a channel its reply ends (its intent
         was committed with the end)."""
         bus = self.engine.bus
-        sub = bus.subscribe(maxsize=RUN_EVENTS)
+        only: frozenset[Stream] = frozenset({"lifecycle"})  # a run's end is all it wants
+        sub = bus.subscribe(maxsize=RUN_EVENTS, streams=only)
         try:
             while True:
                 event = await sub.get()
                 if sub.overflowed:  # missed some ends: resubscribe and look anyway
                     sub.close()
-                    sub = bus.subscribe(maxsize=RUN_EVENTS)
+                    sub = bus.subscribe(maxsize=RUN_EVENTS, streams=only)
                     self.wake()
                 elif isinstance(event, RunEvent) and event.stream == "lifecycle" \
                         and event.data.get("deliver"):

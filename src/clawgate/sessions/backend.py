@@ -18,6 +18,7 @@ from typing import Protocol
 
 from clawgate.errors import Unavailable
 from clawgate.sessions import listing, postgres
+from clawgate.sessions.checkpointer import BACKSTOP_PAGES, Checkpointer
 from clawgate.sessions.schema import migrate
 
 log = logging.getLogger("clawgate.store")
@@ -51,6 +52,12 @@ class Backend(Protocol):
     def alive(self, conn: sqlite3.Connection) -> bool:
         """False once the connection is lost (it is then opened again)."""
 
+    def committed(self) -> None:
+        """The writer committed a transaction (on the writer thread)."""
+
+    def close_writer(self, conn: sqlite3.Connection) -> None:
+        """Close the write connection for good (the store is closing)."""
+
     def storage_error(self, exc: BaseException) -> Unavailable | None:
         """``store_unavailable`` for a failure of the storage itself, else None."""
 
@@ -64,6 +71,7 @@ class SqliteBackend:
     def __init__(self, path: Path) -> None:
         self.path = path
         self.where = str(path)
+        self._checkpointer: Checkpointer | None = None  # started by the first commit
 
     def open_writer(self) -> sqlite3.Connection:
         try:
@@ -82,6 +90,9 @@ class SqliteBackend:
                 conn.execute("PRAGMA synchronous = NORMAL")
                 conn.execute("PRAGMA foreign_keys = ON")
                 migrate(conn, path=self.path)
+                # The WAL is copied back by the checkpoint thread (sessions/checkpointer.py)
+                # once the writer commits; the writer's own checkpoint is only the backstop.
+                conn.execute(f"PRAGMA wal_autocheckpoint = {BACKSTOP_PAGES}")
                 for suffix in ("", "-wal", "-shm"):
                     private_file(self.path.with_name(self.path.name + suffix))
             except BaseException:
@@ -92,7 +103,9 @@ class SqliteBackend:
         return conn
 
     def reopen_writer(self) -> sqlite3.Connection:
-        return _connect(self.path)
+        conn = _connect(self.path)
+        conn.execute(f"PRAGMA wal_autocheckpoint = {BACKSTOP_PAGES}")
+        return conn
 
     def open_reader(self) -> sqlite3.Connection:
         conn = _connect(self.path)
@@ -102,6 +115,17 @@ class SqliteBackend:
 
     def alive(self, conn: sqlite3.Connection) -> bool:
         return True  # a file does not hang up
+
+    def committed(self) -> None:
+        if self._checkpointer is None:
+            self._checkpointer = Checkpointer(self.path)
+        self._checkpointer.committed()
+
+    def close_writer(self, conn: sqlite3.Connection) -> None:
+        checkpointer, self._checkpointer = self._checkpointer, None
+        if checkpointer is not None:
+            checkpointer.stop()  # first, so that the writer's close removes the WAL
+        conn.close()
 
     def storage_error(self, exc: BaseException) -> Unavailable | None:
         return storage_error(exc, self.path)

@@ -36,12 +36,13 @@ TABLES: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("channel_state", ("channel", "account", "name")),
     ("channel_previews", ("run_id",)),
 )
-# sessions_fts (SQLite's trigram index of sessions, with its FTS5 shadow tables) is derived:
-# triggers fill it as the sessions are copied in. ``events`` (a few minutes of events handed
-# between replicas) and ``replicas`` (the processes running now) describe running gateways,
-# not the installation being moved.
+# sessions_fts (SQLite's trigram index of sessions, with its FTS5 shadow tables) and its
+# pending set are derived: triggers fill them as the sessions are copied in. ``events`` (a few
+# minutes of events handed between replicas) and ``replicas`` (the processes running now)
+# describe running gateways, not the installation being moved.
 SKIPPED = frozenset({"store_probe", "schema_version", "sessions_fts", "sessions_fts_data",
                      "sessions_fts_idx", "sessions_fts_docsize", "sessions_fts_config",
+                     "sessions_fts_pending",
                      "events", "replicas"})
 # Tables whose ``id`` is an identity column on PostgreSQL (INTEGER PRIMARY KEY on SQLite).
 IDENTITY = ("messages", "cron_runs")

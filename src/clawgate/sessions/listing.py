@@ -28,6 +28,7 @@ import orjson
 from clawgate.errors import InvalidRequest
 from clawgate.sessions.keys import normalize_agent_id, row_kind
 from clawgate.sessions.schema import COLUMNS, decode
+from clawgate.sessions.searchindex import PENDING_TABLE
 
 MAX_LIMIT = 1000
 MAX_KEYS = 10_000  # a key filter is one SQL parameter per key
@@ -229,22 +230,29 @@ def _where(query: ListQuery, now_ms: int, *, trigram: bool = True) -> tuple[str,
         clauses.append("COALESCE(channel, last_channel) = ?")
         params.append(query.channel)
     needle = (query.search or "").strip()
+    pattern = "%" + _escape_like(fold(needle) or "") + "%"
     if trigram and needle and len(needle) >= FTS_MIN_CHARS and needle.isascii():
         # The trigram index matches a quoted string as a case-insensitive substring of a
-        # column (ASCII case folding: hence ASCII needles only).
-        clauses.append(f"rowid IN (SELECT rowid FROM {FTS_TABLE} WHERE {FTS_TABLE} MATCH ?)")
-        params.append('"' + needle.replace('"', '""') + '"')
-    elif needle:
-        pattern = "%" + _escape_like(fold(needle) or "") + "%"
+        # column (ASCII case folding: hence ASCII needles only). Sessions not indexed yet
+        # (searchindex: at most a few hundred) are matched by a scan of their own.
         clauses.append(
-            "(" + " OR ".join(f"{FOLD_FUNCTION}({c}) LIKE ? ESCAPE '\\'" for c in SEARCH_COLUMNS)
-            + ")"
-        )
+            f"rowid IN (SELECT rowid FROM {FTS_TABLE} WHERE {FTS_TABLE} MATCH ? UNION ALL "
+            f"SELECT s.rowid FROM {PENDING_TABLE} AS p CROSS JOIN sessions AS s ON s.rowid = p.row "
+            f"WHERE {_like('s.')})")
+        params.append('"' + needle.replace('"', '""') + '"')
+        params += [pattern] * len(SEARCH_COLUMNS)
+    elif needle:
+        clauses.append(f"({_like('')})")
         params += [pattern] * len(SEARCH_COLUMNS)
     if query.active_minutes is not None:
         clauses.append("updated_at >= ?")
         params.append(now_ms - int(query.active_minutes * 60_000))
     return " AND ".join(clauses), params
+
+
+def _like(table: str) -> str:
+    """Any search column (of ``table``, a prefix such as ``s.``) folded, LIKE a pattern."""
+    return " OR ".join(f"{FOLD_FUNCTION}({table}{c}) LIKE ? ESCAPE '\\'" for c in SEARCH_COLUMNS)
 
 
 def _escape_like(text: str) -> str:

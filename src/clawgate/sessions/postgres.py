@@ -341,6 +341,12 @@ class PostgresBackend:
     def alive(self, conn: sqlite3.Connection) -> bool:
         return bool(getattr(conn, "alive", False))
 
+    def committed(self) -> None:
+        pass  # the server checkpoints its own WAL
+
+    def close_writer(self, conn: sqlite3.Connection) -> None:
+        conn.close()
+
     def storage_error(self, exc: BaseException) -> Unavailable | None:
         return storage_error(exc, self.where)
 

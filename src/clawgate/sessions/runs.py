@@ -28,6 +28,7 @@ from typing import Any
 from clawgate.errors import InvalidRequest, SessionNotFound
 from clawgate.sessions import compaction, doorbell
 from clawgate.sessions.channelstore import Delivery, insert_inbound, intent_for_run
+from clawgate.sessions.history import HistoryCache
 from clawgate.sessions.schema import dumps, loads
 from clawgate.sessions.transcript import NewMessage, StoredMessage, check_messages
 from clawgate.types import RUN_STATUSES, RunStatus
@@ -50,8 +51,10 @@ def current_session_id(c: sqlite3.Connection, key: str) -> str:
 
 
 def append(c: sqlite3.Connection, key: str, new: Sequence[NewMessage],
-           now: int) -> list[StoredMessage]:
-    """Append checked messages to the session's current transcript (inside a transaction)."""
+           now: int, *, touch: bool = True) -> list[StoredMessage]:
+    """Append checked messages to the session's current transcript (inside a transaction) and
+    set the session's ``updated_at`` unless ``touch`` is False (the caller's own UPDATE of the
+    session sets it: one UPDATE of the list indexes instead of two)."""
     sid = current_session_id(c, key)
     seq = int(c.execute("SELECT COALESCE(MAX(seq), 0) FROM messages WHERE session_id = ?",
                         (sid,)).fetchone()[0])
@@ -67,7 +70,7 @@ def append(c: sqlite3.Connection, key: str, new: Sequence[NewMessage],
              m.stop_reason, now, extra),
         ).fetchone()
         out.append(m.stored(id=int(row[0]), key=key, session_id=sid, seq=seq, at=now))
-    if out:
+    if out and touch:
         c.execute("UPDATE sessions SET updated_at = ? WHERE key = ?", (now, key))
     return out
 
@@ -167,12 +170,13 @@ def claim(c: sqlite3.Connection, run_id: str, key: str, messages: Sequence[Any],
 
 
 def begin(c: sqlite3.Connection, run_id: str, key: str, messages: Sequence[Any],
-          now: int, history: int = 0) -> list[StoredMessage]:
+          now: int, history: int = 0, cache: HistoryCache | None = None) -> list[StoredMessage]:
     """Start a run: its messages join the transcript and the record says running.
 
     Returns the turn's context, read in the same transaction so the turn needs no second trip
     to the store: the latest compaction entry, if any, then the newest ``history`` messages
-    from its cut on (oldest first; see :func:`clawgate.sessions.compaction.context`).
+    from its cut on (oldest first; see :func:`clawgate.sessions.compaction.context`) — from
+    ``cache`` when it holds the session's context as the transcript stood just before.
     """
     new = check_messages(messages, "runs.begin")
     sid = current_session_id(c, key)
@@ -184,10 +188,22 @@ def begin(c: sqlite3.Connection, run_id: str, key: str, messages: Sequence[Any],
                       "VALUES (?, ?, ?, 'running', ?)", (run_id, key, sid, now))
         except sqlite3.IntegrityError:
             raise InvalidRequest(f"run {run_id!r} was already started") from None
-    append(c, key, new, now)
+    stored = append(c, key, new, now)
     if history <= 0:
         return []
-    return compaction.context(c, sid, history)
+    if stored and stored[0].seq == 1:
+        # The transcript was empty (a new session): its context is what was just appended.
+        if cache is not None:
+            cache.put(key, sid, history, stored[-history:], newest=stored[-1].seq)
+        return stored[-history:]
+    if cache is not None:
+        cached = cache.context(key, sid, history, stored)
+        if cached is not None:
+            return cached
+    context = compaction.context(c, sid, history)
+    if cache is not None and stored:
+        cache.put(key, sid, history, context, newest=stored[-1].seq)
+    return context
 
 
 def complete(c: sqlite3.Connection, run_id: str, key: str, messages: Sequence[Any], now: int, *,
@@ -195,7 +211,8 @@ def complete(c: sqlite3.Connection, run_id: str, key: str, messages: Sequence[An
              usage: dict[str, Any] | None, model: str | None, provider: str | None,
              merged: Sequence[str], cost: float | None = None,
              fallbacks: Sequence[dict[str, Any]] | None = None,
-             archive_from: int | None = None, owner: str | None = None) -> list[StoredMessage]:
+             archive_from: int | None = None, owner: str | None = None,
+             cache: HistoryCache | None = None) -> list[StoredMessage]:
     """End a run: final messages, run record, session counters — one transaction (and the
     reply's send intent when the run owes a channel one). ``cost`` (USD) is added to the
     session's; ``fallbacks`` are the failed model attempts. ``archive_from`` (the ``seq`` of the
@@ -219,7 +236,9 @@ def complete(c: sqlite3.Connection, run_id: str, key: str, messages: Sequence[An
         # Its begin never committed (cancelled while waiting for the writer): the input was
         # acknowledged, so it joins the transcript before the final messages.
         new = check_messages(loads(row[1]), "runs.complete") + new
-    stored = append(c, key, new, now)
+    stored = append(c, key, new, now, touch=False)  # the counters' UPDATE below sets updated_at
+    if cache is not None:
+        cache.appended(key, stored)
     c.execute(
         "UPDATE runs SET status = ?, ended_at = ?, stop_reason = ?, error = ?, usage = ?, "
         "model = ?, provider = ?, cost_usd = ?, fallbacks = ? WHERE run_id = ?",
@@ -254,6 +273,8 @@ def complete(c: sqlite3.Connection, run_id: str, key: str, messages: Sequence[An
     )
     if archive_from is not None:
         _archive_run(c, key, archive_from)
+        if cache is not None:
+            cache.drop(key)  # archiving moves neither the transcript nor its newest seq
         return []  # archived: no subscriber ever sees them
     return stored
 

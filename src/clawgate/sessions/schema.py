@@ -17,6 +17,7 @@ from typing import Any, Literal
 import orjson
 
 from clawgate.errors import ClawgateError, InvalidRequest
+from clawgate.sessions import searchindex
 from clawgate.types import QUEUE_MODES, RunStatus
 
 ColumnType = Literal["text", "int", "real", "bool", "json"]
@@ -331,6 +332,9 @@ CREATE TABLE replicas (
     owns TEXT NOT NULL DEFAULT '[]'
 );
 """),
+    # PostgreSQL has no search index (it scans), so nothing to do there.
+    Migration(12, "search index filled in batches: new sessions wait in a pending set",
+              searchindex.MIGRATION, postgres="SELECT 1;"),
 )
 SCHEMA_VERSION = MIGRATIONS[-1].version
 

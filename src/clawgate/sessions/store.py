@@ -40,13 +40,14 @@ from typing import Any, TypeVar
 
 from clawgate.errors import InvalidRequest, SessionError, SessionNotFound, Unavailable
 from clawgate.providers.base import Message
-from clawgate.sessions import compaction, keys, listing, postgres, runs, usage
+from clawgate.sessions import compaction, keys, listing, postgres, runs, searchindex, usage
 from clawgate.sessions.backend import SqliteBackend, backend_for
 from clawgate.sessions.channelstore import ChannelStore, Delivery
 from clawgate.sessions.compaction import View
 from clawgate.sessions.cronstore import CronStore
 from clawgate.sessions.doorbell import Doorbell, LocalDoorbell, PgDoorbell
 from clawgate.sessions.events import EventLog, SideWriter
+from clawgate.sessions.history import HistoryCache
 from clawgate.sessions.leases import Lease, lease_for
 from clawgate.sessions.listing import DisplayModel, ListQuery, ListResult
 from clawgate.sessions.replica import ReplicaTable
@@ -88,6 +89,11 @@ class SessionStore:
         # None on SQLite, where one process owns every run.
         self.owner: str | None = None
         self._side: SideWriter | None = None  # the events log's writer (PostgreSQL)
+        # Fills SQLite's search index in batches (sessions/searchindex.py); None on PostgreSQL.
+        self._indexer: searchindex.Indexer | None = None
+        # Turn contexts kept between turns (sessions/history.py; only the writer thread uses
+        # it). SQLite only: on PostgreSQL other replicas write the same transcripts.
+        self._history = HistoryCache() if isinstance(self.backend, SqliteBackend) else None
 
     async def open(self) -> None:
         """Create or migrate the database and start the writer and reader threads."""
@@ -99,10 +105,16 @@ class SessionStore:
         self._readers = concurrent.futures.ThreadPoolExecutor(
             self._reader_count, "clawgate-db-read"
         )
+        if isinstance(self.backend, SqliteBackend):
+            await writer.submit(searchindex.flush)  # rows left pending by the last process
+            self._indexer = searchindex.Indexer(writer.submit)
 
     async def close(self) -> None:
         """Commit the queued writes, then stop every thread and close every connection."""
         writer, readers, side = self._writer, self._readers, self._side
+        indexer, self._indexer = self._indexer, None
+        if indexer is not None:
+            await indexer.close()  # before the writer stops: a flush in flight uses it
         self._writer = None
         self._readers = None
         self._side = None
@@ -131,6 +143,14 @@ class SessionStore:
     def failure(self) -> str | None:
         """Why the store cannot write (disk full, database corrupt, I/O error), or None."""
         return None if self._writer is None else self._writer.failure
+
+    @property
+    def context_reads(self) -> tuple[int, int]:
+        """(hits, misses) of the turn contexts kept between turns (sessions/history.py):
+        contexts given without reading the transcript, and contexts read; (0, 0) on
+        PostgreSQL."""
+        cache = self._history
+        return (0, 0) if cache is None else (cache.hits, cache.misses)
 
     async def probe_write(self) -> str | None:
         """Try one write the size of a large message (64 KiB, into a scratch table, deleted in
@@ -167,16 +187,19 @@ class SessionStore:
         row = {"key": k, "agent_id": agent, "session_id": sid, "created_at": now,
                "updated_at": now, "started_at": now, **values}
 
-        def job(c: sqlite3.Connection) -> SessionEntry:
+        def job(c: sqlite3.Connection) -> tuple[SessionEntry, bool]:
             names = ", ".join(row)
             marks = ", ".join("?" for _ in row)
-            c.execute(
+            created = c.execute(
                 f"INSERT INTO sessions ({names}) VALUES ({marks}) ON CONFLICT (key) DO NOTHING",
                 list(row.values()),
-            )
-            return _must(c, k)
+            ).rowcount > 0
+            return _must(c, k), created
 
-        return await self._write(job)
+        entry, created = await self._write(job)
+        if created:
+            self._created()
+        return entry
 
     async def patch(self, key: str, **fields: Any) -> SessionEntry:
         """Set fields of an existing session (None clears one) and touch ``updated_at``. An unknown
@@ -338,7 +361,9 @@ class SessionStore:
         ``history`` messages (the turn's context) read in that same transaction."""
         k = keys.canonical(key)
         now = self._clock()
-        return await self._write(lambda c: runs.begin(c, run_id, k, messages, now, history))
+        cache = self._history
+        return await self._write(
+            lambda c: runs.begin(c, run_id, k, messages, now, history, cache))
 
     async def claim_run(self, run_id: str, key: str, messages: Sequence[Message], *,
                         history: int = 0) -> list[StoredMessage] | None:
@@ -403,7 +428,7 @@ class SessionStore:
         agent = _agent_for(k, agent_id)
         values = check_fields({"channel": channel} if channel else {}, "sessions.ensure")
         check_messages(messages, "runs.queue")
-        now, sid, owner = self._clock(), str(uuid.uuid4()), self.owner
+        now, sid, owner, cache = self._clock(), str(uuid.uuid4()), self.owner, self._history
         session = {"key": k, "agent_id": agent, "session_id": sid, "created_at": now,
                    "updated_at": now, "started_at": now, **values}
 
@@ -420,9 +445,11 @@ class SessionStore:
                 return row, created, None
             if owner is not None:  # another replica may be running the session
                 return row, created, runs.claim(c, run_id, k, messages, now, owner, history)
-            return row, created, runs.begin(c, run_id, k, messages, now, history)
+            return row, created, runs.begin(c, run_id, k, messages, now, history, cache)
 
         row, created, begun = await self._write(job)
+        if created:
+            self._created()
         return SessionEntry.from_row(row), created, begun
 
     async def complete_run(
@@ -437,13 +464,14 @@ class SessionStore:
         ``archive_from``: the run's messages are archived, see ``runs.complete``); returns the
         messages it appended and kept (for the transcript's live subscribers)."""
         k = keys.canonical(key)
-        now, owner = self._clock(), self.owner
+        now, owner, cache = self._clock(), self.owner, self._history
 
         def job(c: sqlite3.Connection) -> list[StoredMessage]:
             return runs.complete(
                 c, run_id, k, messages, now, status=status, stop_reason=stop_reason,
                 error=error, usage=usage, model=model, provider=provider, merged=tuple(merged),
-                cost=cost, fallbacks=fallbacks, archive_from=archive_from, owner=owner)
+                cost=cost, fallbacks=fallbacks, archive_from=archive_from, owner=owner,
+                cache=cache)
 
         if owner is None:
             return await self._write(job)
@@ -500,6 +528,17 @@ class SessionStore:
         return await self._read(lambda c: usage.session_details(c, ks, start_ms, end_ms))
 
     # -- plumbing -----------------------------------------------------------------------------
+
+    def _created(self) -> None:
+        """A session was created: its search-index row is pending until the next flush."""
+        if self._indexer is not None:
+            self._indexer.created()
+
+    async def flush_search_index(self) -> int:
+        """Index the pending sessions now (SQLite; 0 on PostgreSQL); returns how many."""
+        if self._indexer is None:
+            return 0
+        return await self._write(searchindex.flush)
 
     async def _write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         if self._writer is None:

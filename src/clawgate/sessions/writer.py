@@ -127,7 +127,7 @@ class Writer:
                         conn = None  # lost: opened again for the next batch
         finally:
             if conn is not None:
-                conn.close()
+                self._backend.close_writer(conn)
 
     def _reconnect(self, batch: list[_Task]) -> sqlite3.Connection | None:
         try:
@@ -187,6 +187,7 @@ class Writer:
                     outcomes.append((task, True, value))
             if conn.in_transaction:
                 conn.execute("COMMIT")
+                self._backend.committed()
         except Exception as exc:
             # The transaction itself failed (disk full, I/O error): nothing in it was committed.
             # Every caller hears of it and the writer lives on to serve the next batch.

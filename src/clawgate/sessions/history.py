@@ -1,0 +1,102 @@
+"""The turn context of recently active sessions, kept decoded between turns.
+
+A turn starts by reading its session's context (the latest compaction entry and the newest
+messages after its cut, :func:`clawgate.sessions.compaction.context`) inside its admission
+transaction; decoding a few hundred rows into :class:`StoredMessage` made a turn on a session
+with history three times the cost of one on a new session. :class:`HistoryCache` keeps what
+the last turn of a session read and appended, so the next one reads nothing.
+
+It is exact, not a guess: an entry is used only when its transcript (``session_id``) is the
+session's current one and its newest ``seq`` is the transcript's newest, which the turn's own
+append computes anyway; any other write to the transcript (an append, a compaction entry, a
+reset) moves one of them and the entry is read again. The one write that moves neither,
+archiving a run's messages, drops the entry. Entries live on the writer thread only (every
+use is inside a write job), SQLite only (on PostgreSQL other replicas write the same
+transcripts), and hold at most :data:`MAX_MESSAGES` messages in all, least recently used
+sessions dropped first.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from clawgate.sessions.compaction import entry_of
+from clawgate.sessions.transcript import StoredMessage
+
+MAX_MESSAGES = 4096  # messages kept over all sessions
+
+
+@dataclass(frozen=True, slots=True)
+class _Entry:
+    session_id: str
+    limit: int  # how many messages after the cut the context holds at most
+    context: tuple[StoredMessage, ...]  # [compaction entry?] + newest messages, oldest first
+    newest: int  # the transcript's newest seq when the entry was made
+
+
+class HistoryCache:
+    """Session key → its last turn context (see the module docstring)."""
+
+    def __init__(self, max_messages: int | None = None) -> None:
+        self._max = MAX_MESSAGES if max_messages is None else max_messages
+        self._entries: OrderedDict[str, _Entry] = OrderedDict()
+        self._size = 0
+        self.hits = 0  # contexts given without reading the store
+        self.misses = 0  # contexts read (no entry, or the transcript moved on)
+
+    def context(self, key: str, session_id: str, limit: int,
+                appended: Sequence[StoredMessage]) -> list[StoredMessage] | None:
+        """The context after ``appended`` (the messages this transaction just added, at least
+        one) when the entry was made from the transcript as it was just before them; else
+        None (read it from the store, then :meth:`put` it)."""
+        entry = self._entries.get(key)
+        if (entry is None or not appended or entry.session_id != session_id
+                or entry.limit != limit or entry.newest != appended[0].seq - 1):
+            self.misses += 1
+            return None
+        self.hits += 1
+        context = self._extended(entry, appended)
+        self._set(key, _Entry(session_id, limit, tuple(context), appended[-1].seq))
+        return context
+
+    def put(self, key: str, session_id: str, limit: int,
+            context: Sequence[StoredMessage], newest: int) -> None:
+        """Remember the context just read (``newest``: the transcript's newest seq)."""
+        self._set(key, _Entry(session_id, limit, tuple(context), newest))
+
+    def appended(self, key: str, messages: Sequence[StoredMessage]) -> None:
+        """Messages just added to the session's current transcript (a run's end)."""
+        entry = self._entries.get(key)
+        if entry is None or not messages:
+            return
+        first = messages[0]
+        if entry.session_id != first.session_id or entry.newest != first.seq - 1:
+            self.drop(key)
+            return
+        context = self._extended(entry, messages)
+        self._set(key, _Entry(entry.session_id, entry.limit, tuple(context), messages[-1].seq))
+
+    def drop(self, key: str) -> None:
+        entry = self._entries.pop(key, None)
+        if entry is not None:
+            self._size -= len(entry.context)
+
+    @staticmethod
+    def _extended(entry: _Entry, messages: Sequence[StoredMessage]) -> list[StoredMessage]:
+        # A compaction entry heads the context and stays; the messages after it are the
+        # newest ``limit`` (as compaction.context reads them).
+        head = entry.context[:1] if entry.context and entry_of(entry.context[0]) else ()
+        body = [*entry.context[len(head):], *messages][-entry.limit:]
+        return [*head, *body]
+
+    def _set(self, key: str, entry: _Entry) -> None:
+        self.drop(key)
+        if len(entry.context) > self._max:
+            return
+        self._entries[key] = entry
+        self._size += len(entry.context)
+        while self._size > self._max:
+            _, oldest = self._entries.popitem(last=False)
+            self._size -= len(oldest.context)
