@@ -33,7 +33,8 @@ import common
 from clawgate import config
 from clawgate.plugins import discovery
 from clawgate.plugins.host import PluginHost
-from clawgate.plugins.metadata import MetadataSnapshot, SchemaCache, build_snapshot
+from clawgate.plugins.metadata import MetadataSnapshot, build_snapshot
+from clawgate.plugins.schemas import SchemaCache
 
 SIZES = (0, 10, 50, 150)
 SCAN_BUDGET_MS = 50.0

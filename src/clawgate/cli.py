@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import logging
 import os
 import sys
@@ -14,7 +15,6 @@ import orjson
 
 from clawgate import __version__, cli_memory, cli_models, cli_store, crontab
 from clawgate import config as config_module
-from clawgate.client import GatewayUnreachable
 from clawgate.errors import ClawgateError, ConfigError
 from clawgate.plugins.host import Generation, PluginHost
 
@@ -32,10 +32,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     try:
         return handler(args)
-    except GatewayUnreachable as exc:
-        print(f"clawgate: {exc}", file=sys.stderr)
-        return 2
     except ClawgateError as exc:
+        # client.GatewayUnreachable, known by its reason: importing clawgate.client (websockets,
+        # urllib, http.client) only to catch it would slow every command, the gateway's too.
+        if exc.reason == "gateway_unreachable":
+            print(f"clawgate: {exc}", file=sys.stderr)
+            return 2
         print(f"clawgate: error: {exc}", file=sys.stderr)
         return 1
     except OSError as exc:  # a file or socket the command needed: one line, not a traceback
@@ -186,6 +188,24 @@ def _port(text: str) -> int:
 
 
 def _gateway(args: argparse.Namespace) -> int:
+    # Start-up allocates objects that live as long as the process (modules, classes, pydantic
+    # validators, plugins): the cyclic collector would walk them again and again for nothing.
+    # It is off until the gateway listens; then they are frozen (moved out of every later
+    # collection) and it is back on. A failed start turns it back on too.
+    gc.disable()
+    try:
+        return _serve(args)
+    finally:
+        gc.enable()
+
+
+def _settle() -> None:
+    """The gateway listens: what start-up built stays, out of the collector's way."""
+    gc.freeze()
+    gc.enable()
+
+
+def _serve(args: argparse.Namespace) -> int:
     from clawgate.gateway.app import Gateway
 
     level = os.environ.get("CLAWGATE_LOG_LEVEL", "INFO").upper()
@@ -201,7 +221,7 @@ def _gateway(args: argparse.Namespace) -> int:
     sys.setswitchinterval(GIL_SWITCH_S)
     settings = config_module.load()
     gateway = Gateway(settings, host=args.bind, port=args.port)
-    asyncio.run(gateway.serve())  # announces "listening on ..." once the port is bound
+    asyncio.run(gateway.serve(on_ready=_settle))  # announces "listening on ..." once bound
     return 0
 
 

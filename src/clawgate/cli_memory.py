@@ -15,7 +15,6 @@ from typing import Any
 import orjson
 
 from clawgate.cli_usage import needs_action
-from clawgate.client import GatewayError, GatewayUnreachable, call_remote, gateway_url
 
 MAX_RESULTS = 50  # memory_search's own cap
 
@@ -52,6 +51,9 @@ def _common(parser: argparse.ArgumentParser) -> None:
 
 def _call(method: str, params: dict[str, Any]) -> dict[str, Any] | None:
     """The method's result, or None after printing a one-line error."""
+    # Lazy: the client (websockets, urllib, http.client) is for the commands that use it.
+    from clawgate.client import GatewayError, GatewayUnreachable, call_remote, gateway_url
+
     try:
         return call_remote(method, params)
     except GatewayUnreachable:

@@ -17,7 +17,6 @@ from typing import Any
 import orjson
 
 from clawgate.cli_usage import needs_action
-from clawgate.client import call_remote
 
 Remote = Callable[[argparse.Namespace], tuple[str, str | None]]
 
@@ -47,6 +46,8 @@ def add_parser(commands: Any, remote_options: Callable[[argparse.ArgumentParser]
 
 
 def _list(args: argparse.Namespace, *, remote: Remote) -> int:
+    from clawgate.client import call_remote  # lazy: see cli.main
+
     url, token = remote(args)
     params = {"provider": args.provider} if args.provider else {}
     result = call_remote("models.list", params, url=url, token=token)
@@ -66,6 +67,8 @@ def _list(args: argparse.Namespace, *, remote: Remote) -> int:
 
 
 def _auth(args: argparse.Namespace, *, remote: Remote) -> int:
+    from clawgate.client import call_remote  # lazy: see cli.main
+
     url, token = remote(args)
     if args.reset is not None:
         provider, _, profile = args.reset.partition("/")

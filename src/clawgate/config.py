@@ -11,7 +11,6 @@ import hashlib
 import ipaddress
 import os
 import re
-import tomllib
 import zoneinfo
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -456,6 +455,8 @@ def load(env: Mapping[str, str] | None = None, *, path: Path | None = None) -> S
         path = Path(raw).expanduser() if raw else root / "clawgate.toml"
     data: dict[str, Any] = {}
     if path.exists():
+        import tomllib  # lazy: a zero-config gateway (no file) never parses TOML
+
         try:
             data = tomllib.loads(path.read_text(encoding="utf-8"))
         except (OSError, UnicodeDecodeError) as exc:

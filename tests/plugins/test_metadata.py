@@ -10,7 +10,8 @@ from clawgate import config
 from clawgate.config import PluginsConfig
 from clawgate.plugins import discovery
 from clawgate.plugins.discovery import Inventory
-from clawgate.plugins.metadata import MetadataSnapshot, SchemaCache, build_snapshot
+from clawgate.plugins.metadata import MetadataSnapshot, build_snapshot
+from clawgate.plugins.schemas import SchemaCache
 from tests.plugins.factory import copy_fixtures, make_plugin
 
 

@@ -15,8 +15,9 @@ from clawgate import config
 from clawgate.errors import PluginError
 from clawgate.plugins import discovery
 from clawgate.plugins.discovery import Inventory
-from clawgate.plugins.metadata import SchemaCache, build_snapshot
+from clawgate.plugins.metadata import build_snapshot
 from clawgate.plugins.plan import LoadPlan, derive_plan, make_plan
+from clawgate.plugins.schemas import SchemaCache
 from tests.plugins.factory import copy_fixtures, make_plugin, make_settings, running_host
 
 IDS = ("good_tool", "good_provider", "slow_service", "memory_a")

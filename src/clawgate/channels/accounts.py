@@ -16,7 +16,8 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from clawgate.chat import Account, Channel
-from clawgate.plugins.metadata import SchemaCache, apply_schema
+from clawgate.plugins.metadata import apply_schema
+from clawgate.plugins.schemas import SchemaCache
 from clawgate.types import DmScope
 
 DEFAULT_ACCOUNT = "default"

@@ -58,8 +58,8 @@ from clawgate.config import Settings
 from clawgate.diagnostics.metrics import Metrics
 from clawgate.errors import NotFound
 from clawgate.plugins.host import Generation, Lease, PluginHost
-from clawgate.plugins.metadata import SchemaCache
 from clawgate.plugins.registry import Command
+from clawgate.plugins.schemas import SchemaCache
 from clawgate.sessions.channelstore import Delivery, Intent, IntentKind
 from clawgate.sessions.leases import Lease as StoreLease
 from clawgate.sessions.leases import check_name

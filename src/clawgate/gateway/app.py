@@ -16,12 +16,11 @@ import ipaddress
 import logging
 import os
 import signal
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.routing import BaseRoute, Route, WebSocketRoute
@@ -58,6 +57,9 @@ from clawgate.plugins.hooks import Hook
 from clawgate.plugins.host import COUNTERS, Generation
 from clawgate.runtime import Runtime
 from clawgate.types import now_ms
+
+if TYPE_CHECKING:
+    import uvicorn  # serving decides how uvicorn is imported (without its CLI)
 
 log = logging.getLogger("clawgate.gateway")
 
@@ -370,16 +372,23 @@ class Gateway:
             self.app, self.settings.config.gateway, max_frame=self.policy.max_payload + 1024,
             drain_deadline_s=self.drain_deadline_s, **overrides)
 
-    async def serve(self) -> None:
+    async def serve(self, on_ready: Callable[[], None] | None = None) -> None:
         """Bind, start, announce, serve until SIGINT/SIGTERM, drain in-flight turns, return.
 
         The port is taken first (a port in use is a ConfigError before anything starts), then
-        the runtime starts (a failure raises its ClawgateError), then "listening on" is printed.
-        A signal during start-up stops the start and returns (exit 0).
+        the runtime starts (a failure raises its ClawgateError), then "listening on" is printed
+        and ``on_ready`` is called. A signal during start-up stops the start and returns
+        (exit 0).
         """
         sock = serving.bind(self.bind, self.port)
         self.port = int(sock.getsockname()[1])
-        server = serving.Server(self.server_config(), on_started=self._announce)
+
+        def started() -> None:
+            self._announce()
+            if on_ready is not None:
+                on_ready()
+
+        server = serving.Server(self.server_config(), on_started=started)
         loop = asyncio.get_running_loop()
         main = asyncio.current_task()
         aborted = False

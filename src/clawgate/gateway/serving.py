@@ -24,17 +24,68 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
+import importlib.util
 import socket
+import sys
 from collections.abc import Callable, Iterator
 from typing import Any, Literal
 
-import uvicorn
 from starlette.types import ASGIApp
-from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
-from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 
 from clawgate.config import GatewayConfig
 from clawgate.errors import ConfigError
+
+
+def _uvicorn_without_cli() -> None:
+    """Make ``import uvicorn`` cost what the gateway uses of it, not uvicorn's command line.
+
+    uvicorn's package ``__init__`` imports ``uvicorn.main`` (click, the reload and multiprocess
+    supervisors, watchfiles, multiprocessing) only to offer ``uvicorn.run`` and ``uvicorn.main``,
+    and every ``import uvicorn.<anything>`` runs that ``__init__`` first: about a tenth of the
+    gateway's start-up and 2-3 MiB resident for code that never runs. There is no import path
+    into uvicorn that skips it, so, once per process and only when nothing imported uvicorn yet,
+    this puts the package module in ``sys.modules`` built from its own spec (``__path__``,
+    ``__file__`` and ``__spec__`` as the import system makes them) without running its
+    ``__init__``, and gives it the same names: ``__version__``, ``Config`` and ``Server`` at
+    once (from ``uvicorn.config`` and ``uvicorn.server``, where ``__init__`` gets them), and
+    ``main`` and ``run`` on first access (PEP 562 ``__getattr__``, importing ``uvicorn.main``
+    then). Code that imports uvicorn afterwards sees an equivalent package. The cost of the trick
+    is that it depends on that ``__init__`` staying a list of re-exports: the test suite checks
+    that the package we build offers every name of ``uvicorn.__all__``.
+    """
+    if "uvicorn" in sys.modules:
+        return
+    spec = importlib.util.find_spec("uvicorn")
+    if spec is None or spec.submodule_search_locations is None:
+        return  # not a package we know: let the real import say what is wrong
+    package = importlib.util.module_from_spec(spec)
+    sys.modules["uvicorn"] = package
+    try:
+        from uvicorn._version import __version__
+        from uvicorn.config import Config
+        from uvicorn.server import Server
+    except BaseException:
+        del sys.modules["uvicorn"]
+        raise
+
+    def cli(name: str) -> Any:
+        if name in ("main", "run"):
+            import uvicorn.main  # lazy: the command line nobody here asked for until now
+
+            return getattr(uvicorn.main, name)
+        raise AttributeError(f"module 'uvicorn' has no attribute {name!r}")
+
+    package.__dict__.update(__version__=__version__, Config=Config, Server=Server,
+                            __all__=["main", "run", "Config", "Server"], __getattr__=cli)
+
+
+_uvicorn_without_cli()
+
+import uvicorn  # noqa: E402  (after _uvicorn_without_cli, which decides what it costs)
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol  # noqa: E402
+from uvicorn.protocols.websockets.websockets_sansio_impl import (  # noqa: E402
+    WebSocketsSansIOProtocol,
+)
 
 WS_MAX_QUEUE = 4  # inbound frames uvicorn buffers per connection before it stops reading
 

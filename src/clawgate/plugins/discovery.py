@@ -29,6 +29,7 @@ from typing import Literal
 
 from clawgate.errors import ManifestError
 from clawgate.plugins.manifest import MANIFEST_NAME, Manifest, read_manifest
+from clawgate.plugins.schemas import SchemaCache
 
 Origin = Literal["config", "bundled", "installed", "global", "workspace"]
 ORIGINS: tuple[Origin, ...] = ("config", "bundled", "installed", "global", "workspace")
@@ -119,13 +120,14 @@ def sources(
     return found
 
 
-def scan(found: Sequence[Source]) -> Inventory:
-    """Read every source's manifest, apply the safety gates and resolve duplicate ids."""
+def scan(found: Sequence[Source], schemas: SchemaCache | None = None) -> Inventory:
+    """Read every source's manifest, apply the safety gates and resolve duplicate ids
+    (``schemas``: the checks of manifest config schemas that already passed)."""
     candidates: dict[str, Candidate] = {}
     refusals: list[Refusal] = []
     warnings: list[str] = []
     for source in found:
-        result = inspect_source(source)
+        result = inspect_source(source, schemas)
         if isinstance(result, Refusal):
             refusals.append(result)
             continue
@@ -147,7 +149,7 @@ def scan(found: Sequence[Source]) -> Inventory:
     return Inventory(ordered, tuple(refusals), tuple(warnings), _digest(ordered, refusals))
 
 
-def inspect_source(source: Source) -> Candidate | Refusal:
+def inspect_source(source: Source, schemas: SchemaCache | None = None) -> Candidate | Refusal:
     """Read one folder's manifest and check it; never imports plugin code."""
     root = source.root
     manifest_path = root / MANIFEST_NAME
@@ -156,7 +158,7 @@ def inspect_source(source: Source) -> Candidate | Refusal:
         gate = _gate(source, real_root, manifest_path)
         if gate:
             return Refusal(source.origin, root, gate, status="blocked")
-        manifest = read_manifest(manifest_path)
+        manifest = read_manifest(manifest_path, schemas)
     except ManifestError as exc:
         return Refusal(source.origin, root, str(exc), plugin_id=exc.plugin_id)
     except FileNotFoundError:

@@ -35,10 +35,11 @@ from clawgate.diagnostics.timeline import Timeline
 from clawgate.errors import ConfigError, PluginError, Unavailable
 from clawgate.plugins import discovery
 from clawgate.plugins.loader import build_registry, purge_modules
-from clawgate.plugins.metadata import MetadataSnapshot, SchemaCache, build_snapshot
+from clawgate.plugins.metadata import MetadataSnapshot, build_snapshot
 from clawgate.plugins.plan import LoadPlan, derive_plan
 from clawgate.plugins.probe import Prober
 from clawgate.plugins.registry import Registry, Service, ServiceContext
+from clawgate.plugins.schemas import SchemaCache
 
 log = logging.getLogger("clawgate.plugins")
 T = TypeVar("T")
@@ -127,7 +128,10 @@ class PluginHost:
         self._keep = max(1, keep)
         self._stop_deadline = stop_deadline_s
         self._drain_deadline = drain_deadline_s
-        self._schemas = SchemaCache()
+        # Remembers the manifest and config checks that passed (<state>/plugin-schemas.json),
+        # so an unchanged restart does not import jsonschema at all.
+        self._schemas = SchemaCache(settings.state_dir)
+        self.metrics.gauge("plugin_schema_checks", lambda: self._schemas.checked)
         self._snapshots: OrderedDict[tuple[str, str], MetadataSnapshot] = OrderedDict()
         self._plans: dict[tuple[str, str], LoadPlan] = {}  # derived once per snapshot key
         # Private module names carry this host's namespace, so two hosts in one process never
@@ -437,6 +441,7 @@ class PluginHost:
         self.metrics.inc("plugin_metadata_scans_total")
         self._roots = _roots(settings)
         self._snapshot = self._snapshot_for(settings)
+        await asyncio.to_thread(self._schemas.save)  # the checks that passed, for the next start
         return self._snapshot
 
     def _snapshot_for(self, settings: Settings | None) -> MetadataSnapshot:
@@ -468,7 +473,7 @@ class PluginHost:
             bundled_root=self._bundled_root,
             entry_points=self._entry_points,
         )
-        return discovery.scan(found)
+        return discovery.scan(found, self._schemas)
 
     async def _build(self, plan: LoadPlan, snapshot: MetadataSnapshot) -> Generation:
         pending = self._building.get(plan.digest)

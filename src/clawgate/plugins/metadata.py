@@ -15,13 +15,11 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Literal
 
-from jsonschema import validators
-from jsonschema.protocols import Validator
-
 from clawgate.config import PluginsConfig, digest
 from clawgate.plugins.activation import Decision, Subject, apply_memory_slot, decide
 from clawgate.plugins.discovery import Inventory, Origin
-from clawgate.plugins.manifest import DEFAULT_DIALECT, Manifest, ModelIdPolicy
+from clawgate.plugins.manifest import Manifest, ModelIdPolicy
+from clawgate.plugins.schemas import SchemaCache
 
 Status = Literal["enabled", "disabled", "error", "blocked", "overridden"]
 
@@ -54,25 +52,6 @@ class PluginMeta:
     decision: Decision | None = None
     config: Mapping[str, Any] = field(default_factory=dict)
     config_digest: str = ""
-
-
-class SchemaCache:
-    """Compiled JSON Schema validators, one per schema digest (compiling is the slow part)."""
-
-    def __init__(self) -> None:
-        self._validators: dict[str, Validator] = {}
-
-    def validator(self, schema: Mapping[str, Any]) -> Validator:
-        key = digest(schema)
-        found = self._validators.get(key)
-        if found is None:
-            cls = validators.validator_for(schema, default=DEFAULT_DIALECT)
-            found = cls(schema)
-            self._validators[key] = found
-        return found
-
-    def __len__(self) -> int:
-        return len(self._validators)
 
 
 @dataclass(frozen=True, slots=True)
@@ -190,9 +169,5 @@ def apply_schema(schema: Mapping[str, Any], value: Mapping[str, Any],
     for name, prop in schema.get("properties", {}).items():
         if isinstance(prop, dict) and "default" in prop and name not in raw:
             raw[name] = copy.deepcopy(prop["default"])
-    error = next(iter(sorted(schemas.validator(schema).iter_errors(raw), key=str)), None)
-    if error is None:
-        return raw, None
-    path = "$" + "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in error.absolute_path)
-    return raw, f"invalid config at {path}: {error.message}"
+    return raw, schemas.validate(schema, raw)
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import importlib.metadata
 import itertools
 import logging
@@ -47,12 +48,6 @@ from clawgate.plugins.plan import PlanEntry
 log = logging.getLogger("clawgate.plugins")
 
 CACHE_FILE = "plugin-probes.json"
-# The installed version (read from the distribution, not the root package: that one is the
-# plugin author's API and sits above the layers).
-try:
-    VERSION = importlib.metadata.version("clawgate")
-except importlib.metadata.PackageNotFoundError:  # running from a source tree
-    VERSION = "0"
 MAX_VERDICTS = 512
 CHILD_START_S = 30.0  # the child's own start (interpreter and imports), before any plugin
 
@@ -67,8 +62,19 @@ class Verdict:
 
 def probe_key(entry: PlanEntry) -> str:
     """The digest a verdict is remembered by."""
-    return digest([VERSION, entry.id, entry.origin, entry.root, entry.manifest_digest,
+    return digest([_version(), entry.id, entry.origin, entry.root, entry.manifest_digest,
                    entry.entry_file, entry.code_digest, entry.config_digest])
+
+
+@functools.cache
+def _version() -> str:
+    # The installed version (read from the distribution, not the root package: that one is the
+    # plugin author's API and sits above the layers). On first use, not at import: a lookup in
+    # the distributions' metadata costs ~1.5 ms of a start-up that may probe nothing.
+    try:
+        return importlib.metadata.version("clawgate")
+    except importlib.metadata.PackageNotFoundError:  # running from a source tree
+        return "0"
 
 
 class Prober:

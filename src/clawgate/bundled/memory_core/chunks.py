@@ -21,11 +21,18 @@ from dataclasses import dataclass
 CHARS_PER_TOKEN = 4
 
 # Han (with extension A and compatibility ideographs), kana, Hangul syllables and jamo.
-_CJK = re.compile(
+_CJK_CLASS = (
     "[\u1100-\u11ff\u3040-\u309f\u30a0-\u30ff\u3400-\u4dbf\u4e00-\u9fff"
     "\uac00-\ud7af\uf900-\ufaff]"
 )
-_CJK_RUN = re.compile(f"{_CJK.pattern}+")
+
+
+@functools.cache
+def _cjk(run: bool = False) -> re.Pattern[str]:
+    # Compiled on first use (pure memo): the two wide character classes cost ~4 ms, paid at
+    # every gateway start-up before, though a start with no memory files never needs them.
+    return re.compile(_CJK_CLASS + ("+" if run else ""))
+
 # English function words: left out of queries and of coverage when other terms remain.
 STOP = frozenset(
     "a an and are as at be but by can did do does for from had has have how i if in into is it "
@@ -96,19 +103,19 @@ def chunk_markdown(text: str, *, tokens: int = 400, overlap: int = 80) -> list[C
 
 def has_cjk(text: str) -> bool:
     """True when ``text`` holds CJK characters (it then also goes into the trigram index)."""
-    return _CJK.search(text) is not None
+    return _cjk().search(text) is not None
 
 
 def words(text: str) -> list[str]:
     """The lower-cased word tokens of ``text`` outside CJK runs, in order."""
-    if _CJK.search(text) is not None:
-        text = _CJK_RUN.sub(" ", text)
+    if _cjk().search(text) is not None:
+        text = _cjk(run=True).sub(" ", text)
     return _WORD.findall(text.lower())
 
 
 def cjk_runs(text: str) -> list[str]:
     """The runs of consecutive CJK characters in ``text``."""
-    return _CJK_RUN.findall(text)
+    return _cjk(run=True).findall(text)
 
 
 def cjk_grams(run: str, n: int) -> list[str]:

@@ -1,0 +1,87 @@
+"""What a gateway's start-up imports (issue 12, item 4): neither uvicorn's command line nor the
+WebSocket client, and uvicorn imported that way still offers every name of its package; the
+cyclic GC is paused while the API is imported and is back on after a failed start. Each check
+runs in a fresh interpreter, as `clawgate gateway` does."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+from typing import Any
+
+
+def run(script: str, state: Path) -> Any:
+    env = {**os.environ, "CLAWGATE_STATE_DIR": str(state)}
+    env.pop("CLAWGATE_CONFIG", None)
+    env.pop("CLAWGATE_GATEWAY_PORT", None)
+    done = subprocess.run([sys.executable, "-c", textwrap.dedent(script)], env=env,
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout.splitlines()[-1])
+
+
+def test_the_gateway_command_does_not_import_uvicorns_cli_or_the_client(
+        tmp_path: Path) -> None:
+    found = run("""
+        import gc, json, sys
+        import clawgate.cli, clawgate.gateway.app
+        print(json.dumps({"loaded": [m for m in ("uvicorn.main", "click", "watchfiles.run",
+                                               "clawgate.client", "websockets.asyncio.client",
+                                               "urllib.request", "tomllib", "jsonschema")
+                                     if m in sys.modules],
+                          "gc": gc.isenabled(), "frozen": gc.get_freeze_count()}))
+    """, tmp_path)
+    # watchfiles comes with memory-core's watcher, jsonschema with a manifest to check: neither
+    # is imported before the gateway starts.
+    assert found["loaded"] == []
+    assert found["gc"] is True and found["frozen"] > 10_000
+
+
+DESCRIBE = textwrap.dedent("""
+    def describe(value):
+        name = getattr(value, "__qualname__", getattr(value, "name", ""))
+        where = getattr(value, "__module__", "")
+        return f"{type(value).__module__}.{type(value).__qualname__}:{where}.{name}"
+
+    def names(uvicorn):
+        return {"all": sorted(uvicorn.__all__), "version": uvicorn.__version__,
+                "names": {n: describe(getattr(uvicorn, n)) for n in uvicorn.__all__}}
+""")
+
+
+def test_uvicorn_without_its_cli_offers_every_name_of_its_package(tmp_path: Path) -> None:
+    plain = run(DESCRIBE + """
+import json
+import uvicorn
+print(json.dumps(names(uvicorn)))
+""", tmp_path)
+    ours = run(DESCRIBE + """
+import json, sys
+import clawgate.gateway.serving
+import uvicorn
+before = "uvicorn.main" in sys.modules
+found = names(uvicorn)
+print(json.dumps({**found, "before": before, "after": "uvicorn.main" in sys.modules}))
+""", tmp_path)
+    assert ours.pop("before") is False  # main and run come on first use
+    assert ours.pop("after") is True
+    assert ours == plain
+
+
+def test_the_collector_is_back_on_after_a_failed_start(tmp_path: Path) -> None:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        found = run(f"""
+            import gc, json
+            from clawgate import cli
+            code = cli.main(["gateway", "--port", "{port}"])
+            print(json.dumps({{"code": code, "gc": gc.isenabled()}}))
+        """, tmp_path)
+    assert found == {"code": 1, "gc": True}
