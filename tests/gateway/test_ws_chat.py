@@ -209,3 +209,23 @@ async def test_commands_from_chat_send_answer_as_chat_events(client: WsClient) -
     ack = await client.ok("chat.send", send("main", "/new", "cmd-new"))
     frames = await chat_until_done(client, "cmd-new")
     assert frames[-1]["payload"]["message"]["content"][0]["text"] == "Started a new session."
+
+
+async def test_the_relay_listens_to_the_bus_only_while_a_client_is_connected(
+        server: GatewayServer) -> None:
+    bus = server.gateway.runtime.engine.bus
+    idle = bus.subscribers  # the engine's own listeners (the channel runtime's)
+    async with open_client(server) as first:
+        await until(lambda: bus.subscribers == idle + 1)  # the relay joined the bus
+        async with open_client(server) as second:
+            await first.ok("chat.send", send("main", "seen by both", "run-both"))
+            await chat_until_done(first, "run-both")
+            await chat_until_done(second, "run-both")
+        assert bus.subscribers == idle + 1  # one client is still there
+    # Nobody is connected: the relay leaves the bus at the first event after that.
+    await server.gateway.runtime.engine.run(Submission("for nobody"))
+    await until(lambda: bus.subscribers == idle)
+    async with open_client(server) as again:  # and comes back with the next client
+        await again.ok("chat.send", send("main", "back again", "run-again"))
+        frames = await chat_until_done(again, "run-again")
+        assert frames[-1]["payload"]["state"] == "final"
