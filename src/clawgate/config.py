@@ -7,6 +7,7 @@ defaults. Unknown keys are refused with their dotted path, so a typo never passe
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import ipaddress
 import os
@@ -437,6 +438,24 @@ class Settings:
 def digest(value: Any) -> str:
     """A stable sha256 hex digest of a JSON-able value (keys sorted)."""
     return hashlib.sha256(orjson.dumps(value, option=orjson.OPT_SORT_KEYS)).hexdigest()
+
+
+def write_state_file(path: Path, body: bytes) -> None:
+    """Replace ``path`` with ``body`` atomically (a temporary file in the same directory, then
+    a rename), creating the directory 0700; a reader sees the old file or the new one, never
+    half of one. Raises OSError."""
+    import tempfile  # only the writers of state files need it
+
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}-")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(body)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
 
 
 def state_dir(env: Mapping[str, str] | None = None) -> Path:

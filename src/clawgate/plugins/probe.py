@@ -30,7 +30,6 @@ import select
 import signal
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from collections import OrderedDict
@@ -41,7 +40,7 @@ from typing import Any, Literal
 
 import orjson
 
-from clawgate.config import digest
+from clawgate.config import digest, write_state_file
 from clawgate.plugins.metadata import PluginMeta
 from clawgate.plugins.plan import PlanEntry
 
@@ -173,11 +172,7 @@ class Prober:
     def _save(self, cache: OrderedDict[str, dict[str, Any]]) -> None:
         body = orjson.dumps({"version": 1, "verdicts": cache})
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-            fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=".probes-")
-            with os.fdopen(fd, "wb") as f:
-                f.write(body)
-            os.replace(tmp, self.path)
+            write_state_file(self.path, body)
         except OSError as exc:  # only the cache is lost: the next start probes again
             log.warning("cannot save plugin probe verdicts to %s: %s", self.path, exc)
 

@@ -21,7 +21,6 @@ import functools
 import importlib.util
 import logging
 import os
-import tempfile
 import threading
 from collections import OrderedDict
 from collections.abc import Mapping
@@ -30,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from clawgate.config import digest
+from clawgate.config import digest, write_state_file
 
 if TYPE_CHECKING:
     from jsonschema.protocols import Validator
@@ -143,11 +142,7 @@ class SchemaCache:
                                  "passes": list(self._passes)})
             self._dirty = False
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-            fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=".schemas-")
-            with os.fdopen(fd, "wb") as f:
-                f.write(body)
-            os.replace(tmp, self.path)
+            write_state_file(self.path, body)
         except OSError as exc:
             log.warning("cannot save plugin schema checks to %s: %s", self.path, exc)
 
