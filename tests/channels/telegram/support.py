@@ -17,6 +17,7 @@ from tests.support.fakes.harness import Call
 from tests.support.fakes.telegram import TelegramFake, TgBot
 from tests.support.gateway_server import TOKEN, GatewayServer, _Server, serve_gateway, settings
 from tests.support.mock_openai import MockOpenAI
+from tests.support.poll import until
 from tests.support.ws_client import open_client
 
 SECRET = "webhook-secret_of-the-test-1234"
@@ -95,6 +96,17 @@ async def status(server: GatewayServer, *, probe: bool = False) -> dict[str, Any
     rows = result["channelAccounts"]["telegram"]
     assert len(rows) == 1, rows
     row: dict[str, Any] = rows[0]
+    return row
+
+
+async def settled(server: GatewayServer) -> dict[str, Any]:
+    """The account's status row once no delivery is pending: the platform may show a reply a
+    moment before the gateway has recorded it as sent."""
+    async def done() -> dict[str, Any] | None:
+        row = await status(server)
+        return row if row["pendingDeliveries"] == 0 else None
+
+    row: dict[str, Any] = await until(done, interval=0.05)
     return row
 
 
