@@ -152,9 +152,9 @@ class Turn:
                         return
                     if pauses:
                         yield None
-                    event = await self._next(sub)
+                    event = await sub.next()
                     if event is None:
-                        continue  # the run ended: drain what is queued, then stop
+                        continue  # the run ended (it woke the mailbox): drain, then stop
                 if not isinstance(event, RunEvent):
                     continue
                 yield event
@@ -162,10 +162,6 @@ class Turn:
                     return
         finally:
             sub.close()
-
-    async def _next(self, sub: Subscription) -> RunEvent | None:
-        event = await sub.next()  # None: the run ended (its end woke the mailbox)
-        return event if isinstance(event, RunEvent) else None
 
     def close(self) -> None:
         """Stop following (the run goes on)."""

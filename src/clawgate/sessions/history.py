@@ -46,20 +46,17 @@ class HistoryCache:
         self.hits = 0  # contexts given without reading the store
         self.misses = 0  # contexts read (no entry, or the transcript moved on)
 
-    def context(self, key: str, session_id: str, limit: int,
+    def context(self, key: str, limit: int,
                 appended: Sequence[StoredMessage]) -> list[StoredMessage] | None:
-        """The context after ``appended`` (the messages this transaction just added, at least
-        one) when the entry was made from the transcript as it was just before them; else
-        None (read it from the store, then :meth:`put` it)."""
+        """The context after ``appended`` (the messages this transaction just added to the
+        session's current transcript) when the entry was made from that transcript as it was
+        just before them; else None (read it from the store, then :meth:`put` it)."""
         entry = self._entries.get(key)
-        if (entry is None or not appended or entry.session_id != session_id
-                or entry.limit != limit or entry.newest != appended[0].seq - 1):
+        if entry is None or entry.limit != limit or not _follows(entry, appended):
             self.misses += 1
             return None
         self.hits += 1
-        context = self._extended(entry, appended)
-        self._set(key, _Entry(session_id, limit, tuple(context), appended[-1].seq))
-        return context
+        return self._advance(key, entry, appended)
 
     def put(self, key: str, session_id: str, limit: int,
             context: Sequence[StoredMessage], newest: int) -> None:
@@ -71,25 +68,25 @@ class HistoryCache:
         entry = self._entries.get(key)
         if entry is None or not messages:
             return
-        first = messages[0]
-        if entry.session_id != first.session_id or entry.newest != first.seq - 1:
+        if _follows(entry, messages):
+            self._advance(key, entry, messages)
+        else:
             self.drop(key)
-            return
-        context = self._extended(entry, messages)
-        self._set(key, _Entry(entry.session_id, entry.limit, tuple(context), messages[-1].seq))
 
     def drop(self, key: str) -> None:
         entry = self._entries.pop(key, None)
         if entry is not None:
             self._size -= len(entry.context)
 
-    @staticmethod
-    def _extended(entry: _Entry, messages: Sequence[StoredMessage]) -> list[StoredMessage]:
+    def _advance(self, key: str, entry: _Entry,
+                 messages: Sequence[StoredMessage]) -> list[StoredMessage]:
         # A compaction entry heads the context and stays; the messages after it are the
         # newest ``limit`` (as compaction.context reads them).
         head = entry.context[:1] if entry.context and entry_of(entry.context[0]) else ()
         body = [*entry.context[len(head):], *messages][-entry.limit:]
-        return [*head, *body]
+        context = [*head, *body]
+        self._set(key, _Entry(entry.session_id, entry.limit, tuple(context), messages[-1].seq))
+        return context
 
     def _set(self, key: str, entry: _Entry) -> None:
         self.drop(key)
@@ -100,3 +97,10 @@ class HistoryCache:
         while self._size > self._max:
             _, oldest = self._entries.popitem(last=False)
             self._size -= len(oldest.context)
+
+
+def _follows(entry: _Entry, messages: Sequence[StoredMessage]) -> bool:
+    """Whether ``messages`` (just appended, each carrying its transcript) come right after
+    what ``entry`` was made from."""
+    return bool(messages) and entry.session_id == messages[0].session_id \
+        and entry.newest == messages[0].seq - 1

@@ -193,14 +193,11 @@ def begin(c: sqlite3.Connection, run_id: str, key: str, messages: Sequence[Any],
         return []
     if stored and stored[0].seq == 1:
         # The transcript was empty (a new session): its context is what was just appended.
-        if cache is not None:
-            cache.put(key, sid, history, stored[-history:], newest=stored[-1].seq)
-        return stored[-history:]
-    if cache is not None:
-        cached = cache.context(key, sid, history, stored)
-        if cached is not None:
-            return cached
-    context = compaction.context(c, sid, history)
+        context = stored[-history:]
+    elif cache is not None and (cached := cache.context(key, history, stored)) is not None:
+        return cached
+    else:
+        context = compaction.context(c, sid, history)
     if cache is not None and stored:
         cache.put(key, sid, history, context, newest=stored[-1].seq)
     return context
