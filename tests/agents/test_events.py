@@ -100,6 +100,27 @@ async def test_a_subscription_to_some_streams_gets_only_those(make_engine):
     assert ends.overflowed is False  # the deltas (more than 8) never reached its mailbox
 
 
+async def test_events_nobody_takes_are_not_published_and_keep_their_place(make_engine):
+    h = await make_engine(echo={"chunk_chars": 1})
+    bus = h.engine.bus
+    published = []
+    publish = bus.publish
+    bus.publish = lambda event, **kw: (published.append(event), publish(event, **kw))[1]
+    with bus.subscribe(session_key=MAIN, streams=frozenset({"lifecycle"})) as ends:
+        assert bus.listens("any-run", "lifecycle") and not bus.listens("any-run", "assistant")
+        result = await h.engine.run(Submission("a reply of many deltas"))
+        kept = drain(ends)
+    assert not bus.listens("any-run", "lifecycle")  # the last subscription went
+
+    run_events = [e for e in published if getattr(e, "stream", None) is not None]
+    assert result.status == "ok" and run_events == kept
+    assert not any(e.stream == "assistant" for e in run_events)  # nobody took a delta
+    start, end = kept[0], kept[-1]
+    assert (start.data["phase"], end.data["phase"]) == ("start", "end")
+    # seq is each event's place in the run: the unheard deltas are counted between them
+    assert end.seq - start.seq > len("a reply of many deltas")
+
+
 async def test_a_woken_mailbox_gives_what_it_holds_then_none_even_when_full(make_engine):
     h = await make_engine(echo={"chunk_chars": 1})
     sub = h.engine.bus.subscribe(session_key=MAIN, maxsize=3)

@@ -159,6 +159,9 @@ class EventBus:
     def __init__(self) -> None:
         self._by_run: dict[str, set[Subscription]] = {}
         self._others: set[Subscription] = set()
+        # The run-event streams some subscription of ``_others`` takes (None: every stream),
+        # kept with ``_others`` so that ``listens`` is a lookup, not a walk.
+        self._other_streams: frozenset[Stream] | None = frozenset()
         # Called with every local event (never with a remote one); set by the fan-out.
         self.export: Callable[[Event], None] | None = None
 
@@ -174,6 +177,7 @@ class EventBus:
             self._by_run.setdefault(run_id, set()).add(sub)
         else:
             self._others.add(sub)
+            self._index_streams()
         return sub
 
     def unsubscribe(self, sub: Subscription) -> None:
@@ -185,6 +189,25 @@ class EventBus:
                     del self._by_run[sub.run_id]
         else:
             self._others.discard(sub)
+            self._index_streams()
+
+    def _index_streams(self) -> None:
+        wanted: set[Stream] = set()
+        for sub in self._others:
+            if sub.streams is None:
+                self._other_streams = None
+                return
+            wanted |= sub.streams
+        self._other_streams = frozenset(wanted)
+
+    def listens(self, run_id: str, stream: Stream) -> bool:
+        """Whether a run event of ``run_id`` on ``stream`` could reach anyone (the export, a
+        subscription to the run, or one taking that stream), so a publisher can skip building
+        it: a turn's text deltas are most of its events, and usually nobody follows them."""
+        if self.export is not None or run_id in self._by_run:
+            return True
+        streams = self._other_streams
+        return streams is None or stream in streams
 
     def publish(self, event: Event, *, remote: bool = False) -> None:
         """Hand ``event`` to its subscribers (and to the export unless it is ``remote``:

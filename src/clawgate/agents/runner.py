@@ -115,9 +115,10 @@ class _Events:
         self._seq = 0
 
     def emit(self, stream: Stream, **data: Any) -> None:
-        self._seq += 1
-        self._bus.publish(RunEvent(self._run.run_id, self._run.session_key, stream, data,
-                                   self._seq))
+        self._seq += 1  # counted even when unheard: seq is the event's place in the run
+        if self._bus.listens(self._run.run_id, stream):
+            self._bus.publish(RunEvent(self._run.run_id, self._run.session_key, stream, data,
+                                       self._seq))
 
     def stored(self, messages: Sequence[StoredMessage]) -> None:
         """Messages of this run just committed to the transcript (live transcript feeds)."""

@@ -165,6 +165,13 @@ def parse(text: str) -> SessionKey:
     """
     if not isinstance(text, str):
         raise SessionKeyError(f"session key must be a string, not {type(text).__name__}")
+    return _parse(text)
+
+
+# Memoized (a pure function; keys are frozen and invalid ones raise, so nothing wrong is kept):
+# a turn parses its session's key several times (scope, routing, store), ~7 µs each.
+@functools.lru_cache(maxsize=4096)
+def _parse(text: str) -> SessionKey:
     if not text:
         raise SessionKeyError("session key is empty")
     if len(text) > MAX_KEY_LENGTH:
@@ -233,6 +240,7 @@ def canonical(text: str) -> str:
     return str(parse(text))
 
 
+@functools.lru_cache(maxsize=256)  # pure, and asked on every turn (is this the main session?)
 def main_key(agent_id: str = DEFAULT_AGENT_ID, main: str = DEFAULT_MAIN_KEY) -> str:
     """``agent:<id>:<main>``, the agent's main session."""
     return str(SessionKey("main", agent_id=normalize_agent_id(agent_id), main=_norm(main, "main")))

@@ -459,8 +459,11 @@ class SessionEntry:
 
     @classmethod
     def from_row(cls, row: sqlite3.Row) -> SessionEntry:
-        """Decode a ``SELECT * FROM sessions`` row."""
-        return cls(**{c.name: decode(c, row[c.name]) for c in COLUMNS})
+        """Decode a ``SELECT * FROM sessions`` row (one pass over it: a ``Row`` looks a name
+        up by scanning its columns, and most columns need no decoding)."""
+        values = dict(zip(row.keys(), row, strict=True))
+        return cls(**{name: decode(_DECODED[name], values[name]) if name in _DECODED
+                      else values[name] for name in _NAMES})
 
     def wire(self) -> dict[str, Any]:
         """The entry in OpenClaw's wire names (absent values omitted)."""
@@ -472,6 +475,8 @@ COLUMNS: tuple[Column, ...] = tuple(
     replace(f.metadata["column"], name=f.name) for f in fields(SessionEntry)
 )
 COLUMN_BY_NAME: Mapping[str, Column] = {c.name: c for c in COLUMNS}
+_NAMES = tuple(c.name for c in COLUMNS)
+_DECODED: Mapping[str, Column] = {c.name: c for c in COLUMNS if c.type in ("json", "bool")}
 COLUMN_BY_WIRE: Mapping[str, Column] = {c.wire: c for c in COLUMNS}
 # Counters are NOT NULL in SQL: clearing one with None means zero.
 _ZERO_WHEN_NONE = frozenset({"input_tokens", "output_tokens", "total_tokens", "aborted_last_run"})
