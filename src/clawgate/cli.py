@@ -16,6 +16,7 @@ import orjson
 from clawgate import __version__, cli_memory, cli_models, cli_store, crontab
 from clawgate import config as config_module
 from clawgate.errors import ClawgateError, ConfigError
+from clawgate.ids import new_id
 from clawgate.plugins.host import Generation, PluginHost
 
 Handler = Callable[[argparse.Namespace], int]
@@ -286,7 +287,6 @@ def _call(args: argparse.Namespace) -> int:
 
 
 def _chat(args: argparse.Namespace) -> int:
-    import uuid
 
     from clawgate.client import GatewayClient
 
@@ -294,7 +294,7 @@ def _chat(args: argparse.Namespace) -> int:
 
     async def run() -> int:
         async with GatewayClient(url, token) as client:
-            run_id = str(uuid.uuid4())
+            run_id = new_id()
             await client.call("chat.send", {"sessionKey": args.session, "message": args.message,
                                             "idempotencyKey": run_id})
             printed = ""

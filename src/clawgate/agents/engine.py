@@ -19,7 +19,6 @@ import asyncio
 import contextlib
 import inspect
 import logging
-import uuid
 from collections import OrderedDict
 from collections.abc import Callable, Coroutine
 from typing import Any, Literal
@@ -44,6 +43,7 @@ from clawgate.config import Settings
 from clawgate.diagnostics.metrics import Metrics
 from clawgate.diagnostics.timeline import Timeline
 from clawgate.errors import InvalidRequest, QueueFullError, SessionError, Unavailable
+from clawgate.ids import new_id
 from clawgate.plugins.hooks import Hook
 from clawgate.plugins.host import Generation, PluginHost
 from clawgate.plugins.registry import CommandContext
@@ -276,7 +276,7 @@ class Engine:
         if any(m.get("role") != "tool" for m in tool_results):
             raise InvalidRequest("tool_results must be role 'tool' messages")
         agent, key = self.session_key(submission.session_key, submission.agent_id)
-        run_id = submission.run_id or str(uuid.uuid4())
+        run_id = submission.run_id or new_id()
         if self.in_flight(run_id) or run_id in self._recent:
             raise InvalidRequest(f"run id {run_id!r} is already in use")
         generation = self.host.current
@@ -689,7 +689,7 @@ class Engine:
         await self.store.ensure(key, agent_id=agent_id)
         stored = await self.store.append(key, [{"role": "assistant", "content": text,
                                                 "stop_reason": "injected"}])
-        run_id = f"inject-{uuid.uuid4()}"
+        run_id = f"inject-{new_id()}"
         self.bus.publish(MessageEvent(key, tuple(stored), run_id))
         self.bus.publish(SessionEvent(key, "inject", run_id,
                                       fields={"messageId": stored[0].id,

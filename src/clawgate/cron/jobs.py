@@ -21,7 +21,6 @@ Rules that follow OpenClaw (``oc:src/cron/service/jobs.ts``, ``timer.ts``):
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from typing import Annotated, Any, Literal, TypedDict, TypeVar
@@ -39,6 +38,7 @@ from clawgate.cron.schedule import (
     default_stagger,
     next_run,
 )
+from clawgate.ids import new_id
 from clawgate.sessions.keys import SessionKey, normalize_agent_id
 
 SessionTarget = Literal["main", "isolated"]
@@ -265,7 +265,7 @@ def new_job(params: Mapping[str, Any], *, now_ms: int, job_id: str | None = None
     if delete is None and isinstance(schedule, AtSchedule):
         delete = True
     job = CronJob(
-        id=job_id or str(uuid.uuid4()), agent_id=_agent(create.agent_id, agents, "cron.add"),
+        id=job_id or new_id(), agent_id=_agent(create.agent_id, agents, "cron.add"),
         name=create.name, description=create.description, enabled=create.enabled,
         delete_after_run=delete, created_at_ms=now_ms, updated_at_ms=now_ms, schedule=schedule,
         session_target=target, wake_mode=create.wake_mode, payload=create.payload,

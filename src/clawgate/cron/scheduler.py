@@ -25,7 +25,6 @@ import contextlib
 import heapq
 import logging
 import time
-import uuid
 from collections.abc import Awaitable, Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
@@ -46,6 +45,7 @@ from clawgate.cron.jobs import (
 )
 from clawgate.cron.schedule import AtSchedule, CronInputError
 from clawgate.errors import Unavailable
+from clawgate.ids import new_id
 from clawgate.sessions.cronstore import Claim, Doc
 from clawgate.sessions.store import SessionStore
 
@@ -348,7 +348,7 @@ class Scheduler:
 
     async def _claim_and_run(self, job_id: str,
                              mode: Literal["schedule", "due", "force"]) -> RunResult:
-        run_id = str(uuid.uuid4())
+        run_id = new_id()
         started = self._clock.now_ms()
         doc = await self._store.cron.claim(job_id, run_id, started, force=mode == "force")
         if doc is None:

@@ -10,7 +10,6 @@ through the one error table to OpenAI-shaped bodies.
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -32,6 +31,7 @@ from clawgate.errors import (
 )
 from clawgate.gateway.http import read_json
 from clawgate.gateway.rpc import Services
+from clawgate.ids import new_id
 from clawgate.sessions import keys
 from clawgate.sessions.keys import normalize_agent_id
 
@@ -161,7 +161,7 @@ def resolve_target(gateway: Services, request: Request, *, model: str, user: str
             return Target(agent, make(agent.id, user), channel, generated=False)
         except SessionError as exc:
             raise InvalidRequest(f"invalid `user`: {exc}") from None
-    return Target(agent, f"agent:{agent.id}:{kind}:{uuid.uuid4()}", channel, generated=True)
+    return Target(agent, f"agent:{agent.id}:{kind}:{new_id()}", channel, generated=True)
 
 
 async def has_transcript(gateway: Services, key: str) -> bool:

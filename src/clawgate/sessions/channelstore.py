@@ -21,12 +21,12 @@ them as async methods.
 from __future__ import annotations
 
 import sqlite3
-import uuid
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol, TypeVar
 
 from clawgate.errors import ClawgateError
+from clawgate.ids import new_id
 from clawgate.sessions.schema import dumps, loads
 
 T = TypeVar("T")
@@ -153,7 +153,7 @@ def insert_intent(c: sqlite3.Connection, *, channel: str, account: str,
                   target: Mapping[str, Any], text: str, kind: IntentKind, now: int,
                   run_id: str | None = None, intent_id: str | None = None) -> str:
     """A new pending intent, due now; returns its id."""
-    intent_id = intent_id or str(uuid.uuid4())
+    intent_id = intent_id or new_id()
     c.execute(
         "INSERT INTO channel_intents (intent_id, run_id, channel, account, target, text, kind, "
         "status, attempts, next_attempt_at, created_at, updated_at) "

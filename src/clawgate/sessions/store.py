@@ -32,13 +32,13 @@ import logging
 import sqlite3
 import threading
 import time
-import uuid
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Any, TypeVar
 
 from clawgate.errors import InvalidRequest, SessionError, SessionNotFound, Unavailable
+from clawgate.ids import new_id
 from clawgate.providers.base import Message
 from clawgate.sessions import compaction, keys, listing, postgres, runs, searchindex, usage
 from clawgate.sessions.backend import SqliteBackend, backend_for
@@ -183,7 +183,7 @@ class SessionStore:
         k = keys.canonical(key)
         agent = _agent_for(k, agent_id)
         values = check_fields(fields, "sessions.ensure")
-        now, sid = self._clock(), str(uuid.uuid4())
+        now, sid = self._clock(), new_id()
         row = {"key": k, "agent_id": agent, "session_id": sid, "created_at": now,
                "updated_at": now, "started_at": now, **values}
 
@@ -221,7 +221,7 @@ class SessionStore:
         """Start a new transcript under ``key``: a new ``session_id``, the old messages archived
         (kept), token counters zeroed; label, overrides, policies and routing are kept."""
         k = keys.canonical(key)
-        now, sid = self._clock(), str(uuid.uuid4())
+        now, sid = self._clock(), new_id()
 
         def job(c: sqlite3.Connection) -> SessionEntry:
             old = _must(c, k)
@@ -428,7 +428,7 @@ class SessionStore:
         agent = _agent_for(k, agent_id)
         values = check_fields({"channel": channel} if channel else {}, "sessions.ensure")
         check_messages(messages, "runs.queue")
-        now, sid, owner, cache = self._clock(), str(uuid.uuid4()), self.owner, self._history
+        now, sid, owner, cache = self._clock(), new_id(), self.owner, self._history
         session = {"key": k, "agent_id": agent, "session_id": sid, "created_at": now,
                    "updated_at": now, "started_at": now, **values}
 
