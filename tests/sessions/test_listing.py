@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sqlite3
+
 import anyio
 import pytest
 
@@ -92,6 +94,23 @@ async def test_label_and_spawned_by_are_exact(store: SessionStore, clock: Clock)
     assert _keys(by.rows) == ["agent:main:a"]
 
 
+async def test_label_and_spawned_by_indexes_hold_only_sessions_that_have_one(
+        tmp_path, clock: Clock) -> None:
+    db_path = tmp_path / "sessions.db"  # the plan is SQLite's (PostgreSQL runs the same DDL)
+    async with SessionStore(db_path, clock=clock) as store:
+        await _seed(store, clock, ("agent:main:a", {"label": "work"}), ("agent:main:b", {}))
+        assert _keys((await store.list_sessions(ListQuery(label="work"))).rows) == \
+            ["agent:main:a"]
+    with sqlite3.connect(db_path) as conn:
+        partial = dict(conn.execute(
+            "SELECT name, partial FROM pragma_index_list('sessions')").fetchall())
+        plan = conn.execute("EXPLAIN QUERY PLAN SELECT key FROM sessions WHERE label = ? "
+                            "ORDER BY updated_at DESC, key", ("work",)).fetchall()
+    # a turn moves updated_at; a session without a label or parent costs these indexes nothing
+    assert partial["sessions_label_list"] == partial["sessions_spawned_by_list"] == 1
+    assert "sessions_label_list" in str(plan)
+
+
 async def test_channel_is_the_channel_or_else_the_last_one(store: SessionStore,
                                                             clock: Clock) -> None:
     await _seed(
@@ -133,7 +152,7 @@ async def test_search_session_id_and_key(store: SessionStore, clock: Clock) -> N
     await _seed(store, clock, ("agent:main:telegram:direct:4242", {}), ("agent:main:x", {}))
     target = await store.get("agent:main:x")
     assert target is not None
-    by_id = await store.list_sessions(ListQuery(search=target.session_id[:13].upper()))
+    by_id = await store.list_sessions(ListQuery(search=target.session_id[-13:].upper()))
     assert _keys(by_id.rows) == ["agent:main:x"]
     by_key = await store.list_sessions(ListQuery(search="TELEGRAM:DIRECT"))
     assert _keys(by_key.rows) == ["agent:main:telegram:direct:4242"]
