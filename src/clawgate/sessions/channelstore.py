@@ -170,7 +170,13 @@ def intent_for_run(c: sqlite3.Connection, run_id: str, text: str, status: str,
     notice saying so; an aborted run owes nothing (someone stopped it on purpose).
     """
     row = c.execute("SELECT delivery FROM runs WHERE run_id = ?", (run_id,)).fetchone()
-    delivery = Delivery.load(row[0]) if row is not None else None
+    return intent_for_delivery(c, Delivery.load(row[0]) if row is not None else None, run_id,
+                               text, status, error, now)
+
+
+def intent_for_delivery(c: sqlite3.Connection, delivery: Delivery | None, run_id: str,
+                        text: str, status: str, error: str | None, now: int) -> str | None:
+    """:func:`intent_for_run` for a caller that read the run's ``delivery`` already."""
     if delivery is None or c.execute("SELECT 1 FROM channel_intents WHERE run_id = ?",
                                      (run_id,)).fetchone() is not None:
         return None

@@ -27,7 +27,12 @@ from typing import Any
 
 from clawgate.errors import InvalidRequest, SessionNotFound
 from clawgate.sessions import compaction, doorbell
-from clawgate.sessions.channelstore import Delivery, insert_inbound, intent_for_run
+from clawgate.sessions.channelstore import (
+    Delivery,
+    insert_inbound,
+    intent_for_delivery,
+    intent_for_run,
+)
 from clawgate.sessions.history import HistoryCache
 from clawgate.sessions.schema import dumps, loads
 from clawgate.sessions.transcript import NewMessage, StoredMessage, check_messages
@@ -51,11 +56,12 @@ def current_session_id(c: sqlite3.Connection, key: str) -> str:
 
 
 def append(c: sqlite3.Connection, key: str, new: Sequence[NewMessage],
-           now: int, *, touch: bool = True) -> list[StoredMessage]:
+           now: int, *, touch: bool = True, sid: str | None = None) -> list[StoredMessage]:
     """Append checked messages to the session's current transcript (inside a transaction) and
     set the session's ``updated_at`` unless ``touch`` is False (the caller's own UPDATE of the
-    session sets it: one UPDATE of the list indexes instead of two)."""
-    sid = current_session_id(c, key)
+    session sets it: one UPDATE of the list indexes instead of two). ``sid``: the current
+    transcript's id when the caller read it in this transaction already."""
+    sid = sid or current_session_id(c, key)
     seq = int(c.execute("SELECT COALESCE(MAX(seq), 0) FROM messages WHERE session_id = ?",
                         (sid,)).fetchone()[0])
     out: list[StoredMessage] = []
@@ -94,7 +100,7 @@ def admit(c: sqlite3.Connection, run_id: str, key: str, messages: Sequence[Any],
         list(session.values())).rowcount > 0
     row = c.execute("SELECT * FROM sessions WHERE key = ?", (key,)).fetchone()
     check(row)
-    queue(c, run_id, key, messages, now, delivery, owner)
+    queue(c, run_id, key, messages, now, delivery, owner, sid=row["session_id"])
     if delivery is not None and inbound is not None:
         # A channel message's route is the session's last route (a heartbeat's "last").
         target = delivery.target
@@ -106,11 +112,12 @@ def admit(c: sqlite3.Connection, run_id: str, key: str, messages: Sequence[Any],
 
 
 def queue(c: sqlite3.Connection, run_id: str, key: str, messages: Sequence[Any],
-          now: int, delivery: Delivery | None = None, owner: str | None = None) -> None:
+          now: int, delivery: Delivery | None = None, owner: str | None = None, *,
+          sid: str | None = None) -> None:
     """Record an admitted run with its input messages (the acknowledgement point), its place
     in the session's order (``seq``) and the replica that owns it."""
     check_messages(messages, "runs.queue")
-    sid = current_session_id(c, key)
+    sid = sid or current_session_id(c, key)
     try:
         c.execute(
             "INSERT INTO runs (run_id, key, session_id, status, started_at, queued_at, input, "
@@ -170,16 +177,19 @@ def claim(c: sqlite3.Connection, run_id: str, key: str, messages: Sequence[Any],
 
 
 def begin(c: sqlite3.Connection, run_id: str, key: str, messages: Sequence[Any],
-          now: int, history: int = 0, cache: HistoryCache | None = None) -> list[StoredMessage]:
+          now: int, history: int = 0, cache: HistoryCache | None = None, *,
+          sid: str | None = None, touch: bool = True) -> list[StoredMessage]:
     """Start a run: its messages join the transcript and the record says running.
 
     Returns the turn's context, read in the same transaction so the turn needs no second trip
     to the store: the latest compaction entry, if any, then the newest ``history`` messages
     from its cut on (oldest first; see :func:`clawgate.sessions.compaction.context`) — from
-    ``cache`` when it holds the session's context as the transcript stood just before.
+    ``cache`` when it holds the session's context as the transcript stood just before. ``sid``:
+    the session's current transcript id, when the caller read it in this transaction;
+    ``touch`` False: the session's ``updated_at`` is ``now`` already (created by this admission).
     """
     new = check_messages(messages, "runs.begin")
-    sid = current_session_id(c, key)
+    sid = sid or current_session_id(c, key)
     cur = c.execute("UPDATE runs SET status = 'running', started_at = ?, session_id = ? "
                     "WHERE run_id = ? AND status = 'queued'", (now, sid, run_id))
     if cur.rowcount == 0:
@@ -188,7 +198,7 @@ def begin(c: sqlite3.Connection, run_id: str, key: str, messages: Sequence[Any],
                       "VALUES (?, ?, ?, 'running', ?)", (run_id, key, sid, now))
         except sqlite3.IntegrityError:
             raise InvalidRequest(f"run {run_id!r} was already started") from None
-    stored = append(c, key, new, now)
+    stored = append(c, key, new, now, sid=sid, touch=touch)
     if history <= 0:
         return []
     if stored and stored[0].seq == 1:
@@ -220,8 +230,10 @@ def complete(c: sqlite3.Connection, run_id: str, key: str, messages: Sequence[An
     if status not in ENDED:
         raise InvalidRequest(f"a run cannot end as {status!r}")
     new = check_messages(messages, "runs.complete")
-    row = c.execute("SELECT status, input, owner FROM runs WHERE run_id = ?",
-                    (run_id,)).fetchone()
+    # One statement: the run's record and the session's current transcript id.
+    row = c.execute("SELECT status, input, owner, delivery, "
+                    "(SELECT session_id FROM sessions WHERE key = ?) FROM runs WHERE run_id = ?",
+                    (key, run_id)).fetchone()
     if owner is not None and row is not None and row[2] is not None and row[2] != owner:
         # Another replica took the run over (this one was taken for dead): its end is that
         # replica's to record, so the transcript gets one reply and the channel one intent.
@@ -233,7 +245,8 @@ def complete(c: sqlite3.Connection, run_id: str, key: str, messages: Sequence[An
         # Its begin never committed (cancelled while waiting for the writer): the input was
         # acknowledged, so it joins the transcript before the final messages.
         new = check_messages(loads(row[1]), "runs.complete") + new
-    stored = append(c, key, new, now, touch=False)  # the counters' UPDATE below sets updated_at
+    # The counters' UPDATE below sets updated_at.
+    stored = append(c, key, new, now, touch=False, sid=None if row is None else row[4])
     if cache is not None:
         cache.appended(key, stored)
     c.execute(
@@ -248,7 +261,8 @@ def complete(c: sqlite3.Connection, run_id: str, key: str, messages: Sequence[An
                   (status, now, run_id, other))
     final = next((m for m in reversed(new) if m.role == "assistant"), None)
     text = final.content if final is not None and isinstance(final.content, str) else ""
-    intent_for_run(c, run_id, text, status, error, now)
+    intent_for_delivery(c, None if row is None else Delivery.load(row[3]), run_id, text, status,
+                        error, now)
     if owner is not None:
         _ring_free(c, key, owner)
     used = usage or {}

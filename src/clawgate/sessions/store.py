@@ -445,7 +445,8 @@ class SessionStore:
                 return row, created, None
             if owner is not None:  # another replica may be running the session
                 return row, created, runs.claim(c, run_id, k, messages, now, owner, history)
-            return row, created, runs.begin(c, run_id, k, messages, now, history, cache)
+            return row, created, runs.begin(c, run_id, k, messages, now, history, cache,
+                                            sid=row["session_id"], touch=not created)
 
         row, created, begun = await self._write(job)
         if created:
