@@ -40,6 +40,14 @@ RESERVED_PATHS = ("/", *sorted(CORE_PATHS), "/v1/", "/openclaw/v1/", "/channels/
 LOOPBACK_HOSTS = frozenset({"localhost", "127.0.0.1", "::1", "[::1]"})
 
 
+class JSON(JSONResponse):
+    """A JSON response encoded by orjson: a completion's body costs a third of the standard
+    library's encoder (same compact output; NaN would be null instead of an error)."""
+
+    def render(self, content: Any) -> bytes:
+        return orjson.dumps(content)
+
+
 def error_response(exc: ClawgateError) -> JSONResponse:
     """The OpenAI-shaped error response for ``exc``."""
     kind = kind_of(exc)

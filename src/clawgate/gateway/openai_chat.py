@@ -26,11 +26,12 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.responses import Response, StreamingResponse
 
 from clawgate.agents.lanes import RunResult
 from clawgate.agents.turn import Turn
 from clawgate.errors import InvalidRequest
+from clawgate.gateway.http import JSON
 from clawgate.gateway.openai_api import (
     DONE,
     PAUSE,
@@ -332,7 +333,7 @@ async def completions(gateway: Services, request: Request) -> Response:
         error = run_error(gateway, result)
         if error is not None:
             raise error
-        return JSONResponse(completion(result, model))
+        return JSON(completion(result, model))
     chunks = _chunks(turn, model, usage=bool(options.get("include_usage")))
     return StreamingResponse(coalesced(chunks), media_type="text/event-stream",
                              headers=SSE_HEADERS)

@@ -16,11 +16,12 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.responses import Response, StreamingResponse
 
 from clawgate.agents.lanes import RunResult
 from clawgate.agents.turn import Turn
 from clawgate.errors import InvalidRequest, NotFound
+from clawgate.gateway.http import JSON
 from clawgate.gateway.openai_api import (
     DONE,
     PAUSE,
@@ -135,7 +136,7 @@ async def responses(gateway: Services, request: Request) -> Response:
         status = "completed" if _status(result) == "completed" else "incomplete"
         output = ([_message(turn.run_id, result.text, status)]
                   if result.text or not result.tool_calls else [])
-        return JSONResponse(_final(base, result, [*output, *map(_call, result.tool_calls)]))
+        return JSON(_final(base, result, [*output, *map(_call, result.tool_calls)]))
     return StreamingResponse(coalesced(_events(turn, base)), media_type="text/event-stream",
                              headers=SSE_HEADERS)
 
