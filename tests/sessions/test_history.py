@@ -80,7 +80,8 @@ async def test_the_kept_context_follows_every_kind_of_write(db_path: Path) -> No
 
 async def test_sessions_beyond_the_bound_are_read_again(db_path: Path,
                                                         monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(history, "MAX_MESSAGES", 2)  # less than two sessions need
+    # about two short messages: less than two sessions need
+    monkeypatch.setattr(history, "MAX_BYTES", 2 * (history.MESSAGE_OVERHEAD + 30))
     async with SessionStore(db_path) as store:
         keys = [f"agent:main:main:n{n}" for n in range(3)]
         for key in keys:
@@ -92,3 +93,16 @@ async def test_sessions_beyond_the_bound_are_read_again(db_path: Path,
         # turn after the first round (whose contexts were what they appended) found its
         # session evicted, or its context too big to keep.
         assert store.context_reads == (1, 5)
+
+
+async def test_the_bound_is_in_bytes_so_a_huge_message_is_not_kept(
+        db_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(history, "MAX_BYTES", 20_000)
+    async with SessionStore(db_path) as store:
+        await store.ensure(KEY)
+        await _turn(store, db_path, "short")
+        await _turn(store, db_path, "short again")  # kept: read nothing
+        assert store.context_reads == (1, 0)
+        await _turn(store, db_path, "x" * 30_000)  # the context now weighs more than the bound
+        await _turn(store, db_path, "after")
+        assert store.context_reads == (2, 1)

@@ -12,8 +12,9 @@ append computes anyway; any other write to the transcript (an append, a compacti
 reset) moves one of them and the entry is read again. The one write that moves neither,
 archiving a run's messages, drops the entry. Entries live on the writer thread only (every
 use is inside a write job), SQLite only (on PostgreSQL other replicas write the same
-transcripts), and hold at most :data:`MAX_MESSAGES` messages in all, least recently used
-sessions dropped first.
+transcripts), and hold about :data:`MAX_BYTES` in all (each message weighed once, by its
+text and a fixed overhead: a count of messages would let a few huge tool results take any
+amount of memory), least recently used sessions dropped first.
 """
 
 from __future__ import annotations
@@ -22,10 +23,15 @@ from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import orjson
+
 from clawgate.sessions.compaction import entry_of
 from clawgate.sessions.transcript import StoredMessage
 
-MAX_MESSAGES = 4096  # messages kept over all sessions
+# About what the kept contexts may take over all sessions: 8 MiB holds 200 sessions of 50 short
+# messages (a decoded message of 80 characters takes ~700 bytes).
+MAX_BYTES = 8 << 20
+MESSAGE_OVERHEAD = 600  # bytes of a decoded message besides its text (object, ids, key)
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,13 +40,14 @@ class _Entry:
     limit: int  # how many messages after the cut the context holds at most
     context: tuple[StoredMessage, ...]  # [compaction entry?] + newest messages, oldest first
     newest: int  # the transcript's newest seq when the entry was made
+    weights: tuple[int, ...]  # each message's weight (see _weight), aligned with context
 
 
 class HistoryCache:
     """Session key → its last turn context (see the module docstring)."""
 
-    def __init__(self, max_messages: int | None = None) -> None:
-        self._max = MAX_MESSAGES if max_messages is None else max_messages
+    def __init__(self, max_bytes: int | None = None) -> None:
+        self._max = MAX_BYTES if max_bytes is None else max_bytes
         self._entries: OrderedDict[str, _Entry] = OrderedDict()
         self._size = 0
         self.hits = 0  # contexts given without reading the store
@@ -61,7 +68,8 @@ class HistoryCache:
     def put(self, key: str, session_id: str, limit: int,
             context: Sequence[StoredMessage], newest: int) -> None:
         """Remember the context just read (``newest``: the transcript's newest seq)."""
-        self._set(key, _Entry(session_id, limit, tuple(context), newest))
+        self._set(key, _Entry(session_id, limit, tuple(context), newest,
+                              tuple(map(_weight, context))))
 
     def appended(self, key: str, messages: Sequence[StoredMessage]) -> None:
         """Messages just added to the session's current transcript (a run's end)."""
@@ -76,27 +84,41 @@ class HistoryCache:
     def drop(self, key: str) -> None:
         entry = self._entries.pop(key, None)
         if entry is not None:
-            self._size -= len(entry.context)
+            self._size -= sum(entry.weights)
 
     def _advance(self, key: str, entry: _Entry,
                  messages: Sequence[StoredMessage]) -> list[StoredMessage]:
         # A compaction entry heads the context and stays; the messages after it are the
         # newest ``limit`` (as compaction.context reads them).
-        head = entry.context[:1] if entry.context and entry_of(entry.context[0]) else ()
-        body = [*entry.context[len(head):], *messages][-entry.limit:]
-        context = [*head, *body]
-        self._set(key, _Entry(entry.session_id, entry.limit, tuple(context), messages[-1].seq))
+        skip = 1 if entry.context and entry_of(entry.context[0]) else 0
+        body = [*entry.context[skip:], *messages][-entry.limit:]
+        weights = [*entry.weights[skip:], *map(_weight, messages)][-entry.limit:]
+        context = [*entry.context[:skip], *body]
+        self._set(key, _Entry(entry.session_id, entry.limit, tuple(context), messages[-1].seq,
+                              (*entry.weights[:skip], *weights)))
         return context
 
     def _set(self, key: str, entry: _Entry) -> None:
         self.drop(key)
-        if len(entry.context) > self._max:
+        weight = sum(entry.weights)
+        if weight > self._max:
             return
         self._entries[key] = entry
-        self._size += len(entry.context)
+        self._size += weight
         while self._size > self._max:
             _, oldest = self._entries.popitem(last=False)
-            self._size -= len(oldest.context)
+            self._size -= sum(oldest.weights)
+
+
+def _weight(message: StoredMessage) -> int:
+    """About what ``message`` takes decoded: its text (parts and tool calls as JSON) and a
+    fixed overhead."""
+    content = message.content
+    size = MESSAGE_OVERHEAD + (len(content) if isinstance(content, str)
+                               else len(orjson.dumps(content)))
+    if message.tool_calls:
+        size += len(orjson.dumps(message.tool_calls))
+    return size
 
 
 def _follows(entry: _Entry, messages: Sequence[StoredMessage]) -> bool:
