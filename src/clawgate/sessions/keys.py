@@ -170,7 +170,7 @@ def parse(text: str) -> SessionKey:
 
 # Memoized (a pure function; keys are frozen and invalid ones raise, so nothing wrong is kept):
 # a turn parses its session's key several times (scope, routing, store), ~7 µs each.
-@functools.lru_cache(maxsize=4096)
+@functools.lru_cache(maxsize=1024)  # a turn's repeats hit; ~400 kB when full
 def _parse(text: str) -> SessionKey:
     if not text:
         raise SessionKeyError("session key is empty")
