@@ -14,6 +14,8 @@ import textwrap
 from pathlib import Path
 from typing import Any
 
+from clawgate import cli
+
 
 def run(script: str, state: Path) -> Any:
     env = {**os.environ, "CLAWGATE_STATE_DIR": str(state)}
@@ -85,3 +87,30 @@ def test_the_collector_is_back_on_after_a_failed_start(tmp_path: Path) -> None:
             print(json.dumps({{"code": code, "gc": gc.isenabled()}}))
         """, tmp_path)
     assert found == {"code": 1, "gc": True}
+
+
+def test_a_serving_gateway_collects_young_objects_rarely_and_switches_threads_often(
+        tmp_path: Path) -> None:
+    with socket.socket() as free:
+        free.bind(("127.0.0.1", 0))
+        port = free.getsockname()[1]
+    found = run(f"""
+        import gc, json, os, sys, threading, time, urllib.request
+        from clawgate import cli
+
+        def probe():
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline:
+                try:
+                    urllib.request.urlopen("http://127.0.0.1:{port}/health", timeout=1)
+                    break
+                except OSError:
+                    time.sleep(0.05)
+            print(json.dumps({{"young": gc.get_threshold()[0], "gc": gc.isenabled(),
+                               "switch": sys.getswitchinterval()}}), flush=True)
+            os._exit(0)
+
+        threading.Thread(target=probe, daemon=True).start()
+        cli.main(["gateway", "--port", "{port}"])
+    """, tmp_path)
+    assert found == {"young": cli.GC_YOUNG, "gc": True, "switch": cli.GIL_SWITCH_S}
