@@ -114,3 +114,12 @@ def test_a_serving_gateway_collects_young_objects_rarely_and_switches_threads_of
         cli.main(["gateway", "--port", "{port}"])
     """, tmp_path)
     assert found == {"young": cli.GC_YOUNG, "gc": True, "switch": cli.GIL_SWITCH_S}
+
+
+def test_the_openai_plugin_loads_without_its_http_client(tmp_path: Path) -> None:
+    found = run("""
+        import json, sys
+        import clawgate.bundled.openai.plugin, clawgate.bundled.openai.provider
+        print(json.dumps({"httpx": "httpx" in sys.modules}))
+    """, tmp_path)
+    assert found == {"httpx": False}  # the first request to the provider imports it

@@ -8,9 +8,8 @@ chat-completions server would refuse.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import httpx
 import orjson
 
 from clawgate import (
@@ -24,6 +23,9 @@ from clawgate import (
 )
 
 from .http import read_capped, stream_error, truncate
+
+if TYPE_CHECKING:  # httpx (~6 MiB) is imported by the first request, not at load
+    import httpx
 
 PATH = "/chat/completions"
 # Assistant-message fields that belong to other providers' APIs (see Finish.extra).

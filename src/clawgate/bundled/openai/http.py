@@ -12,12 +12,14 @@ from __future__ import annotations
 import asyncio
 import random
 from collections.abc import AsyncIterator, Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import httpx
 import orjson
 
 from clawgate import AuthProfiles, Credential, ModelEvent, ProviderError, ProviderErrorKind
+
+if TYPE_CHECKING:  # httpx (~6 MiB resident) is imported by the first request, not at load
+    import httpx
 
 RETRY_AFTER_CAP_S = 30.0
 ERROR_TEXT_LIMIT = 500
@@ -33,7 +35,7 @@ _RATE_MARKERS = ("rate limit", "rate_limit", "quota", "too many requests")
 _REFUSAL_MARKERS = ("content_filter", "content filter", "content_policy", "content policy")
 _ROTATING: frozenset[ProviderErrorKind] = frozenset({"auth", "rate_limit"})
 
-Parser = Callable[[httpx.Response], AsyncIterator[ModelEvent]]
+Parser = Callable[["httpx.Response"], AsyncIterator[ModelEvent]]
 
 
 class Http:
@@ -45,9 +47,7 @@ class Http:
         self.provider = provider
         self.base_url = base_url.rstrip("/")
         self.profiles = profiles
-        self._timeout = httpx.Timeout(
-            connect=connect_timeout, read=read_timeout, write=read_timeout, pool=connect_timeout
-        )
+        self._timeouts = (connect_timeout, read_timeout)
         self._max_retries = max(0, max_retries)
         self._backoff_base = backoff_base
         self._transport = transport
@@ -57,7 +57,11 @@ class Http:
         # Created on first use so that constructing a provider (e.g. while loading plugins)
         # binds to no event loop.
         if self._client is None:
-            self._client = httpx.AsyncClient(timeout=self._timeout, transport=self._transport)
+            import httpx  # here: a gateway that never calls the provider never loads it
+
+            connect, read = self._timeouts
+            timeout = httpx.Timeout(connect=connect, read=read, write=read, pool=connect)
+            self._client = httpx.AsyncClient(timeout=timeout, transport=self._transport)
         return self._client
 
     async def aclose(self) -> None:
@@ -72,6 +76,8 @@ class Http:
 
     async def get(self, path: str, session_key: str | None = None) -> bytes:
         """``GET {base_url}{path}`` with the session's credential; no retries."""
+        import httpx  # loaded by client() already: a lookup, for the except clauses
+
         cred = self.profiles.pick(session_key)
         try:
             response = await self.client().get(f"{self.base_url}{path}", headers=_auth(cred))
@@ -86,6 +92,8 @@ class Http:
     async def stream(self, path: str, body: dict[str, Any], parse: Parser,
                      session_key: str | None) -> AsyncIterator[ModelEvent]:
         """POST ``body`` as JSON and yield what ``parse`` makes of the streamed response."""
+        import httpx  # loaded by client() already: a lookup, for the except clauses
+
         url = f"{self.base_url}{path}"
         content = orjson.dumps(body)
         tried: set[str] = set()

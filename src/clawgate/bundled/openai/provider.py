@@ -12,9 +12,8 @@ from __future__ import annotations
 
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
-import httpx
 import orjson
 
 from clawgate import (
@@ -28,6 +27,9 @@ from clawgate import (
 
 from . import chat, responses
 from .http import Http, classify, http_error
+
+if TYPE_CHECKING:  # httpx (~6 MiB) is imported by the first request, not at load
+    import httpx
 
 Api = Literal["chat", "responses"]
 APIS: tuple[Api, ...] = ("chat", "responses")

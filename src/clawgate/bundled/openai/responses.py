@@ -14,9 +14,8 @@ the model's reasoning. Event order (OpenAI's streaming reference): ``response.cr
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import httpx
 import orjson
 
 from clawgate import (
@@ -35,6 +34,9 @@ from clawgate import (
 
 from .chat import EFFORT
 from .http import classify, truncate
+
+if TYPE_CHECKING:  # httpx (~6 MiB) is imported by the first request, not at load
+    import httpx
 
 PATH = "/responses"
 # Client sampling options the Responses API accepts; the others (stop, seed, penalties) have no
