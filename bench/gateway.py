@@ -17,7 +17,9 @@ Figures:
 
 A gateway users run starts from .pyc files; this machine sets PYTHONDONTWRITEBYTECODE=1, so
 without a compile step every start would compile clawgate's sources again (~0.4 s). The
-benchmark compiles the clawgate package it runs first (``compiled`` in the JSON).
+benchmark compiles the clawgate package it runs first (``compiled`` in the JSON), and runs
+its gateways without that variable, so that the first one saves the compiled dataclass
+methods (clawgate/codecache.py) that every later start loads, as a user's gateway does.
 
 Prints one JSON document, then a `verdict:` line. `--quick` uses fewer rounds.
 """
@@ -137,6 +139,15 @@ async def list_times(ws: GatewayClient, rounds: int) -> list[float]:
     return times
 
 
+def gateway_env(state: Path, port: int) -> dict[str, str]:
+    """The environment of a gateway the benchmark starts: as users run it, so it may write its
+    caches (bytecode, compiled dataclass methods) even where this machine forbids that."""
+    env = {**os.environ, "CLAWGATE_STATE_DIR": str(state), "CLAWGATE_GATEWAY_PORT": str(port)}
+    for name in ("CLAWGATE_CONFIG", "CLAWGATE_CODE_CACHE", "PYTHONDONTWRITEBYTECODE"):
+        env.pop(name, None)
+    return env
+
+
 def compile_package() -> dict[str, Any]:
     """Byte-compile the clawgate package the benchmark runs, as an installed package is."""
     package = Path(clawgate.__file__).resolve().parent
@@ -150,8 +161,7 @@ async def first_start(state: Path) -> float:
     """Start a gateway on ``state`` until /health answers, stop it: the first start (token,
     store, schema checks, probes). Its start to /health in ms."""
     port = free_port()
-    env = {**os.environ, "CLAWGATE_STATE_DIR": str(state), "CLAWGATE_GATEWAY_PORT": str(port)}
-    env.pop("CLAWGATE_CONFIG", None)
+    env = gateway_env(state, port)
     started = time.perf_counter()
     proc = await asyncio.create_subprocess_exec(
         CLAWGATE, "gateway", env=env, stdout=asyncio.subprocess.DEVNULL,
@@ -180,8 +190,7 @@ async def zero_config_idle_rss(workdir: Path, *, restart: bool) -> int:
     if restart:
         await first_start(state)
     port = free_port()
-    env = {**os.environ, "CLAWGATE_STATE_DIR": str(state), "CLAWGATE_GATEWAY_PORT": str(port)}
-    env.pop("CLAWGATE_CONFIG", None)
+    env = gateway_env(state, port)
     proc = await asyncio.create_subprocess_exec(
         CLAWGATE, "gateway", env=env, stdout=asyncio.subprocess.DEVNULL,
         stderr=asyncio.subprocess.DEVNULL)
@@ -221,9 +230,7 @@ async def measure(quick: bool, workdir: Path) -> dict[str, Any]:
         await seed_sessions(state, 1000)
         first_ms = await first_start(state)
         port = free_port()
-        env = {**os.environ, "CLAWGATE_STATE_DIR": str(state),
-               "CLAWGATE_GATEWAY_PORT": str(port)}
-        env.pop("CLAWGATE_CONFIG", None)
+        env = gateway_env(state, port)
         base = f"http://127.0.0.1:{port}"
         started = time.perf_counter()
         proc = await asyncio.create_subprocess_exec(

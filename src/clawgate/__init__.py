@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import gc
 
+from clawgate import codecache
+
 # Importing the API below creates ~100,000 objects (modules, classes, pydantic validators) that
 # live as long as the process. With the cyclic collector running, it walks them again and again
 # to find next to nothing (~90 collections, ~16 ms of a gateway's start-up); merely pausing it
@@ -18,6 +20,7 @@ import gc
 # thousand small objects from the imports themselves).
 _collecting = gc.isenabled()
 gc.disable()
+codecache.install()  # the dataclasses below compile from the cache of an earlier run
 
 try:
     from clawgate.chat import (

@@ -13,7 +13,7 @@ from typing import Any, NoReturn
 
 import orjson
 
-from clawgate import __version__, cli_memory, cli_models, cli_store, crontab
+from clawgate import __version__, cli_memory, cli_models, cli_store, codecache, crontab
 from clawgate import config as config_module
 from clawgate.errors import ClawgateError, ConfigError
 from clawgate.ids import new_id
@@ -206,7 +206,9 @@ def _gateway(args: argparse.Namespace) -> int:
 
 
 def _settle() -> None:
-    """The gateway listens: what start-up built stays, out of the collector's way."""
+    """The gateway listens: what start-up built stays, out of the collector's way, and the
+    dataclass methods it compiled are saved for the next start."""
+    codecache.release()
     gc.freeze()
     _, older, oldest = gc.get_threshold()
     gc.set_threshold(GC_YOUNG, older, oldest)

@@ -28,7 +28,7 @@ GroupPolicy = Literal["allowlist", "open", "disabled"]
 class _Strict(BaseModel):
     """Strict types (``"4"`` is not 4, ``"yes"`` not true); TOML arrays become tuples."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, defer_build=True)
 
     @model_validator(mode="before")
     @classmethod

@@ -106,7 +106,7 @@ class NoParams(Params):
 class Tolerant(BaseModel):
     """Base of the handshake's schemas: known fields checked strictly, unknown ones ignored."""
 
-    model_config = ConfigDict(extra="ignore", frozen=True, strict=True)
+    model_config = ConfigDict(extra="ignore", frozen=True, strict=True, defer_build=True)
 
 
 class ClientInfo(Tolerant):
