@@ -120,6 +120,7 @@ def test_the_openai_plugin_loads_without_its_http_client(tmp_path: Path) -> None
     found = run("""
         import json, sys
         import clawgate.bundled.openai.plugin, clawgate.bundled.openai.provider
-        print(json.dumps({"httpx": "httpx" in sys.modules}))
+        print(json.dumps({"aiohttp": "aiohttp" in sys.modules, "httpx": "httpx" in sys.modules}))
     """, tmp_path)
-    assert found == {"httpx": False}  # the first request to the provider imports it
+    # The first request to the provider imports its client; httpx it never needs.
+    assert found == {"aiohttp": False, "httpx": False}

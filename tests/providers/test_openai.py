@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import anyio
-import httpx
+import aiohttp
 import pytest
 
 from clawgate.errors import ProviderError
@@ -232,7 +232,7 @@ async def test_connection_refused_fails_after_retries() -> None:
         with pytest.raises(ProviderError) as caught:
             await collect(p)
     assert "cannot connect" in str(caught.value)
-    assert isinstance(caught.value.__cause__, httpx.ConnectError)
+    assert isinstance(caught.value.__cause__, aiohttp.ClientConnectorError)
     assert caught.value.kind == "unavailable" and caught.value.failover
 
 

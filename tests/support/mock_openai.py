@@ -123,12 +123,14 @@ def stall(seconds: float) -> Reply:
 
 @dataclass(frozen=True, slots=True)
 class RecordedRequest:
-    """One request the server received: lower-cased headers and the parsed JSON body."""
+    """One request the server received: lower-cased headers, the parsed JSON body and the
+    client's address (its port tells connections apart)."""
 
     method: str
     path: str
     headers: dict[str, str] = field(hash=False)
     body: Any = field(hash=False)
+    peer: tuple[str, int] | None = field(default=None, hash=False)
 
 
 class _Server(uvicorn.Server):
@@ -292,7 +294,9 @@ class MockOpenAI:
     def _record(self, request: Request, body: Any) -> None:
         headers = {k.lower(): v for k, v in request.headers.items()}
         with self._lock:
-            self._requests.append(RecordedRequest(request.method, request.url.path, headers, body))
+            peer = (request.client.host, request.client.port) if request.client else None
+            self._requests.append(RecordedRequest(request.method, request.url.path, headers, body,
+                                                  peer))
 
     def _unauthorized(self, request: Request) -> Response | None:
         if self.api_key is None:

@@ -8,7 +8,7 @@ chat-completions server would refuse.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import orjson
 
@@ -22,10 +22,7 @@ from clawgate import (
     Usage,
 )
 
-from .http import read_capped, stream_error, truncate
-
-if TYPE_CHECKING:  # httpx (~6 MiB) is imported by the first request, not at load
-    import httpx
+from .http import Response, read_capped, stream_error, truncate
 
 PATH = "/chat/completions"
 # Assistant-message fields that belong to other providers' APIs (see Finish.extra).
@@ -72,7 +69,7 @@ def parse_usage(usage: dict[str, Any]) -> Usage:
     )
 
 
-async def events(provider: str, response: httpx.Response) -> AsyncIterator[ModelEvent]:
+async def events(provider: str, response: Response) -> AsyncIterator[ModelEvent]:
     """The events of one chat-completions response (SSE, or one JSON body)."""
     state = _StreamState()
     if "application/json" in response.headers.get("content-type", ""):

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
-from typing import TYPE_CHECKING, Literal
+from typing import Literal
 
 import orjson
 
@@ -27,9 +27,6 @@ from clawgate import (
 
 from . import chat, responses
 from .http import Http, classify, http_error
-
-if TYPE_CHECKING:  # httpx (~6 MiB) is imported by the first request, not at load
-    import httpx
 
 Api = Literal["chat", "responses"]
 APIS: tuple[Api, ...] = ("chat", "responses")
@@ -54,7 +51,6 @@ class OpenAIProvider:
         backoff_base: float = 0.5,
         cooldowns: Sequence[float] = (30.0, 60.0, 300.0),
         models: list[ModelInfo] | None = None,
-        transport: httpx.AsyncBaseTransport | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         """Configure the provider; no connection is made until the first call. ``profiles``
@@ -70,7 +66,7 @@ class OpenAIProvider:
         self.profiles = AuthProfiles(id, creds, schedule=cooldowns, clock=clock)
         self._http = Http(id, self.base_url, self.profiles, connect_timeout=connect_timeout,
                           read_timeout=read_timeout, max_retries=max_retries,
-                          backoff_base=backoff_base, transport=transport)
+                          backoff_base=backoff_base)
 
     def models(self) -> list[ModelInfo]:
         """The models configured for this provider."""

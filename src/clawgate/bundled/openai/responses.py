@@ -14,7 +14,7 @@ the model's reasoning. Event order (OpenAI's streaming reference): ``response.cr
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import orjson
 
@@ -33,10 +33,7 @@ from clawgate import (
 )
 
 from .chat import EFFORT
-from .http import classify, truncate
-
-if TYPE_CHECKING:  # httpx (~6 MiB) is imported by the first request, not at load
-    import httpx
+from .http import Response, classify, truncate
 
 PATH = "/responses"
 # Client sampling options the Responses API accepts; the others (stop, seed, penalties) have no
@@ -139,7 +136,7 @@ def parse_usage(usage: dict[str, Any]) -> Usage:
                  cache_write=int(details.get("cache_write_tokens") or 0))
 
 
-async def events(provider: str, response: httpx.Response) -> AsyncIterator[ModelEvent]:
+async def events(provider: str, response: Response) -> AsyncIterator[ModelEvent]:
     """The events of one streamed Responses call."""
     state = _State(provider)
     async for line in response.aiter_lines():
