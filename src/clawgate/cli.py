@@ -229,10 +229,32 @@ def _serve(args: argparse.Namespace) -> int:
     # 5 ms switch interval it waits up to 5 ms for the GIL each time (docs/architecture.md,
     # "Turn cost"); 0.5 ms gave +20-30% turns/s at 16 connections, the same at one.
     sys.setswitchinterval(GIL_SWITCH_S)
+    loop_factory = event_loop_factory(os.environ.get("CLAWGATE_EVENT_LOOP", "auto"))
     settings = config_module.load()
     gateway = Gateway(settings, host=args.bind, port=args.port)
-    asyncio.run(gateway.serve(on_ready=_settle))  # announces "listening on ..." once bound
+    with asyncio.Runner(loop_factory=loop_factory) as runner:
+        runner.run(gateway.serve(on_ready=_settle))  # announces "listening on ..." once bound
     return 0
+
+
+def event_loop_factory(choice: str) -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """The gateway's event loop, as uvicorn chooses its own (``--loop auto``): uvloop when it
+    is installed (uvicorn[standard] brings it), else asyncio's; ``CLAWGATE_EVENT_LOOP`` says
+    ``asyncio`` or ``uvloop`` instead. None: asyncio's default loop."""
+    choice = choice.strip().lower()
+    if choice not in ("auto", "asyncio", "uvloop"):
+        raise ConfigError(f"CLAWGATE_EVENT_LOOP={choice!r} is not an event loop "
+                          "(auto, asyncio, uvloop)")
+    if choice == "asyncio":
+        return None
+    try:
+        import uvloop
+    except ImportError:
+        if choice == "uvloop":
+            raise ConfigError("CLAWGATE_EVENT_LOOP=uvloop, but uvloop is not installed "
+                              "(pip install uvloop)") from None
+        return None
+    return uvloop.new_event_loop
 
 
 def _status(args: argparse.Namespace) -> int:

@@ -14,11 +14,13 @@ import textwrap
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from clawgate import cli
 
 
-def run(script: str, state: Path) -> Any:
-    env = {**os.environ, "CLAWGATE_STATE_DIR": str(state)}
+def run(script: str, state: Path, **extra_env: str) -> Any:
+    env = {**os.environ, "CLAWGATE_STATE_DIR": str(state), **extra_env}
     env.pop("CLAWGATE_CONFIG", None)
     env.pop("CLAWGATE_GATEWAY_PORT", None)
     done = subprocess.run([sys.executable, "-c", textwrap.dedent(script)], env=env,
@@ -124,3 +126,47 @@ def test_the_openai_plugin_loads_without_its_http_client(tmp_path: Path) -> None
     """, tmp_path)
     # The first request to the provider imports its client; httpx it never needs.
     assert found == {"aiohttp": False, "httpx": False}
+
+
+@pytest.mark.parametrize(("choice", "module"), [("auto", "uvloop"), ("asyncio", "asyncio")])
+def test_the_gateway_serves_on_uvloop_unless_told_asyncio(tmp_path: Path, choice: str,
+                                                          module: str) -> None:
+    with socket.socket() as free:
+        free.bind(("127.0.0.1", 0))
+        port = free.getsockname()[1]
+    found = run(f"""
+        import asyncio, json, os, sys, threading, time, urllib.request
+        from clawgate import cli
+
+        def probe():
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline:
+                try:
+                    urllib.request.urlopen("http://127.0.0.1:{port}/health", timeout=1)
+                    break
+                except OSError:
+                    time.sleep(0.05)
+            # The loop the gateway's asyncio.Runner runs, found on the main thread's stack.
+            frame = sys._current_frames()[threading.main_thread().ident]
+            loops = []
+            while frame is not None:
+                runner = frame.f_locals.get("self")
+                if isinstance(runner, asyncio.Runner):
+                    loops.append(type(runner.get_loop()).__module__)
+                frame = frame.f_back
+            print(json.dumps({{"loops": loops}}), flush=True)
+            os._exit(0)
+
+        threading.Thread(target=probe, daemon=True).start()
+        cli.main(["gateway", "--port", "{port}"])
+    """, tmp_path, CLAWGATE_EVENT_LOOP=choice)
+    assert [m.split(".")[0] for m in found["loops"]] == [module]
+
+
+def test_an_unknown_event_loop_is_refused_by_name(tmp_path: Path) -> None:
+    found = run("""
+        import json
+        from clawgate import cli
+        print(json.dumps({"code": cli.main(["gateway", "--port", "1"])}))
+    """, tmp_path, CLAWGATE_EVENT_LOOP="trio")
+    assert found == {"code": 1}
