@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 import uuid
 
@@ -29,3 +30,19 @@ def test_ids_begin_with_their_creation_time_and_sort_by_it():
 def test_ids_made_in_one_millisecond_are_still_distinct():
     many = [new_id() for _ in range(20_000)]
     assert len(set(many)) == len(many)
+
+
+def test_a_forked_child_makes_other_ids_than_its_parent():
+    new_id()  # the parent holds unused randomness now
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child
+        os.write(write, new_id().encode())
+        os._exit(0)
+    os.close(write)
+    child = os.read(read, 64).decode()
+    os.close(read)
+    os.waitpid(pid, 0)
+    mine = new_id()
+    low = (1 << 74) - 1  # the random bits (12 + 62)
+    assert uuid.UUID(child).int & low != uuid.UUID(mine).int & low
