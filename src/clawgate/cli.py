@@ -15,6 +15,7 @@ import orjson
 
 from clawgate import __version__, cli_memory, cli_models, cli_store, codecache, crontab
 from clawgate import config as config_module
+from clawgate.diagnostics.logbatch import LoopBatchedHandler
 from clawgate.errors import ClawgateError, ConfigError
 from clawgate.ids import new_id
 from clawgate.plugins.host import Generation, PluginHost
@@ -209,6 +210,9 @@ def _settle() -> None:
     """The gateway listens: what start-up built stays, out of the collector's way, and the
     dataclass methods it compiled are saved for the next start."""
     codecache.release()
+    for handler in logging.getLogger().handlers:  # one write per loop pass from now on
+        if isinstance(handler, LoopBatchedHandler):
+            handler.bind(asyncio.get_running_loop())
     gc.freeze()
     _, older, oldest = gc.get_threshold()
     gc.set_threshold(GC_YOUNG, older, oldest)
@@ -222,7 +226,8 @@ def _serve(args: argparse.Namespace) -> int:
     if level not in logging.getLevelNamesMapping():
         raise ConfigError(f"CLAWGATE_LOG_LEVEL={level!r} is not a log level "
                           "(DEBUG, INFO, WARNING, ERROR)")
-    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s %(message)s",
+                        handlers=[LoopBatchedHandler(sys.stderr)])
     # Files the gateway creates (store, WAL, token, workspaces) are the owner's alone.
     os.umask(0o077)
     # The store's writer thread hands every commit back to a busy event loop: with CPython's
