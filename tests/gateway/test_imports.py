@@ -91,14 +91,27 @@ def test_the_collector_is_back_on_after_a_failed_start(tmp_path: Path) -> None:
     assert found == {"code": 1, "gc": True}
 
 
-def test_a_serving_gateway_collects_young_objects_rarely_and_switches_threads_often(
-        tmp_path: Path) -> None:
+def serving(tmp_path: Path, report: str, **extra_env: str) -> Any:
+    """Run ``clawgate gateway`` in a fresh interpreter; once it answers /health, a thread
+    evaluates the expression ``report`` there (names: asyncio, gc, sys, threading) and its
+    JSON value is returned."""
     with socket.socket() as free:
         free.bind(("127.0.0.1", 0))
         port = free.getsockname()[1]
-    found = run(f"""
-        import gc, json, os, sys, threading, time, urllib.request
+    return run(f"""
+        import asyncio, gc, json, os, sys, threading, time, urllib.request
         from clawgate import cli
+
+        def running_loops():
+            # The loop the gateway's asyncio.Runner runs, found on the main thread's stack.
+            frame = sys._current_frames()[threading.main_thread().ident]
+            loops = []
+            while frame is not None:
+                runner = frame.f_locals.get("self")
+                if isinstance(runner, asyncio.Runner):
+                    loops.append(type(runner.get_loop()).__module__)
+                frame = frame.f_back
+            return loops
 
         def probe():
             deadline = time.monotonic() + 30
@@ -108,13 +121,18 @@ def test_a_serving_gateway_collects_young_objects_rarely_and_switches_threads_of
                     break
                 except OSError:
                     time.sleep(0.05)
-            print(json.dumps({{"young": gc.get_threshold()[0], "gc": gc.isenabled(),
-                               "switch": sys.getswitchinterval()}}), flush=True)
+            print(json.dumps({report}), flush=True)
             os._exit(0)
 
         threading.Thread(target=probe, daemon=True).start()
         cli.main(["gateway", "--port", "{port}"])
-    """, tmp_path)
+    """, tmp_path, **extra_env)
+
+
+def test_a_serving_gateway_collects_young_objects_rarely_and_switches_threads_often(
+        tmp_path: Path) -> None:
+    found = serving(tmp_path, '{"young": gc.get_threshold()[0], "gc": gc.isenabled(), '
+                              '"switch": sys.getswitchinterval()}')
     assert found == {"young": cli.GC_YOUNG, "gc": True, "switch": cli.GIL_SWITCH_S}
 
 
@@ -131,36 +149,8 @@ def test_the_openai_plugin_loads_without_its_http_client(tmp_path: Path) -> None
 @pytest.mark.parametrize(("choice", "module"), [("auto", "uvloop"), ("asyncio", "asyncio")])
 def test_the_gateway_serves_on_uvloop_unless_told_asyncio(tmp_path: Path, choice: str,
                                                           module: str) -> None:
-    with socket.socket() as free:
-        free.bind(("127.0.0.1", 0))
-        port = free.getsockname()[1]
-    found = run(f"""
-        import asyncio, json, os, sys, threading, time, urllib.request
-        from clawgate import cli
-
-        def probe():
-            deadline = time.monotonic() + 30
-            while time.monotonic() < deadline:
-                try:
-                    urllib.request.urlopen("http://127.0.0.1:{port}/health", timeout=1)
-                    break
-                except OSError:
-                    time.sleep(0.05)
-            # The loop the gateway's asyncio.Runner runs, found on the main thread's stack.
-            frame = sys._current_frames()[threading.main_thread().ident]
-            loops = []
-            while frame is not None:
-                runner = frame.f_locals.get("self")
-                if isinstance(runner, asyncio.Runner):
-                    loops.append(type(runner.get_loop()).__module__)
-                frame = frame.f_back
-            print(json.dumps({{"loops": loops}}), flush=True)
-            os._exit(0)
-
-        threading.Thread(target=probe, daemon=True).start()
-        cli.main(["gateway", "--port", "{port}"])
-    """, tmp_path, CLAWGATE_EVENT_LOOP=choice)
-    assert [m.split(".")[0] for m in found["loops"]] == [module]
+    found = serving(tmp_path, "running_loops()", CLAWGATE_EVENT_LOOP=choice)
+    assert [m.split(".")[0] for m in found] == [module]
 
 
 def test_an_unknown_event_loop_is_refused_by_name(tmp_path: Path) -> None:

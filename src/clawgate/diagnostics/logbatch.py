@@ -29,8 +29,11 @@ class LoopBatchedHandler(logging.StreamHandler):  # type: ignore[type-arg]
 
     def bind(self, loop: asyncio.AbstractEventLoop) -> None:
         """Batch the records logged on ``loop``'s thread while it runs (call on that thread)."""
-        with self.lock or _NO_LOCK:
+        self.acquire()
+        try:
             self._loop, self._thread = loop, threading.get_ident()
+        finally:
+            self.release()
 
     def emit(self, record: logging.LogRecord) -> None:
         # Runs under the handler's lock (Handler.handle takes it).
@@ -48,8 +51,11 @@ class LoopBatchedHandler(logging.StreamHandler):  # type: ignore[type-arg]
         self._write(line)
 
     def flush(self) -> None:
-        with self.lock or _NO_LOCK:
+        self.acquire()
+        try:
             self._write("")
+        finally:
+            self.release()
 
     def close(self) -> None:
         self.flush()
@@ -66,14 +72,3 @@ class LoopBatchedHandler(logging.StreamHandler):  # type: ignore[type-arg]
                 self.stream.flush()
             except (OSError, ValueError):  # stderr closed or gone: nothing to log to
                 pass
-
-
-class _NoLock:
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, *exc: object) -> None:
-        return None
-
-
-_NO_LOCK = _NoLock()
