@@ -8,8 +8,8 @@ import socket
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
-import anyio
 import aiohttp
+import anyio
 import pytest
 
 from clawgate.errors import ProviderError
