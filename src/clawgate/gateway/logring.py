@@ -39,11 +39,6 @@ def subsystem(logger_name: str) -> str:
     return name.replace(".", "/")
 
 
-def log_line(record: logging.LogRecord, host: str) -> str:
-    """One record as an OpenClaw JSONL log line (credentials in URLs removed)."""
-    return _line(record.created, record.levelname, record.name, record.getMessage(), host)
-
-
 class _Unformatted:
     """A record kept as its fields until a reader asks for its line: most records of a busy
     gateway (one per turn) are never read, and formatting was ~5% of a turn's loop time."""
@@ -59,12 +54,13 @@ class _Unformatted:
 
     def line(self, host: str) -> str:
         if self.text is None:
-            self.text = _line(self.created, self.level, self.name, self.message, host)
+            self.text = log_line(self.created, self.level, self.name, self.message, host)
             self.message = ""
         return self.text
 
 
-def _line(created: float, levelname: str, logger: str, raw: str, host: str) -> str:
+def log_line(created: float, levelname: str, logger: str, raw: str, host: str) -> str:
+    """One record's fields as an OpenClaw JSONL log line (credentials in URLs removed)."""
     stamp = datetime.fromtimestamp(created, UTC).isoformat(timespec="milliseconds")
     stamp = stamp.replace("+00:00", "Z")
     level = LEVEL_NAMES.get(levelname, levelname)
