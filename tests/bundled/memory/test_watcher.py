@@ -3,6 +3,10 @@ without anyone searching or asking for a sync (status does not sync; it only rea
 
 from __future__ import annotations
 
+import asyncio
+import threading
+import time
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -48,3 +52,33 @@ async def test_without_the_watcher_a_search_still_reads_new_files(make_memory: F
     memory.write("MEMORY.md", "The wifi password is on the fridge.\n")
     assert (await status(memory))["files"] == 0  # nothing watches
     assert await memory.paths("wifi password") == ["MEMORY.md"]  # the first search syncs
+
+
+def _watch_thread_wakes() -> dict[int, int]:
+    """Context switches so far of each thread watchfiles polls from (anyio's worker threads):
+    the times it woke up."""
+    wakes = {}
+    for thread in threading.enumerate():
+        if thread.name.startswith("AnyIO worker") and thread.native_id is not None:
+            status = Path(f"/proc/self/task/{thread.native_id}/status").read_text()
+            wakes[thread.native_id] = sum(
+                int(line.split()[1]) for line in status.splitlines()
+                if line.startswith(("voluntary_ctxt_switches", "nonvoluntary_ctxt_switches")))
+    return wakes
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").exists(), reason="needs Linux /proc")
+async def test_an_idle_watcher_wakes_a_few_times_a_second_and_still_sees_edits(
+        make_memory: Factory) -> None:
+    # At the default debounce (1.5 s) watchfiles' thread looks for changes every 500 ms, not
+    # every 50 ms: at idle each wake-up takes the GIL from the gateway.
+    memory = await make_memory(memory={"debounce_ms": 1500})
+    await until(lambda: indexed(memory, 0))
+    await until(_watch_thread_wakes)
+    before, started = _watch_thread_wakes(), time.monotonic()
+    await asyncio.sleep(2.0)
+    after, elapsed = _watch_thread_wakes(), time.monotonic() - started
+    per_second = [(after[t] - before[t]) / elapsed for t in before if t in after]
+    assert per_second and max(per_second) <= 5, per_second  # 20 a second at a 50 ms step
+    memory.write("MEMORY.md", "The boat is moored at pier nine.\n")
+    await until(lambda: indexed(memory, 1, 1), within=10.0)

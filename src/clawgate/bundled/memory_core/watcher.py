@@ -22,6 +22,11 @@ from .files import MEMORY_DIR, MEMORY_FILE
 from .manager import AgentMemory
 
 _NO_ROOTS_RETRY_S = 5.0  # a workspace that does not exist yet is looked for again this often
+# How often watchfiles' thread wakes to look for changes and the stop event, at most: each
+# wake takes the GIL, so at 50 ms (its default) one watch root cost 20 wake-ups a second of
+# an idle gateway. A change is then held for the debounce anyway, so waking a few times per
+# debounce period delays nothing noticeable.
+_MAX_STEP_MS = 500
 
 
 class AgentWatcher:
@@ -31,6 +36,7 @@ class AgentWatcher:
                  logger: logging.Logger) -> None:
         self.memory = memory
         self.debounce_s = debounce_s
+        self._step_ms = max(50, min(_MAX_STEP_MS, int(debounce_s * 1000 / 3)))
         self.log = logger
         self.changes_total = 0
         self.syncs_total = 0
@@ -124,7 +130,7 @@ class AgentWatcher:
         try:
             async for batch in watchfiles.awatch(
                     root, watch_filter=relevant, recursive=recursive, stop_event=stop,
-                    debounce=200, step=50, ignore_permission_denied=True):
+                    debounce=200, step=self._step_ms, ignore_permission_denied=True):
                 if batch:
                     self.changes_total += len(batch)
                     self.memory.dirty = True
