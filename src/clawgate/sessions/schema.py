@@ -8,6 +8,7 @@ together with the version bump, so a crash mid-migration leaves the previous ver
 
 from __future__ import annotations
 
+import functools
 import sqlite3
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
@@ -473,11 +474,11 @@ class SessionEntry:
 
     @classmethod
     def from_row(cls, row: sqlite3.Row) -> SessionEntry:
-        """Decode a ``SELECT * FROM sessions`` row (one pass over it: a ``Row`` looks a name
-        up by scanning its columns, and most columns need no decoding)."""
-        values = dict(zip(row.keys(), row, strict=True))
-        return cls(**{name: decode(_DECODED[name], values[name]) if name in _DECODED
-                      else values[name] for name in _NAMES})
+        """Decode a ``SELECT * FROM sessions`` row: positionally, by a plan made once per
+        column order (each admission decodes one; by keyword it cost 10 µs of the loop, by
+        position 6)."""
+        plan = _row_plan(tuple(row.keys()))
+        return cls(*[row[i] if col is None else decode(col, row[i]) for i, col in plan])
 
     def wire(self) -> dict[str, Any]:
         """The entry in OpenClaw's wire names (absent values omitted)."""
@@ -492,6 +493,15 @@ COLUMN_BY_NAME: Mapping[str, Column] = {c.name: c for c in COLUMNS}
 _NAMES = tuple(c.name for c in COLUMNS)
 _DECODED: Mapping[str, Column] = {c.name: c for c in COLUMNS if c.type in ("json", "bool")}
 COLUMN_BY_WIRE: Mapping[str, Column] = {c.wire: c for c in COLUMNS}
+@functools.lru_cache(maxsize=8)  # one column order per backend, in practice
+def _row_plan(names: tuple[str, ...]) -> tuple[tuple[int, Column | None], ...]:
+    """For each field: its index in a row of these columns, and the column when its value
+    needs decoding."""
+    where = {name: i for i, name in enumerate(names)}
+    missing = [name for name in _NAMES if name not in where]
+    if missing:  # as SessionEntry(**...) would have refused it
+        raise KeyError(f"sessions row lacks columns {missing}")
+    return tuple((where[name], _DECODED.get(name)) for name in _NAMES)
 # Counters are NOT NULL in SQL: clearing one with None means zero.
 _ZERO_WHEN_NONE = frozenset({"input_tokens", "output_tokens", "total_tokens", "aborted_last_run"})
 
