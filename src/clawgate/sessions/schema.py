@@ -493,15 +493,16 @@ COLUMN_BY_NAME: Mapping[str, Column] = {c.name: c for c in COLUMNS}
 _NAMES = tuple(c.name for c in COLUMNS)
 _DECODED: Mapping[str, Column] = {c.name: c for c in COLUMNS if c.type in ("json", "bool")}
 COLUMN_BY_WIRE: Mapping[str, Column] = {c.wire: c for c in COLUMNS}
+
+
 @functools.lru_cache(maxsize=8)  # one column order per backend, in practice
 def _row_plan(names: tuple[str, ...]) -> tuple[tuple[int, Column | None], ...]:
-    """For each field: its index in a row of these columns, and the column when its value
-    needs decoding."""
+    """For each field: its index in a row of these columns (KeyError naming a missing one),
+    and the column when its value needs decoding."""
     where = {name: i for i, name in enumerate(names)}
-    missing = [name for name in _NAMES if name not in where]
-    if missing:  # as SessionEntry(**...) would have refused it
-        raise KeyError(f"sessions row lacks columns {missing}")
     return tuple((where[name], _DECODED.get(name)) for name in _NAMES)
+
+
 # Counters are NOT NULL in SQL: clearing one with None means zero.
 _ZERO_WHEN_NONE = frozenset({"input_tokens", "output_tokens", "total_tokens", "aborted_last_run"})
 
