@@ -58,8 +58,12 @@ async def test_completion_has_the_openai_shape(server: GatewayApp) -> None:
     usage = body["usage"]
     assert usage["prompt_tokens"] > 0 and usage["completion_tokens"] > 0
     assert usage["total_tokens"] == usage["prompt_tokens"] + usage["completion_tokens"]
-    run = await server.gateway.runtime.engine.store.get_run(body["id"].removeprefix("chatcmpl_"))
-    assert run is not None and run.key.startswith("agent:main:openai:")
+    store = server.gateway.runtime.engine.store
+    run = await store.get_run(body["id"].removeprefix("chatcmpl_"))
+    assert run is not None and run.key.startswith("agent:main:openai:") and run.status == "ok"
+    # Stored with its reply (one transaction) before the response was sent.
+    assert [(m.role, m.content) for m in await store.transcript(run.key)] == [
+        ("user", "hello there"), ("assistant", "hello there")]
 
 
 async def test_stream_sends_role_deltas_finish_usage_and_done(server: GatewayApp) -> None:

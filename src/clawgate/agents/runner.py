@@ -28,6 +28,7 @@ from typing import Any
 
 import orjson
 
+from clawgate.agents.admission import Deferred
 from clawgate.agents.budget import Budget, message_tokens, prompt_tokens
 from clawgate.agents.bus import EventBus, MessageEvent, RunEvent, Stream
 from clawgate.agents.compaction import Compactor, Outcome, Setup, Trigger
@@ -85,6 +86,9 @@ class TurnRequest:
     # The run was started in its admission's transaction: the turn's context read there
     # (``begin_run``'s result), so the runner skips its own begin. None: it starts the run.
     begun: tuple[StoredMessage, ...] | None = None
+    # Not stored yet: the run is stored with its reply (``agents/admission.py``); ``begun``
+    # is then its input as it will be stored.
+    admission: Deferred | None = None
 
 
 @dataclass(slots=True)
@@ -229,6 +233,10 @@ class TurnRunner:
         stop_reason = "stop"
         error: str | None = None
         started = run.started_at_perf = time.perf_counter()
+        admission, commit_timer = request.admission, None
+        if admission is not None:  # stored with the reply, unless the turn takes its time
+            admission.on_stored = events.stored
+            commit_timer = admission.arm()
         try:
             if request.begun is not None:
                 history = list(request.begun)
@@ -239,8 +247,9 @@ class TurnRunner:
                 progress.first_seq = history[-len(run.messages)].seq
                 # The run's input is the newest part of the history read in the same
                 # transaction. A filtered turn (a heartbeat) shows nothing live: its prompt
-                # names the token and its reply may be dropped.
-                if request.reply is None:
+                # names the token and its reply may be dropped. A deferred one is heard of
+                # when it is stored.
+                if request.reply is None and admission is None:
                     events.stored(history[-len(run.messages):])
             events.emit("lifecycle", phase="start", startedAt=int(time.time() * 1000))
             events.emit("run_status", phase="preparing_context")
@@ -262,6 +271,8 @@ class TurnRunner:
         except Exception as exc:  # a bug must end the run cleanly, not wedge the lane
             log.exception("turn %s failed", run.run_id)
             status, stop_reason, error = "error", "error", f"{type(exc).__name__}: {exc}"
+        if commit_timer is not None:
+            commit_timer.cancel()
         if request.reply is not None:  # decided once, on the final text, before anything sees it
             kept = request.reply.final(progress.text)
             progress.suppressed = kept is None and bool(progress.text.strip())
@@ -272,8 +283,8 @@ class TurnRunner:
             suppressed=progress.suppressed,
         )
         # Shielded: an abort arriving now must not leave the run half-recorded.
-        await asyncio.shield(self._finish(run, request, result, progress, events, started))
-        return result
+        return await asyncio.shield(self._finish(run, request, result, progress, events,
+                                                 started))
 
     async def cancelled(self, run: Run) -> RunResult:
         """Record a run that was aborted before it started (its message stays in the store)."""
@@ -282,6 +293,10 @@ class TurnRunner:
                            stop_reason=run.cancel_reason or "aborted")
         events = _Events(self._bus, run)
         try:
+            if request.admission is not None:  # never stored: it is now, with its end
+                events.stored(await request.admission.complete(
+                    [], status="aborted", stop_reason=result.stop_reason))
+                return result
             if request.begun is not None:  # started with its admission: its input is stored
                 events.stored(request.begun[-len(run.messages):])
             else:
@@ -323,6 +338,7 @@ class TurnRunner:
                     message_tokens(m) for m in messages[reported_at + 1:]) if reported else 0)
                 if estimate >= budget.flush_at or not prompt.complete:
                     trigger: Trigger = "threshold" if prompt.complete else "messages"
+                    await _admitted(request)
                     outcome = await self.compactor.run(
                         port, self._setup(key, request, prompt, specs, budget), trigger=trigger,
                         estimate=estimate, session_id=prompt.session_id,
@@ -350,6 +366,7 @@ class TurnRunner:
                         "turn alone does not fit; send a shorter message or /new)",
                         provider=exc.provider, kind=exc.kind, status=exc.status) from exc
                 overflowed = True
+                await _admitted(request)
                 outcome = await self.compactor.run(
                     port, self._setup(key, request, prompt, specs, budget), trigger="overflow")
                 if not outcome.compacted:
@@ -370,6 +387,7 @@ class TurnRunner:
                 if not steered:
                     progress.extra = dict(finish.extra)
                     return finish.reason or "stop"
+                await _admitted(request)
                 # Steer at a model boundary: keep this reply, then answer the new message(s).
                 progress.steered = True
                 reply = {"role": "assistant", "content": _seen(request, progress.text) or "",
@@ -385,6 +403,7 @@ class TurnRunner:
                          "tool_calls": [_wire(c) for c in calls], **finish.extra}
             progress.text = ""
             messages.append(assistant)
+            await _admitted(request)  # tools may read the session; their results are stored
             if any(c.name in client_names for c in calls):
                 # The client executes its own tools: hand the calls back and end the turn.
                 progress.tool_calls = [_wire(c) for c in calls]
@@ -574,7 +593,9 @@ class TurnRunner:
     # -- the end ---------------------------------------------------------------------------
 
     async def _finish(self, run: Run, request: TurnRequest, result: RunResult,
-                      progress: _Progress, events: _Events, started: float) -> None:
+                      progress: _Progress, events: _Events, started: float) -> RunResult:
+        """Store the run's end, announce it; returns the result (an error when a run stored
+        with its reply could not be stored: then nothing of it is, and no reply may go)."""
         hooks = request.lease.generation.registry.hooks
         text = result.text
         run.status = result.status  # no more steering: a later message queues as its own run
@@ -593,16 +614,23 @@ class TurnRunner:
                               "usage": usage, "stop_reason": result.stop_reason})
             # Steered messages that came after the last boundary were acknowledged: keep them.
             final.extend(late)
-            events.stored(await self._store.complete_run(
-                run.run_id, run.session_key, final, status=result.status,
-                stop_reason=result.stop_reason, error=result.error, usage=usage,
-                model=progress.model, provider=progress.provider, merged=run.merged_ids,
-                cost=None if progress.cost is None else progress.cost.total,
+            end: dict[str, Any] = dict(
+                status=result.status, stop_reason=result.stop_reason, error=result.error,
+                usage=usage, model=progress.model, provider=progress.provider,
+                merged=run.merged_ids, cost=None if progress.cost is None else progress.cost.total,
                 fallbacks=progress.fallbacks or None,
-                archive_from=progress.first_seq if archive else None,
-            ))
+                archive_from=progress.first_seq if archive else None)
+            if request.admission is not None:
+                events.stored(await request.admission.complete(final, **end))
+            else:
+                events.stored(await self._store.complete_run(run.run_id, run.session_key, final,
+                                                             **end))
         except Exception as exc:
             log.error("could not record the end of run %s: %s", run.run_id, exc)
+            if request.admission is not None and not request.admission.stored:
+                text = ""  # its message was never stored: the surface answers with the error
+                result = replace(result, status="error", text="", stop_reason="error",
+                                 error=f"the turn could not be stored: {exc}")
         finally:
             phase = "end" if result.status in ("ok", "aborted", "timeout") else "error"
             ended: dict[str, Any] = {"deliver": True} if request.delivers else {}
@@ -620,6 +648,7 @@ class TurnRunner:
                              agent_id=request.agent.id, run_id=run.run_id,
                              status=result.status, text=text, usage=result.usage)
             request.lease.release()
+        return result
 
 
     def _latency(self, run: Run, request: TurnRequest, progress: _Progress,
@@ -640,6 +669,12 @@ class TurnRunner:
         }
         log.info("turn %s", orjson.dumps(record).decode())
         self._timeline.event("turn.latency", "agent.turn.latency", attributes=record)
+
+
+async def _admitted(request: TurnRequest) -> None:
+    """Store a deferred admission before the run needs its message in the store."""
+    if request.admission is not None:
+        await request.admission.commit()
 
 
 def _memory_plugin(registry: Registry) -> str | None:

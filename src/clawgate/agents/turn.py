@@ -6,9 +6,11 @@ message, which can be followed (``async for event in turn.events()``, an iterato
 end), awaited (``await turn.result()``) and aborted (``turn.abort()``). No surface
 re-implements submit-and-follow (I10).
 
-A turn is *admitted* when ``submit`` returns: its message is durable in the store (I9). A slash
-command answered without the model (``/status``, a plugin command) and a message a plugin
-claimed are turns too, already finished, so every surface handles them the same way.
+A turn is *admitted* when ``submit`` returns: its message is durable in the store (I9) — or, for
+a surface that acknowledges only with the whole reply (``store_with_reply``), it will be before
+its result is known (``agents/admission.py``). A slash command answered without the model
+(``/status``, a plugin command) and a message a plugin claimed are turns too, already finished,
+so every surface handles them the same way.
 
 A turn whose reply some readers must not see verbatim (a heartbeat, whose ``HEARTBEAT_OK``
 acknowledgement must reach nobody) carries a :class:`ReplyFilter`. The runner applies it at the
@@ -58,6 +60,9 @@ class Submission:
     answered before the model; a surface that forwards raw text (the OpenAI API) turns it off.
     ``delivery`` is where a channel expects the reply (its durable intent comes with the run's
     end); ``reply`` filters what of the reply anyone sees (see :class:`ReplyFilter`).
+    ``store_with_reply``: the surface acknowledges the message only with the whole reply, on a
+    session key it generated (a non-streamed OpenAI request), so the engine may store the
+    message together with a reply that comes at once (``agents/admission.py``).
     """
 
     content: Content
@@ -74,6 +79,7 @@ class Submission:
     inbound: tuple[str, str, str] | None = None
     delivery: Delivery | None = None
     reply: ReplyFilter | None = None
+    store_with_reply: bool = False
 
 
 class Turn:

@@ -190,6 +190,7 @@ async def submit(gateway: Services, target: Target, prompt: Prompt,
         prompt.content, session_key=target.session_key, agent_id=target.agent.id,
         channel=target.channel, client_tools=tools, extra_system_prompt=prompt.system,
         tool_results=prompt.tool_results, sampling=sampling or {},
+        store_with_reply=target.generated and not stream,
     ), follow=stream)
 
 

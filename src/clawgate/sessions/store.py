@@ -139,6 +139,10 @@ class SessionStore:
 
     # -- health -------------------------------------------------------------------------------
 
+    def now(self) -> int:
+        """The store's clock (epoch milliseconds): the times it records."""
+        return self._clock()
+
     @property
     def failure(self) -> str | None:
         """Why the store cannot write (disk full, database corrupt, I/O error), or None."""
@@ -418,28 +422,22 @@ class SessionStore:
         self, run_id: str, key: str, messages: Sequence[Message], *,
         starts: Callable[[Any], int | None] | None, agent_id: str | None = None,
         channel: str | None = None, inbound: tuple[str, str, str] | None = None,
-        delivery: Delivery | None = None,
+        delivery: Delivery | None = None, session_id: str | None = None,
+        admitted_at: int | None = None,
     ) -> tuple[SessionEntry, bool, list[StoredMessage] | None]:
         """``admit``, and in the same transaction (one trip to the writer) start the run as
         ``begin_run`` does when ``starts(session row)`` gives a history size: for a message
         its session's lane will run at once. Returns the session, whether it was created and
-        the turn's context (``begin_run``'s result), or None when the run stays queued."""
-        k = keys.canonical(key)
-        agent = _agent_for(k, agent_id)
-        values = check_fields({"channel": channel} if channel else {}, "sessions.ensure")
-        check_messages(messages, "runs.queue")
-        now, sid, owner, cache = self._clock(), new_id(), self.owner, self._history
-        session = {"key": k, "agent_id": agent, "session_id": sid, "created_at": now,
-                   "updated_at": now, "started_at": now, **values}
-
-        def refuse_denied(row: sqlite3.Row) -> None:
-            if row["send_policy"] == "deny":
-                raise SessionError("send blocked by session policy", session_key=k)
+        the turn's context (``begin_run``'s result), or None when the run stays queued.
+        ``session_id`` and ``admitted_at`` (epoch ms): the new session's transcript id and the
+        admission's time when the caller chose them already (``agents/admission.py``)."""
+        k, now, admit = self._admission(run_id, key, messages, agent_id=agent_id,
+                                        channel=channel, inbound=inbound, delivery=delivery,
+                                        session_id=session_id, admitted_at=admitted_at)
+        owner, cache = self.owner, self._history
 
         def job(c: sqlite3.Connection) -> tuple[sqlite3.Row, bool, list[StoredMessage] | None]:
-            row, created = runs.admit(c, run_id, k, messages, now, session=session,
-                                      check=refuse_denied, inbound=inbound, delivery=delivery,
-                                      owner=owner)
+            row, created = admit(c)
             history = None if starts is None else starts(row)
             if history is None:
                 return row, created, None
@@ -452,6 +450,68 @@ class SessionStore:
         if created:
             self._created()
         return SessionEntry.from_row(row), created, begun
+
+    async def admit_and_complete(
+        self, run_id: str, key: str, messages: Sequence[Message], final: Sequence[Message], *,
+        agent_id: str | None, channel: str | None, session_id: str, admitted_at: int,
+        status: RunStatus, stop_reason: str | None = None, error: str | None = None,
+        usage: dict[str, Any] | None = None, model: str | None = None,
+        provider: str | None = None, merged: Sequence[str] = (), cost: float | None = None,
+        fallbacks: Sequence[dict[str, Any]] | None = None,
+    ) -> tuple[list[StoredMessage], bool]:
+        """A whole run in one transaction: admitted and started at ``admitted_at`` (as
+        ``admit_and_begin``), ended now with its ``final`` messages (as ``complete_run``) — for
+        a turn that ran before its message was stored (``agents/admission.py``). Returns what
+        joined the transcript (input, then final) and whether the session was created. SQLite
+        only: on several replicas a run must be claimed before it runs."""
+        if self.owner is not None:
+            raise InvalidRequest("a run is stored with its reply only on a store of one replica")
+        k, _admitted, admit = self._admission(
+            run_id, key, messages, agent_id=agent_id, channel=channel, inbound=None,
+            delivery=None, session_id=session_id, admitted_at=admitted_at)
+        now, cache = self._clock(), self._history
+
+        def job(c: sqlite3.Connection) -> tuple[list[StoredMessage], bool]:
+            row, created = admit(c)
+            started = runs.begin(c, run_id, k, messages, admitted_at, len(messages), cache,
+                                 sid=row["session_id"], touch=not created)
+            ended = runs.complete(
+                c, run_id, k, final, now, status=status, stop_reason=stop_reason, error=error,
+                usage=usage, model=model, provider=provider, merged=tuple(merged), cost=cost,
+                fallbacks=fallbacks, cache=cache)
+            return started[-len(messages):] + ended, created
+
+        stored, created = await self._write(job)
+        if created:
+            self._created()
+        return stored, created
+
+    def _admission(
+        self, run_id: str, key: str, messages: Sequence[Message], *, agent_id: str | None,
+        channel: str | None, inbound: tuple[str, str, str] | None, delivery: Delivery | None,
+        session_id: str | None, admitted_at: int | None,
+    ) -> tuple[str, int, Callable[[sqlite3.Connection], tuple[sqlite3.Row, bool]]]:
+        """Check an admission's input and make its job (``runs.admit``); returns the canonical
+        key, the admission's time and the job."""
+        k = keys.canonical(key)
+        agent = _agent_for(k, agent_id)
+        values = check_fields({"channel": channel} if channel else {}, "sessions.ensure")
+        check_messages(messages, "runs.queue")
+        now = self._clock() if admitted_at is None else admitted_at
+        owner = self.owner
+        session = {"key": k, "agent_id": agent, "session_id": session_id or new_id(),
+                   "created_at": now, "updated_at": now, "started_at": now, **values}
+
+        def refuse_denied(row: sqlite3.Row) -> None:
+            if row["send_policy"] == "deny":
+                raise SessionError("send blocked by session policy", session_key=k)
+
+        def admit(c: sqlite3.Connection) -> tuple[sqlite3.Row, bool]:
+            return runs.admit(c, run_id, k, messages, now, session=session,
+                              check=refuse_denied, inbound=inbound, delivery=delivery,
+                              owner=owner)
+
+        return k, now, admit
 
     async def complete_run(
         self, run_id: str, key: str, messages: Sequence[Message], *, status: RunStatus,
