@@ -209,6 +209,10 @@ class GatewayClient:
                 from None
         finally:
             self._pending.pop(req_id, None)
+            if pending.future.done() and not pending.future.cancelled():
+                # The reader may fail the future while the send is failing too: the caller
+                # got the error from the send, so mark the future's copy as retrieved.
+                pending.future.exception()
 
     async def events(self) -> AsyncIterator[Event]:
         """Events as they arrive, until the connection closes."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 from pathlib import Path
 
 import pytest
@@ -68,6 +69,27 @@ async def test_pending_calls_fail_when_the_connection_closes(server: GatewayServ
             await client.call("health", wait_s=5)
         assert closed.value.code == "UNAVAILABLE"
         assert [e async for e in client.events() if e.name == "nothing"] == []
+
+
+async def test_a_close_during_the_send_fails_the_call_once(server: GatewayServer) -> None:
+    # The race CI hit: the reader sees the close (and fails the pending call) while the send
+    # is still failing. The caller gets the error; no unretrieved copy is left on the loop.
+    async with GatewayClient(ws_url(server), TOKEN) as client:
+        ws, reader = client._ws, client._reader
+        assert ws is not None and reader is not None
+        send = ws.send
+
+        async def send_after_the_reader_ends(message: str) -> None:
+            await asyncio.gather(reader, return_exceptions=True)
+            await send(message)
+
+        ws.send = send_after_the_reader_ends  # type: ignore[method-assign]
+        await next(iter(server.gateway.hub.connections)).close(1012, "going away")
+        with pytest.raises(GatewayError) as closed:
+            await client.call("health", wait_s=5)
+        assert closed.value.code == "UNAVAILABLE"
+    del closed, client
+    gc.collect()  # an unretrieved future's error would reach the loop now, failing the test
 
 
 async def test_call_remote_with_explicit_url_and_token(server: GatewayServer) -> None:
