@@ -100,6 +100,19 @@ async def test_a_subscription_to_some_streams_gets_only_those(make_engine):
     assert ends.overflowed is False  # the deltas (more than 8) never reached its mailbox
 
 
+async def test_a_subscription_with_a_test_gets_only_what_passes_it(make_engine):
+    h = await make_engine(echo={"chunk_chars": 1})
+    with h.engine.bus.subscribe(session_key=MAIN, maxsize=1,
+                                when=lambda e: e.data.get("phase") == "end") as ends, \
+            h.engine.bus.subscribe(session_key=MAIN) as everything:
+        result = await h.engine.run(Submission("many deltas"))
+        seen, kept = drain(everything), drain(ends)
+
+    assert result.status == "ok"
+    assert kept == [e for e in seen if e.stream == "lifecycle" and e.data["phase"] == "end"]
+    assert len(kept) == 1 and ends.overflowed is False  # the rest never took its one slot
+
+
 async def test_events_nobody_takes_are_not_published_and_keep_their_place(make_engine):
     h = await make_engine(echo={"chunk_chars": 1})
     bus = h.engine.bus

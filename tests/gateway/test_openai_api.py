@@ -316,8 +316,10 @@ async def test_disconnect_mid_stream_keeps_the_run(tmp_path: Path) -> None:
             return [(m.role, m.content) for m in stored] == [
                 ("user", "left early"), ("assistant", "left early")]
 
-        await until(answered)
+        # The stream stops following the run as soon as its client leaves, not at the end.
         await until(lambda: engine.bus.subscribers == listening)
+        assert not await answered()
+        await until(answered)
 
 
 async def test_run_failures(tmp_path: Path) -> None:

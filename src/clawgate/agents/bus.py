@@ -79,11 +79,14 @@ class Subscription:
 
     def __init__(self, bus: EventBus, *, run_id: str | None, session_key: str | None,
                  maxsize: int, sessions: bool = False,
-                 streams: frozenset[Stream] | None = None) -> None:
+                 streams: frozenset[Stream] | None = None,
+                 when: Callable[[Event], bool] | None = None) -> None:
         self.run_id = run_id
         self.session_key = session_key
         self.sessions = sessions  # session events too, not only run events
         self.streams = streams  # the run-event streams it wants (None: all)
+        # A last test, run at publish time: what fails it never wakes the reader.
+        self.when = when
         if maxsize < 1:
             raise ValueError("a subscription's mailbox holds at least one event")
         self.overflowed = False
@@ -101,7 +104,7 @@ class Subscription:
             return False
         return (self.run_id is None or event.run_id == self.run_id) and (
             self.session_key is None or event.session_key == self.session_key
-        )
+        ) and (self.when is None or self.when(event))
 
     def offer(self, event: Event) -> None:
         if self.overflowed:
@@ -167,12 +170,14 @@ class EventBus:
 
     def subscribe(self, *, run_id: str | None = None, session_key: str | None = None,
                   maxsize: int = 1024, sessions: bool = False,
-                  streams: frozenset[Stream] | None = None) -> Subscription:
+                  streams: frozenset[Stream] | None = None,
+                  when: Callable[[Event], bool] | None = None) -> Subscription:
         """A mailbox of run events (of ``run_id`` / ``session_key`` when given; of the
         ``streams`` given, e.g. only ``lifecycle``: a run's text deltas then never reach it),
-        and of session and message events too with ``sessions=True``."""
+        and of session and message events too with ``sessions=True``; with ``when``, only of
+        the events it passes (tested as they are published, so the rest cost no wake-up)."""
         sub = Subscription(self, run_id=run_id, session_key=session_key, maxsize=maxsize,
-                           sessions=sessions, streams=streams)
+                           sessions=sessions, streams=streams, when=when)
         if run_id is not None:
             self._by_run.setdefault(run_id, set()).add(sub)
         else:

@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from clawgate.agents.bus import RunEvent, Stream
+from clawgate.agents.bus import Event, RunEvent, Stream
 from clawgate.agents.commands import catalogue
 from clawgate.agents.engine import Engine
 from clawgate.agents.turn import Turn
@@ -241,17 +241,18 @@ class ChannelRuntime:
         was committed with the end)."""
         bus = self.engine.bus
         only: frozenset[Stream] = frozenset({"lifecycle"})  # a run's end is all it wants
-        sub = bus.subscribe(maxsize=RUN_EVENTS, streams=only)
+
+        def owes(event: Event) -> bool:  # other runs' events never wake this task
+            return isinstance(event, RunEvent) and bool(event.data.get("deliver"))
+
+        sub = bus.subscribe(maxsize=RUN_EVENTS, streams=only, when=owes)
         try:
             while True:
-                event = await sub.get()
+                await sub.get()
                 if sub.overflowed:  # missed some ends: resubscribe and look anyway
                     sub.close()
-                    sub = bus.subscribe(maxsize=RUN_EVENTS, streams=only)
-                    self.wake()
-                elif isinstance(event, RunEvent) and event.stream == "lifecycle" \
-                        and event.data.get("deliver"):
-                    self.wake()
+                    sub = bus.subscribe(maxsize=RUN_EVENTS, streams=only, when=owes)
+                self.wake()
         finally:
             sub.close()
 

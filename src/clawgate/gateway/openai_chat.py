@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from starlette.requests import Request
-from starlette.responses import Response, StreamingResponse
+from starlette.responses import Response
 
 from clawgate.agents.lanes import RunResult
 from clawgate.agents.turn import Turn
@@ -35,10 +35,9 @@ from clawgate.gateway.http import JSON
 from clawgate.gateway.openai_api import (
     DONE,
     PAUSE,
-    SSE_HEADERS,
+    EventStream,
     Prompt,
     Target,
-    coalesced,
     failure,
     flag,
     has_transcript,
@@ -335,8 +334,7 @@ async def completions(gateway: Services, request: Request) -> Response:
             raise error
         return JSON(completion(result, model))
     chunks = _chunks(turn, model, usage=bool(options.get("include_usage")))
-    return StreamingResponse(coalesced(chunks), media_type="text/event-stream",
-                             headers=SSE_HEADERS)
+    return EventStream(chunks)
 
 
 def completion(result: RunResult, model: str) -> dict[str, Any]:

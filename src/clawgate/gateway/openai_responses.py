@@ -16,7 +16,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from starlette.requests import Request
-from starlette.responses import Response, StreamingResponse
+from starlette.responses import Response
 
 from clawgate.agents.lanes import RunResult
 from clawgate.agents.turn import Turn
@@ -25,8 +25,7 @@ from clawgate.gateway.http import JSON
 from clawgate.gateway.openai_api import (
     DONE,
     PAUSE,
-    SSE_HEADERS,
-    coalesced,
+    EventStream,
     failure,
     flag,
     optional_str,
@@ -137,8 +136,7 @@ async def responses(gateway: Services, request: Request) -> Response:
         output = ([_message(turn.run_id, result.text, status)]
                   if result.text or not result.tool_calls else [])
         return JSON(_final(base, result, [*output, *map(_call, result.tool_calls)]))
-    return StreamingResponse(coalesced(_events(turn, base)), media_type="text/event-stream",
-                             headers=SSE_HEADERS)
+    return EventStream(_events(turn, base))
 
 
 def _message(run_id: str, text: str, status: str) -> dict[str, Any]:
