@@ -261,19 +261,20 @@ class EventStream(StreamingResponse):
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         sending = asyncio.current_task()
         assert sending is not None
-        left = asyncio.Event()
+        left = False
 
         async def watch() -> None:
+            nonlocal left
             while (await receive())["type"] != "http.disconnect":
                 pass
-            left.set()
+            left = True
             sending.cancel()
 
         watcher = asyncio.get_running_loop().create_task(watch())
         try:
             await self.stream_response(send)
         except asyncio.CancelledError:
-            if not left.is_set() or sending.cancelling() > 1:
+            if not left or sending.cancelling() > 1:
                 raise  # cancelled from outside, not (only) by the client leaving
             sending.uncancel()
         finally:
