@@ -67,6 +67,31 @@ async def test_abort_one_queued_run_leaves_the_others(make_engine, tmp_path):
     assert entry is not None and entry.aborted_last_run is False  # the last run ended ok
 
 
+async def test_an_abort_while_the_run_records_its_end_changes_nothing(make_engine, tmp_path):
+    """The run has ended (its end is published) and is still recording it (``agent_end``
+    holds it): an abort finds nothing to stop, and the end is recorded once, as it was."""
+    options = gated(tmp_path)
+    options["tools"]["hold_agent_end"] = True
+    h = await make_engine(**options)
+    with h.engine.bus.subscribe(session_key=MAIN) as events:
+        turn = await h.engine.submit(Submission("a"))
+        await next_event(events, lambda e: e.run_id == turn.run_id
+                         and e.stream == "lifecycle" and e.data["phase"] == "end")
+
+        assert h.engine.abort(MAIN) == []
+        assert h.engine.abort(MAIN, run_id=turn.run_id) == []
+        (tmp_path / "gate" / "ended").touch()
+        result = await asyncio.wait_for(turn.result(), 10)
+
+    assert (result.status, result.text) == ("ok", "re: a")
+    record = await h.store.get_run(turn.run_id)
+    assert record is not None and record.status == "ok"
+    assert texts(await h.store.transcript(MAIN)) == [("user", "a"), ("assistant", "re: a")]
+    entry = await h.store.get(MAIN)
+    assert entry is not None and entry.aborted_last_run is False
+    assert h.leases() == 0
+
+
 async def test_abort_as_a_queued_run_is_dispatched_keeps_the_lane_working(make_engine,
                                                                            tmp_path):
     """Abort lands after the lane made ``b`` active but before its task took a first step."""

@@ -64,6 +64,7 @@ class Run:
     merged_ids: list[str] = field(default_factory=list)  # runs coalesced or steered into this
     front: bool = False  # taken over from a dead replica: runs before the lane's other runs
     deferred: bool = False  # a front run arrived while this one waited for its claim
+    ending: bool = False  # the runner is recording its end: it is not cancelled any more
     _steered: list[dict[str, Any]] = field(default_factory=list)
 
     def inject(self, message: dict[str, Any]) -> None:
@@ -191,7 +192,7 @@ class Lanes:
                     aborted.append(queued.run_id)
         active = lane.active
         if active is not None and (run_id is None or active.run_id == run_id):
-            if active.cancel_reason is None:
+            if active.cancel_reason is None and not active.ending:  # an ending run has ended
                 self._cancel_active(active, "aborted")
                 aborted.append(active.run_id)
         return aborted
@@ -276,8 +277,10 @@ class Lanes:
                 # so record it as an abort that never started and keep serving the lane.
                 result = await self._never_started(run)
             else:
-                # The lane itself is being torn down: stop the run and let it record the abort.
-                run.task.cancel()
+                # The lane itself is being torn down: stop the run and let it record the abort
+                # (or its end, when it is recording that already).
+                if not run.ending:
+                    run.task.cancel()
                 run.resolve(await _settle(run))
                 raise
         except Exception as exc:  # the runner records its own errors; this is a last resort
@@ -342,7 +345,7 @@ class Lanes:
 
     def _cancel_active(self, run: Run, reason: str) -> None:
         run.cancel_reason = reason
-        if run.task is not None:
+        if run.task is not None and not run.ending:
             run.task.cancel(reason)
 
     async def _finish_cancelled(self, run: Run) -> None:

@@ -282,9 +282,10 @@ class TurnRunner:
             _usage_counts(progress.usage), tuple(progress.tool_calls),
             suppressed=progress.suppressed,
         )
-        # Shielded: an abort arriving now must not leave the run half-recorded.
-        return await asyncio.shield(self._finish(run, request, result, progress, events,
-                                                 started))
+        # From here an abort changes nothing (the lanes no longer cancel the run): its end is
+        # recorded whole, never half.
+        run.ending = True
+        return await self._finish(run, request, result, progress, events, started)
 
     async def cancelled(self, run: Run) -> RunResult:
         """Record a run that was aborted before it started (its message stays in the store)."""
