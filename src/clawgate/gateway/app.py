@@ -198,7 +198,7 @@ class Gateway:
 
     # -- the route table ---------------------------------------------------------------------
 
-    def _build_app(self) -> Starlette:
+    def _build_app(self) -> OriginGuard:
         probe = endpoints.probes(self)
         routes: list[BaseRoute] = [
             Route("/health", probe["health"], methods=PROBE),
@@ -215,19 +215,22 @@ class Gateway:
                 self, self.settings.config.gateway.max_body_bytes), methods=ANY_METHOD),
         ]
         routes += self.control_ui.routes()  # the dashboard: "/" and "/ui/..." by default
+        direct: dict[str, endpoints.Endpoint] = {}  # exact paths the guard serves itself
         for prefix in ("/v1", "/openclaw/v1"):
-            routes += [Route(prefix + path, endpoints.openai(self, prefix + path, methods,
-                                                             handler), methods=ANY_METHOD)
-                       for path, methods, handler in OPENAI_ROUTES]
+            for path, methods, handler in OPENAI_ROUTES:
+                endpoint = endpoints.openai(self, prefix + path, methods, handler)
+                routes.append(Route(prefix + path, endpoint, methods=ANY_METHOD))
+                if "{" not in path:
+                    direct[prefix + path] = endpoint
         routes.append(Route("/{path:path}", endpoints.plugin_routes(self), methods=ANY_METHOD))
-        app = Starlette(routes=routes, lifespan=self.lifespan)
         loopback = self.bind in ("localhost", "::1") or self.bind.startswith("127.")
-        # The WebSocket control plane at "/" is served by the guard itself (see OriginGuard).
-        app.add_middleware(OriginGuard, owner=self, websocket=asgi_endpoint(self),
+        # The WebSocket control plane at "/" and the OpenAI endpoints are served by the guard
+        # itself (see OriginGuard); their routes stay in the table, which is what it serves.
+        return OriginGuard(Starlette(routes=routes, lifespan=self.lifespan), owner=self,
+                           websocket=asgi_endpoint(self), direct=direct,
                            allowed=self.settings.config.gateway.allowed_origins,
                            loopback_bind=loopback
                            and self.settings.config.gateway.auth.mode == "none")
-        return app
 
     # -- lifecycle -------------------------------------------------------------------------
 

@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 from urllib.parse import urlsplit
 
 import orjson
 from starlette.requests import Request
-from starlette.responses import JSONResponse
+from starlette.responses import JSONResponse, Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from clawgate.errors import (
@@ -154,14 +155,21 @@ def host_allowed(host: str | None, *, loopback_bind: bool, allowed: tuple[str, .
 
 
 class OriginGuard:
-    """Refuses HTTP requests and WebSocket upgrades from browser origins that are not allowed
-    (403 before any route runs), and marks the request's task as working for ``owner``.
-    WebSocket connections to ``/`` go straight to ``websocket`` (the control plane)."""
+    """The gateway's front door, outermost: refuses HTTP requests and WebSocket upgrades from
+    browser origins that are not allowed (403 before any route runs), and marks the request's
+    task as working for ``owner``. WebSocket connections to ``/`` go straight to ``websocket``
+    (the control plane), and HTTP requests to a path of ``direct`` straight to its endpoint:
+    the OpenAI endpoints answer every turn, and Starlette's exception middlewares and router
+    would wrap each of their responses' sends three times over for nothing (they catch their
+    own errors). Everything else goes to ``app``, the route table."""
 
     def __init__(self, app: ASGIApp, *, owner: object, allowed: tuple[str, ...],
-                 loopback_bind: bool, websocket: ASGIApp | None = None) -> None:
+                 loopback_bind: bool, websocket: ASGIApp | None = None,
+                 direct: Mapping[str, Callable[[Request], Awaitable[Response]]] | None = None,
+                 ) -> None:
         self.app = app
         self.websocket = websocket  # serves WebSocket connections to "/" directly
+        self.direct = dict(direct or {})
         self.owner = owner
         self.allowed = allowed
         # The Host rule matters only without credentials: with a token, a rebinding page
@@ -184,11 +192,15 @@ class OriginGuard:
                     await receive()  # websocket.connect; closing before accept answers 403
                     await send({"type": "websocket.close", "code": 1008, "reason": message})
                     return
-                response = error_response(Forbidden(message, reason="origin_not_allowed"))
-                await response(scope, receive, send)
+                refusal = error_response(Forbidden(message, reason="origin_not_allowed"))
+                await refusal(scope, receive, send)
                 return
-            if scope["type"] == "websocket" and self.websocket is not None \
-                    and scope.get("path") == "/":
-                await self.websocket(scope, receive, send)
+            if scope["type"] == "websocket":
+                if self.websocket is not None and scope.get("path") == "/":
+                    await self.websocket(scope, receive, send)
+                    return
+            elif (endpoint := self.direct.get(scope["path"])) is not None:
+                response = await endpoint(Request(scope, receive))
+                await response(scope, receive, send)
                 return
         await self.app(scope, receive, send)
