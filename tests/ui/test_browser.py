@@ -14,6 +14,15 @@ from tests.ui.conftest import DESKTOP, PHONE, SECRET, Gateway, login, shoot
 XSS = "<img src=x onerror=alert(1)> <script>alert(2)</script> **bold**"
 
 
+
+def new_chat(page: Page) -> str:
+    """Start a new chat; its session key, once the picker shows it (the click navigates, and
+    the picker follows the navigation a moment later)."""
+    before = page.eval_on_selector("#chat-session", "s => s.value")
+    page.click("#chat-new")
+    expect(page.locator("#chat-session")).not_to_have_value(before)
+    return str(page.eval_on_selector("#chat-session", "s => s.value"))
+
 def test_login_through_the_fragment_keeps_the_token_out_of_the_address_bar(
         page: Page, gateway: Gateway) -> None:
     login(page, gateway)
@@ -101,8 +110,7 @@ def test_switching_sessions_mid_turn_loses_nothing(page: Page, gateway: Gateway)
     login(page, gateway)
     page.select_option("#chat-agent", "slow")
     expect(page.locator("#chat-session")).to_have_value(re.compile("^agent:slow:"))
-    page.click("#chat-new")
-    first = page.eval_on_selector("#chat-session", "s => s.value")
+    first = new_chat(page)
     page.fill("#chat-input", "[hold] first")
     page.keyboard.press("Enter")
     expect(page.locator("#chat-stop")).to_be_visible()
@@ -321,8 +329,7 @@ def test_model_override_from_the_sessions_panel(page: Page, gateway: Gateway) ->
     login(page, gateway)
     page.select_option("#chat-agent", "slow")  # its primary model is gate/gate
     expect(page.locator("#chat-session")).to_have_value(re.compile("^agent:slow:"))
-    page.click("#chat-new")
-    key = page.eval_on_selector("#chat-session", "s => s.value")
+    key = new_chat(page)
     page.fill("#chat-input", "a session to override")
     page.keyboard.press("Enter")
     expect(page.locator(".msg.assistant").last).to_contain_text("re: a session to override")
