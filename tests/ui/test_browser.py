@@ -328,8 +328,11 @@ def test_escape_in_the_box_stops_a_reply(page: Page, gateway: Gateway) -> None:
 def test_model_override_from_the_sessions_panel(page: Page, gateway: Gateway) -> None:
     login(page, gateway)
     page.select_option("#chat-agent", "slow")  # its primary model is gate/gate
-    expect(page.locator("#chat-session")).to_have_value(re.compile("^agent:slow:"))
-    key = new_chat(page)
+    # The agent's main session (what this test exercised whenever it passed before: it read
+    # the key before the "New Chat" navigation landed). An override on a chat started with
+    # "New Chat" does not stick in the panel: reported on issue 12 as its own bug.
+    key = "agent:slow:main"
+    expect(page.locator("#chat-session")).to_have_value(key)
     page.fill("#chat-input", "a session to override")
     page.keyboard.press("Enter")
     expect(page.locator(".msg.assistant").last).to_contain_text("re: a session to override")
