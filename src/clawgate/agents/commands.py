@@ -23,8 +23,12 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from clawgate.plugins.registry import Command
+
+if TYPE_CHECKING:
+    from clawgate.agents.compaction import Outcome
 
 _COMMAND = re.compile(r"^/([A-Za-z0-9_-]{1,64})(?:@[A-Za-z0-9_]{1,64})?(?:\s+([\s\S]*))?$")
 
@@ -75,3 +79,21 @@ def catalogue(plugin_commands: Mapping[str, Command]) -> list[dict[str, str]]:
 def help_text(plugin_commands: Mapping[str, Command]) -> str:
     lines = [f"/{row['name']} — {row['description']}" for row in catalogue(plugin_commands)]
     return "Commands:\n" + "\n".join(lines)
+
+
+def compact_text(outcome: Outcome) -> str:
+    """The ``/compact`` reply."""
+    if outcome.compacted:
+        line = f"⚙️ Compacted (~{_k(outcome.tokens_before)} → ~{_k(outcome.tokens_after or 0)} " \
+               f"tokens; {outcome.kept} recent messages kept)"
+    else:
+        line = f"⚙️ Compaction skipped: {outcome.reason or 'nothing to compact'}"
+    flush = outcome.flush
+    if flush is not None:
+        line += f" • memory flush: {flush.status}" + (
+            f" ({flush.reason})" if flush.reason and flush.status != "ok" else "")
+    return line
+
+
+def _k(count: int) -> str:
+    return f"{count / 1000:.1f}k" if count >= 1000 else str(count)

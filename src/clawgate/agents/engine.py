@@ -326,10 +326,7 @@ class Engine:
     async def _admit(self, run_id: str, key: str, agent: Agent, messages: list[dict[str, Any]],
                      submission: Submission,
                      follow: bool) -> tuple[Run, Subscription | None, bool]:
-        # Queued system events join the message (a refused admission gives them back).
-        events = self.system_events.take(key) if submission.content is not None else ()
-        if events:
-            messages[-1] = prepend(messages[-1], events)
+        events = self._join_events(key, submission, messages)
         # One trip to the store: session ensured, send policy checked, run queued (durable)
         # and, when the session's lane will run it at once, started too (its context read).
         starts = self._starts(key, submission)
@@ -356,6 +353,15 @@ class Engine:
         # comes before the run's own events even when it started with its admission.
         self.bus.publish(SessionEvent(key, "send", run_id))
         return run, sub, created
+
+    def _join_events(self, key: str, submission: Submission,
+                     messages: list[dict[str, Any]]) -> tuple[str, ...]:
+        """Queued system events join the message; returned so that a refused admission gives
+        them back (``system_events.restore``)."""
+        events = self.system_events.take(key) if submission.content is not None else ()
+        if events:
+            messages[-1] = prepend(messages[-1], events)
+        return events
 
     def _starts(self, key: str, submission: Submission) -> Callable[[Any], int | None] | None:
         """Whether the admission may also start the run (in its transaction): only when the
@@ -399,10 +405,7 @@ class Engine:
         no task and nothing a caller going away could interrupt. Its session_start comes when
         the store creates the session."""
         run_id, key = deferred.run_id, deferred.key
-        # Queued system events join the message (a refused admission gives them back).
-        events = self.system_events.take(key) if submission.content is not None else ()
-        if events:
-            messages[-1] = prepend(messages[-1], events)
+        events = self._join_events(key, submission, messages)
         try:
             run, sub = self._hand_over(run_id, key, agent, messages, submission, deferred.entry,
                                        follow, begun=list(deferred.context()),
@@ -554,7 +557,7 @@ class Engine:
                                          busy="abort")
             if outcome.failed:
                 raise SessionError(outcome.reason or "compaction failed", session_key=key)
-            return compact_text(outcome)
+            return commands.compact_text(outcome)
         plugin = generation.registry.commands.get(name)
         if name == "help" or plugin is None:
             return commands.help_text(generation.registry.commands)
@@ -776,24 +779,6 @@ def _override(agent: Agent, entry: SessionEntry) -> ModelRef | None:
     provider = entry.provider_override or agent.models[0].provider
     return ModelRef.parse(f"{provider}/{entry.model_override}" if provider
                           else entry.model_override)  # a bare alias
-
-
-def compact_text(outcome: Outcome) -> str:
-    """The ``/compact`` reply."""
-    if outcome.compacted:
-        line = f"⚙️ Compacted (~{_k(outcome.tokens_before)} → ~{_k(outcome.tokens_after or 0)} " \
-               f"tokens; {outcome.kept} recent messages kept)"
-    else:
-        line = f"⚙️ Compaction skipped: {outcome.reason or 'nothing to compact'}"
-    flush = outcome.flush
-    if flush is not None:
-        line += f" • memory flush: {flush.status}" + (
-            f" ({flush.reason})" if flush.reason and flush.status != "ok" else "")
-    return line
-
-
-def _k(count: int) -> str:
-    return f"{count / 1000:.1f}k" if count >= 1000 else str(count)
 
 
 def _thinking(value: str | None) -> ThinkingLevel | None:
