@@ -55,7 +55,7 @@ def test_without_a_token_a_login_form(page: Page, gateway: Gateway) -> None:
 def test_chat_streams_the_echo_reply_and_renders_markdown_as_text(
         page: Page, gateway: Gateway) -> None:
     login(page, gateway)
-    page.click("#chat-new")
+    new_chat(page)
     page.fill("#chat-input", "Hello **there**, a streamed echo")
     page.keyboard.press("Enter")
     reply = page.locator(".msg.assistant").last
@@ -95,7 +95,7 @@ def test_stop_aborts_a_long_reply(page: Page, gateway: Gateway) -> None:
     login(page, gateway)
     page.select_option("#chat-agent", "slow")
     expect(page.locator("#chat-session")).to_have_value(re.compile("^agent:slow:"))
-    page.click("#chat-new")
+    new_chat(page)
     page.fill("#chat-input", "[half] a long answer that waits")
     page.keyboard.press("Enter")
     expect(page.locator(".msg.assistant.live")).to_contain_text("re: [half]")
@@ -118,7 +118,7 @@ def test_switching_sessions_mid_turn_loses_nothing(page: Page, gateway: Gateway)
     page.keyboard.press("Enter")
     expect(page.locator("#chat-queue")).to_contain_text("second, queued")
     # Away to a new chat while the turn runs: the page does not wait for it.
-    page.click("#chat-new")
+    new_chat(page)
     expect(page.locator("#chat-messages")).not_to_contain_text("first")
     page.fill("#chat-input", "[hold] elsewhere")
     page.keyboard.press("Enter")
@@ -299,7 +299,7 @@ def test_logs_tail_live_with_level_filter_and_search(page: Page, gateway: Gatewa
 
 def test_slash_commands_answer_in_the_chat(page: Page, gateway: Gateway) -> None:
     login(page, gateway)
-    page.click("#chat-new")
+    new_chat(page)
     page.fill("#chat-input", "/help")
     page.keyboard.press("Enter")
     reply = page.locator(".msg.assistant").last
@@ -316,7 +316,7 @@ def test_escape_in_the_box_stops_a_reply(page: Page, gateway: Gateway) -> None:
     login(page, gateway)
     page.select_option("#chat-agent", "slow")
     expect(page.locator("#chat-session")).to_have_value(re.compile("^agent:slow:"))
-    page.click("#chat-new")
+    new_chat(page)
     page.fill("#chat-input", "[half] stop me from the keyboard")
     page.keyboard.press("Enter")
     expect(page.locator("#chat-stop")).to_be_visible()
